@@ -1,0 +1,1 @@
+"""Generated from protos/pushwarden/common: do not edit; run `make protos`."""

@@ -1,0 +1,1 @@
+"""Generated from protos/pushwarden/consent: do not edit; run `make protos`."""

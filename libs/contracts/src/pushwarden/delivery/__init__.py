@@ -1,0 +1,1 @@
+"""Generated from protos/pushwarden/delivery: do not edit; run `make protos`."""

@@ -1,0 +1,1 @@
+"""Generated from protos/pushwarden/scheduler: do not edit; run `make protos`."""

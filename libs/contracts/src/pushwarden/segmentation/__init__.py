@@ -1,0 +1,1 @@
+"""Generated from protos/pushwarden/segmentation: do not edit; run `make protos`."""
