@@ -18,3 +18,52 @@ $(VENV_STAMP):
 lock:
 	$(PY) -m uv pip compile requirements.in -o constraints.txt --no-header --no-annotate
 	sed -i '/^-e /d' constraints.txt
+
+# ---- run -------------------------------------------------------------------------------
+# One Python supervisor runs the four services (SQLite under var/); make stays its parent.
+run: install
+	@$(PY) -m pushwarden.runtime.supervisor
+
+# ---- tests -----------------------------------------------------------------------------
+PYTEST := $(PY) -m pytest
+test: install
+	@$(PYTEST) -q
+
+# The storage and service suites again, each test on a throwaway PostgreSQL database.
+test-pg: install
+	@PUSHWARDEN_TEST_DB=postgres PUSHWARDEN_TEST_PG_URL=$(PG_URL) $(PYTEST) -q -m storage
+
+# ---- contracts -------------------------------------------------------------------------
+protos: install
+	@$(PY) scripts/gen_protos.py
+
+protos-check: install
+	@$(PY) scripts/gen_protos.py --check
+
+node_modules/.installed: package.json package-lock.json
+	@npm ci --silent --no-audit --no-fund
+	@touch $@
+
+# buf comes pinned from the npm registry; only this target (and buf curl) needs Node.js.
+proto-lint: node_modules/.installed
+	@node_modules/.bin/buf lint protos
+	@node_modules/.bin/buf build protos -o /dev/null
+
+# ---- quality ---------------------------------------------------------------------------
+LINT_PATHS := libs/policy libs/runtime libs/sandbox libs/contracts/tests services tests bench tools scripts
+lint: install
+	@$(PY) -m ruff check $(LINT_PATHS)
+	@$(PY) -m ruff format --check $(LINT_PATHS)
+	@$(PY) -m mypy $(LINT_PATHS)
+
+compose-check: install
+	@$(PY) tools/compose_check.py docker-compose.yml
+
+# ---- benchmarks ------------------------------------------------------------------------
+# Every script under bench/ prints a table and `BENCH {...}` lines; BENCH_ARGS=--quick for a short run.
+BENCH_ARGS ?=
+bench: install
+	@set -e; for b in bench/*.py; do echo "== $$b"; $(PY) $$b $(BENCH_ARGS); done
+
+clean:
+	rm -rf .venv var node_modules

@@ -1,0 +1,331 @@
+"""Domain errors and the one place that turns them into gRPC statuses.
+
+Handlers raise the exceptions below; :class:`ErrorInterceptor` converts each into a
+status code plus ``google.rpc`` details (BadRequest, PreconditionFailure, QuotaFailure,
+RetryInfo, ResourceInfo, ErrorInfo) sent with ``abort_with_status``. Anything else a
+handler raises becomes INTERNAL with an error id that the server's log line carries too,
+so an operator can find the traceback from what the caller saw.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from grpc_status import rpc_status  # type: ignore[import-untyped]
+
+from pushwarden.runtime._wrap import HandlerCache, iterate_response, rewrap
+from pushwarden.runtime.auth import current_caller
+
+logger = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "pushwarden.dev"
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class DomainError(Exception):
+    """Base of the errors a handler may raise on purpose.
+
+    ``reason`` (UPPER_SNAKE_CASE) and ``metadata`` become a ``google.rpc.ErrorInfo``
+    detail so that callers can branch on a stable machine-readable value.
+    """
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
+
+    def __init__(
+        self, message: str, *, reason: str | None = None, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message or self.code.name.replace("_", " ").lower()
+        self.reason = reason
+        self.metadata = dict(metadata or {})
+
+    def details(self) -> list[Message]:
+        """The ``google.rpc`` detail messages specific to this error kind."""
+        return []
+
+    def to_status(self) -> status_pb2.Status:
+        """The full ``google.rpc.Status`` for this error."""
+        messages = self.details()
+        if self.reason:
+            messages.append(
+                error_details_pb2.ErrorInfo(
+                    reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata
+                )
+            )
+        return build_status(self.code, self.message, messages)
+
+
+class InvalidArgument(DomainError):
+    """The request is malformed; ``violations`` lists ``(field, description)`` pairs."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(
+        self, message: str, violations: Sequence[tuple[str, str]] = (), **kwargs: Any
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.violations = tuple(violations)
+
+    def details(self) -> list[Message]:
+        """A BadRequest with one field violation per entry."""
+        if not self.violations:
+            return []
+        return [
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                    for f, d in self.violations
+                ]
+            )
+        ]
+
+
+class _ResourceError(DomainError):
+    """An error about one named resource, described by a ResourceInfo detail."""
+
+    def __init__(
+        self, message: str, *, resource_type: str = "", resource_name: str = "", **kwargs: Any
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.resource_type = resource_type
+        self.resource_name = resource_name
+
+    def details(self) -> list[Message]:
+        """A ResourceInfo when the resource is named."""
+        if not (self.resource_type or self.resource_name):
+            return []
+        return [
+            error_details_pb2.ResourceInfo(
+                resource_type=self.resource_type,
+                resource_name=self.resource_name,
+                description=self.message,
+            )
+        ]
+
+
+class NotFound(_ResourceError):
+    """The named resource does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(_ResourceError):
+    """A resource with this identity exists already."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(DomainError):
+    """The system is not in the state the request needs; ``violations`` lists
+    ``(type, subject, description)`` triples."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+    def __init__(
+        self, message: str, violations: Sequence[tuple[str, str, str]] = (), **kwargs: Any
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.violations = tuple(violations)
+
+    def details(self) -> list[Message]:
+        """A PreconditionFailure with one violation per entry."""
+        if not self.violations:
+            return []
+        return [
+            error_details_pb2.PreconditionFailure(
+                violations=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type=t, subject=s, description=d
+                    )
+                    for t, s, d in self.violations
+                ]
+            )
+        ]
+
+
+class PermissionDenied(DomainError):
+    """The caller is known but may not do this."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Unauthenticated(DomainError):
+    """The caller did not prove who it is."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class _RetryableError(DomainError):
+    """An error after which the caller may try again, after ``retry_after_s`` if given."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after_s = retry_after_s
+
+    def details(self) -> list[Message]:
+        """A RetryInfo when a delay is known."""
+        if self.retry_after_s is None:
+            return []
+        return [error_details_pb2.RetryInfo(retry_delay=_duration(self.retry_after_s))]
+
+
+class ResourceExhausted(_RetryableError):
+    """A quota or rate limit is used up; ``violations`` lists ``(subject, description)``."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(
+        self, message: str, violations: Sequence[tuple[str, str]] = (), **kwargs: Any
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.violations = tuple(violations)
+
+    def details(self) -> list[Message]:
+        """A QuotaFailure for the violations, then RetryInfo when a delay is known."""
+        quota: list[Message] = []
+        if self.violations:
+            quota.append(
+                error_details_pb2.QuotaFailure(
+                    violations=[
+                        error_details_pb2.QuotaFailure.Violation(subject=s, description=d)
+                        for s, d in self.violations
+                    ]
+                )
+            )
+        return quota + super().details()
+
+
+class Unavailable(_RetryableError):
+    """A dependency or this service cannot serve right now; retrying may help."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Aborted(_RetryableError):
+    """A concurrency conflict (lost a race, a transaction aborted); retry the whole
+    read-modify-write."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class OutOfRange(DomainError):
+    """A value is past the valid range (a cursor past the end of a feed)."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class Unimplemented(DomainError):
+    """The method exists in the contract but this server does not implement it yet."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    whole = math.floor(seconds)
+    return duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
+
+
+def build_status(
+    code: grpc.StatusCode, message: str, details: Sequence[Message] = ()
+) -> status_pb2.Status:
+    """A ``google.rpc.Status`` with ``details`` packed into ``Any``."""
+    packed = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)
+        packed.append(holder)
+    return status_pb2.Status(code=code.value[0], message=message, details=packed)
+
+
+def internal_status(error_id: str) -> status_pb2.Status:
+    """The INTERNAL status an unexpected exception becomes: it names the error id only,
+    never the exception text, which may hold personal data or secrets."""
+    message = f"internal error (error id {error_id})"
+    info = error_details_pb2.ErrorInfo(
+        reason="INTERNAL_ERROR", domain=ERROR_DOMAIN, metadata={"error_id": error_id}
+    )
+    return build_status(grpc.StatusCode.INTERNAL, message, [info])
+
+
+async def abort_for(exc: Exception, context: Context, method: str) -> None:
+    """Abort the RPC with the status ``exc`` maps to (always raises AbortError)."""
+    if isinstance(exc, DomainError):
+        status = exc.to_status()
+    else:
+        error_id = uuid.uuid4().hex
+        logger.error(
+            "unexpected error in %s",
+            method,
+            exc_info=exc,
+            extra={"error_id": error_id, "method": method, "caller": current_caller.get()},
+        )
+        status = internal_status(error_id)
+    await context.abort_with_status(rpc_status.to_status(status))
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Turns exceptions escaping a handler (unary or streaming) into rich statuses."""
+
+    def __init__(self) -> None:
+        self._cache = HandlerCache()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Wrap the handler found for this call (cached per method)."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        cached = self._cache.get(method, handler)
+        if cached is not None:
+            return cached
+        return self._cache.put(
+            method,
+            handler,
+            rewrap(handler, _unary_guard(method), _stream_guard(method)),
+        )
+
+
+def _unary_guard(method: str) -> Callable[[Callable[..., Any]], Any]:
+    def wrap(behavior: Callable[..., Any]) -> Callable[[Any, Context], Awaitable[Any]]:
+        async def guarded(request: Any, context: Context) -> Any:
+            try:
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await abort_for(exc, context, method)
+
+        return guarded
+
+    return wrap
+
+
+def _stream_guard(method: str) -> Callable[[Callable[..., Any]], Any]:
+    def wrap(behavior: Callable[..., Any]) -> Callable[[Any, Context], AsyncIterator[Any]]:
+        async def guarded(request: Any, context: Context) -> AsyncIterator[Any]:
+            try:
+                async for item in iterate_response(behavior(request, context)):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await abort_for(exc, context, method)
+
+        return guarded
+
+    return wrap

@@ -1,0 +1,427 @@
+"""Run the whole platform on one machine: what ``make run`` starts.
+
+``python -m pushwarden.runtime.supervisor`` starts every process of the
+:data:`CHILDREN` table as a child, each with its own SQLite database under the var
+directory, and merges their output into one stream on stdout, each line prefixed by
+the child's name (``consent      | ...``). It prints at start where each child
+listens, and one line once every service reports SERVING.
+
+Stopping: SIGTERM or SIGINT makes it send SIGTERM to every child, wait for them
+(SIGKILL after ``--stop-timeout`` seconds, or at once on a second SIGINT) and exit
+0 when every child exited 0. A child that exits on its own is a failure: the
+supervisor stops the others and exits 1.
+
+Children run in process groups of their own, so a Ctrl-C in the terminal reaches the
+supervisor alone and the children stop in the supervisor's order, and on Linux each
+child is told to die with the supervisor, so a killed supervisor leaves no orphan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import grpc
+
+from pushwarden.runtime.healthprobe import health_status
+
+__all__ = ["CHILDREN", "ChildSpec", "Plan", "build_plan", "main", "pseudonym_key"]
+
+PSEUDONYM_KEY_FILE = "consent-pseudonym.key"
+DEFAULT_STOP_TIMEOUT_S = 20.0
+LINE_LIMIT_BYTES = 1024 * 1024
+SELF = "supervisor"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Where everything lives for one run: the var directory, the host children bind,
+    each child's port, and the consent pseudonym key."""
+
+    var_dir: Path
+    host: str
+    ports: Mapping[str, int]
+    pseudonym_key: str
+
+    def addr(self, name: str) -> str:
+        """``host:port`` where child ``name`` listens."""
+        return f"{self.host}:{self.ports[name]}"
+
+    def sqlite_url(self, name: str) -> str:
+        """The default database of child ``name``: a SQLite file under the var directory."""
+        return f"sqlite:///{(self.var_dir / f'{name}.db').resolve()}"
+
+
+def _service_env(service: str, *peers: str) -> Callable[[Plan], dict[str, str]]:
+    """The variables a Pushwarden service needs from the plan: where to listen and
+    where its peers are (``PUSHWARDEN_SCHEDULER_CONSENT_ADDR`` ...)."""
+    prefix = f"PUSHWARDEN_{service.upper()}_"
+
+    def env(plan: Plan) -> dict[str, str]:
+        values = {f"{prefix}HOST": plan.host, f"{prefix}PORT": str(plan.ports[service])}
+        values.update({f"{prefix}{peer.upper()}_ADDR": plan.addr(peer) for peer in peers})
+        return values
+
+    return env
+
+
+def _service_defaults(service: str) -> Callable[[Plan], dict[str, str]]:
+    """Defaults a developer may override from the environment (another database URL,
+    JSON logs): a SQLite file under var/ and text logs for people."""
+    prefix = f"PUSHWARDEN_{service.upper()}_"
+
+    def defaults(plan: Plan) -> dict[str, str]:
+        return {f"{prefix}DATABASE_URL": plan.sqlite_url(service), f"{prefix}LOG_FORMAT": "text"}
+
+    return defaults
+
+
+def _consent_defaults(plan: Plan) -> dict[str, str]:
+    return {
+        **_service_defaults("consent")(plan),
+        "PUSHWARDEN_CONSENT_PSEUDONYM_KEY": plan.pseudonym_key,
+    }
+
+
+def _no_env(_plan: Plan) -> dict[str, str]:
+    return {}
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """One process the supervisor runs.
+
+    ``argv`` follows the Python interpreter (``-m module ...``); ``env`` gives the
+    variables the supervisor decides (ports, peer addresses: they must agree across
+    children, so the environment cannot override them); ``defaults`` gives variables
+    that the supervisor's own environment may override.
+    """
+
+    name: str
+    argv: tuple[str, ...]
+    default_port: int
+    env: Callable[[Plan], dict[str, str]] = _no_env
+    defaults: Callable[[Plan], dict[str, str]] = _no_env
+    is_grpc_service: bool = True
+
+
+# Start order follows the call graph, callees first; the fake APNs and FCM servers
+# join this table when delivery needs them.
+CHILDREN: tuple[ChildSpec, ...] = (
+    ChildSpec(
+        "consent",
+        ("-m", "pushwarden.services.consent"),
+        50051,
+        env=_service_env("consent"),
+        defaults=_consent_defaults,
+    ),
+    ChildSpec(
+        "segmentation",
+        ("-m", "pushwarden.services.segmentation"),
+        50052,
+        env=_service_env("segmentation"),
+        defaults=_service_defaults("segmentation"),
+    ),
+    ChildSpec(
+        "delivery",
+        ("-m", "pushwarden.services.delivery"),
+        50054,
+        env=_service_env("delivery", "consent"),
+        defaults=_service_defaults("delivery"),
+    ),
+    ChildSpec(
+        "scheduler",
+        ("-m", "pushwarden.services.scheduler"),
+        50053,
+        env=_service_env("scheduler", "consent", "segmentation", "delivery"),
+        defaults=_service_defaults("scheduler"),
+    ),
+)
+
+
+def pseudonym_key(var_dir: Path) -> str:
+    """The consent pseudonym key of this var directory, created on first use.
+
+    The key names users in the consent ledger and the suppression records, so it must
+    survive restarts: it is written once (owner-only) and read back afterwards.
+    """
+    path = var_dir / PSEUDONYM_KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="ascii").strip()
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(secrets.token_hex(32) + "\n")
+    return path.read_text(encoding="ascii").strip()
+
+
+def build_plan(
+    var_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port_base: int | None = None,
+    ports: Mapping[str, int] | None = None,
+    children: Sequence[ChildSpec] = CHILDREN,
+) -> Plan:
+    """Create the var directory and the pseudonym key, and settle every child's port:
+    its default, or shifted so that the first child's default lands on ``port_base``
+    (the default layout is kept: consent base, segmentation base+1, scheduler base+2,
+    delivery base+3), each overridden by ``ports``."""
+    var_dir.mkdir(parents=True, exist_ok=True)
+    shift = 0 if port_base is None else port_base - children[0].default_port
+    chosen = {child.name: child.default_port + shift for child in children}
+    unknown = set(ports or {}) - set(chosen)
+    if unknown:
+        raise ValueError(f"unknown child in --port: {', '.join(sorted(unknown))}")
+    chosen.update(ports or {})
+    return Plan(var_dir=var_dir, host=host, ports=chosen, pseudonym_key=pseudonym_key(var_dir))
+
+
+def child_environment(child: ChildSpec, plan: Plan, inherited: Mapping[str, str]) -> dict[str, str]:
+    """The full environment of ``child``: its defaults, then the inherited environment,
+    then the values the supervisor must decide."""
+    return {**child.defaults(plan), **inherited, **child.env(plan)}
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: PR_SET_PDEATHSIG makes the kernel send
+    # SIGTERM to the child if the supervisor dies without stopping it (SIGKILL, crash).
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+# Loaded before any fork: the child only calls into an already loaded library.
+_LIBC: ctypes.CDLL | None = (
+    ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+)
+
+
+@dataclass
+class _Running:
+    spec: ChildSpec
+    process: asyncio.subprocess.Process
+    pump: asyncio.Task[None]
+    waiter: asyncio.Task[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.waiter = asyncio.ensure_future(self.process.wait())
+
+
+class Supervisor:
+    """Starts the children of a plan, relays their output, and stops them together."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        children: Sequence[ChildSpec] = CHILDREN,
+        *,
+        inherited_env: Mapping[str, str] | None = None,
+        stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
+        out: TextIO = sys.stdout,
+    ) -> None:
+        self._plan = plan
+        self._children = tuple(children)
+        self._inherited = dict(os.environ if inherited_env is None else inherited_env)
+        self._stop_timeout_s = stop_timeout_s
+        self._out = out
+        self._width = max(len(name) for name in (SELF, *(c.name for c in self._children)))
+        self._running: list[_Running] = []
+        self._stop_requested = asyncio.Event()
+        self._kill_now = asyncio.Event()
+
+    def say(self, name: str, text: str) -> None:
+        """Write one line of the merged stream."""
+        self._out.write(f"{name:<{self._width}} | {text.rstrip()}\n")
+        self._out.flush()
+
+    def request_stop(self, signum: int) -> None:
+        """Signal handler: the first signal stops gracefully; a second SIGINT (Ctrl-C
+        pressed again) kills. A repeated SIGTERM changes nothing: tools such as
+        ``timeout`` signal the process and its group at once, which is no request to
+        hurry."""
+        name = signal.Signals(signum).name
+        if not self._stop_requested.is_set():
+            self.say(SELF, f"{name} received: stopping every child")
+            self._stop_requested.set()
+        elif signum == signal.SIGINT:
+            self.say(SELF, f"{name} again: killing every child now")
+            self._kill_now.set()
+
+    async def _pump(self, name: str, stream: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:
+                # asyncio drops a line longer than the reader's limit; keep relaying the
+                # rest, or the child would block on a full pipe.
+                self.say(name, f"(a line longer than {LINE_LIMIT_BYTES} bytes was dropped)")
+                continue
+            if not line:
+                return
+            self.say(name, line.decode("utf-8", errors="replace"))
+
+    async def _start(self, spec: ChildSpec) -> _Running:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *spec.argv,
+            env=child_environment(spec, self._plan, self._inherited),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            limit=LINE_LIMIT_BYTES,
+            process_group=0,
+            preexec_fn=_die_with_parent,
+        )
+        assert process.stdout is not None
+        pump = asyncio.create_task(self._pump(spec.name, process.stdout))
+        where = f"listening on {self._plan.addr(spec.name)}" if spec.is_grpc_service else ""
+        self.say(SELF, f"started {spec.name} pid={process.pid} {where}".rstrip())
+        return _Running(spec, process, pump)
+
+    def _signal_all(self, signum: int) -> None:
+        for running in self._running:
+            if running.process.returncode is None:
+                # Each child leads its own process group: signal the group so that
+                # anything the child started stops with it.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(running.process.pid, signum)
+
+    async def _stop_all(self) -> None:
+        self._signal_all(signal.SIGTERM)
+        waiters = [r.waiter for r in self._running]
+        all_stopped: asyncio.Future[Any] = asyncio.gather(*waiters)
+        kill_signal: asyncio.Future[Any] = asyncio.ensure_future(self._kill_now.wait())
+        await asyncio.wait(
+            [all_stopped, kill_signal],
+            timeout=self._stop_timeout_s,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        kill_signal.cancel()
+        if not all(w.done() for w in waiters):
+            stuck = [r.spec.name for r in self._running if not r.waiter.done()]
+            self.say(SELF, f"sending SIGKILL to {', '.join(stuck)}")
+            self._signal_all(signal.SIGKILL)
+            await asyncio.gather(*waiters)
+        await asyncio.gather(*(r.pump for r in self._running))
+
+    async def _announce_ready(self) -> None:
+        """Print one line once every gRPC child reports SERVING, for the person watching."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        services = [c for c in self._children if c.is_grpc_service]
+        for spec in services:
+            async with grpc.aio.insecure_channel(self._plan.addr(spec.name)) as channel:
+                while True:
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        if await health_status(channel, timeout_s=1.0) == "SERVING":
+                            break
+                    await asyncio.sleep(0.2)
+        elapsed = loop.time() - started
+        self.say(SELF, f"all {len(services)} services SERVING after {elapsed:.1f} s")
+
+    async def run(self) -> int:
+        """Run until a signal or a child's unexpected exit; returns the exit code."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop, signum)
+        self.say(SELF, f"var directory {self._plan.var_dir.resolve()}")
+        failed: list[_Running] = []
+        try:
+            for spec in self._children:
+                if self._stop_requested.is_set():
+                    break
+                self._running.append(await self._start(spec))
+            ready = asyncio.create_task(self._announce_ready())
+            stop = asyncio.ensure_future(self._stop_requested.wait())
+            await asyncio.wait(
+                [stop, *(r.waiter for r in self._running)], return_when=asyncio.FIRST_COMPLETED
+            )
+            stop.cancel()
+            ready.cancel()
+            failed = [r for r in self._running if r.waiter.done()]
+            for running in failed:
+                self.say(
+                    SELF,
+                    f"{running.spec.name} exited unexpectedly with code "
+                    f"{running.process.returncode}: stopping the others",
+                )
+        finally:
+            await self._stop_all()
+        return self._report(unexpected=bool(failed))
+
+    def _report(self, *, unexpected: bool) -> int:
+        codes = {r.spec.name: r.process.returncode for r in self._running}
+        summary = ", ".join(f"{name}={code}" for name, code in codes.items())
+        clean = not unexpected and all(code == 0 for code in codes.values())
+        self.say(SELF, f"all children stopped ({summary}); exit {0 if clean else 1}")
+        return 0 if clean else 1
+
+
+def _port_assignment(text: str) -> tuple[str, int]:
+    name, sep, port = text.partition("=")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected NAME=PORT, got {text!r}")
+    return name, int(port)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pushwarden.runtime.supervisor",
+        description="Run every Pushwarden service in the foreground with one log stream.",
+    )
+    parser.add_argument(
+        "--var-dir",
+        type=Path,
+        default=Path("var"),
+        help="where databases and the pseudonym key live (default: var)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address children bind")
+    parser.add_argument(
+        "--port-base",
+        type=int,
+        help="shift every default port so that the first child's (consent) lands here",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port_assignment,
+        action="append",
+        default=[],
+        metavar="NAME=PORT",
+        help="port of one child (repeatable)",
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=DEFAULT_STOP_TIMEOUT_S,
+        help="seconds to wait after SIGTERM before SIGKILL",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        plan = build_plan(
+            args.var_dir, host=args.host, port_base=args.port_base, ports=dict(args.port)
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    supervisor_ = Supervisor(plan, stop_timeout_s=args.stop_timeout)
+    return asyncio.run(supervisor_.run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

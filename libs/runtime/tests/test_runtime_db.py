@@ -1,0 +1,218 @@
+"""Database engine: SQLite pragmas really in effect, FKs enforced, PostgreSQL reachable,
+unit of work rolls back unless committed, unreachable databases stop the process."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, ForeignKey, Integer, String, UniqueConstraint, func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import QueuePool
+
+from pushwarden.runtime.db import (
+    DatabaseUnavailable,
+    check_connection,
+    connect,
+    connect_or_exit,
+    conventional_metadata,
+    create_engine_for,
+    session_factory,
+    unit_of_work,
+)
+from pushwarden.runtime.settings import DatabaseSettings
+
+ENV = "PUSHWARDEN_SAMPLE_DATABASE_URL"
+
+
+class Base(DeclarativeBase):
+    metadata = conventional_metadata()
+
+
+class Owner(Base):
+    __tablename__ = "owners"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+
+
+class Pet(Base):
+    __tablename__ = "pets"
+    __table_args__ = (UniqueConstraint("owner_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("owners.id"))
+    name: Mapped[str] = mapped_column(String(50))
+
+
+class Counter(Base):
+    __tablename__ = "counters"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+
+
+@pytest.fixture
+def engine(any_database_url: str) -> Iterator[Engine]:
+    engine = create_engine_for(DatabaseSettings(url=any_database_url, pool_size=2))
+    Base.metadata.create_all(engine)  # a test of the models, not of migrations
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_file_and_directory_are_created(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "nested" / "sample.db"
+    engine = connect(DatabaseSettings(url=f"sqlite:///{path}"), env_name=ENV)
+    engine.dispose()
+    assert path.is_file()
+
+
+def test_sqlite_pragmas_are_in_effect_on_every_connection(tmp_path: Path) -> None:
+    engine = create_engine_for(DatabaseSettings(url=f"sqlite:///{tmp_path}/p.db", pool_size=2))
+    # Hold two connections at once so the pool must open a second one.
+    with engine.connect() as first, engine.connect() as second:
+        for connection in (first, second):
+            pragma = connection.exec_driver_sql
+            assert pragma("PRAGMA journal_mode").scalar() == "wal"
+            assert pragma("PRAGMA foreign_keys").scalar() == 1
+            assert pragma("PRAGMA synchronous").scalar() == 2  # FULL
+            assert pragma("PRAGMA busy_timeout").scalar() == 5000
+    engine.dispose()
+
+
+def test_postgresql_pool_is_small_and_pre_pinged(any_database_url: str) -> None:
+    engine = create_engine_for(DatabaseSettings(url=any_database_url, pool_size=3))
+    try:
+        check_connection(engine, env_name=ENV)
+        assert isinstance(engine.pool, QueuePool)
+        assert engine.pool.size() == 3
+        if engine.dialect.name == "postgresql":
+            assert engine.dialect.driver == "psycopg"
+            assert engine.pool._pre_ping
+    finally:
+        engine.dispose()
+
+
+def test_foreign_keys_are_enforced(engine: Engine) -> None:
+    factory = session_factory(engine)
+    with unit_of_work(factory) as session:
+        session.add(Pet(owner_id=999, name="ghost"))
+        with pytest.raises(IntegrityError):
+            session.flush()
+
+
+def add_then_fail(factory: sessionmaker[Session]) -> None:
+    with unit_of_work(factory) as session:
+        session.add(Owner(name="failed"))
+        session.flush()
+        session.add(Owner(name="kept"))
+        session.flush()  # duplicate name: the whole unit is rolled back
+
+
+def test_unit_of_work_rolls_back_unless_committed(engine: Engine) -> None:
+    factory = session_factory(engine)
+    with unit_of_work(factory) as session:
+        session.add(Owner(name="forgotten"))
+        session.flush()
+    with unit_of_work(factory) as session:
+        session.add(Owner(name="kept"))
+        session.commit()
+        session.add(Owner(name="after-commit"))
+    with pytest.raises(IntegrityError):
+        add_then_fail(factory)
+    with unit_of_work(factory) as session:
+        assert session.scalars(select(Owner.name)).all() == ["kept"]
+
+
+def test_naming_convention_names_constraints(engine: Engine) -> None:
+    names = {c.name for c in Base.metadata.tables["pets"].constraints}
+    assert {"pk_pets", "uq_pets_owner_id_name", "fk_pets_owner_id_owners"} <= names
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            found = connection.execute(
+                text("SELECT conname FROM pg_constraint WHERE conrelid = 'pets'::regclass")
+            ).scalars()
+            assert {"pk_pets", "uq_pets_owner_id_name", "fk_pets_owner_id_owners"} <= set(found)
+
+
+def test_sqlite_read_then_write_transactions_queue_instead_of_failing(tmp_path: Path) -> None:
+    # Deferred transactions that read and then write fail with "database is locked" when
+    # they race; BEGIN IMMEDIATE makes them wait for each other instead.
+    engine = create_engine_for(DatabaseSettings(url=f"sqlite:///{tmp_path}/c.db", pool_size=4))
+    Base.metadata.create_all(engine)
+    factory = session_factory(engine)
+    with unit_of_work(factory) as session:
+        session.add(Counter(id=1, value=0))
+        session.commit()
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def increment() -> None:
+        try:
+            barrier.wait(timeout=30)
+            for _ in range(15):
+                with unit_of_work(factory) as session:
+                    counter = session.get_one(Counter, 1)
+                    counter.value += 1
+                    session.commit()
+        except BaseException as exc:  # reported below: a thread cannot fail the test itself
+            errors.append(exc)
+
+    threads = [threading.Thread(target=increment) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    with unit_of_work(factory) as session:
+        total = session.scalar(select(func.sum(Counter.value)))
+    engine.dispose()
+    assert errors == []
+    assert total == 60
+
+
+def _refusing_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again: nothing listens there
+
+
+def test_unreachable_postgresql_is_one_line_naming_the_variable() -> None:
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{_refusing_port()}/nowhere"
+    with pytest.raises(DatabaseUnavailable) as info:
+        connect(DatabaseSettings(url=url), env_name=ENV)
+    message = str(info.value)
+    assert message.startswith(f"{ENV}: cannot connect: ")
+    assert "\n" not in message
+
+
+def test_uncreatable_sqlite_directory_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(DatabaseUnavailable) as info:
+        connect(DatabaseSettings(url=f"sqlite:///{blocker}/sub/x.db"), env_name=ENV)
+    message = str(info.value)
+    assert message.startswith(f"{ENV}: cannot connect: cannot create the database directory")
+    assert "\n" not in message
+
+
+def test_connect_or_exit_exits_2_with_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as info:
+        connect_or_exit(DatabaseSettings(url=f"sqlite:///{blocker}/x.db"), env_name=ENV)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{ENV}: cannot connect: ")
+    assert err.count("\n") == 1
+
+
+def test_database_fixtures_mark_tests_as_storage(
+    database_url: str, request: pytest.FixtureRequest
+) -> None:
+    assert request.node.get_closest_marker("storage") is not None
+    assert database_url.startswith(("sqlite:///", "postgresql+psycopg://"))

@@ -1,0 +1,136 @@
+"""TLS and mTLS from certificate paths, with certificates generated at run time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from pushwarden.runtime.client import ClientTls, open_channel
+from pushwarden.runtime.server import RuntimeServer, create_server
+from pushwarden.runtime.settings import ServerSettings, TlsSettings
+from pushwarden.runtime.tlsgen import TestPki, generate_test_pki
+
+SERVICE = "test.runtime.Secure"
+METHOD = f"/{SERVICE}/Ping"
+
+
+def _same(data: bytes) -> bytes:
+    return data
+
+
+def unary(ch: grpc.aio.Channel, method: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+    """A bytes-in, bytes-out unary callable (the test services have no protos)."""
+    return ch.unary_unary(method, request_serializer=_same, response_deserializer=_same)
+
+
+def stream(ch: grpc.aio.Channel, method: str) -> grpc.aio.UnaryStreamMultiCallable[bytes, bytes]:
+    """A bytes-in, bytes-out server-streaming callable."""
+    return ch.unary_stream(method, request_serializer=_same, response_deserializer=_same)
+
+
+async def _ping(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    return b"pong"
+
+
+def _register(server: grpc.aio.Server) -> None:
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                SERVICE, {"Ping": grpc.unary_unary_rpc_method_handler(_ping)}
+            ),
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
+    return generate_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+async def _start(tls: TlsSettings) -> RuntimeServer:
+    runtime = create_server(
+        ServerSettings(host="127.0.0.1", port=0, tls=tls),
+        register=_register,
+        service_names=[SERVICE],
+    )
+    await runtime.start()
+    return runtime
+
+
+@pytest.fixture
+async def tls_server(pki: TestPki) -> AsyncIterator[RuntimeServer]:
+    runtime = await _start(TlsSettings(pki.server_cert, pki.server_key))
+    yield runtime
+    await runtime.stop(0)
+
+
+@pytest.fixture
+async def mtls_server(pki: TestPki) -> AsyncIterator[RuntimeServer]:
+    runtime = await _start(TlsSettings(pki.server_cert, pki.server_key, pki.ca_cert))
+    yield runtime
+    await runtime.stop(0)
+
+
+async def _ping_over(channel: grpc.aio.Channel) -> bytes:
+    response: bytes = await unary(channel, METHOD)(b"", timeout=10)
+    return response
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+async def test_tls_client_trusting_the_ca_connects(
+    tls_server: RuntimeServer, pki: TestPki, host: str
+) -> None:
+    async with open_channel(f"{host}:{tls_server.port}", tls=ClientTls(pki.ca_cert)) as ch:
+        assert await _ping_over(ch) == b"pong"
+
+
+async def test_plaintext_client_cannot_talk_to_a_tls_server(tls_server: RuntimeServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{tls_server.port}") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await unary(ch, METHOD)(b"", timeout=5)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_client_not_trusting_the_ca_fails(tls_server: RuntimeServer, tmp_path: Path) -> None:
+    other = generate_test_pki(tmp_path / "other")
+    async with open_channel(f"localhost:{tls_server.port}", tls=ClientTls(other.ca_cert)) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await unary(ch, METHOD)(b"", timeout=5)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_mtls_without_a_client_certificate_fails_the_handshake(
+    mtls_server: RuntimeServer, pki: TestPki
+) -> None:
+    async with open_channel(f"localhost:{mtls_server.port}", tls=ClientTls(pki.ca_cert)) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await unary(ch, METHOD)(b"", timeout=5)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_mtls_with_a_client_certificate_succeeds(
+    mtls_server: RuntimeServer, pki: TestPki
+) -> None:
+    tls = ClientTls(pki.ca_cert, cert_file=pki.client_cert, key_file=pki.client_key)
+    async with open_channel(f"localhost:{mtls_server.port}", tls=tls) as ch:
+        assert await _ping_over(ch) == b"pong"
+
+
+async def test_mtls_rejects_a_certificate_from_another_ca(
+    mtls_server: RuntimeServer, pki: TestPki, tmp_path: Path
+) -> None:
+    other = generate_test_pki(tmp_path / "other")
+    tls = ClientTls(pki.ca_cert, cert_file=other.client_cert, key_file=other.client_key)
+    async with open_channel(f"localhost:{mtls_server.port}", tls=tls) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await unary(ch, METHOD)(b"", timeout=5)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_generated_keys_are_private(pki: TestPki) -> None:
+    assert pki.server_key.stat().st_mode & 0o077 == 0
+    assert pki.client_key.stat().st_mode & 0o077 == 0

@@ -1,0 +1,8 @@
+"""Alembic environment of the segmentation service; run by ``upgrade_to_head`` at start."""
+
+from alembic import context
+
+from pushwarden.runtime.migrations import run_env
+from pushwarden.services.segmentation.models import Base
+
+run_env(context, Base.metadata)

@@ -1,0 +1,162 @@
+"""`make compose-check` accepts the real docker-compose.yml and rejects broken copies,
+each with a message naming the problem (no container engine runs here, so this is the
+compose file's only test)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / "tools" / "compose_check.py"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "compose"
+
+
+def _load_problems_in() -> Callable[[Path], list[str]]:
+    # The tool is a script, not a package module: load it from its file, in-process, so
+    # that the many broken files below do not each pay for a new interpreter.
+    spec = importlib.util.spec_from_file_location("pushwarden_tools_compose_check", TOOL)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    problems_in: Callable[[Path], list[str]] = module.problems_in
+    return problems_in
+
+
+problems_in = _load_problems_in()
+
+
+def compose_check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(TOOL), str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def problems(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line.split(": ", 1)[1] for line in result.stdout.splitlines()]
+
+
+def test_the_real_compose_file_passes() -> None:
+    result = compose_check(ROOT / "docker-compose.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout
+
+
+def test_make_compose_check_default_is_the_real_file() -> None:
+    result = subprocess.run(
+        [sys.executable, str(TOOL)], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        (
+            "misspelt-variable.yml",
+            [
+                "consent: PUSHWARDEN_CONSENT_PSEUDONYM_KYE is not a setting of consent "
+                "(did you mean PUSHWARDEN_CONSENT_PSEUDONYM_KEY?)"
+            ],
+        ),
+        (
+            "missing-service.yml",
+            [
+                "service 'segmentation' is missing",
+                "scheduler: must depend on segmentation (scheduler calls segmentation)",
+            ],
+        ),
+        (
+            "port-clash.yml",
+            ["delivery: host port 50051 is already published by consent"],
+        ),
+        (
+            "dependency-against-the-call-graph.yml",
+            [
+                "consent: depends on scheduler, which the call graph does not allow "
+                "(consent calls nobody)"
+            ],
+        ),
+        (
+            "wrong-service-prefix.yml",
+            [
+                "scheduler: PUSHWARDEN_DELIVERY_ADDR does not carry the service's prefix "
+                "PUSHWARDEN_SCHEDULER_ (the service never reads it)"
+            ],
+        ),
+        ("missing-healthcheck.yml", ["segmentation: has no healthcheck"]),
+    ],
+)
+def test_a_broken_compose_file_is_rejected_with_a_message_per_problem(
+    fixture: str, expected: list[str]
+) -> None:
+    assert problems_in(FIXTURES / fixture) == expected
+
+
+def test_values_are_checked_through_the_config_classes(tmp_path: Path) -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    broken = tmp_path / "docker-compose.yml"
+    # A bad port value and a PostgreSQL consent without its pseudonym key.
+    broken.write_text(
+        text.replace("context: .\n", f"context: {ROOT}\n")
+        .replace('PUSHWARDEN_SEGMENTATION_PORT: "50052"', 'PUSHWARDEN_SEGMENTATION_PORT: "5oo52"')
+        .replace("      PUSHWARDEN_CONSENT_PSEUDONYM_KEY:", "      X_UNUSED:")
+    )
+    found = problems_in(broken)
+    assert (
+        "consent: PUSHWARDEN_CONSENT_PSEUDONYM_KEY: required when "
+        "PUSHWARDEN_CONSENT_DATABASE_URL is a PostgreSQL URL" in found
+    )
+    assert any(p.startswith("segmentation: PUSHWARDEN_SEGMENTATION_PORT: '5oo52'") for p in found)
+
+
+def test_a_file_without_services_is_rejected(tmp_path: Path) -> None:
+    empty = tmp_path / "docker-compose.yml"
+    empty.write_text("version: '3'\n")
+    assert problems_in(empty) == ["no 'services' mapping"]
+
+
+def test_the_command_exits_1_and_prints_one_line_per_problem() -> None:
+    result = compose_check(FIXTURES / "missing-service.yml")
+    assert result.returncode == 1
+    assert len(problems(result)) == 2
+
+
+def test_a_dockerfile_missing_a_library_or_running_as_root_is_rejected(tmp_path: Path) -> None:
+    # delivery builds from a copy of its directory whose Dockerfile forgets the contracts
+    # library and the USER line; the other services build from the repository.
+    copy = tmp_path / "services" / "delivery"
+    copy.mkdir(parents=True)
+    for name in ("pyproject.toml", "Dockerfile.dockerignore"):
+        (copy / name).write_text((ROOT / "services" / "delivery" / name).read_text())
+    dockerfile = (ROOT / "services" / "delivery" / "Dockerfile").read_text()
+    (copy / "Dockerfile").write_text(
+        dockerfile.replace("COPY libs/contracts libs/contracts\n", "").replace(
+            "USER pushwarden\n", ""
+        )
+    )
+    compose = (
+        (ROOT / "docker-compose.yml").read_text().replace("context: .\n", f"context: {ROOT}\n")
+    )
+    compose = compose.replace(
+        f"context: {ROOT}\n      dockerfile: services/delivery/Dockerfile",
+        f"context: {tmp_path}\n      dockerfile: services/delivery/Dockerfile",
+    )
+    (tmp_path / "docker-compose.yml").write_text(compose)
+    assert problems_in(tmp_path / "docker-compose.yml") == [
+        "delivery: services/delivery/Dockerfile does not copy libs/contracts, "
+        "which the service depends on",
+        "delivery: services/delivery/Dockerfile runs as root (needs a USER)",
+    ]
