@@ -5,7 +5,7 @@ PY := .venv/bin/python
 VENV_STAMP := .venv/.installed-$(shell cat constraints.txt requirements.in libs/*/pyproject.toml services/*/pyproject.toml | cksum | cut -d' ' -f1)
 PG_URL ?= $(or $(PUSHWARDEN_TEST_PG_URL),postgresql+psycopg://postgres@127.0.0.1:5432/test)
 
-.PHONY: install lock run test test-pg protos protos-check proto-lint lint bench compose-check clean
+.PHONY: install lock run test test-pg protos protos-check proto-lint buf-curl-check lint bench compose-check config-table clean
 
 install: $(VENV_STAMP)
 
@@ -49,6 +49,10 @@ proto-lint: node_modules/.installed
 	@node_modules/.bin/buf lint protos
 	@node_modules/.bin/buf build protos -o /dev/null
 
+# Starts the platform and reaches every service with `buf curl` through reflection.
+buf-curl-check: install node_modules/.installed
+	@$(PY) tools/buf_curl_check.py
+
 # ---- quality ---------------------------------------------------------------------------
 LINT_PATHS := libs/policy libs/runtime libs/sandbox libs/contracts/tests services tests bench tools scripts
 lint: install
@@ -58,6 +62,10 @@ lint: install
 
 compose-check: install
 	@$(PY) tools/compose_check.py docker-compose.yml
+
+# Regenerates the README's configuration table from the config classes.
+config-table: install
+	@$(PY) tools/config_table.py --write README.md
 
 # ---- benchmarks ------------------------------------------------------------------------
 # Every script under bench/ prints a table and `BENCH {...}` lines; BENCH_ARGS=--quick for a short run.
