@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pushwarden.runtime.healthprobe import check
 
 ROOT = Path(__file__).resolve().parent.parent
 BUF = ROOT / "node_modules" / ".bin" / "buf"
@@ -43,15 +44,11 @@ def _free_port() -> int:
 
 def _wait_serving(addr: str, deadline: float) -> bool:
     while time.monotonic() < deadline:
-        with grpc.insecure_channel(addr) as channel:
-            try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=2
-                )
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return True
-            except grpc.RpcError:
-                pass
+        try:
+            if check(addr, timeout_s=2.0) == "SERVING":
+                return True
+        except grpc.RpcError:
+            pass
         time.sleep(0.3)
     return False
 

@@ -20,6 +20,7 @@ from pushwarden.runtime.config import (
     load_config,
     port_setting,
     setting,
+    settings_markdown,
     settings_table,
 )
 from pushwarden.runtime.settings import CallerGrant, TlsSettings
@@ -369,3 +370,11 @@ def test_a_process_with_a_bad_port_stops_at_start(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert run.stdout == ""
     assert run.stderr == "PUSHWARDEN_CONSENT_PORT: 'abc' is not an integer (expected 0-65535)\n"
+
+
+def test_settings_markdown_has_a_row_per_variable() -> None:
+    markdown = settings_markdown([(SampleConfig, None), (RequiredConfig, None)])
+    rows = markdown.splitlines()[2:]
+    assert len(rows) == len(settings_table(SampleConfig)) + len(settings_table(RequiredConfig))
+    assert "| `PUSHWARDEN_SAMPLE_MODE` | fast\\|safe | `safe` | How to run. |" in rows
+    assert any(row.startswith("| `PUSHWARDEN_NEEDY_API_KEY` |") for row in rows)

@@ -29,7 +29,7 @@ import sys
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NoReturn, TypeVar
@@ -137,7 +137,6 @@ def port_setting(default: int) -> Any:
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SUPPORTED_DRIVERS = {
     "sqlite": "sqlite",
     "sqlite+pysqlite": "sqlite",
@@ -640,3 +639,16 @@ def _default_doc(default: object) -> str:
     if default is None or default == ():
         return "(unset)"
     return str(default)
+
+
+def settings_markdown(configs: Sequence[tuple[type[ServiceConfig], str | None]]) -> str:
+    """A Markdown table of every variable the given configs read (for the README).
+
+    ``configs`` pairs each config class with its service name (None: the class's own).
+    """
+    lines = ["| variable | type | default | meaning |", "|---|---|---|---|"]
+    for cls, service in configs:
+        for doc in settings_table(cls, service):
+            cells = (f"`{doc.env_name}`", doc.type, f"`{doc.default}`", doc.help)
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"

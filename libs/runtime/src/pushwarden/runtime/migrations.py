@@ -19,6 +19,8 @@ After changing the models, write the next revision with::
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -211,7 +213,18 @@ def new_revision(
             engine.dispose()
     if not isinstance(written, Script):
         raise RuntimeError(f"alembic wrote no single revision: {written!r}")
-    return Path(written.path)
+    path = Path(written.path)
+    _tidy(path)
+    return path
+
+
+def _tidy(path: Path) -> None:
+    """Give a generated revision the repository's style (best effort: ruff may be absent)."""
+    ruff = shutil.which("ruff") or shutil.which("ruff", path=str(Path(sys.executable).parent))
+    if ruff is None:
+        return
+    for args in (["check", "--fix-only", "--quiet"], ["format", "--quiet"]):
+        subprocess.run([ruff, *args, str(path)], check=False, capture_output=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,9 @@ class _ApnsPushTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApnsPush
     APNS_PUSH_TYPE_BACKGROUND: _ApnsPushType.ValueType  # 2
     """A silent background push."""
     APNS_PUSH_TYPE_LIVEACTIVITY: _ApnsPushType.ValueType  # 3
-    """A Live Activity update."""
+    """A Live Activity update. v1 content has no `content-state`, so delivery
+    refuses it (REJECTED) until fields for it are added.
+    """
     APNS_PUSH_TYPE_LOCATION: _ApnsPushType.ValueType  # 4
     """A push to a location query extension."""
     APNS_PUSH_TYPE_VOIP: _ApnsPushType.ValueType  # 5
@@ -53,7 +55,9 @@ APNS_PUSH_TYPE_ALERT: ApnsPushType.ValueType  # 1
 APNS_PUSH_TYPE_BACKGROUND: ApnsPushType.ValueType  # 2
 """A silent background push."""
 APNS_PUSH_TYPE_LIVEACTIVITY: ApnsPushType.ValueType  # 3
-"""A Live Activity update."""
+"""A Live Activity update. v1 content has no `content-state`, so delivery
+refuses it (REJECTED) until fields for it are added.
+"""
 APNS_PUSH_TYPE_LOCATION: ApnsPushType.ValueType  # 4
 """A push to a location query extension."""
 APNS_PUSH_TYPE_VOIP: ApnsPushType.ValueType  # 5
@@ -231,8 +235,13 @@ class Content(_message.Message):
     @_builtins.property
     def custom_data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Optional. The one free-form field: app-defined key/values delivered with
-        the notification (APNs custom keys, FCM `data`). Keys must not start with
-        "pw_" (reserved) and must not be "aps".
+        the notification (APNs custom keys, FCM `data`), at most 50 entries. Keys
+        must not start with "pw_" (reserved: delivery adds "pw_send_id", and
+        "pw_campaign_id" / "pw_variant_id" when set, so the app can report
+        engagement with the send id), must not be "aps" or "deep_link" (see
+        `deep_link`), nor FCM's reserved "from", "message_type", "notification",
+        "collapse_key" or anything starting with "google." or "gcm."; any of these
+        is INVALID_ARGUMENT.
         """
 
     @_builtins.property

@@ -76,7 +76,10 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     REASON_CODE_QUIET_HOURS: _ReasonCode.ValueType  # 7
     """The recipient is in quiet hours."""
     REASON_CODE_FREQUENCY_PREFERENCE: _ReasonCode.ValueType  # 8
-    """The user's opt-down (DAILY_MAX / WEEKLY_MAX) limit was reached."""
+    """The user's opt-down (DAILY_MAX / WEEKLY_MAX) limit was reached: the
+    deciding cap step is the "opt-down" rule (`CapDetail.user_preference`).
+    The policy library reports such a cap as CAPPED; converters map it here.
+    """
     REASON_CODE_DIGEST: _ReasonCode.ValueType  # 9
     """The user is on digest: deferred to the digest slot, or dropped because
     another message won the period's one slot.
@@ -115,6 +118,12 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """The user left the audience (no longer in the segment at due time)."""
     REASON_CODE_THROTTLED: _ReasonCode.ValueType  # 24
     """Held back by the campaign's throttle (sends per minute); always a DEFER."""
+    REASON_CODE_TRIGGER_DISABLED: _ReasonCode.ValueType  # 25
+    """The trigger was disabled while the firing was pending (SetTriggerEnabled)."""
+    REASON_CODE_DELIVERY_REJECTED: _ReasonCode.ValueType  # 26
+    """Delivery refused the send (ITEM_STATUS_REJECTED from Deliver, e.g. invalid
+    content for the provider); final, never retried.
+    """
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """Why a message was deferred or dropped (or, in trace steps, what a check found).
@@ -140,7 +149,10 @@ REASON_CODE_CAPPED: ReasonCode.ValueType  # 6
 REASON_CODE_QUIET_HOURS: ReasonCode.ValueType  # 7
 """The recipient is in quiet hours."""
 REASON_CODE_FREQUENCY_PREFERENCE: ReasonCode.ValueType  # 8
-"""The user's opt-down (DAILY_MAX / WEEKLY_MAX) limit was reached."""
+"""The user's opt-down (DAILY_MAX / WEEKLY_MAX) limit was reached: the
+deciding cap step is the "opt-down" rule (`CapDetail.user_preference`).
+The policy library reports such a cap as CAPPED; converters map it here.
+"""
 REASON_CODE_DIGEST: ReasonCode.ValueType  # 9
 """The user is on digest: deferred to the digest slot, or dropped because
 another message won the period's one slot.
@@ -179,6 +191,12 @@ REASON_CODE_NOT_IN_AUDIENCE: ReasonCode.ValueType  # 23
 """The user left the audience (no longer in the segment at due time)."""
 REASON_CODE_THROTTLED: ReasonCode.ValueType  # 24
 """Held back by the campaign's throttle (sends per minute); always a DEFER."""
+REASON_CODE_TRIGGER_DISABLED: ReasonCode.ValueType  # 25
+"""The trigger was disabled while the firing was pending (SetTriggerEnabled)."""
+REASON_CODE_DELIVERY_REJECTED: ReasonCode.ValueType  # 26
+"""Delivery refused the send (ITEM_STATUS_REJECTED from Deliver, e.g. invalid
+content for the provider); final, never retried.
+"""
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
 class _TimeZoneSource:
@@ -251,7 +269,8 @@ class _CheckEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Check.ValueType
     """Which zone local-time rules use."""
     CHECK_CAP: _Check.ValueType  # 14
     """One frequency cap rule (one step per rule, the opt-down preference's
-    rules included, with `CapDetail.rule_id` "opt_down:...").
+    rule included, with `CapDetail.rule_id` "opt-down" and
+    `CapDetail.user_preference` set).
     """
     CHECK_QUIET_HOURS: _Check.ValueType  # 15
     """Quiet hours."""
@@ -308,7 +327,8 @@ CHECK_ZONE: Check.ValueType  # 13
 """Which zone local-time rules use."""
 CHECK_CAP: Check.ValueType  # 14
 """One frequency cap rule (one step per rule, the opt-down preference's
-rules included, with `CapDetail.rule_id` "opt_down:...").
+rule included, with `CapDetail.rule_id` "opt-down" and
+`CapDetail.user_preference` set).
 """
 CHECK_QUIET_HOURS: Check.ValueType  # 15
 """Quiet hours."""
@@ -384,8 +404,9 @@ class Decision(_message.Message):
 
     @_builtins.property
     def trace(self) -> Global___Trace:
-        """Output only. Every check that ran, in order. Present when the caller asked
-        for it (ExplainDecision, GetDelivery); may be empty on hot paths.
+        """Output only. Every check that ran, in order. Always filled by
+        ExplainDecision; elsewhere (ListCampaignDecisions, GetSend, exports) it may
+        be unset, since hot paths store the outcome and reason only.
         """
 
     def __init__(
@@ -463,6 +484,10 @@ class TraceStep(_message.Message):
     CATEGORY_FIELD_NUMBER: _builtins.int
     SEND_TIME_FIELD_NUMBER: _builtins.int
     ZONE_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
+    THROTTLE_FIELD_NUMBER: _builtins.int
     check: Global___Check.ValueType
     """Output only. Which check."""
     result: Global___StepResult.ValueType
@@ -519,6 +544,22 @@ class TraceStep(_message.Message):
     def zone(self) -> Global___ZoneDetail:
         """For CHECK_ZONE."""
 
+    @_builtins.property
+    def trigger(self) -> Global___TriggerDetail:
+        """For CHECK_TRIGGER."""
+
+    @_builtins.property
+    def template(self) -> Global___TemplateDetail:
+        """For CHECK_TEMPLATE."""
+
+    @_builtins.property
+    def audience(self) -> Global___AudienceDetail:
+        """For CHECK_AUDIENCE."""
+
+    @_builtins.property
+    def throttle(self) -> Global___ThrottleDetail:
+        """For CHECK_THROTTLE."""
+
     def __init__(
         self,
         *,
@@ -537,12 +578,16 @@ class TraceStep(_message.Message):
         category: Global___CategoryDetail | None = ...,
         send_time: Global___SendTimeDetail | None = ...,
         zone: Global___ZoneDetail | None = ...,
+        trigger: Global___TriggerDetail | None = ...,
+        template: Global___TemplateDetail | None = ...,
+        audience: Global___AudienceDetail | None = ...,
+        throttle: Global___ThrottleDetail | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cap", b"cap", "category", b"category", "consent", b"consent", "defer_until", b"defer_until", "deferral", b"deferral", "detail", b"detail", "devices", b"devices", "digest", b"digest", "expiry", b"expiry", "holdout", b"holdout", "quiet_hours", b"quiet_hours", "send_time", b"send_time", "zone", b"zone"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "cap", b"cap", "category", b"category", "consent", b"consent", "defer_until", b"defer_until", "deferral", b"deferral", "detail", b"detail", "devices", b"devices", "digest", b"digest", "expiry", b"expiry", "holdout", b"holdout", "quiet_hours", b"quiet_hours", "send_time", b"send_time", "template", b"template", "throttle", b"throttle", "trigger", b"trigger", "zone", b"zone"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cap", b"cap", "category", b"category", "check", b"check", "consent", b"consent", "defer_until", b"defer_until", "deferral", b"deferral", "detail", b"detail", "devices", b"devices", "digest", b"digest", "expiry", b"expiry", "holdout", b"holdout", "quiet_hours", b"quiet_hours", "reason", b"reason", "result", b"result", "send_time", b"send_time", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "cap", b"cap", "category", b"category", "check", b"check", "consent", b"consent", "defer_until", b"defer_until", "deferral", b"deferral", "detail", b"detail", "devices", b"devices", "digest", b"digest", "expiry", b"expiry", "holdout", b"holdout", "quiet_hours", b"quiet_hours", "reason", b"reason", "result", b"result", "send_time", b"send_time", "template", b"template", "throttle", b"throttle", "trigger", b"trigger", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["cap", "quiet_hours", "consent", "devices", "expiry", "deferral", "digest", "holdout", "category", "send_time", "zone"]  # noqa: Y015
+    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["cap", "quiet_hours", "consent", "devices", "expiry", "deferral", "digest", "holdout", "category", "send_time", "zone", "trigger", "template", "audience", "throttle"]  # noqa: Y015
     _WhichOneofArgType_detail: _TypeAlias = _typing.Literal["detail", b"detail"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_detail) -> _WhichOneofReturnType_detail | None: ...
 
@@ -566,20 +611,36 @@ class CapDetail(_message.Message):
     FREES_AT_FIELD_NUMBER: _builtins.int
     ON_EXCEED_FIELD_NUMBER: _builtins.int
     OLDEST_LEAVES_AT_FIELD_NUMBER: _builtins.int
+    USER_PREFERENCE_FIELD_NUMBER: _builtins.int
+    COUNT_TRANSACTIONAL_FIELD_NUMBER: _builtins.int
     rule_id: _builtins.str
-    """Output only. The rule's id ("opt_down" for the user's frequency preference)."""
+    """Output only. The rule's id ("opt-down" for the rule the user's frequency
+    preference adds).
+    """
     scope: _policy_pb2.CapScope.ValueType
     """Output only. What the rule counts."""
     scope_id: _builtins.str
     """Output only. The category or campaign counted, when the scope has one."""
     count: _builtins.int
-    """Output only. Messages in scope already in the window."""
+    """Output only. Messages in scope already in the window at evaluation
+    (rolling: sent after `window_start`; calendar: at or after it), not
+    counting the message being decided: "3 of 3" means no room left.
+    """
     max_count: _builtins.int
     """Output only. The rule's maximum."""
     calendar: _policy_pb2.CalendarPeriod.ValueType
     """Output only. The calendar period, for calendar rules."""
     on_exceed: _policy_pb2.OnExceed.ValueType
     """Output only. What the rule does when exceeded."""
+    user_preference: _builtins.bool
+    """Output only. True for the rule added by the user's opt-down preference
+    (DAILY_MAX / WEEKLY_MAX), false for the app's own rules.
+    """
+    count_transactional: _builtins.bool
+    """Output only. Whether transactional sends are counted (the rule's
+    `count_transactional`), so "3 of 3 pushes" and "3 of 3 marketing pushes"
+    can be told apart when the trace is rendered.
+    """
     @_builtins.property
     def rolling(self) -> _duration_pb2.Duration:
         """Output only. The rolling window length, for rolling rules."""
@@ -619,10 +680,12 @@ class CapDetail(_message.Message):
         frees_at: _timestamp_pb2.Timestamp | None = ...,
         on_exceed: _policy_pb2.OnExceed.ValueType = ...,
         oldest_leaves_at: _timestamp_pb2.Timestamp | None = ...,
+        user_preference: _builtins.bool = ...,
+        count_transactional: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["frees_at", b"frees_at", "oldest_leaves_at", b"oldest_leaves_at", "rolling", b"rolling", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "count", b"count", "frees_at", b"frees_at", "max_count", b"max_count", "oldest_leaves_at", b"oldest_leaves_at", "on_exceed", b"on_exceed", "rolling", b"rolling", "rule_id", b"rule_id", "scope", b"scope", "scope_id", b"scope_id", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "count", b"count", "count_transactional", b"count_transactional", "frees_at", b"frees_at", "max_count", b"max_count", "oldest_leaves_at", b"oldest_leaves_at", "on_exceed", b"on_exceed", "rolling", b"rolling", "rule_id", b"rule_id", "scope", b"scope", "scope_id", b"scope_id", "user_preference", b"user_preference", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -948,7 +1011,10 @@ class HoldoutDetail(_message.Message):
     variant_id: _builtins.str
     """Output only. The assigned variant when not in the holdout."""
     bucket: _builtins.int
-    """Output only. The user's bucket, 0..9999, from the deterministic hash."""
+    """Output only. The user's bucket, 0..9999, from the deterministic hash of
+    campaign id and user id; the user is in the holdout exactly when
+    `bucket < holdout_basis_points`.
+    """
     holdout_basis_points: _builtins.int
     """Output only. The campaign's holdout size in basis points."""
     def __init__(
@@ -1063,3 +1129,171 @@ class ZoneDetail(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ZoneDetail: _TypeAlias = ZoneDetail  # noqa: Y015
+
+@_typing.final
+class TriggerDetail(_message.Message):
+    """The facts of a trigger check (cancellation and re-eligibility)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRIGGER_ID_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    CANCEL_EVENT_ID_FIELD_NUMBER: _builtins.int
+    FIRINGS_FIELD_NUMBER: _builtins.int
+    MAX_FIRINGS_FIELD_NUMBER: _builtins.int
+    MIN_INTERVAL_FIELD_NUMBER: _builtins.int
+    LAST_FIRED_AT_FIELD_NUMBER: _builtins.int
+    ELIGIBLE_AGAIN_AT_FIELD_NUMBER: _builtins.int
+    trigger_id: _builtins.str
+    """Output only. The trigger."""
+    event_id: _builtins.str
+    """Output only. The event that fired it (empty when explaining a would-be firing)."""
+    cancel_event_id: _builtins.str
+    """Output only. For TRIGGER_CANCELLED: the cancelling event."""
+    firings: _builtins.int
+    """Output only. Firings of this trigger already sent to the user."""
+    max_firings: _builtins.int
+    """Output only. The trigger's `max_firings` (0: unlimited)."""
+    @_builtins.property
+    def min_interval(self) -> _duration_pb2.Duration:
+        """Output only. The trigger's `min_interval` (unset: none)."""
+
+    @_builtins.property
+    def last_fired_at(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the user's latest firing was sent (unset: never)."""
+
+    @_builtins.property
+    def eligible_again_at(self) -> _timestamp_pb2.Timestamp:
+        """Output only. For NOT_REELIGIBLE: when the user may fire it again (unset:
+        never, `max_firings` reached, or a firing is pending).
+        """
+
+    def __init__(
+        self,
+        *,
+        trigger_id: _builtins.str = ...,
+        event_id: _builtins.str = ...,
+        cancel_event_id: _builtins.str = ...,
+        firings: _builtins.int = ...,
+        max_firings: _builtins.int = ...,
+        min_interval: _duration_pb2.Duration | None = ...,
+        last_fired_at: _timestamp_pb2.Timestamp | None = ...,
+        eligible_again_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["eligible_again_at", b"eligible_again_at", "last_fired_at", b"last_fired_at", "min_interval", b"min_interval"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_event_id", b"cancel_event_id", "eligible_again_at", b"eligible_again_at", "event_id", b"event_id", "firings", b"firings", "last_fired_at", b"last_fired_at", "max_firings", b"max_firings", "min_interval", b"min_interval", "trigger_id", b"trigger_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TriggerDetail: _TypeAlias = TriggerDetail  # noqa: Y015
+
+@_typing.final
+class TemplateDetail(_message.Message):
+    """The facts of template rendering."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCALE_FIELD_NUMBER: _builtins.int
+    MISSING_PLACEHOLDERS_FIELD_NUMBER: _builtins.int
+    DEFAULTED_PLACEHOLDERS_FIELD_NUMBER: _builtins.int
+    PAYLOAD_BYTES_FIELD_NUMBER: _builtins.int
+    LIMIT_BYTES_FIELD_NUMBER: _builtins.int
+    locale: _builtins.str
+    """Output only. The locale whose content was used (empty: the default content)."""
+    payload_bytes: _builtins.int
+    """Output only. Size of the largest rendered provider payload, in bytes."""
+    limit_bytes: _builtins.int
+    """Output only. The provider limit it was checked against, in bytes."""
+    @_builtins.property
+    def missing_placeholders(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. Placeholders without a value (with SKIP_USER: the reason to drop)."""
+
+    @_builtins.property
+    def defaulted_placeholders(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. Placeholders that fell back to their default value."""
+
+    def __init__(
+        self,
+        *,
+        locale: _builtins.str = ...,
+        missing_placeholders: _abc.Iterable[_builtins.str] | None = ...,
+        defaulted_placeholders: _abc.Iterable[_builtins.str] | None = ...,
+        payload_bytes: _builtins.int = ...,
+        limit_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["defaulted_placeholders", b"defaulted_placeholders", "limit_bytes", b"limit_bytes", "locale", b"locale", "missing_placeholders", b"missing_placeholders", "payload_bytes", b"payload_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateDetail: _TypeAlias = TemplateDetail  # noqa: Y015
+
+@_typing.final
+class AudienceDetail(_message.Message):
+    """The facts of the due-time audience check."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDED_BY_SEGMENT_IDS_FIELD_NUMBER: _builtins.int
+    EXCLUDED_BY_SEGMENT_IDS_FIELD_NUMBER: _builtins.int
+    EXCLUDED_BY_LIST_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def included_by_segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. Include segments the user is in (empty: in none)."""
+
+    @_builtins.property
+    def excluded_by_segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. Exclude segments the user is in."""
+
+    @_builtins.property
+    def excluded_by_list_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. Exclude lists the user is on."""
+
+    def __init__(
+        self,
+        *,
+        included_by_segment_ids: _abc.Iterable[_builtins.str] | None = ...,
+        excluded_by_segment_ids: _abc.Iterable[_builtins.str] | None = ...,
+        excluded_by_list_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["excluded_by_list_ids", b"excluded_by_list_ids", "excluded_by_segment_ids", b"excluded_by_segment_ids", "included_by_segment_ids", b"included_by_segment_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AudienceDetail: _TypeAlias = AudienceDetail  # noqa: Y015
+
+@_typing.final
+class ThrottleDetail(_message.Message):
+    """The facts of a campaign throttle check."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SENDS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    SENT_THIS_MINUTE_FIELD_NUMBER: _builtins.int
+    NEXT_SLOT_AT_FIELD_NUMBER: _builtins.int
+    sends_per_minute: _builtins.int
+    """Output only. The campaign's limit."""
+    sent_this_minute: _builtins.int
+    """Output only. Sends already handed to delivery in the current minute."""
+    @_builtins.property
+    def next_slot_at(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the next slot opens."""
+
+    def __init__(
+        self,
+        *,
+        sends_per_minute: _builtins.int = ...,
+        sent_this_minute: _builtins.int = ...,
+        next_slot_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_slot_at", b"next_slot_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_slot_at", b"next_slot_at", "sends_per_minute", b"sends_per_minute", "sent_this_minute", b"sent_this_minute"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ThrottleDetail: _TypeAlias = ThrottleDetail  # noqa: Y015

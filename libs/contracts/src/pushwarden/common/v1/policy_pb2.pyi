@@ -249,7 +249,9 @@ class FrequencyPreference(_message.Message):
     """Required. The mode."""
     max_count: _builtins.int
     """For DAILY_MAX and WEEKLY_MAX: the maximum, 0..100; 0 means the app
-    policy's default for the mode. Ignored otherwise.
+    policy's default for the mode (scheduler Policy.opt_down_daily_max /
+    opt_down_weekly_max). Ignored otherwise. The policy turns it into one extra
+    cap rule with rule_id "opt-down" (ALL_MARKETING, calendar DAY or WEEK).
     """
     digest_period: Global___DigestPeriod.ValueType
     """For DIGEST: daily or weekly. Ignored otherwise."""
@@ -298,11 +300,17 @@ class CapRule(_message.Message):
     ON_EXCEED_FIELD_NUMBER: _builtins.int
     COUNT_TRANSACTIONAL_FIELD_NUMBER: _builtins.int
     rule_id: _builtins.str
-    """Required. Caller-chosen id, unique within the app's policy; named in traces."""
+    """Required. Caller-chosen id, unique within the app's policy (1..64
+    characters); named in traces. "opt-down" is reserved for the rule a user's
+    opt-down preference adds (INVALID_ARGUMENT here).
+    """
     scope: Global___CapScope.ValueType
     """Required. What is counted."""
     category_id: _builtins.str
-    """For CATEGORY scope: the category counted; empty means each category separately."""
+    """For CATEGORY scope: the category counted (a defined category, else
+    INVALID_ARGUMENT); empty means each category separately. Must be empty for
+    other scopes.
+    """
     max_count: _builtins.int
     """Required. The maximum number of messages in the window, >= 1."""
     calendar: Global___CalendarPeriod.ValueType

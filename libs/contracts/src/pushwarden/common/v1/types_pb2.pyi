@@ -46,11 +46,49 @@ class Channel(_Channel, metaclass=_ChannelEnumTypeWrapper):
       FAILED_PRECONDITION.
     - Ids (app_id, user_id, category_id, ...) are opaque strings of 1..128
       characters chosen by the caller unless the comment says server-assigned.
+      Caller-chosen ids are compared byte for byte (case-sensitive, no Unicode
+      normalisation), must be valid UTF-8 without control characters and without
+      leading or trailing white space; anything else is INVALID_ARGUMENT.
+      Server-assigned ids (device, campaign, trigger, generated segment and list
+      ids) are opaque strings of at most 64 ASCII characters: store them as
+      given, never parse them. Resources are addressed by `app_id` plus their id
+      (no AIP-122 resource names): ids are unique per app only.
+    - Apps: every request names exactly one `app_id`, except the follower
+      streams (consent WatchChanges, segmentation StreamEvents) where an empty
+      `app_id` means every app. A caller's grant decides which apps it may name;
+      naming another app, or asking a follower stream for every app without an
+      all-apps grant, is PERMISSION_DENIED (never an empty answer).
     - Time zones are IANA names ("Europe/Paris"); an unknown name is
       INVALID_ARGUMENT.
+    - Instants are google.protobuf.Timestamp (UTC); lengths of time are
+      google.protobuf.Duration and must not be negative; wall-clock times and
+      dates are LocalTime / LocalDate in a zone named beside them.
     - Lists: page_size 0 means the server default (100); values above the
-      documented maximum are clamped. next_page_token is empty on the last page;
-      page tokens are opaque and only valid with the same filter fields.
+      documented maximum are clamped; a negative page_size is INVALID_ARGUMENT.
+      next_page_token is empty on the last page; page tokens are opaque and only
+      valid with the same filter fields (else INVALID_ARGUMENT).
+    - Batches: one `app_id` per call; the item limit is stated on each request
+      (1,000 for most, 10,000 for AddToList / RemoveFromList and
+      RecordAssignments); an empty batch or one over its limit is
+      INVALID_ARGUMENT. Per-item answers come in request order.
+    - Idempotency, one rule everywhere. RPCs with an `idempotency_key`: keys
+      are at most 128 characters and scoped to the app and the RPC (RecordConsent:
+      also the user); the server remembers a key for at least 24 hours (consent
+      for as long as the ledger entry exists). The same key with an identical
+      request returns the first call's result (with `replayed` set where the
+      response has it) and writes nothing; the same key with any other field
+      different is ALREADY_EXISTS with ErrorInfo reason IDEMPOTENCY_KEY_REUSED.
+      Batch items keyed by their own id (event_id, send_id, engagement
+      event_id): the first write wins; a repeat is ITEM_STATUS_UNCHANGED whether
+      or not its other fields differ (no body comparison per item).
+    - Errors: every non-OK status carries a google.rpc.Status with details:
+      BadRequest (INVALID_ARGUMENT: one violation per offending field, the path
+      as in "events[3].name"), PreconditionFailure (FAILED_PRECONDITION),
+      ResourceInfo (NOT_FOUND), RetryInfo (UNAVAILABLE, RESOURCE_EXHAUSTED), and
+      an ErrorInfo with domain "pushwarden.dev" whose `reason` is an ErrorReason
+      name without its prefix (e.g. "IDEMPOTENCY_KEY_REUSED") wherever a code
+      alone is ambiguous. Clients branch on the code and the ErrorInfo reason,
+      never on the message text.
 
     A delivery channel that consent can be given or withdrawn for.
     """
@@ -130,7 +168,9 @@ class _PriorityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Priority.Val
     PRIORITY_LOW: _Priority.ValueType  # 1
     """Can wait: lowest in arbitration; APNs priority 5 / Android NORMAL."""
     PRIORITY_NORMAL: _Priority.ValueType  # 2
-    """The default."""
+    """The default: APNs priority 10 for alerts (5 for background pushes, as
+    Apple requires) / Android NORMAL.
+    """
     PRIORITY_HIGH: _Priority.ValueType  # 3
     """Time-sensitive: first in arbitration; APNs priority 10 / Android HIGH."""
 
@@ -144,7 +184,9 @@ PRIORITY_UNSPECIFIED: Priority.ValueType  # 0
 PRIORITY_LOW: Priority.ValueType  # 1
 """Can wait: lowest in arbitration; APNs priority 5 / Android NORMAL."""
 PRIORITY_NORMAL: Priority.ValueType  # 2
-"""The default."""
+"""The default: APNs priority 10 for alerts (5 for background pushes, as
+Apple requires) / Android NORMAL.
+"""
 PRIORITY_HIGH: Priority.ValueType  # 3
 """Time-sensitive: first in arbitration; APNs priority 10 / Android HIGH."""
 Global___Priority: _TypeAlias = Priority  # noqa: Y015
@@ -255,6 +297,102 @@ DAY_OF_WEEK_SUNDAY: DayOfWeek.ValueType  # 7
 """Sunday (ISO day 7)."""
 Global___DayOfWeek: _TypeAlias = DayOfWeek  # noqa: Y015
 
+class _ErrorReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ERROR_REASON_UNSPECIFIED: _ErrorReason.ValueType  # 0
+    """Not set (never sent)."""
+    ERROR_REASON_IDEMPOTENCY_KEY_REUSED: _ErrorReason.ValueType  # 1
+    """ALREADY_EXISTS: an idempotency key was reused with a different request."""
+    ERROR_REASON_ID_TAKEN: _ErrorReason.ValueType  # 2
+    """ALREADY_EXISTS: a caller-chosen id is taken by a different definition."""
+    ERROR_REASON_UNKNOWN_REFERENCE: _ErrorReason.ValueType  # 3
+    """INVALID_ARGUMENT: a referenced category, segment, list, campaign or
+    trigger does not exist (BadRequest names the field).
+    """
+    ERROR_REASON_BATCH_SIZE: _ErrorReason.ValueType  # 4
+    """INVALID_ARGUMENT: a batch is empty or over its documented item limit."""
+    ERROR_REASON_CATEGORY_KIND_IMMUTABLE: _ErrorReason.ValueType  # 5
+    """FAILED_PRECONDITION: DefineCategory tried to change a category's kind."""
+    ERROR_REASON_OPT_OUT_NOT_ALLOWED: _ErrorReason.ValueType  # 6
+    """FAILED_PRECONDITION: an opt-out of a category users may not opt out of."""
+    ERROR_REASON_IN_USE: _ErrorReason.ValueType  # 7
+    """FAILED_PRECONDITION: the resource is in use (a segment referenced by
+    another segment).
+    """
+    ERROR_REASON_INVALID_STATE: _ErrorReason.ValueType  # 8
+    """FAILED_PRECONDITION: a lifecycle transition not allowed from the current
+    state (e.g. pausing a completed campaign); metadata "state" names it.
+    """
+    ERROR_REASON_CATEGORY_KIND_MISMATCH: _ErrorReason.ValueType  # 9
+    """FAILED_PRECONDITION: a category of the wrong kind for the RPC (a
+    MARKETING category in SendTransactional or OptOutConfirmation).
+    """
+    ERROR_REASON_VERSION_MISMATCH: _ErrorReason.ValueType  # 10
+    """ABORTED: `expected_version` did not match the stored version."""
+    ERROR_REASON_CURSOR_EXPIRED: _ErrorReason.ValueType  # 11
+    """OUT_OF_RANGE: a follower cursor is older than the feed's retention; the
+    follower must resynchronise.
+    """
+    ERROR_REASON_APP_NOT_ALLOWED: _ErrorReason.ValueType  # 12
+    """PERMISSION_DENIED: the caller's grant does not cover the named app (or
+    every app, for an empty `app_id` on a follower stream).
+    """
+    ERROR_REASON_IMMUTABLE_FIELD: _ErrorReason.ValueType  # 13
+    """INVALID_ARGUMENT: an immutable field was given a different value."""
+
+class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
+    """Machine-readable error reasons, sent as `google.rpc.ErrorInfo.reason` (the
+    value name without "ERROR_REASON_", domain "pushwarden.dev"). The status code
+    stays the primary signal; the reason tells apart the cases one code covers.
+    New reasons may be added; clients must treat unknown ones by their code.
+    """
+
+ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
+"""Not set (never sent)."""
+ERROR_REASON_IDEMPOTENCY_KEY_REUSED: ErrorReason.ValueType  # 1
+"""ALREADY_EXISTS: an idempotency key was reused with a different request."""
+ERROR_REASON_ID_TAKEN: ErrorReason.ValueType  # 2
+"""ALREADY_EXISTS: a caller-chosen id is taken by a different definition."""
+ERROR_REASON_UNKNOWN_REFERENCE: ErrorReason.ValueType  # 3
+"""INVALID_ARGUMENT: a referenced category, segment, list, campaign or
+trigger does not exist (BadRequest names the field).
+"""
+ERROR_REASON_BATCH_SIZE: ErrorReason.ValueType  # 4
+"""INVALID_ARGUMENT: a batch is empty or over its documented item limit."""
+ERROR_REASON_CATEGORY_KIND_IMMUTABLE: ErrorReason.ValueType  # 5
+"""FAILED_PRECONDITION: DefineCategory tried to change a category's kind."""
+ERROR_REASON_OPT_OUT_NOT_ALLOWED: ErrorReason.ValueType  # 6
+"""FAILED_PRECONDITION: an opt-out of a category users may not opt out of."""
+ERROR_REASON_IN_USE: ErrorReason.ValueType  # 7
+"""FAILED_PRECONDITION: the resource is in use (a segment referenced by
+another segment).
+"""
+ERROR_REASON_INVALID_STATE: ErrorReason.ValueType  # 8
+"""FAILED_PRECONDITION: a lifecycle transition not allowed from the current
+state (e.g. pausing a completed campaign); metadata "state" names it.
+"""
+ERROR_REASON_CATEGORY_KIND_MISMATCH: ErrorReason.ValueType  # 9
+"""FAILED_PRECONDITION: a category of the wrong kind for the RPC (a
+MARKETING category in SendTransactional or OptOutConfirmation).
+"""
+ERROR_REASON_VERSION_MISMATCH: ErrorReason.ValueType  # 10
+"""ABORTED: `expected_version` did not match the stored version."""
+ERROR_REASON_CURSOR_EXPIRED: ErrorReason.ValueType  # 11
+"""OUT_OF_RANGE: a follower cursor is older than the feed's retention; the
+follower must resynchronise.
+"""
+ERROR_REASON_APP_NOT_ALLOWED: ErrorReason.ValueType  # 12
+"""PERMISSION_DENIED: the caller's grant does not cover the named app (or
+every app, for an empty `app_id` on a follower stream).
+"""
+ERROR_REASON_IMMUTABLE_FIELD: ErrorReason.ValueType  # 13
+"""INVALID_ARGUMENT: an immutable field was given a different value."""
+Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
+
 class _ItemStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -266,7 +404,9 @@ class _ItemStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ItemStatus
     ITEM_STATUS_APPLIED: _ItemStatus.ValueType  # 1
     """The item was new and was applied."""
     ITEM_STATUS_UNCHANGED: _ItemStatus.ValueType  # 2
-    """The item was already applied earlier (same id or same state): nothing changed."""
+    """The item was already applied earlier (same id or same state): nothing
+    changed. For id-keyed items the first write wins, even if this one differs.
+    """
     ITEM_STATUS_REJECTED: _ItemStatus.ValueType  # 3
     """The item was rejected; `ItemResult.field` and `message` say why. Only for
     per-item conditions (such as an unknown user); malformed input rejects the
@@ -281,7 +421,9 @@ ITEM_STATUS_UNSPECIFIED: ItemStatus.ValueType  # 0
 ITEM_STATUS_APPLIED: ItemStatus.ValueType  # 1
 """The item was new and was applied."""
 ITEM_STATUS_UNCHANGED: ItemStatus.ValueType  # 2
-"""The item was already applied earlier (same id or same state): nothing changed."""
+"""The item was already applied earlier (same id or same state): nothing
+changed. For id-keyed items the first write wins, even if this one differs.
+"""
 ITEM_STATUS_REJECTED: ItemStatus.ValueType  # 3
 """The item was rejected; `ItemResult.field` and `message` say why. Only for
 per-item conditions (such as an unknown user); malformed input rejects the

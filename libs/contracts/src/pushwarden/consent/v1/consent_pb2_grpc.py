@@ -152,10 +152,12 @@ class ConsentServiceServicer:
 
     def RegisterDevice(self, request, context):
         """Registers a push token, or updates it when (app, token) exists. A token
-        registered to another user moves to this one. A token invalidated by a
-        provider revives only when registered after the provider's timestamp.
-        Idempotent (upsert). Errors: INVALID_ARGUMENT (unknown zone, missing token,
-        platform/provider mismatch).
+        registered to another user moves to this one (`previous_user_id`; a DEVICE
+        change on the feed). A token invalidated by a provider revives (ACTIVE)
+        only when this call's server time is after the device's `invalidated_at`.
+        A permission change appends a PERMISSION ledger entry. Idempotent (upsert).
+        Errors: INVALID_ARGUMENT (unknown zone, missing token, platform/provider
+        mismatch, provider or platform differing from the stored immutable value).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -180,7 +182,10 @@ class ConsentServiceServicer:
     def InvalidateDevice(self, request, context):
         """Records that a provider reported the token dead (called by delivery). The
         device is never targeted again unless re-registered after the provider's
-        timestamp. Idempotent. Errors: NOT_FOUND (unknown token or device).
+        timestamp; a report older than the latest registration is STALE and
+        ignored (`outcome`). Idempotent (ALREADY_INVALID on a retry). Errors:
+        NOT_FOUND (unknown token or device: erased or never registered; the
+        caller treats it as done, there is nothing left to invalidate).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -232,7 +237,8 @@ class ConsentServiceServicer:
     def SetPreferences(self, request, context):
         """Changes a user's preferences (topics, quiet hours, zone override,
         frequency); each effective change is a ledger entry. Idempotent in state,
-        and by `idempotency_key` when given. Errors: INVALID_ARGUMENT (unknown
+        and by `idempotency_key` when given (same key, other body:
+        ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors: INVALID_ARGUMENT (unknown
         zone, bad window, bad frequency numbers).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -250,9 +256,10 @@ class ConsentServiceServicer:
     def CheckEligibility(self, request, context):
         """Batch: for up to 1,000 users and one category, everything the policy needs
         (allowed and why not, usable devices with tokens, zone, quiet hours,
-        frequency preference, topic state), answered per user in request order.
-        Read-only. Errors: INVALID_ARGUMENT (empty or more than 1,000 users,
-        unknown category).
+        frequency preference, topic state), answered per user in request order,
+        all from one snapshot (`as_of_sequence`). Read-only. Errors:
+        INVALID_ARGUMENT (empty, repeated or more than 1,000 users, unknown
+        category: UNKNOWN_REFERENCE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -288,7 +295,9 @@ class ConsentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RecordPermissionPrompt(self, request, context):
-        """Records one permission-prompt funnel event. Idempotent by `idempotency_key`.
+        """Records one permission-prompt funnel event (funnel statistics only: a
+        device's OS permission changes through RegisterDevice / UpdateDevice).
+        Idempotent by `idempotency_key` (same key, other body: ALREADY_EXISTS).
         Errors: INVALID_ARGUMENT (missing event, context too long).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -314,9 +323,10 @@ class ConsentServiceServicer:
     def WatchChanges(self, request, context):
         """Server stream of consent, preference, device, category and erasure
         changes from a cursor: every change exactly once, in commit order;
-        reconnect with the last cursor to resume. Read-only. Errors:
-        INVALID_ARGUMENT (malformed cursor), OUT_OF_RANGE (cursor older than the
-        feed's retention: resynchronise).
+        reconnect with the last cursor to resume. An empty `app_id` follows every
+        app and needs an all-apps grant. Read-only. Errors: INVALID_ARGUMENT
+        (malformed cursor), OUT_OF_RANGE (CURSOR_EXPIRED: older than the retention:
+        resynchronise), PERMISSION_DENIED (APP_NOT_ALLOWED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -43,10 +43,12 @@ class ConsentServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ConsentServiceAsyncStub: ...
     RegisterDevice: _grpc.UnaryUnaryMultiCallable[_messages_pb2.RegisterDeviceRequest, _messages_pb2.RegisterDeviceResponse]
     """Registers a push token, or updates it when (app, token) exists. A token
-    registered to another user moves to this one. A token invalidated by a
-    provider revives only when registered after the provider's timestamp.
-    Idempotent (upsert). Errors: INVALID_ARGUMENT (unknown zone, missing token,
-    platform/provider mismatch).
+    registered to another user moves to this one (`previous_user_id`; a DEVICE
+    change on the feed). A token invalidated by a provider revives (ACTIVE)
+    only when this call's server time is after the device's `invalidated_at`.
+    A permission change appends a PERMISSION ledger entry. Idempotent (upsert).
+    Errors: INVALID_ARGUMENT (unknown zone, missing token, platform/provider
+    mismatch, provider or platform differing from the stored immutable value).
     """
     UpdateDevice: _grpc.UnaryUnaryMultiCallable[_messages_pb2.UpdateDeviceRequest, _messages_pb2.UpdateDeviceResponse]
     """Changes a device's mutable fields (field mask). Idempotent. Errors:
@@ -59,7 +61,10 @@ class ConsentServiceStub:
     InvalidateDevice: _grpc.UnaryUnaryMultiCallable[_messages_pb2.InvalidateDeviceRequest, _messages_pb2.InvalidateDeviceResponse]
     """Records that a provider reported the token dead (called by delivery). The
     device is never targeted again unless re-registered after the provider's
-    timestamp. Idempotent. Errors: NOT_FOUND (unknown token or device).
+    timestamp; a report older than the latest registration is STALE and
+    ignored (`outcome`). Idempotent (ALREADY_INVALID on a retry). Errors:
+    NOT_FOUND (unknown token or device: erased or never registered; the
+    caller treats it as done, there is nothing left to invalidate).
     """
     ListDevices: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ListDevicesRequest, _messages_pb2.ListDevicesResponse]
     """Lists devices, optionally of one user. Read-only. Errors: INVALID_ARGUMENT
@@ -86,7 +91,8 @@ class ConsentServiceStub:
     SetPreferences: _grpc.UnaryUnaryMultiCallable[_messages_pb2.SetPreferencesRequest, _messages_pb2.SetPreferencesResponse]
     """Changes a user's preferences (topics, quiet hours, zone override,
     frequency); each effective change is a ledger entry. Idempotent in state,
-    and by `idempotency_key` when given. Errors: INVALID_ARGUMENT (unknown
+    and by `idempotency_key` when given (same key, other body:
+    ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors: INVALID_ARGUMENT (unknown
     zone, bad window, bad frequency numbers).
     """
     GetPreferences: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetPreferencesRequest, _messages_pb2.GetPreferencesResponse]
@@ -96,9 +102,10 @@ class ConsentServiceStub:
     CheckEligibility: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CheckEligibilityRequest, _messages_pb2.CheckEligibilityResponse]
     """Batch: for up to 1,000 users and one category, everything the policy needs
     (allowed and why not, usable devices with tokens, zone, quiet hours,
-    frequency preference, topic state), answered per user in request order.
-    Read-only. Errors: INVALID_ARGUMENT (empty or more than 1,000 users,
-    unknown category).
+    frequency preference, topic state), answered per user in request order,
+    all from one snapshot (`as_of_sequence`). Read-only. Errors:
+    INVALID_ARGUMENT (empty, repeated or more than 1,000 users, unknown
+    category: UNKNOWN_REFERENCE).
     """
     GetLedger: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetLedgerRequest, _messages_pb2.GetLedgerResponse]
     """Pages through a user's ledger entries, oldest first (also after erasure,
@@ -118,7 +125,9 @@ class ConsentServiceStub:
     (the suppression record is still written).
     """
     RecordPermissionPrompt: _grpc.UnaryUnaryMultiCallable[_messages_pb2.RecordPermissionPromptRequest, _messages_pb2.RecordPermissionPromptResponse]
-    """Records one permission-prompt funnel event. Idempotent by `idempotency_key`.
+    """Records one permission-prompt funnel event (funnel statistics only: a
+    device's OS permission changes through RegisterDevice / UpdateDevice).
+    Idempotent by `idempotency_key` (same key, other body: ALREADY_EXISTS).
     Errors: INVALID_ARGUMENT (missing event, context too long).
     """
     GetOptInFunnel: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetOptInFunnelRequest, _messages_pb2.GetOptInFunnelResponse]
@@ -132,9 +141,10 @@ class ConsentServiceStub:
     WatchChanges: _grpc.UnaryStreamMultiCallable[_messages_pb2.WatchChangesRequest, _messages_pb2.WatchChangesResponse]
     """Server stream of consent, preference, device, category and erasure
     changes from a cursor: every change exactly once, in commit order;
-    reconnect with the last cursor to resume. Read-only. Errors:
-    INVALID_ARGUMENT (malformed cursor), OUT_OF_RANGE (cursor older than the
-    feed's retention: resynchronise).
+    reconnect with the last cursor to resume. An empty `app_id` follows every
+    app and needs an all-apps grant. Read-only. Errors: INVALID_ARGUMENT
+    (malformed cursor), OUT_OF_RANGE (CURSOR_EXPIRED: older than the retention:
+    resynchronise), PERMISSION_DENIED (APP_NOT_ALLOWED).
     """
 
 @_typing.type_check_only
@@ -152,10 +162,12 @@ class ConsentServiceAsyncStub(ConsentServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     RegisterDevice: _aio.UnaryUnaryMultiCallable[_messages_pb2.RegisterDeviceRequest, _messages_pb2.RegisterDeviceResponse]  # type: ignore[assignment]
     """Registers a push token, or updates it when (app, token) exists. A token
-    registered to another user moves to this one. A token invalidated by a
-    provider revives only when registered after the provider's timestamp.
-    Idempotent (upsert). Errors: INVALID_ARGUMENT (unknown zone, missing token,
-    platform/provider mismatch).
+    registered to another user moves to this one (`previous_user_id`; a DEVICE
+    change on the feed). A token invalidated by a provider revives (ACTIVE)
+    only when this call's server time is after the device's `invalidated_at`.
+    A permission change appends a PERMISSION ledger entry. Idempotent (upsert).
+    Errors: INVALID_ARGUMENT (unknown zone, missing token, platform/provider
+    mismatch, provider or platform differing from the stored immutable value).
     """
     UpdateDevice: _aio.UnaryUnaryMultiCallable[_messages_pb2.UpdateDeviceRequest, _messages_pb2.UpdateDeviceResponse]  # type: ignore[assignment]
     """Changes a device's mutable fields (field mask). Idempotent. Errors:
@@ -168,7 +180,10 @@ class ConsentServiceAsyncStub(ConsentServiceStub):
     InvalidateDevice: _aio.UnaryUnaryMultiCallable[_messages_pb2.InvalidateDeviceRequest, _messages_pb2.InvalidateDeviceResponse]  # type: ignore[assignment]
     """Records that a provider reported the token dead (called by delivery). The
     device is never targeted again unless re-registered after the provider's
-    timestamp. Idempotent. Errors: NOT_FOUND (unknown token or device).
+    timestamp; a report older than the latest registration is STALE and
+    ignored (`outcome`). Idempotent (ALREADY_INVALID on a retry). Errors:
+    NOT_FOUND (unknown token or device: erased or never registered; the
+    caller treats it as done, there is nothing left to invalidate).
     """
     ListDevices: _aio.UnaryUnaryMultiCallable[_messages_pb2.ListDevicesRequest, _messages_pb2.ListDevicesResponse]  # type: ignore[assignment]
     """Lists devices, optionally of one user. Read-only. Errors: INVALID_ARGUMENT
@@ -195,7 +210,8 @@ class ConsentServiceAsyncStub(ConsentServiceStub):
     SetPreferences: _aio.UnaryUnaryMultiCallable[_messages_pb2.SetPreferencesRequest, _messages_pb2.SetPreferencesResponse]  # type: ignore[assignment]
     """Changes a user's preferences (topics, quiet hours, zone override,
     frequency); each effective change is a ledger entry. Idempotent in state,
-    and by `idempotency_key` when given. Errors: INVALID_ARGUMENT (unknown
+    and by `idempotency_key` when given (same key, other body:
+    ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors: INVALID_ARGUMENT (unknown
     zone, bad window, bad frequency numbers).
     """
     GetPreferences: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetPreferencesRequest, _messages_pb2.GetPreferencesResponse]  # type: ignore[assignment]
@@ -205,9 +221,10 @@ class ConsentServiceAsyncStub(ConsentServiceStub):
     CheckEligibility: _aio.UnaryUnaryMultiCallable[_messages_pb2.CheckEligibilityRequest, _messages_pb2.CheckEligibilityResponse]  # type: ignore[assignment]
     """Batch: for up to 1,000 users and one category, everything the policy needs
     (allowed and why not, usable devices with tokens, zone, quiet hours,
-    frequency preference, topic state), answered per user in request order.
-    Read-only. Errors: INVALID_ARGUMENT (empty or more than 1,000 users,
-    unknown category).
+    frequency preference, topic state), answered per user in request order,
+    all from one snapshot (`as_of_sequence`). Read-only. Errors:
+    INVALID_ARGUMENT (empty, repeated or more than 1,000 users, unknown
+    category: UNKNOWN_REFERENCE).
     """
     GetLedger: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetLedgerRequest, _messages_pb2.GetLedgerResponse]  # type: ignore[assignment]
     """Pages through a user's ledger entries, oldest first (also after erasure,
@@ -227,7 +244,9 @@ class ConsentServiceAsyncStub(ConsentServiceStub):
     (the suppression record is still written).
     """
     RecordPermissionPrompt: _aio.UnaryUnaryMultiCallable[_messages_pb2.RecordPermissionPromptRequest, _messages_pb2.RecordPermissionPromptResponse]  # type: ignore[assignment]
-    """Records one permission-prompt funnel event. Idempotent by `idempotency_key`.
+    """Records one permission-prompt funnel event (funnel statistics only: a
+    device's OS permission changes through RegisterDevice / UpdateDevice).
+    Idempotent by `idempotency_key` (same key, other body: ALREADY_EXISTS).
     Errors: INVALID_ARGUMENT (missing event, context too long).
     """
     GetOptInFunnel: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetOptInFunnelRequest, _messages_pb2.GetOptInFunnelResponse]  # type: ignore[assignment]
@@ -241,9 +260,10 @@ class ConsentServiceAsyncStub(ConsentServiceStub):
     WatchChanges: _aio.UnaryStreamMultiCallable[_messages_pb2.WatchChangesRequest, _messages_pb2.WatchChangesResponse]  # type: ignore[assignment]
     """Server stream of consent, preference, device, category and erasure
     changes from a cursor: every change exactly once, in commit order;
-    reconnect with the last cursor to resume. Read-only. Errors:
-    INVALID_ARGUMENT (malformed cursor), OUT_OF_RANGE (cursor older than the
-    feed's retention: resynchronise).
+    reconnect with the last cursor to resume. An empty `app_id` follows every
+    app and needs an all-apps grant. Read-only. Errors: INVALID_ARGUMENT
+    (malformed cursor), OUT_OF_RANGE (CURSOR_EXPIRED: older than the retention:
+    resynchronise), PERMISSION_DENIED (APP_NOT_ALLOWED).
     """
 
 class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -264,10 +284,12 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.RegisterDeviceResponse, _abc.Awaitable[_messages_pb2.RegisterDeviceResponse]]:
         """Registers a push token, or updates it when (app, token) exists. A token
-        registered to another user moves to this one. A token invalidated by a
-        provider revives only when registered after the provider's timestamp.
-        Idempotent (upsert). Errors: INVALID_ARGUMENT (unknown zone, missing token,
-        platform/provider mismatch).
+        registered to another user moves to this one (`previous_user_id`; a DEVICE
+        change on the feed). A token invalidated by a provider revives (ACTIVE)
+        only when this call's server time is after the device's `invalidated_at`.
+        A permission change appends a PERMISSION ledger entry. Idempotent (upsert).
+        Errors: INVALID_ARGUMENT (unknown zone, missing token, platform/provider
+        mismatch, provider or platform differing from the stored immutable value).
         """
 
     @_abc_1.abstractmethod
@@ -298,7 +320,10 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messages_pb2.InvalidateDeviceResponse, _abc.Awaitable[_messages_pb2.InvalidateDeviceResponse]]:
         """Records that a provider reported the token dead (called by delivery). The
         device is never targeted again unless re-registered after the provider's
-        timestamp. Idempotent. Errors: NOT_FOUND (unknown token or device).
+        timestamp; a report older than the latest registration is STALE and
+        ignored (`outcome`). Idempotent (ALREADY_INVALID on a retry). Errors:
+        NOT_FOUND (unknown token or device: erased or never registered; the
+        caller treats it as done, there is nothing left to invalidate).
         """
 
     @_abc_1.abstractmethod
@@ -361,7 +386,8 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messages_pb2.SetPreferencesResponse, _abc.Awaitable[_messages_pb2.SetPreferencesResponse]]:
         """Changes a user's preferences (topics, quiet hours, zone override,
         frequency); each effective change is a ledger entry. Idempotent in state,
-        and by `idempotency_key` when given. Errors: INVALID_ARGUMENT (unknown
+        and by `idempotency_key` when given (same key, other body:
+        ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors: INVALID_ARGUMENT (unknown
         zone, bad window, bad frequency numbers).
         """
 
@@ -383,9 +409,10 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messages_pb2.CheckEligibilityResponse, _abc.Awaitable[_messages_pb2.CheckEligibilityResponse]]:
         """Batch: for up to 1,000 users and one category, everything the policy needs
         (allowed and why not, usable devices with tokens, zone, quiet hours,
-        frequency preference, topic state), answered per user in request order.
-        Read-only. Errors: INVALID_ARGUMENT (empty or more than 1,000 users,
-        unknown category).
+        frequency preference, topic state), answered per user in request order,
+        all from one snapshot (`as_of_sequence`). Read-only. Errors:
+        INVALID_ARGUMENT (empty, repeated or more than 1,000 users, unknown
+        category: UNKNOWN_REFERENCE).
         """
 
     @_abc_1.abstractmethod
@@ -429,7 +456,9 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.RecordPermissionPromptRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.RecordPermissionPromptResponse, _abc.Awaitable[_messages_pb2.RecordPermissionPromptResponse]]:
-        """Records one permission-prompt funnel event. Idempotent by `idempotency_key`.
+        """Records one permission-prompt funnel event (funnel statistics only: a
+        device's OS permission changes through RegisterDevice / UpdateDevice).
+        Idempotent by `idempotency_key` (same key, other body: ALREADY_EXISTS).
         Errors: INVALID_ARGUMENT (missing event, context too long).
         """
 
@@ -461,9 +490,10 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_messages_pb2.WatchChangesResponse], _abc.AsyncIterator[_messages_pb2.WatchChangesResponse]]:
         """Server stream of consent, preference, device, category and erasure
         changes from a cursor: every change exactly once, in commit order;
-        reconnect with the last cursor to resume. Read-only. Errors:
-        INVALID_ARGUMENT (malformed cursor), OUT_OF_RANGE (cursor older than the
-        feed's retention: resynchronise).
+        reconnect with the last cursor to resume. An empty `app_id` follows every
+        app and needs an all-apps grant. Read-only. Errors: INVALID_ARGUMENT
+        (malformed cursor), OUT_OF_RANGE (CURSOR_EXPIRED: older than the retention:
+        resynchronise), PERMISSION_DENIED (APP_NOT_ALLOWED).
         """
 
 def add_ConsentServiceServicer_to_server(servicer: ConsentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

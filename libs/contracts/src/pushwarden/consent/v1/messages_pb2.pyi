@@ -24,7 +24,44 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _InvalidationOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InvalidationOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InvalidationOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INVALIDATION_OUTCOME_UNSPECIFIED: _InvalidationOutcome.ValueType  # 0
+    """Not set (never returned)."""
+    INVALIDATION_OUTCOME_INVALIDATED: _InvalidationOutcome.ValueType  # 1
+    """The device is now INVALID."""
+    INVALIDATION_OUTCOME_ALREADY_INVALID: _InvalidationOutcome.ValueType  # 2
+    """The device was already INVALID (a retried report): nothing changed."""
+    INVALIDATION_OUTCOME_STALE: _InvalidationOutcome.ValueType  # 3
+    """The token was registered again after `provider_timestamp`: the report is
+    stale, the device stays as it was.
+    """
+
+class InvalidationOutcome(_InvalidationOutcome, metaclass=_InvalidationOutcomeEnumTypeWrapper):
+    """What an InvalidateDevice call did."""
+
+INVALIDATION_OUTCOME_UNSPECIFIED: InvalidationOutcome.ValueType  # 0
+"""Not set (never returned)."""
+INVALIDATION_OUTCOME_INVALIDATED: InvalidationOutcome.ValueType  # 1
+"""The device is now INVALID."""
+INVALIDATION_OUTCOME_ALREADY_INVALID: InvalidationOutcome.ValueType  # 2
+"""The device was already INVALID (a retried report): nothing changed."""
+INVALIDATION_OUTCOME_STALE: InvalidationOutcome.ValueType  # 3
+"""The token was registered again after `provider_timestamp`: the report is
+stale, the device stays as it was.
+"""
+Global___InvalidationOutcome: _TypeAlias = InvalidationOutcome  # noqa: Y015
 
 class _TopicState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -275,8 +312,12 @@ class InvalidateDeviceRequest(_message.Message):
     @_builtins.property
     def provider_timestamp(self) -> _timestamp_pb2.Timestamp:
         """Optional. The provider's timestamp of the token's death (APNs 410
-        `timestamp`); default: the time of this call. A later registration of the
-        same token revives the device only if it happens after this instant.
+        `timestamp`); default: the time of this call. Providers that give none
+        (FCM UNREGISTERED, APNs 400 BadDeviceToken): the caller passes the time
+        the provider answered, not the time of this (possibly retried) call. A
+        later registration of the same token revives the device only if it
+        happens after this instant; a report older than the device's latest
+        registration (`Device.registered_at`) is stale and changes nothing.
         """
 
     def __init__(
@@ -308,18 +349,22 @@ class InvalidateDeviceResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICE_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    outcome: Global___InvalidationOutcome.ValueType
+    """What the call did."""
     @_builtins.property
     def device(self) -> _resources_pb2.Device:
-        """The device after the change (status INVALID)."""
+        """The device after the call (status INVALID unless the report was stale)."""
 
     def __init__(
         self,
         *,
         device: _resources_pb2.Device | None = ...,
+        outcome: Global___InvalidationOutcome.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "outcome", b"outcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -692,8 +737,9 @@ class SetPreferencesRequest(_message.Message):
     """Optional. Where the change was made; default PREFERENCE_CENTER."""
     idempotency_key: _builtins.str
     """Optional. Retry key; the same key again returns the first result without a
-    second ledger entry. Without it the call is still idempotent in state (the
-    same values again write no ledger entry).
+    second ledger entry, and with a different request is ALREADY_EXISTS
+    (IDEMPOTENCY_KEY_REUSED). Without it the call is still idempotent in state
+    (the same values again write no ledger entry).
     """
     @_builtins.property
     def preferences(self) -> _resources_pb2.Preferences:
@@ -800,8 +846,13 @@ class GetPreferencesResponse(_message.Message):
         """The user's preferences (empty for an unknown user)."""
 
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def app_default_quiet_hours(self) -> _policy_pb2.QuietHours:
-        """The app's default quiet hours that apply when `preferences.quiet_hours` is unset."""
+        """Deprecated: always unset. The app's default quiet hours are owned by the
+        scheduler (Policy.default_quiet_hours, GetPolicy), and consent calls no
+        other service, so it cannot answer them; a preference center reads them
+        from the scheduler.
+        """
 
     def __init__(
         self,
@@ -838,7 +889,10 @@ class CheckEligibilityRequest(_message.Message):
     """Optional. The channel; default PUSH (the only one delivered)."""
     @_builtins.property
     def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Required. 1..1,000 distinct user ids; more is INVALID_ARGUMENT."""
+        """Required. 1..1,000 distinct user ids; more, or a repeated id, is
+        INVALID_ARGUMENT. Users consent has never heard of are answered (not an
+        error) from the defaults, with `known_user` false and no devices.
+        """
 
     def __init__(
         self,
@@ -926,7 +980,11 @@ class UserEligibility(_message.Message):
     """The user."""
     allowed: _builtins.bool
     """Whether consent, permission and devices allow a push of the category now
-    (not caps or quiet hours: those are the scheduler's policy).
+    (not caps or quiet hours: those are the scheduler's policy). Follows the
+    policy library's gates for the category's kind: for a TRANSACTIONAL
+    category, marketing, channel and suppression state are ignored and only
+    a category or topic opt-out (when the category allows one), the OS
+    permission and the devices count.
     """
     reason: _decision_pb2.ReasonCode.ValueType
     """When not allowed: the first reason (OPTED_OUT, CATEGORY_OPTED_OUT,
@@ -948,13 +1006,18 @@ class UserEligibility(_message.Message):
 
     @_builtins.property
     def devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsableDevice]:
-        """Devices that can receive it now (valid, permitted). Filled even when
-        consent forbids marketing, so transactional callers and traces can use them.
+        """Devices that can receive it now (ACTIVE, permission GRANTED or
+        PROVISIONAL), most recently registered first (the first one's locale picks
+        a template translation). Filled even when consent forbids marketing, so
+        transactional callers and traces can use them. At most 10 per user (the
+        most recent; `device_counts` still counts every device).
         """
 
     @_builtins.property
     def quiet_hours(self) -> _policy_pb2.QuietHours:
-        """The user's quiet hours; unset means the app default applies."""
+        """The user's quiet hours; unset means the app default (the scheduler's
+        Policy.default_quiet_hours) applies.
+        """
 
     @_builtins.property
     def frequency(self) -> _policy_pb2.FrequencyPreference:
@@ -1344,7 +1407,9 @@ class RecordPermissionPromptRequest(_message.Message):
     context: _builtins.str
     """Optional. The app's context, at most 128 characters, e.g. "after_first_order"."""
     idempotency_key: _builtins.str
-    """Required. Retry key unique per app; a repeat records nothing."""
+    """Required. Retry key unique per app; a repeat records nothing, and with a
+    different request is ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED).
+    """
     platform: _types_pb2.Platform.ValueType
     """Optional. The platform (for per-platform funnels)."""
     @_builtins.property
@@ -1654,21 +1719,34 @@ class WatchChangesRequest(_message.Message):
     KINDS_FIELD_NUMBER: _builtins.int
     STOP_AT_HEAD_FIELD_NUMBER: _builtins.int
     MAX_BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    FROM_HEAD_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Optional. Only this app's changes; empty means every app (the caller's
     token must be allowed all apps, else PERMISSION_DENIED).
     """
     cursor: _builtins.str
-    """Optional. Resume after this cursor; empty means from the oldest retained entry."""
+    """Optional. Resume after this cursor; empty means from the oldest retained
+    entry (or the head, with `from_head`). The feed retains at least 7 days;
+    an older cursor is OUT_OF_RANGE (CURSOR_EXPIRED). A cursor is valid only
+    with the same `app_id`.
+    """
     stop_at_head: _builtins.bool
     """Optional. End the stream once caught up (for batch followers and tests);
     default false: keep the stream open and send new changes as they commit.
     """
     max_batch_size: _builtins.int
     """Optional. Maximum changes per response message, default 500, at most 5,000."""
+    from_head: _builtins.bool
+    """Optional. With an empty `cursor`: start at the head (only changes committed
+    after the call), not at the oldest retained entry. The first response is
+    then an empty `caught_up` message whose cursor the follower stores. Ignored
+    when `cursor` is set.
+    """
     @_builtins.property
     def kinds(self) -> _containers.RepeatedScalarFieldContainer[_resources_pb2.ChangeKind.ValueType]:
-        """Optional. Only these kinds; empty means all."""
+        """Optional. Only these kinds; empty means all. Filtered changes still move
+        the cursor, so a filtered follower never re-reads them.
+        """
 
     def __init__(
         self,
@@ -1678,10 +1756,11 @@ class WatchChangesRequest(_message.Message):
         kinds: _abc.Iterable[_resources_pb2.ChangeKind.ValueType] | None = ...,
         stop_at_head: _builtins.bool = ...,
         max_batch_size: _builtins.int = ...,
+        from_head: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "cursor", b"cursor", "kinds", b"kinds", "max_batch_size", b"max_batch_size", "stop_at_head", b"stop_at_head"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "cursor", b"cursor", "from_head", b"from_head", "kinds", b"kinds", "max_batch_size", b"max_batch_size", "stop_at_head", b"stop_at_head"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1700,7 +1779,8 @@ class WatchChangesResponse(_message.Message):
     """Resume point: the cursor after the last change here (unchanged in heartbeats)."""
     caught_up: _builtins.bool
     """True when this message brings the follower up to the head (also sent as an
-    empty heartbeat while idle).
+    empty heartbeat while idle, at least every 30 seconds, so a follower can
+    tell a quiet feed from a dead stream).
     """
     @_builtins.property
     def changes(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Change]:

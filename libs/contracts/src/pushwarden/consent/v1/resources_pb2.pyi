@@ -124,13 +124,21 @@ class _ConsentScopeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cons
     CONSENT_SCOPE_KIND_UNSPECIFIED: _ConsentScopeKind.ValueType  # 0
     """Not set: INVALID_ARGUMENT."""
     CONSENT_SCOPE_KIND_CHANNEL: _ConsentScopeKind.ValueType  # 1
-    """One channel (all messages on it): `channel` required."""
+    """One channel: `channel` required. This is the channel's marketing
+    subscription state (as in Braze or OneSignal): an opt-out stops marketing
+    on that channel; transactional messages still go, gated only by their
+    category's `user_can_opt_out` and the OS permission.
+    """
     CONSENT_SCOPE_KIND_ALL_MARKETING: _ConsentScopeKind.ValueType  # 2
     """All marketing on every channel: the universal opt-out."""
     CONSENT_SCOPE_KIND_CATEGORY: _ConsentScopeKind.ValueType  # 3
     """One category: `category_id` required; `channel` optional."""
     CONSENT_SCOPE_KIND_TOPIC: _ConsentScopeKind.ValueType  # 4
-    """One topic: `topic_id` required; `channel` optional."""
+    """One topic: `topic_id` required; `channel` optional. Topic subscriptions
+    have one state: an OPT_IN / OPT_OUT here and `Preferences.topics` are two
+    ways to write it (the latest ledger entry wins), so a preference center can
+    toggle one topic with RecordConsent instead of rewriting the whole list.
+    """
 
 class ConsentScopeKind(_ConsentScopeKind, metaclass=_ConsentScopeKindEnumTypeWrapper):
     """The kind of thing a consent record is about."""
@@ -138,13 +146,21 @@ class ConsentScopeKind(_ConsentScopeKind, metaclass=_ConsentScopeKindEnumTypeWra
 CONSENT_SCOPE_KIND_UNSPECIFIED: ConsentScopeKind.ValueType  # 0
 """Not set: INVALID_ARGUMENT."""
 CONSENT_SCOPE_KIND_CHANNEL: ConsentScopeKind.ValueType  # 1
-"""One channel (all messages on it): `channel` required."""
+"""One channel: `channel` required. This is the channel's marketing
+subscription state (as in Braze or OneSignal): an opt-out stops marketing
+on that channel; transactional messages still go, gated only by their
+category's `user_can_opt_out` and the OS permission.
+"""
 CONSENT_SCOPE_KIND_ALL_MARKETING: ConsentScopeKind.ValueType  # 2
 """All marketing on every channel: the universal opt-out."""
 CONSENT_SCOPE_KIND_CATEGORY: ConsentScopeKind.ValueType  # 3
 """One category: `category_id` required; `channel` optional."""
 CONSENT_SCOPE_KIND_TOPIC: ConsentScopeKind.ValueType  # 4
-"""One topic: `topic_id` required; `channel` optional."""
+"""One topic: `topic_id` required; `channel` optional. Topic subscriptions
+have one state: an OPT_IN / OPT_OUT here and `Preferences.topics` are two
+ways to write it (the latest ledger entry wins), so a preference center can
+toggle one topic with RecordConsent instead of rewriting the whole list.
+"""
 Global___ConsentScopeKind: _TypeAlias = ConsentScopeKind  # noqa: Y015
 
 class _ConsentAction:
@@ -393,7 +409,11 @@ Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
 
 @_typing.final
 class Device(_message.Message):
-    """A registered device (one push token of one app)."""
+    """A registered device (one push token of one app). The APNs environment
+    (sandbox or production) is set per app in delivery's credentials, not per
+    device: register development builds under an app id of their own, or APNs
+    answers their tokens with BadDeviceToken and they are invalidated.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -415,6 +435,7 @@ class Device(_message.Message):
     INVALIDATED_AT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    REGISTERED_AT_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     """Output only. Server-assigned id, stable while the token stays registered."""
     app_id: _builtins.str
@@ -426,10 +447,15 @@ class Device(_message.Message):
     platform: _types_pb2.Platform.ValueType
     """Required, immutable. The platform."""
     provider: _types_pb2.Provider.ValueType
-    """Required, immutable. The provider that serves the token."""
+    """Required, immutable. The provider that serves the token. Allowed pairs:
+    IOS with APNS or FCM, ANDROID with FCM, WEB with FCM; others are
+    INVALID_ARGUMENT.
+    """
     token: _builtins.str
     """Required, immutable. The push token (APNs hex token, FCM registration
-    token); at most 4,096 characters. Unique per app.
+    token); at most 1,024 characters (APNs tokens are 64 hex characters
+    today, FCM tokens about 160). Unique per app. Personal data: erased
+    with the user, never written to the ledger.
     """
     time_zone: _builtins.str
     """Optional. IANA time zone reported by the device."""
@@ -463,6 +489,14 @@ class Device(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """Output only. Last change."""
 
+    @_builtins.property
+    def registered_at(self) -> _timestamp_pb2.Timestamp:
+        """Output only. Server time of the latest RegisterDevice call for this token.
+        An INVALID device becomes ACTIVE again only through a RegisterDevice whose
+        server time is after `invalidated_at`; an InvalidateDevice whose provider
+        timestamp is before this instant is stale and ignored.
+        """
+
     def __init__(
         self,
         *,
@@ -484,10 +518,11 @@ class Device(_message.Message):
         invalidated_at: _timestamp_pb2.Timestamp | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        registered_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "invalidated_at", b"invalidated_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "invalidated_at", b"invalidated_at", "registered_at", b"registered_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "app_version", b"app_version", "created_at", b"created_at", "device_id", b"device_id", "invalid_detail", b"invalid_detail", "invalid_reason", b"invalid_reason", "invalidated_at", b"invalidated_at", "locale", b"locale", "model", b"model", "os_version", b"os_version", "permission", b"permission", "platform", b"platform", "provider", b"provider", "status", b"status", "time_zone", b"time_zone", "token", b"token", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "app_version", b"app_version", "created_at", b"created_at", "device_id", b"device_id", "invalid_detail", b"invalid_detail", "invalid_reason", b"invalid_reason", "invalidated_at", b"invalidated_at", "locale", b"locale", "model", b"model", "os_version", b"os_version", "permission", b"permission", "platform", b"platform", "provider", b"provider", "registered_at", b"registered_at", "status", b"status", "time_zone", b"time_zone", "token", b"token", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -823,12 +858,16 @@ class Preferences(_message.Message):
     """Optional. IANA zone overriding the devices' zones; empty: none."""
     @_builtins.property
     def topics(self) -> _containers.RepeatedCompositeFieldContainer[Global___TopicSubscription]:
-        """Optional. Topic choices. Topics not listed are unsubscribed."""
+        """Optional. Topic choices, at most 200, one per topic id. Topics not
+        listed are unsubscribed. Replaced as a whole when `topics` is in the update
+        mask; RecordConsent with a TOPIC scope changes one topic (same state).
+        """
 
     @_builtins.property
     def quiet_hours(self) -> _policy_pb2.QuietHours:
-        """Optional. The user's quiet hours; unset means the app default applies, set
-        with no windows means the user wants none.
+        """Optional. The user's quiet hours (at most 14 windows); unset means the
+        app default (scheduler Policy.default_quiet_hours) applies, set with no
+        windows means the user wants none.
         """
 
     @_builtins.property
@@ -966,7 +1005,10 @@ class LedgerEntry(_message.Message):
     PREFERENCES_FIELD_NUMBER: _builtins.int
     DEVICE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
-    """Output only. Position in the ledger: unique, increasing in commit order."""
+    """Output only. Position in the app's ledger: unique within the app,
+    increasing in commit order, not contiguous (gaps are normal). The same
+    numbering as ConsentEntry.ledger_sequence and as_of_sequence.
+    """
     subject: _builtins.str
     """Output only. The subject's pseudonym, lowercase hex."""
     kind: Global___LedgerEntryKind.ValueType
@@ -1047,10 +1089,14 @@ class Change(_message.Message):
     ERASURE_FIELD_NUMBER: _builtins.int
     CATEGORY_FIELD_NUMBER: _builtins.int
     CONSENT_SOURCE_FIELD_NUMBER: _builtins.int
+    PREVIOUS_USER_ID_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     """Output only. Position of this entry; resume with it to get the next ones."""
     sequence: _builtins.int
-    """Output only. Increasing in commit order (for logs and monotonic checks)."""
+    """Output only. The feed's own position, increasing in commit order (for
+    logs and monotonic checks); not the ledger sequence (category changes
+    have no ledger entry). Resume with `cursor`, never with this.
+    """
     kind: Global___ChangeKind.ValueType
     """Output only. What changed."""
     app_id: _builtins.str
@@ -1058,10 +1104,17 @@ class Change(_message.Message):
     user_id: _builtins.str
     """Output only. The user (empty for CATEGORY). Present for ERASED so that
     followers can delete; the feed keeps no user id of an erased user longer
-    than its retention.
+    than its retention. Followers must apply ERASED idempotently: it may be
+    seen again after a resync, and a later change for the same user id (a new
+    registration) is a new person's data.
     """
     consent_source: Global___ConsentSource.ValueType
     """Output only. For CONSENT: the source of the change (e.g. UNSUBSCRIBE_LINK)."""
+    previous_user_id: _builtins.str
+    """Output only. For DEVICE: when the change moved the token from another user
+    (RegisterDevice or UpdateDevice of `user_id`), that user's id, so followers
+    that keep per-user device facts can drop it there.
+    """
     @_builtins.property
     def committed_at(self) -> _timestamp_pb2.Timestamp:
         """Output only. Commit time."""
@@ -1101,10 +1154,11 @@ class Change(_message.Message):
         erasure: Global___Erasure | None = ...,
         category: Global___Category | None = ...,
         consent_source: Global___ConsentSource.ValueType = ...,
+        previous_user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "committed_at", b"committed_at", "consent", b"consent", "detail", b"detail", "device", b"device", "erasure", b"erasure", "preferences", b"preferences"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "category", b"category", "committed_at", b"committed_at", "consent", b"consent", "consent_source", b"consent_source", "cursor", b"cursor", "detail", b"detail", "device", b"device", "erasure", b"erasure", "kind", b"kind", "preferences", b"preferences", "sequence", b"sequence", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "category", b"category", "committed_at", b"committed_at", "consent", b"consent", "consent_source", b"consent_source", "cursor", b"cursor", "detail", b"detail", "device", b"device", "erasure", b"erasure", "kind", b"kind", "preferences", b"preferences", "previous_user_id", b"previous_user_id", "sequence", b"sequence", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["consent", "preferences", "device", "erasure", "category"]  # noqa: Y015
     _WhichOneofArgType_detail: _TypeAlias = _typing.Literal["detail", b"detail"]  # noqa: Y015

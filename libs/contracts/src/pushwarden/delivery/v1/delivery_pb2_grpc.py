@@ -94,8 +94,11 @@ class DeliveryServiceServicer:
         """Batch: stores up to 1,000 sends before acknowledging them, then delivers
         each to the user's devices (resolved and re-checked at consent right
         before the provider call). Idempotent by `send_id`: a send already
-        accepted is UNCHANGED and never sent again. Errors: INVALID_ARGUMENT
-        (empty content, duplicate send ids, too many sends).
+        accepted is UNCHANGED and never sent again (first body wins). A device
+        whose provider has no credentials for the app fails permanently (FAILED,
+        reason "no_credentials") without a provider call. Errors:
+        INVALID_ARGUMENT (empty content, duplicate send ids, more than 1,000
+        sends).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,7 +106,9 @@ class DeliveryServiceServicer:
 
     def GetDelivery(self, request, context):
         """Returns a send's status and every attempt (provider, outcome, reason,
-        retry number, apns-id). Read-only. Errors: NOT_FOUND.
+        retry number, apns-id). Read-only. Errors: NOT_FOUND (never handed to
+        delivery: not yet dispatched, or stopped by the scheduler's policy; see
+        SchedulerService.GetSend).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -121,8 +126,10 @@ class DeliveryServiceServicer:
 
     def ReportEngagement(self, request, context):
         """Batch: records engagement (DELIVERED, OPENED, DISMISSED, CONVERTED with a
-        value; conversions per user, send id optional). Idempotent by `event_id`.
-        Errors: INVALID_ARGUMENT (missing kind, send id missing for non-conversions).
+        value; conversions per user, send id optional). Idempotent by `event_id`
+        (first write wins). Opens and dismissals count once per send in
+        statistics, whatever the number of events. Errors: INVALID_ARGUMENT
+        (missing kind, send id missing for non-conversions, more than 1,000 events).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,12 +45,17 @@ class DeliveryServiceStub:
     """Batch: stores up to 1,000 sends before acknowledging them, then delivers
     each to the user's devices (resolved and re-checked at consent right
     before the provider call). Idempotent by `send_id`: a send already
-    accepted is UNCHANGED and never sent again. Errors: INVALID_ARGUMENT
-    (empty content, duplicate send ids, too many sends).
+    accepted is UNCHANGED and never sent again (first body wins). A device
+    whose provider has no credentials for the app fails permanently (FAILED,
+    reason "no_credentials") without a provider call. Errors:
+    INVALID_ARGUMENT (empty content, duplicate send ids, more than 1,000
+    sends).
     """
     GetDelivery: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetDeliveryRequest, _messages_pb2.GetDeliveryResponse]
     """Returns a send's status and every attempt (provider, outcome, reason,
-    retry number, apns-id). Read-only. Errors: NOT_FOUND.
+    retry number, apns-id). Read-only. Errors: NOT_FOUND (never handed to
+    delivery: not yet dispatched, or stopped by the scheduler's policy; see
+    SchedulerService.GetSend).
     """
     RecordAssignments: _grpc.UnaryUnaryMultiCallable[_messages_pb2.RecordAssignmentsRequest, _messages_pb2.RecordAssignmentsResponse]
     """Batch: records campaign assignments (variant or holdout per user), the
@@ -60,8 +65,10 @@ class DeliveryServiceStub:
     """
     ReportEngagement: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ReportEngagementRequest, _messages_pb2.ReportEngagementResponse]
     """Batch: records engagement (DELIVERED, OPENED, DISMISSED, CONVERTED with a
-    value; conversions per user, send id optional). Idempotent by `event_id`.
-    Errors: INVALID_ARGUMENT (missing kind, send id missing for non-conversions).
+    value; conversions per user, send id optional). Idempotent by `event_id`
+    (first write wins). Opens and dismissals count once per send in
+    statistics, whatever the number of events. Errors: INVALID_ARGUMENT
+    (missing kind, send id missing for non-conversions, more than 1,000 events).
     """
     GetCampaignStats: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetCampaignStatsRequest, _messages_pb2.GetCampaignStatsResponse]
     """Per-campaign and per-variant statistics with holdout lift and its 95 %
@@ -95,12 +102,17 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     """Batch: stores up to 1,000 sends before acknowledging them, then delivers
     each to the user's devices (resolved and re-checked at consent right
     before the provider call). Idempotent by `send_id`: a send already
-    accepted is UNCHANGED and never sent again. Errors: INVALID_ARGUMENT
-    (empty content, duplicate send ids, too many sends).
+    accepted is UNCHANGED and never sent again (first body wins). A device
+    whose provider has no credentials for the app fails permanently (FAILED,
+    reason "no_credentials") without a provider call. Errors:
+    INVALID_ARGUMENT (empty content, duplicate send ids, more than 1,000
+    sends).
     """
     GetDelivery: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetDeliveryRequest, _messages_pb2.GetDeliveryResponse]  # type: ignore[assignment]
     """Returns a send's status and every attempt (provider, outcome, reason,
-    retry number, apns-id). Read-only. Errors: NOT_FOUND.
+    retry number, apns-id). Read-only. Errors: NOT_FOUND (never handed to
+    delivery: not yet dispatched, or stopped by the scheduler's policy; see
+    SchedulerService.GetSend).
     """
     RecordAssignments: _aio.UnaryUnaryMultiCallable[_messages_pb2.RecordAssignmentsRequest, _messages_pb2.RecordAssignmentsResponse]  # type: ignore[assignment]
     """Batch: records campaign assignments (variant or holdout per user), the
@@ -110,8 +122,10 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     """
     ReportEngagement: _aio.UnaryUnaryMultiCallable[_messages_pb2.ReportEngagementRequest, _messages_pb2.ReportEngagementResponse]  # type: ignore[assignment]
     """Batch: records engagement (DELIVERED, OPENED, DISMISSED, CONVERTED with a
-    value; conversions per user, send id optional). Idempotent by `event_id`.
-    Errors: INVALID_ARGUMENT (missing kind, send id missing for non-conversions).
+    value; conversions per user, send id optional). Idempotent by `event_id`
+    (first write wins). Opens and dismissals count once per send in
+    statistics, whatever the number of events. Errors: INVALID_ARGUMENT
+    (missing kind, send id missing for non-conversions, more than 1,000 events).
     """
     GetCampaignStats: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetCampaignStatsRequest, _messages_pb2.GetCampaignStatsResponse]  # type: ignore[assignment]
     """Per-campaign and per-variant statistics with holdout lift and its 95 %
@@ -148,8 +162,11 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Batch: stores up to 1,000 sends before acknowledging them, then delivers
         each to the user's devices (resolved and re-checked at consent right
         before the provider call). Idempotent by `send_id`: a send already
-        accepted is UNCHANGED and never sent again. Errors: INVALID_ARGUMENT
-        (empty content, duplicate send ids, too many sends).
+        accepted is UNCHANGED and never sent again (first body wins). A device
+        whose provider has no credentials for the app fails permanently (FAILED,
+        reason "no_credentials") without a provider call. Errors:
+        INVALID_ARGUMENT (empty content, duplicate send ids, more than 1,000
+        sends).
         """
 
     @_abc_1.abstractmethod
@@ -159,7 +176,9 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.GetDeliveryResponse, _abc.Awaitable[_messages_pb2.GetDeliveryResponse]]:
         """Returns a send's status and every attempt (provider, outcome, reason,
-        retry number, apns-id). Read-only. Errors: NOT_FOUND.
+        retry number, apns-id). Read-only. Errors: NOT_FOUND (never handed to
+        delivery: not yet dispatched, or stopped by the scheduler's policy; see
+        SchedulerService.GetSend).
         """
 
     @_abc_1.abstractmethod
@@ -181,8 +200,10 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.ReportEngagementResponse, _abc.Awaitable[_messages_pb2.ReportEngagementResponse]]:
         """Batch: records engagement (DELIVERED, OPENED, DISMISSED, CONVERTED with a
-        value; conversions per user, send id optional). Idempotent by `event_id`.
-        Errors: INVALID_ARGUMENT (missing kind, send id missing for non-conversions).
+        value; conversions per user, send id optional). Idempotent by `event_id`
+        (first write wins). Opens and dismissals count once per send in
+        statistics, whatever the number of events. Errors: INVALID_ARGUMENT
+        (missing kind, send id missing for non-conversions, more than 1,000 events).
         """
 
     @_abc_1.abstractmethod

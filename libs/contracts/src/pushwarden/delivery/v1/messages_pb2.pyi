@@ -61,7 +61,9 @@ class DeliverResponse(_message.Message):
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ItemResult]:
         """One result per send, in request order (`id` is the send id): APPLIED when
         newly stored, UNCHANGED when the send id was already accepted (nothing is
-        sent twice), REJECTED for a per-send problem (unknown category).
+        sent twice), REJECTED for a per-send problem (unknown category, content
+        the provider mapping refuses). A rejected send is not stored: the caller
+        records it as final (DELIVERY_REJECTED) and does not retry it.
         """
 
     def __init__(
@@ -255,7 +257,10 @@ class GetCampaignStatsRequest(_message.Message):
     @_builtins.property
     def attribution_window(self) -> _duration_pb2.Duration:
         """Optional. Conversions count when they fall within this window after the
-        send (after the assignment for holdout users); default 72 h, at most 30 days.
+        user's first send of the campaign (after the assignment for holdout
+        users); default 72 h, at most 30 days. A conversion with a `send_id` of
+        the campaign counts when inside the window; one without counts for every
+        campaign whose window it falls in (no last-touch de-duplication).
         """
 
     def __init__(
@@ -377,7 +382,10 @@ Global___ReasonCount: _TypeAlias = ReasonCount  # noqa: Y015
 
 @_typing.final
 class GroupStats(_message.Message):
-    """Statistics of a campaign or one of its variants."""
+    """Statistics of a campaign or one of its variants. Holdout users are never
+    counted here (see HoldoutStats). Computed from the rows delivery holds, so
+    a user erased since is no longer counted.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -404,7 +412,9 @@ class GroupStats(_message.Message):
     variant_id: _builtins.str
     """The variant ("" for the whole campaign)."""
     targeted: _builtins.int
-    """Users assigned to it (RecordAssignments)."""
+    """Users assigned to it (RecordAssignments); for the whole campaign, every
+    non-holdout user.
+    """
     sent: _builtins.int
     """Sends accepted by delivery."""
     delivered: _builtins.int
@@ -432,7 +442,10 @@ class GroupStats(_message.Message):
     conversion_value: _builtins.float
     """Sum of attributed conversion values."""
     conversion_rate: _builtins.float
-    """converted_users / targeted."""
+    """converted_users / targeted (intent to treat: users assigned but never
+    sent, e.g. capped or opted out, stay in the denominator, as holdout users
+    do in theirs).
+    """
     opt_outs_within_24h: _builtins.int
     """Users who opted out (any marketing scope) within 24 h after a send."""
     @_builtins.property
@@ -607,7 +620,9 @@ class UserOpenHours(_message.Message):
     """The user."""
     @_builtins.property
     def opens_by_utc_hour(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """24 counts, index = UTC hour of the open (the scheduler converts to local)."""
+        """24 counts, index = UTC hour of the open (the scheduler converts to
+        local; zones with a non-whole-hour offset round down).
+        """
 
     def __init__(
         self,
@@ -642,7 +657,9 @@ class GetOpenHoursResponse(_message.Message):
 
     @_builtins.property
     def app_opens_by_local_hour(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """The app-wide histogram by the users' local hour (for the app's best hour)."""
+        """The app-wide histogram by the users' local hour (for the app's best
+        hour), in the zone consent reported for the user when the send was made.
+        """
 
     def __init__(
         self,

@@ -161,7 +161,9 @@ class Send(_message.Message):
     TRACESTATE_FIELD_NUMBER: _builtins.int
     send_id: _builtins.str
     """Required. Caller-chosen id, unique per app (at most 128 characters): the
-    idempotency key of the send and the seed of its stable `apns-id`.
+    idempotency key of the send and the seed of its stable `apns-id`. The
+    first accepted body wins: a later Deliver with the same id is UNCHANGED
+    even if its fields differ.
     """
     user_id: _builtins.str
     """Required. The recipient."""
@@ -178,7 +180,10 @@ class Send(_message.Message):
     priority: _types_pb2.Priority.ValueType
     """Optional. Priority; default NORMAL."""
     respect_quiet_hours: _builtins.bool
-    """Optional. For transactional sends: whether the message opted in to quiet hours."""
+    """Optional. For transactional sends: whether the message opted in to quiet
+    hours. Informational: the scheduler already applied quiet hours; delivery
+    applies no timing policy of its own (only expiry and the consent re-check).
+    """
     traceparent: _builtins.str
     """Optional. W3C `traceparent` of the deciding span, so one trace follows the
     send through the queues.
@@ -253,7 +258,10 @@ class Attempt(_message.Message):
     reason: _builtins.str
     """Output only. The provider's reason, e.g. "BadDeviceToken", "UNREGISTERED", "timeout"."""
     apns_id: _builtins.str
-    """Output only. The `apns-id` used (the same on every retry of a send and device)."""
+    """Output only. The `apns-id` used: a lowercase canonical UUID derived from
+    the send id and device id, the same on every retry of that pair (empty
+    for FCM).
+    """
     fcm_message_id: _builtins.str
     """Output only. FCM's message name on success."""
     @_builtins.property
@@ -415,20 +423,26 @@ class EngagementEvent(_message.Message):
     user_id: _builtins.str
     """Required. The user."""
     send_id: _builtins.str
-    """Required for DELIVERED, OPENED, DISMISSED; optional for CONVERTED (then
-    attributed to campaigns by the attribution window).
+    """Required for DELIVERED, OPENED, DISMISSED (the app reads it from the
+    notification's "pw_send_id" key); optional for CONVERTED (then attributed
+    to campaigns by the attribution window). A send id unknown to delivery,
+    or one sent to another user, is REJECTED for the item.
     """
     device_id: _builtins.str
     """Optional. The device."""
     value: _builtins.float
-    """Optional. For CONVERTED: a value (e.g. order amount)."""
+    """Optional. For CONVERTED: a value (e.g. order amount), finite, >= 0."""
     currency: _builtins.str
-    """Optional. For CONVERTED: ISO 4217 currency of `value`."""
+    """Optional. For CONVERTED: ISO 4217 currency of `value`. Statistics sum
+    values without converting currencies, so an app reports one currency.
+    """
     conversion_name: _builtins.str
     """Optional. For CONVERTED: the app's conversion name, e.g. "purchase"."""
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
-        """Required. When it happened."""
+        """Required. When it happened (device time as reported; not in the future
+        by more than 5 minutes).
+        """
 
     def __init__(
         self,
@@ -469,7 +483,11 @@ class Assignment(_message.Message):
     """True: the user is in the holdout (must be true when set)."""
     @_builtins.property
     def assigned_at(self) -> _timestamp_pb2.Timestamp:
-        """Required. When the user was assigned (holdout attribution starts here)."""
+        """Required. When the user was assigned (holdout attribution starts here).
+        For scheduled campaigns the scheduler passes the user's due time, so the
+        holdout's window starts when the user would have been sent, like the
+        treatment's.
+        """
 
     def __init__(
         self,

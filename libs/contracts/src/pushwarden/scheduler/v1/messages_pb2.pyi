@@ -161,6 +161,9 @@ class CreateCampaignResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.bool
+    """True when the key was seen before (this is the first call's campaign)."""
     @_builtins.property
     def campaign(self) -> _resources_pb2.Campaign:
         """The campaign as stored."""
@@ -169,10 +172,11 @@ class CreateCampaignResponse(_message.Message):
         self,
         *,
         campaign: _resources_pb2.Campaign | None = ...,
+        replayed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "replayed", b"replayed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -634,6 +638,7 @@ class ExplainDecisionRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     CATEGORY_ID_FIELD_NUMBER: _builtins.int
+    TRIGGER_ID_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
     TOPIC_ID_FIELD_NUMBER: _builtins.int
     RESPECT_QUIET_HOURS_FIELD_NUMBER: _builtins.int
@@ -645,6 +650,10 @@ class ExplainDecisionRequest(_message.Message):
     """A campaign (variant, holdout and schedule included)."""
     category_id: _builtins.str
     """A category (an ad-hoc message of it, now)."""
+    trigger_id: _builtins.str
+    """A trigger (a firing for this user now: re-eligibility, category, topic
+    and priority from the trigger; cancel events are not replayed).
+    """
     topic_id: _builtins.str
     """Optional. For a category: the topic."""
     respect_quiet_hours: _builtins.bool
@@ -662,15 +671,16 @@ class ExplainDecisionRequest(_message.Message):
         user_id: _builtins.str = ...,
         campaign_id: _builtins.str = ...,
         category_id: _builtins.str = ...,
+        trigger_id: _builtins.str = ...,
         as_of: _timestamp_pb2.Timestamp | None = ...,
         topic_id: _builtins.str = ...,
         respect_quiet_hours: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "campaign_id", b"campaign_id", "category_id", b"category_id", "subject", b"subject"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "campaign_id", b"campaign_id", "category_id", b"category_id", "subject", b"subject", "trigger_id", b"trigger_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "as_of", b"as_of", "campaign_id", b"campaign_id", "category_id", b"category_id", "respect_quiet_hours", b"respect_quiet_hours", "subject", b"subject", "topic_id", b"topic_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "as_of", b"as_of", "campaign_id", b"campaign_id", "category_id", b"category_id", "respect_quiet_hours", b"respect_quiet_hours", "subject", b"subject", "topic_id", b"topic_id", "trigger_id", b"trigger_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_subject: _TypeAlias = _typing.Literal["campaign_id", "category_id"]  # noqa: Y015
+    _WhichOneofReturnType_subject: _TypeAlias = _typing.Literal["campaign_id", "category_id", "trigger_id"]  # noqa: Y015
     _WhichOneofArgType_subject: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_subject) -> _WhichOneofReturnType_subject | None: ...
 
@@ -761,6 +771,9 @@ class CreateTriggerResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TRIGGER_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.bool
+    """True when the key was seen before (this is the first call's trigger)."""
     @_builtins.property
     def trigger(self) -> _resources_pb2.Trigger:
         """The trigger as stored."""
@@ -769,10 +782,11 @@ class CreateTriggerResponse(_message.Message):
         self,
         *,
         trigger: _resources_pb2.Trigger | None = ...,
+        replayed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["trigger", b"trigger"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replayed", b"replayed", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -916,8 +930,11 @@ class SetPolicyRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Optional. Fields to change (cap_rules, default_quiet_hours, jitter_window,
-        time_zone_fallback, opt_out_confirmation); unset: replace all.
+        """Optional. Fields to change: any of cap_rules, default_quiet_hours,
+        jitter_window, time_zone_fallback, opt_out_confirmation,
+        opt_down_on_exceed, default_digest_slot, default_digest_weekday,
+        digest_grace, opt_down_daily_max, opt_down_weekly_max (others are
+        INVALID_ARGUMENT); unset: replace all (unset fields take their defaults).
         """
 
     def __init__(
@@ -1074,6 +1091,8 @@ class ListCampaignDecisionsRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    VARIANT_ID_FIELD_NUMBER: _builtins.int
+    HOLDOUT_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Required. The app."""
     campaign_id: _builtins.str
@@ -1086,6 +1105,12 @@ class ListCampaignDecisionsRequest(_message.Message):
     """Optional. Page size, default 100, at most 1,000."""
     page_token: _builtins.str
     """Optional. `next_page_token` of the previous page."""
+    variant_id: _builtins.str
+    """Optional. Only users assigned this variant."""
+    holdout: _builtins.bool
+    """Optional. Only holdout users (true) or only non-holdout users (false);
+    unset: both.
+    """
     def __init__(
         self,
         *,
@@ -1095,12 +1120,16 @@ class ListCampaignDecisionsRequest(_message.Message):
         reason: _decision_pb2.ReasonCode.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        variant_id: _builtins.str = ...,
+        holdout: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_holdout", b"_holdout", "holdout", b"holdout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "campaign_id", b"campaign_id", "outcome", b"outcome", "page_size", b"page_size", "page_token", b"page_token", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_holdout", b"_holdout", "app_id", b"app_id", "campaign_id", b"campaign_id", "holdout", b"holdout", "outcome", b"outcome", "page_size", b"page_size", "page_token", b"page_token", "reason", b"reason", "variant_id", b"variant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__holdout: _TypeAlias = _typing.Literal["holdout"]  # noqa: Y015
+    _WhichOneofArgType__holdout: _TypeAlias = _typing.Literal["_holdout", b"_holdout"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__holdout) -> _WhichOneofReturnType__holdout | None: ...
 
 Global___ListCampaignDecisionsRequest: _TypeAlias = ListCampaignDecisionsRequest  # noqa: Y015
 
@@ -1131,3 +1160,67 @@ class ListCampaignDecisionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListCampaignDecisionsResponse: _TypeAlias = ListCampaignDecisionsResponse  # noqa: Y015
+
+@_typing.final
+class GetSendRequest(_message.Message):
+    """Request of SchedulerService.GetSend."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    SEND_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    INCLUDE_TRACE_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """Required. The app."""
+    send_id: _builtins.str
+    """The send id (from SendTransactionalResponse, ContactRecord or Deliver)."""
+    idempotency_key: _builtins.str
+    """The idempotency key of a SendTransactional call."""
+    include_trace: _builtins.bool
+    """Optional. Also return the full policy trace of the latest decision, when
+    stored (it may be unset on the hot path).
+    """
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        send_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        include_trace: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "key", b"key", "send_id", b"send_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "idempotency_key", b"idempotency_key", "include_trace", b"include_trace", "key", b"key", "send_id", b"send_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_key: _TypeAlias = _typing.Literal["send_id", "idempotency_key"]  # noqa: Y015
+    _WhichOneofArgType_key: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_key) -> _WhichOneofReturnType_key | None: ...
+
+Global___GetSendRequest: _TypeAlias = GetSendRequest  # noqa: Y015
+
+@_typing.final
+class GetSendResponse(_message.Message):
+    """Response of SchedulerService.GetSend."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def record(self) -> _resources_pb2.ContactRecord:
+        """The send's scheduler record: pending, deferred (with `decision.defer_until`),
+        dropped (with the reason) or handed to delivery (`sent_at`).
+        """
+
+    def __init__(
+        self,
+        *,
+        record: _resources_pb2.ContactRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSendResponse: _TypeAlias = GetSendResponse  # noqa: Y015

@@ -187,7 +187,11 @@ class _TimeZoneFallbackModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_
     TIME_ZONE_FALLBACK_MODE_DEFAULT_ZONE: _TimeZoneFallbackMode.ValueType  # 1
     """Use `default_time_zone`."""
     TIME_ZONE_FALLBACK_MODE_SKIP: _TimeZoneFallbackMode.ValueType  # 2
-    """Skip local-time features' users (LOCAL_TIME / BEST_TIME drop with NO_TIME_ZONE)."""
+    """No fallback zone: a MARKETING message to a user without a zone is dropped
+    with NO_TIMEZONE (quiet hours, calendar caps, digests, LOCAL_TIME and
+    BEST_TIME all need one). Transactional messages are not affected unless
+    they opted in to quiet hours.
+    """
 
 class TimeZoneFallbackMode(_TimeZoneFallbackMode, metaclass=_TimeZoneFallbackModeEnumTypeWrapper):
     """What to do for users without a known time zone."""
@@ -197,12 +201,23 @@ TIME_ZONE_FALLBACK_MODE_UNSPECIFIED: TimeZoneFallbackMode.ValueType  # 0
 TIME_ZONE_FALLBACK_MODE_DEFAULT_ZONE: TimeZoneFallbackMode.ValueType  # 1
 """Use `default_time_zone`."""
 TIME_ZONE_FALLBACK_MODE_SKIP: TimeZoneFallbackMode.ValueType  # 2
-"""Skip local-time features' users (LOCAL_TIME / BEST_TIME drop with NO_TIME_ZONE)."""
+"""No fallback zone: a MARKETING message to a user without a zone is dropped
+with NO_TIMEZONE (quiet hours, calendar caps, digests, LOCAL_TIME and
+BEST_TIME all need one). Transactional messages are not affected unless
+they opted in to quiet hours.
+"""
 Global___TimeZoneFallbackMode: _TypeAlias = TimeZoneFallbackMode  # noqa: Y015
 
 @_typing.final
 class Placeholder(_message.Message):
-    """A `{{name}}` placeholder in a template's strings."""
+    """A `{{name}}` placeholder in a template's strings. Values are rendered as
+    text: strings as they are; numbers without a decimal point when integral
+    ("3"), else in their shortest round-trip form ("2.5"); booleans "true" /
+    "false"; timestamps in RFC 3339 UTC ("2026-03-01T09:00:00Z"); string lists
+    joined with ", ". No escaping is applied (push payloads are JSON-encoded
+    by delivery). An empty string counts as a value, an absent attribute or
+    property as missing.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -245,8 +260,10 @@ Global___Placeholder: _TypeAlias = Placeholder  # noqa: Y015
 @_typing.final
 class Template(_message.Message):
     """Content with placeholders. Every `{{name}}` in the content must be declared
-    in `placeholders` (else INVALID_ARGUMENT). The rendered payload is checked
-    against the provider limit (4 KB for APNs) before dispatch.
+    in `placeholders` (else INVALID_ARGUMENT). The rendered payload, including
+    the keys delivery adds (`pw_send_id`, see Content.custom_data), is checked
+    against the provider limit (4 KB for APNs) before dispatch; over it the user
+    is dropped with PAYLOAD_TOO_LARGE.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -324,7 +341,7 @@ class Variant(_message.Message):
     WEIGHT_FIELD_NUMBER: _builtins.int
     TEMPLATE_FIELD_NUMBER: _builtins.int
     variant_id: _builtins.str
-    """Required, immutable. Id unique in the campaign, e.g. "A"."""
+    """Required, immutable. Id unique in the campaign, 1..64 characters, e.g. "A"."""
     name: _builtins.str
     """Optional. Display name."""
     weight: _builtins.int
@@ -353,7 +370,14 @@ Global___Variant: _TypeAlias = Variant  # noqa: Y015
 
 @_typing.final
 class Audience(_message.Message):
-    """Who a campaign targets."""
+    """Who a campaign targets. The audience is streamed once at fan-out
+    (segmentation EvaluateSegment with one inline rule: any include segment,
+    and none of the exclude segments or lists). At each user's due time the
+    scheduler checks membership again in batches (CheckMembership), so a user
+    who left an include segment or joined an exclude segment or list meanwhile
+    is dropped with NOT_IN_AUDIENCE; a segment or list deleted meanwhile counts
+    as "not a member".
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -362,15 +386,17 @@ class Audience(_message.Message):
     EXCLUDE_LIST_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def include_segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Required. Users in ANY of these segments are targeted (at least one)."""
+        """Required. Users in ANY of these segments are targeted (1..10 segments)."""
 
     @_builtins.property
     def exclude_segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Optional. Users in any of these segments are excluded."""
+        """Optional. Users in any of these segments are excluded (at most 10)."""
 
     @_builtins.property
     def exclude_list_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Optional. Users on any of these lists (suppression lists) are excluded."""
+        """Optional. Users on any of these lists (suppression lists) are excluded
+        (at most 10). Limits keep the due-time check to one CheckMembership call.
+        """
 
     def __init__(
         self,
@@ -857,11 +883,14 @@ class ReEligibility(_message.Message):
     MIN_INTERVAL_FIELD_NUMBER: _builtins.int
     MAX_FIRINGS_FIELD_NUMBER: _builtins.int
     max_firings: _builtins.int
-    """Optional. Maximum firings per user ever; 0 means unlimited (1 = once)."""
+    """Optional. Maximum firings per user ever (sent ones, as above); 0 means
+    unlimited (1 = once).
+    """
     @_builtins.property
     def min_interval(self) -> _duration_pb2.Duration:
-        """Optional. Minimum time between two firings for one user (e.g. 24h);
-        unset: no minimum.
+        """Optional. Minimum time between two firings for one user (e.g. 24h),
+        measured between the instants their sends were handed to delivery; unset:
+        no minimum. Cancelled or dropped firings do not count.
         """
 
     def __init__(
@@ -880,7 +909,23 @@ Global___ReEligibility: _TypeAlias = ReEligibility  # noqa: Y015
 
 @_typing.final
 class Trigger(_message.Message):
-    """An event-triggered message."""
+    """An event-triggered message. How the scheduler applies it, following
+    segmentation StreamEvents with its stored cursor:
+    - Only events committed after the trigger was created (or re-enabled) fire
+      it; history is never replayed.
+    - A firing is due at the event's `occurred_at` plus `delay` (at once when
+      that has already passed, e.g. a late event) and expires at `occurred_at`
+      plus `ttl`.
+    - Its send id derives from the trigger id and the event id, so an event seen
+      twice (a restart, a resent event) never fires twice.
+    - While a firing of this trigger is pending for a user, a further matching
+      event of that user creates no second firing (reason NOT_REELIGIBLE).
+    - A cancel event cancels a pending firing (TRIGGER_CANCELLED) when it is
+      the same user's, matches its `EventMatcher` (conditions and
+      `correlate_on`), comes after the triggering event on the stream and
+      occurred before the firing's due time. After the send was handed to
+      delivery a cancel event changes nothing.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1000,9 +1045,16 @@ class OptOutConfirmation(_message.Message):
     CATEGORY_ID_FIELD_NUMBER: _builtins.int
     TEMPLATE_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
-    """Optional. Send a confirmation when a user opts out; default false."""
+    """Optional. Send a confirmation when a user opts out; default false. Sent
+    for a CONSENT change on consent's feed with action OPT_OUT and scope
+    ALL_MARKETING or CHANNEL (PUSH), except source IMPORT; category and topic
+    opt-outs get none. Its send id derives from the change's sequence, so a
+    re-read feed never sends it twice.
+    """
     category_id: _builtins.str
-    """Required when enabled. A TRANSACTIONAL category the confirmation is sent in."""
+    """Required when enabled. A TRANSACTIONAL category the confirmation is sent
+    in (a MARKETING one is FAILED_PRECONDITION, CATEGORY_KIND_MISMATCH).
+    """
     @_builtins.property
     def template(self) -> Global___Template:
         """Required when enabled. The confirmation's content."""
@@ -1066,7 +1118,10 @@ class Policy(_message.Message):
     @_builtins.property
     def jitter_window(self) -> _duration_pb2.Duration:
         """Optional. Deferred sends are spread over this window after the instant
-        they were deferred to (deterministic per user and message); default 0.
+        they were deferred to (deterministic per user and message). Unset: 30
+        minutes; an explicit 0s disables jitter. At most 6 hours, and less than
+        `digest_grace` (else INVALID_ARGUMENT: a jittered digest must still fall
+        inside its slot).
         """
 
     @_builtins.property
@@ -1116,7 +1171,11 @@ Global___Policy: _TypeAlias = Policy  # noqa: Y015
 
 @_typing.final
 class ContactRecord(_message.Message):
-    """A user's intent or contact (exports, per-campaign decision listings)."""
+    """A user's intent or contact (exports, per-campaign decision listings,
+    GetSend). Its state follows from the decision: DEFER (or no trace yet) with
+    no `sent_at` is pending; ALLOW with `sent_at` was handed to delivery (ask
+    DeliveryService.GetDelivery for the rest); DROP is final.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1130,6 +1189,8 @@ class ContactRecord(_message.Message):
     VARIANT_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     HOLDOUT_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     send_id: _builtins.str
     """The send id."""
     campaign_id: _builtins.str
@@ -1144,6 +1205,10 @@ class ContactRecord(_message.Message):
     """The user."""
     holdout: _builtins.bool
     """Whether the user is in the campaign's holdout (never sent)."""
+    event_id: _builtins.str
+    """For a trigger firing: the segmentation event id that fired it."""
+    idempotency_key: _builtins.str
+    """For a transactional send: the caller's idempotency key."""
     @_builtins.property
     def decision(self) -> _decision_pb2.Decision:
         """The decision (ALLOW for a contact; the latest for a pending intent)."""
@@ -1169,10 +1234,12 @@ class ContactRecord(_message.Message):
         variant_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
         holdout: _builtins.bool = ...,
+        event_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "due_at", b"due_at", "sent_at", b"sent_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "category_id", b"category_id", "decision", b"decision", "due_at", b"due_at", "holdout", b"holdout", "send_id", b"send_id", "sent_at", b"sent_at", "trigger_id", b"trigger_id", "user_id", b"user_id", "variant_id", b"variant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "category_id", b"category_id", "decision", b"decision", "due_at", b"due_at", "event_id", b"event_id", "holdout", b"holdout", "idempotency_key", b"idempotency_key", "send_id", b"send_id", "sent_at", b"sent_at", "trigger_id", b"trigger_id", "user_id", b"user_id", "variant_id", b"variant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -127,6 +127,11 @@ class SchedulerServiceStub:
                 request_serializer=pushwarden_dot_scheduler_dot_v1_dot_messages__pb2.ExportUserDataRequest.SerializeToString,
                 response_deserializer=pushwarden_dot_scheduler_dot_v1_dot_messages__pb2.ExportUserDataResponse.FromString,
                 _registered_method=True)
+        self.GetSend = channel.unary_unary(
+                '/pushwarden.scheduler.v1.SchedulerService/GetSend',
+                request_serializer=pushwarden_dot_scheduler_dot_v1_dot_messages__pb2.GetSendRequest.SerializeToString,
+                response_deserializer=pushwarden_dot_scheduler_dot_v1_dot_messages__pb2.GetSendResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
@@ -142,17 +147,21 @@ class SchedulerServiceServicer:
 
     def SendTransactional(self, request, context):
         """Accepts one transactional send: durably stored before the call returns,
-        then dispatched at once in the transactional lane. Idempotent by
-        `idempotency_key` (same key: first result; same key, other body:
-        ALREADY_EXISTS). Errors: INVALID_ARGUMENT (empty content, unknown
-        category), FAILED_PRECONDITION (the category is MARKETING).
+        then dispatched at once in the transactional lane. The policy may still
+        drop it (no device, no permission, expired): GetSend tells, since such a
+        send never reaches delivery. Idempotent by `idempotency_key` (same key:
+        first result; same key, other body: ALREADY_EXISTS,
+        IDEMPOTENCY_KEY_REUSED). Errors: INVALID_ARGUMENT (empty content, unknown
+        category, expiry in the past), FAILED_PRECONDITION (the category is
+        MARKETING: CATEGORY_KIND_MISMATCH).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateCampaign(self, request, context):
-        """Creates a campaign in DRAFT. Idempotent by `idempotency_key`. Errors:
+        """Creates a campaign in DRAFT. Idempotent by `idempotency_key` (same key,
+        other body: ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors:
         INVALID_ARGUMENT (unknown segment, list or category, weights not adding up
         to 100, schedule in the past, empty content, undeclared placeholder).
         """
@@ -161,9 +170,12 @@ class SchedulerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StartCampaign(self, request, context):
-        """Starts a DRAFT campaign (SCHEDULED, then RUNNING at its time). Idempotent
-        (a started campaign is returned as is). Errors: NOT_FOUND,
-        FAILED_PRECONDITION (cancelled or completed).
+        """Starts a DRAFT campaign (SCHEDULED, then RUNNING at its time; fan-out of
+        a LOCAL_TIME campaign starts early enough for the earliest zone).
+        Idempotent (a started campaign is returned as is). Errors: NOT_FOUND,
+        FAILED_PRECONDITION (INVALID_STATE: cancelled or completed; an AT or
+        LOCAL_TIME schedule already entirely in the past; UNKNOWN_REFERENCE: a
+        segment, list or category deleted since creation).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -218,8 +230,9 @@ class SchedulerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExplainDecision(self, request, context):
-        """The full policy trace for one user and a campaign or category, as it would
-        be decided now (or at `as_of`). Read-only. Errors: NOT_FOUND (campaign),
+        """The full policy trace for one user and a campaign, trigger or category,
+        as it would be decided now (or at `as_of`), with the user's real contact
+        history. Read-only. Errors: NOT_FOUND (campaign or trigger),
         INVALID_ARGUMENT (unknown category).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -227,8 +240,9 @@ class SchedulerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateTrigger(self, request, context):
-        """Creates an event trigger (enabled). Idempotent by `idempotency_key`.
-        Errors: INVALID_ARGUMENT (unknown category, bad delay, empty content).
+        """Creates an event trigger (enabled). Idempotent by `idempotency_key` (same
+        key, other body: ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors:
+        INVALID_ARGUMENT (unknown category, bad delay, empty content).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -243,7 +257,8 @@ class SchedulerServiceServicer:
 
     def SetTriggerEnabled(self, request, context):
         """Enables or disables a trigger (pending firings of a disabled trigger are
-        dropped). Idempotent. Errors: NOT_FOUND.
+        dropped with TRIGGER_DISABLED; events while disabled never fire it).
+        Idempotent. Errors: NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -278,6 +293,17 @@ class SchedulerServiceServicer:
     def ExportUserData(self, request, context):
         """Returns the scheduler's data about a user (intents, contact history).
         Read-only. Errors: INVALID_ARGUMENT (empty user id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSend(self, request, context):
+        """Returns one send's scheduler record by send id or transactional
+        idempotency key: pending, deferred, dropped (with its reason) or handed
+        to delivery. Answers "what happened to my order update?" for sends the
+        policy stopped before delivery. Read-only. Errors: NOT_FOUND (unknown send
+        or key, or the user was erased).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -370,6 +396,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.ExportUserData,
                     request_deserializer=pushwarden_dot_scheduler_dot_v1_dot_messages__pb2.ExportUserDataRequest.FromString,
                     response_serializer=pushwarden_dot_scheduler_dot_v1_dot_messages__pb2.ExportUserDataResponse.SerializeToString,
+            ),
+            'GetSend': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSend,
+                    request_deserializer=pushwarden_dot_scheduler_dot_v1_dot_messages__pb2.GetSendRequest.FromString,
+                    response_serializer=pushwarden_dot_scheduler_dot_v1_dot_messages__pb2.GetSendResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -839,6 +870,33 @@ class SchedulerService:
             '/pushwarden.scheduler.v1.SchedulerService/ExportUserData',
             pushwarden_dot_scheduler_dot_v1_dot_messages__pb2.ExportUserDataRequest.SerializeToString,
             pushwarden_dot_scheduler_dot_v1_dot_messages__pb2.ExportUserDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushwarden.scheduler.v1.SchedulerService/GetSend',
+            pushwarden_dot_scheduler_dot_v1_dot_messages__pb2.GetSendRequest.SerializeToString,
+            pushwarden_dot_scheduler_dot_v1_dot_messages__pb2.GetSendResponse.FromString,
             options,
             channel_credentials,
             insecure,

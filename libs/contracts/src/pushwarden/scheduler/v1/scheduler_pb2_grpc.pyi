@@ -43,20 +43,27 @@ class SchedulerServiceStub:
     def __new__(cls, channel: _aio.Channel) -> SchedulerServiceAsyncStub: ...
     SendTransactional: _grpc.UnaryUnaryMultiCallable[_messages_pb2.SendTransactionalRequest, _messages_pb2.SendTransactionalResponse]
     """Accepts one transactional send: durably stored before the call returns,
-    then dispatched at once in the transactional lane. Idempotent by
-    `idempotency_key` (same key: first result; same key, other body:
-    ALREADY_EXISTS). Errors: INVALID_ARGUMENT (empty content, unknown
-    category), FAILED_PRECONDITION (the category is MARKETING).
+    then dispatched at once in the transactional lane. The policy may still
+    drop it (no device, no permission, expired): GetSend tells, since such a
+    send never reaches delivery. Idempotent by `idempotency_key` (same key:
+    first result; same key, other body: ALREADY_EXISTS,
+    IDEMPOTENCY_KEY_REUSED). Errors: INVALID_ARGUMENT (empty content, unknown
+    category, expiry in the past), FAILED_PRECONDITION (the category is
+    MARKETING: CATEGORY_KIND_MISMATCH).
     """
     CreateCampaign: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CreateCampaignRequest, _messages_pb2.CreateCampaignResponse]
-    """Creates a campaign in DRAFT. Idempotent by `idempotency_key`. Errors:
+    """Creates a campaign in DRAFT. Idempotent by `idempotency_key` (same key,
+    other body: ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors:
     INVALID_ARGUMENT (unknown segment, list or category, weights not adding up
     to 100, schedule in the past, empty content, undeclared placeholder).
     """
     StartCampaign: _grpc.UnaryUnaryMultiCallable[_messages_pb2.StartCampaignRequest, _messages_pb2.StartCampaignResponse]
-    """Starts a DRAFT campaign (SCHEDULED, then RUNNING at its time). Idempotent
-    (a started campaign is returned as is). Errors: NOT_FOUND,
-    FAILED_PRECONDITION (cancelled or completed).
+    """Starts a DRAFT campaign (SCHEDULED, then RUNNING at its time; fan-out of
+    a LOCAL_TIME campaign starts early enough for the earliest zone).
+    Idempotent (a started campaign is returned as is). Errors: NOT_FOUND,
+    FAILED_PRECONDITION (INVALID_STATE: cancelled or completed; an AT or
+    LOCAL_TIME schedule already entirely in the past; UNKNOWN_REFERENCE: a
+    segment, list or category deleted since creation).
     """
     PauseCampaign: _grpc.UnaryUnaryMultiCallable[_messages_pb2.PauseCampaignRequest, _messages_pb2.PauseCampaignResponse]
     """Pauses a scheduled or running campaign: nothing more is dispatched.
@@ -82,19 +89,22 @@ class SchedulerServiceStub:
     INVALID_ARGUMENT (bad inline campaign).
     """
     ExplainDecision: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ExplainDecisionRequest, _messages_pb2.ExplainDecisionResponse]
-    """The full policy trace for one user and a campaign or category, as it would
-    be decided now (or at `as_of`). Read-only. Errors: NOT_FOUND (campaign),
+    """The full policy trace for one user and a campaign, trigger or category,
+    as it would be decided now (or at `as_of`), with the user's real contact
+    history. Read-only. Errors: NOT_FOUND (campaign or trigger),
     INVALID_ARGUMENT (unknown category).
     """
     CreateTrigger: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CreateTriggerRequest, _messages_pb2.CreateTriggerResponse]
-    """Creates an event trigger (enabled). Idempotent by `idempotency_key`.
-    Errors: INVALID_ARGUMENT (unknown category, bad delay, empty content).
+    """Creates an event trigger (enabled). Idempotent by `idempotency_key` (same
+    key, other body: ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors:
+    INVALID_ARGUMENT (unknown category, bad delay, empty content).
     """
     ListTriggers: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ListTriggersRequest, _messages_pb2.ListTriggersResponse]
     """Lists triggers. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
     SetTriggerEnabled: _grpc.UnaryUnaryMultiCallable[_messages_pb2.SetTriggerEnabledRequest, _messages_pb2.SetTriggerEnabledResponse]
     """Enables or disables a trigger (pending firings of a disabled trigger are
-    dropped). Idempotent. Errors: NOT_FOUND.
+    dropped with TRIGGER_DISABLED; events while disabled never fire it).
+    Idempotent. Errors: NOT_FOUND.
     """
     SetPolicy: _grpc.UnaryUnaryMultiCallable[_messages_pb2.SetPolicyRequest, _messages_pb2.SetPolicyResponse]
     """Sets the app's policy: cap rules, default quiet hours, jitter window,
@@ -114,6 +124,13 @@ class SchedulerServiceStub:
     """Returns the scheduler's data about a user (intents, contact history).
     Read-only. Errors: INVALID_ARGUMENT (empty user id).
     """
+    GetSend: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetSendRequest, _messages_pb2.GetSendResponse]
+    """Returns one send's scheduler record by send id or transactional
+    idempotency key: pending, deferred, dropped (with its reason) or handed
+    to delivery. Answers "what happened to my order update?" for sends the
+    policy stopped before delivery. Read-only. Errors: NOT_FOUND (unknown send
+    or key, or the user was erased).
+    """
 
 @_typing.type_check_only
 class SchedulerServiceAsyncStub(SchedulerServiceStub):
@@ -130,20 +147,27 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     SendTransactional: _aio.UnaryUnaryMultiCallable[_messages_pb2.SendTransactionalRequest, _messages_pb2.SendTransactionalResponse]  # type: ignore[assignment]
     """Accepts one transactional send: durably stored before the call returns,
-    then dispatched at once in the transactional lane. Idempotent by
-    `idempotency_key` (same key: first result; same key, other body:
-    ALREADY_EXISTS). Errors: INVALID_ARGUMENT (empty content, unknown
-    category), FAILED_PRECONDITION (the category is MARKETING).
+    then dispatched at once in the transactional lane. The policy may still
+    drop it (no device, no permission, expired): GetSend tells, since such a
+    send never reaches delivery. Idempotent by `idempotency_key` (same key:
+    first result; same key, other body: ALREADY_EXISTS,
+    IDEMPOTENCY_KEY_REUSED). Errors: INVALID_ARGUMENT (empty content, unknown
+    category, expiry in the past), FAILED_PRECONDITION (the category is
+    MARKETING: CATEGORY_KIND_MISMATCH).
     """
     CreateCampaign: _aio.UnaryUnaryMultiCallable[_messages_pb2.CreateCampaignRequest, _messages_pb2.CreateCampaignResponse]  # type: ignore[assignment]
-    """Creates a campaign in DRAFT. Idempotent by `idempotency_key`. Errors:
+    """Creates a campaign in DRAFT. Idempotent by `idempotency_key` (same key,
+    other body: ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors:
     INVALID_ARGUMENT (unknown segment, list or category, weights not adding up
     to 100, schedule in the past, empty content, undeclared placeholder).
     """
     StartCampaign: _aio.UnaryUnaryMultiCallable[_messages_pb2.StartCampaignRequest, _messages_pb2.StartCampaignResponse]  # type: ignore[assignment]
-    """Starts a DRAFT campaign (SCHEDULED, then RUNNING at its time). Idempotent
-    (a started campaign is returned as is). Errors: NOT_FOUND,
-    FAILED_PRECONDITION (cancelled or completed).
+    """Starts a DRAFT campaign (SCHEDULED, then RUNNING at its time; fan-out of
+    a LOCAL_TIME campaign starts early enough for the earliest zone).
+    Idempotent (a started campaign is returned as is). Errors: NOT_FOUND,
+    FAILED_PRECONDITION (INVALID_STATE: cancelled or completed; an AT or
+    LOCAL_TIME schedule already entirely in the past; UNKNOWN_REFERENCE: a
+    segment, list or category deleted since creation).
     """
     PauseCampaign: _aio.UnaryUnaryMultiCallable[_messages_pb2.PauseCampaignRequest, _messages_pb2.PauseCampaignResponse]  # type: ignore[assignment]
     """Pauses a scheduled or running campaign: nothing more is dispatched.
@@ -169,19 +193,22 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     INVALID_ARGUMENT (bad inline campaign).
     """
     ExplainDecision: _aio.UnaryUnaryMultiCallable[_messages_pb2.ExplainDecisionRequest, _messages_pb2.ExplainDecisionResponse]  # type: ignore[assignment]
-    """The full policy trace for one user and a campaign or category, as it would
-    be decided now (or at `as_of`). Read-only. Errors: NOT_FOUND (campaign),
+    """The full policy trace for one user and a campaign, trigger or category,
+    as it would be decided now (or at `as_of`), with the user's real contact
+    history. Read-only. Errors: NOT_FOUND (campaign or trigger),
     INVALID_ARGUMENT (unknown category).
     """
     CreateTrigger: _aio.UnaryUnaryMultiCallable[_messages_pb2.CreateTriggerRequest, _messages_pb2.CreateTriggerResponse]  # type: ignore[assignment]
-    """Creates an event trigger (enabled). Idempotent by `idempotency_key`.
-    Errors: INVALID_ARGUMENT (unknown category, bad delay, empty content).
+    """Creates an event trigger (enabled). Idempotent by `idempotency_key` (same
+    key, other body: ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors:
+    INVALID_ARGUMENT (unknown category, bad delay, empty content).
     """
     ListTriggers: _aio.UnaryUnaryMultiCallable[_messages_pb2.ListTriggersRequest, _messages_pb2.ListTriggersResponse]  # type: ignore[assignment]
     """Lists triggers. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
     SetTriggerEnabled: _aio.UnaryUnaryMultiCallable[_messages_pb2.SetTriggerEnabledRequest, _messages_pb2.SetTriggerEnabledResponse]  # type: ignore[assignment]
     """Enables or disables a trigger (pending firings of a disabled trigger are
-    dropped). Idempotent. Errors: NOT_FOUND.
+    dropped with TRIGGER_DISABLED; events while disabled never fire it).
+    Idempotent. Errors: NOT_FOUND.
     """
     SetPolicy: _aio.UnaryUnaryMultiCallable[_messages_pb2.SetPolicyRequest, _messages_pb2.SetPolicyResponse]  # type: ignore[assignment]
     """Sets the app's policy: cap rules, default quiet hours, jitter window,
@@ -200,6 +227,13 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     ExportUserData: _aio.UnaryUnaryMultiCallable[_messages_pb2.ExportUserDataRequest, _messages_pb2.ExportUserDataResponse]  # type: ignore[assignment]
     """Returns the scheduler's data about a user (intents, contact history).
     Read-only. Errors: INVALID_ARGUMENT (empty user id).
+    """
+    GetSend: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetSendRequest, _messages_pb2.GetSendResponse]  # type: ignore[assignment]
+    """Returns one send's scheduler record by send id or transactional
+    idempotency key: pending, deferred, dropped (with its reason) or handed
+    to delivery. Answers "what happened to my order update?" for sends the
+    policy stopped before delivery. Read-only. Errors: NOT_FOUND (unknown send
+    or key, or the user was erased).
     """
 
 class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -220,10 +254,13 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.SendTransactionalResponse, _abc.Awaitable[_messages_pb2.SendTransactionalResponse]]:
         """Accepts one transactional send: durably stored before the call returns,
-        then dispatched at once in the transactional lane. Idempotent by
-        `idempotency_key` (same key: first result; same key, other body:
-        ALREADY_EXISTS). Errors: INVALID_ARGUMENT (empty content, unknown
-        category), FAILED_PRECONDITION (the category is MARKETING).
+        then dispatched at once in the transactional lane. The policy may still
+        drop it (no device, no permission, expired): GetSend tells, since such a
+        send never reaches delivery. Idempotent by `idempotency_key` (same key:
+        first result; same key, other body: ALREADY_EXISTS,
+        IDEMPOTENCY_KEY_REUSED). Errors: INVALID_ARGUMENT (empty content, unknown
+        category, expiry in the past), FAILED_PRECONDITION (the category is
+        MARKETING: CATEGORY_KIND_MISMATCH).
         """
 
     @_abc_1.abstractmethod
@@ -232,7 +269,8 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.CreateCampaignRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.CreateCampaignResponse, _abc.Awaitable[_messages_pb2.CreateCampaignResponse]]:
-        """Creates a campaign in DRAFT. Idempotent by `idempotency_key`. Errors:
+        """Creates a campaign in DRAFT. Idempotent by `idempotency_key` (same key,
+        other body: ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors:
         INVALID_ARGUMENT (unknown segment, list or category, weights not adding up
         to 100, schedule in the past, empty content, undeclared placeholder).
         """
@@ -243,9 +281,12 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.StartCampaignRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.StartCampaignResponse, _abc.Awaitable[_messages_pb2.StartCampaignResponse]]:
-        """Starts a DRAFT campaign (SCHEDULED, then RUNNING at its time). Idempotent
-        (a started campaign is returned as is). Errors: NOT_FOUND,
-        FAILED_PRECONDITION (cancelled or completed).
+        """Starts a DRAFT campaign (SCHEDULED, then RUNNING at its time; fan-out of
+        a LOCAL_TIME campaign starts early enough for the earliest zone).
+        Idempotent (a started campaign is returned as is). Errors: NOT_FOUND,
+        FAILED_PRECONDITION (INVALID_STATE: cancelled or completed; an AT or
+        LOCAL_TIME schedule already entirely in the past; UNKNOWN_REFERENCE: a
+        segment, list or category deleted since creation).
         """
 
     @_abc_1.abstractmethod
@@ -313,8 +354,9 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.ExplainDecisionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.ExplainDecisionResponse, _abc.Awaitable[_messages_pb2.ExplainDecisionResponse]]:
-        """The full policy trace for one user and a campaign or category, as it would
-        be decided now (or at `as_of`). Read-only. Errors: NOT_FOUND (campaign),
+        """The full policy trace for one user and a campaign, trigger or category,
+        as it would be decided now (or at `as_of`), with the user's real contact
+        history. Read-only. Errors: NOT_FOUND (campaign or trigger),
         INVALID_ARGUMENT (unknown category).
         """
 
@@ -324,8 +366,9 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.CreateTriggerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.CreateTriggerResponse, _abc.Awaitable[_messages_pb2.CreateTriggerResponse]]:
-        """Creates an event trigger (enabled). Idempotent by `idempotency_key`.
-        Errors: INVALID_ARGUMENT (unknown category, bad delay, empty content).
+        """Creates an event trigger (enabled). Idempotent by `idempotency_key` (same
+        key, other body: ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors:
+        INVALID_ARGUMENT (unknown category, bad delay, empty content).
         """
 
     @_abc_1.abstractmethod
@@ -343,7 +386,8 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.SetTriggerEnabledResponse, _abc.Awaitable[_messages_pb2.SetTriggerEnabledResponse]]:
         """Enables or disables a trigger (pending firings of a disabled trigger are
-        dropped). Idempotent. Errors: NOT_FOUND.
+        dropped with TRIGGER_DISABLED; events while disabled never fire it).
+        Idempotent. Errors: NOT_FOUND.
         """
 
     @_abc_1.abstractmethod
@@ -386,6 +430,19 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messages_pb2.ExportUserDataResponse, _abc.Awaitable[_messages_pb2.ExportUserDataResponse]]:
         """Returns the scheduler's data about a user (intents, contact history).
         Read-only. Errors: INVALID_ARGUMENT (empty user id).
+        """
+
+    @_abc_1.abstractmethod
+    def GetSend(
+        self,
+        request: _messages_pb2.GetSendRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.GetSendResponse, _abc.Awaitable[_messages_pb2.GetSendResponse]]:
+        """Returns one send's scheduler record by send id or transactional
+        idempotency key: pending, deferred, dropped (with its reason) or handed
+        to delivery. Answers "what happened to my order update?" for sends the
+        policy stopped before delivery. Read-only. Errors: NOT_FOUND (unknown send
+        or key, or the user was erased).
         """
 
 def add_SchedulerServiceServicer_to_server(servicer: SchedulerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

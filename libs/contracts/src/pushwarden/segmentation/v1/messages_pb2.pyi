@@ -168,6 +168,11 @@ class CreateSegmentResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SEGMENT_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.bool
+    """True when this repeated an earlier call (same key or same id and
+    definition): nothing was created.
+    """
     @_builtins.property
     def segment(self) -> _resources_pb2.Segment:
         """The segment as stored."""
@@ -176,10 +181,11 @@ class CreateSegmentResponse(_message.Message):
         self,
         *,
         segment: _resources_pb2.Segment | None = ...,
+        replayed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replayed", b"replayed", "segment", b"segment"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -380,7 +386,12 @@ class EvaluateSegmentRequest(_message.Message):
     app_id: _builtins.str
     """Required. The app."""
     cursor: _builtins.str
-    """Optional. Resume after this cursor (from an earlier response)."""
+    """Optional. Resume after this cursor (from an earlier response; valid
+    with the same `app_id` and `target` only, else INVALID_ARGUMENT). The
+    result is ordered by user id, so a resumed stream never repeats an id;
+    users not yet streamed are evaluated when reached (events received
+    meanwhile may change their membership).
+    """
     page_size: _builtins.int
     """Optional. User ids per response message, default 1,000, at most 10,000."""
     @_builtins.property
@@ -389,9 +400,11 @@ class EvaluateSegmentRequest(_message.Message):
 
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
-        """Optional. Evaluate as of this instant (relative windows end here; events
-        and profile changes after it are ignored as far as retained history
-        allows); default now. When resuming, the cursor's `as_of` wins.
+        """Optional. Evaluate as of this instant; default now. Event and recency
+        predicates count only events with `occurred_at` before `as_of` (whenever
+        they were received), and relative windows (`within`, `ago`) end at it.
+        Attribute predicates use the profile's current values: profiles keep no
+        history. When resuming, the cursor's `as_of` wins.
         """
 
     def __init__(
@@ -662,6 +675,11 @@ class CreateListResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.bool
+    """True when this repeated an earlier call (same key or same id and
+    definition): nothing was created.
+    """
     @_builtins.property
     def list(self) -> _resources_pb2.StaticList:
         """The list as stored."""
@@ -670,10 +688,11 @@ class CreateListResponse(_message.Message):
         self,
         *,
         list: _resources_pb2.StaticList | None = ...,
+        replayed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["list", b"list"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["list", b"list"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["list", b"list", "replayed", b"replayed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -806,19 +825,33 @@ class StreamEventsRequest(_message.Message):
     EVENT_NAMES_FIELD_NUMBER: _builtins.int
     STOP_AT_HEAD_FIELD_NUMBER: _builtins.int
     MAX_BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    FROM_HEAD_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Optional. Only this app's events; empty means every app (the caller's
     token must be allowed all apps, else PERMISSION_DENIED).
     """
     cursor: _builtins.str
-    """Optional. Resume after this cursor; empty means from the oldest retained event."""
+    """Optional. Resume after this cursor; empty means from the oldest retained
+    event (or the head, with `from_head`). Events are retained for the
+    configured retention (at least 7 days); an older cursor is OUT_OF_RANGE
+    (CURSOR_EXPIRED). A cursor is valid only with the same `app_id`.
+    """
     stop_at_head: _builtins.bool
     """Optional. End once caught up; default false (keep the stream open)."""
     max_batch_size: _builtins.int
     """Optional. Events per response message, default 500, at most 5,000."""
+    from_head: _builtins.bool
+    """Optional. With an empty `cursor`: start at the head (only events committed
+    after the call), so a new follower does not replay history (a trigger
+    must not fire for last month's events). The first response is then an
+    empty `caught_up` message whose cursor the follower stores. Ignored when
+    `cursor` is set.
+    """
     @_builtins.property
     def event_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Optional. Only these event names; empty means all."""
+        """Optional. Only these event names (at most 100); empty means all. Filtered
+        events still move the cursor.
+        """
 
     def __init__(
         self,
@@ -828,10 +861,11 @@ class StreamEventsRequest(_message.Message):
         event_names: _abc.Iterable[_builtins.str] | None = ...,
         stop_at_head: _builtins.bool = ...,
         max_batch_size: _builtins.int = ...,
+        from_head: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "cursor", b"cursor", "event_names", b"event_names", "max_batch_size", b"max_batch_size", "stop_at_head", b"stop_at_head"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "cursor", b"cursor", "event_names", b"event_names", "from_head", b"from_head", "max_batch_size", b"max_batch_size", "stop_at_head", b"stop_at_head"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -849,10 +883,15 @@ class StreamEventsResponse(_message.Message):
     cursor: _builtins.str
     """Resume point after the last event here."""
     caught_up: _builtins.bool
-    """True when this message reaches the head (also an empty heartbeat while idle)."""
+    """True when this message reaches the head (also an empty heartbeat while
+    idle, at least every 30 seconds).
+    """
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Event]:
-        """Events in commit order; every event exactly once across the stream."""
+        """Events in commit order (the order TrackEvents stored them, not
+        `occurred_at` order: late events arrive late); every event exactly once
+        across the stream. A resent event (UNCHANGED) is not streamed again.
+        """
 
     def __init__(
         self,

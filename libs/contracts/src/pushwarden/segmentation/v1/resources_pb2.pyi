@@ -202,12 +202,17 @@ class ProfileUpdate(_message.Message):
     """
     @_builtins.property
     def set_attributes(self) -> _containers.MessageMap[_builtins.str, _values_pb2.AttributeValue]:
-        """Optional. Attributes to set (names: 1..128 characters, [A-Za-z0-9_.-])."""
+        """Optional. Attributes to set, at most 100 (names: 1..128 characters,
+        [A-Za-z0-9_.-]). A profile holds at most 500 attributes; an update that
+        would exceed it is REJECTED for that item. An attribute keeps one type:
+        setting a value of another type replaces it (predicates compare by the
+        operand's type, so a mismatch simply does not match).
+        """
 
     @_builtins.property
     def remove_attributes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Optional. Attributes to remove (absent ones are ignored). A name both set
-        and removed is INVALID_ARGUMENT.
+        """Optional. Attributes to remove, at most 100 (absent ones are ignored). A
+        name both set and removed is INVALID_ARGUMENT.
         """
 
     def __init__(
@@ -263,18 +268,23 @@ class Event(_message.Message):
     event_id: _builtins.str
     """Required. Caller-chosen id, unique per app: resending the same id is a no-op."""
     user_id: _builtins.str
-    """Required. The user."""
+    """Required. The user (no profile is needed: events of users without one
+    are kept and evaluated like any other).
+    """
     name: _builtins.str
     """Required. The event name, e.g. "add_to_cart" (1..128 characters)."""
     app_id: _builtins.str
     """Output only. The app (set on StreamEvents, which may span apps)."""
     @_builtins.property
     def properties(self) -> _containers.MessageMap[_builtins.str, _values_pb2.AttributeValue]:
-        """Optional. Typed properties (at most 100)."""
+        """Optional. Typed properties (at most 100; names as for attributes)."""
 
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
-        """Required. When it happened (not in the future by more than 5 minutes)."""
+        """Required. When it happened (not in the future by more than 5 minutes,
+        else INVALID_ARGUMENT; older than the retention: REJECTED for the item).
+        Segment windows, trigger delays and cancel windows use this instant.
+        """
 
     @_builtins.property
     def received_at(self) -> _timestamp_pb2.Timestamp:

@@ -154,10 +154,11 @@ class SegmentationServiceServicer:
 
     def CreateSegment(self, request, context):
         """Creates a segment from a rule tree. Idempotent by `idempotency_key` or the
-        caller-chosen id. Errors: INVALID_ARGUMENT (unknown operator, value type
-        not fitting the operator, empty or negative window, unknown list or
-        segment, cycle: with the node's path), ALREADY_EXISTS (id taken by a
-        different definition).
+        caller-chosen id (`replayed`). Errors: INVALID_ARGUMENT (unknown operator,
+        value type not fitting the operator, empty or negative window, unknown
+        list or segment, cycle: with the node's path), ALREADY_EXISTS (ID_TAKEN:
+        id taken by a different definition; IDEMPOTENCY_KEY_REUSED: key reused
+        with a different request).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -178,8 +179,11 @@ class SegmentationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteSegment(self, request, context):
-        """Deletes a segment. Idempotent in effect. Errors: NOT_FOUND,
-        FAILED_PRECONDITION (another segment references it).
+        """Deletes a segment. Segmentation does not know about campaigns: a
+        campaign whose segment is deleted finds it NOT_FOUND at its next
+        evaluation (the scheduler then treats its users as not in the audience).
+        Idempotent in effect. Errors: NOT_FOUND, FAILED_PRECONDITION (IN_USE:
+        another segment references it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -211,8 +215,9 @@ class SegmentationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateList(self, request, context):
-        """Creates a static list. Idempotent by `idempotency_key` or the chosen id.
-        Errors: ALREADY_EXISTS (id taken by a different list).
+        """Creates a static list. Idempotent by `idempotency_key` or the chosen id
+        (`replayed`). Errors: ALREADY_EXISTS (ID_TAKEN: id taken by a different
+        list; IDEMPOTENCY_KEY_REUSED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -241,8 +246,10 @@ class SegmentationServiceServicer:
 
     def StreamEvents(self, request, context):
         """Server stream of events from a cursor, every event exactly once in commit
-        order, resumable (followed by the scheduler's triggers). Read-only. Errors:
-        INVALID_ARGUMENT (malformed cursor), OUT_OF_RANGE (cursor older than retention).
+        order, resumable (followed by the scheduler's triggers). An empty `app_id`
+        follows every app and needs an all-apps grant. Read-only. Errors:
+        INVALID_ARGUMENT (malformed cursor), OUT_OF_RANGE (CURSOR_EXPIRED: older
+        than the retention), PERMISSION_DENIED (APP_NOT_ALLOWED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -52,18 +52,22 @@ class SegmentationServiceStub:
     """
     CreateSegment: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CreateSegmentRequest, _messages_pb2.CreateSegmentResponse]
     """Creates a segment from a rule tree. Idempotent by `idempotency_key` or the
-    caller-chosen id. Errors: INVALID_ARGUMENT (unknown operator, value type
-    not fitting the operator, empty or negative window, unknown list or
-    segment, cycle: with the node's path), ALREADY_EXISTS (id taken by a
-    different definition).
+    caller-chosen id (`replayed`). Errors: INVALID_ARGUMENT (unknown operator,
+    value type not fitting the operator, empty or negative window, unknown
+    list or segment, cycle: with the node's path), ALREADY_EXISTS (ID_TAKEN:
+    id taken by a different definition; IDEMPOTENCY_KEY_REUSED: key reused
+    with a different request).
     """
     GetSegment: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetSegmentRequest, _messages_pb2.GetSegmentResponse]
     """Returns a segment. Read-only. Errors: NOT_FOUND."""
     ListSegments: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ListSegmentsRequest, _messages_pb2.ListSegmentsResponse]
     """Lists segments. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
     DeleteSegment: _grpc.UnaryUnaryMultiCallable[_messages_pb2.DeleteSegmentRequest, _messages_pb2.DeleteSegmentResponse]
-    """Deletes a segment. Idempotent in effect. Errors: NOT_FOUND,
-    FAILED_PRECONDITION (another segment references it).
+    """Deletes a segment. Segmentation does not know about campaigns: a
+    campaign whose segment is deleted finds it NOT_FOUND at its next
+    evaluation (the scheduler then treats its users as not in the audience).
+    Idempotent in effect. Errors: NOT_FOUND, FAILED_PRECONDITION (IN_USE:
+    another segment references it).
     """
     EvaluateSegment: _grpc.UnaryStreamMultiCallable[_messages_pb2.EvaluateSegmentRequest, _messages_pb2.EvaluateSegmentResponse]
     """Server stream of pages of member user ids in a stable order (ascending
@@ -78,8 +82,9 @@ class SegmentationServiceStub:
     (unknown segment or list).
     """
     CreateList: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CreateListRequest, _messages_pb2.CreateListResponse]
-    """Creates a static list. Idempotent by `idempotency_key` or the chosen id.
-    Errors: ALREADY_EXISTS (id taken by a different list).
+    """Creates a static list. Idempotent by `idempotency_key` or the chosen id
+    (`replayed`). Errors: ALREADY_EXISTS (ID_TAKEN: id taken by a different
+    list; IDEMPOTENCY_KEY_REUSED).
     """
     ListLists: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ListListsRequest, _messages_pb2.ListListsResponse]
     """Lists the app's static lists. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
@@ -89,8 +94,10 @@ class SegmentationServiceStub:
     """Removes users from a list (bulk). Idempotent. Errors: NOT_FOUND (list)."""
     StreamEvents: _grpc.UnaryStreamMultiCallable[_messages_pb2.StreamEventsRequest, _messages_pb2.StreamEventsResponse]
     """Server stream of events from a cursor, every event exactly once in commit
-    order, resumable (followed by the scheduler's triggers). Read-only. Errors:
-    INVALID_ARGUMENT (malformed cursor), OUT_OF_RANGE (cursor older than retention).
+    order, resumable (followed by the scheduler's triggers). An empty `app_id`
+    follows every app and needs an all-apps grant. Read-only. Errors:
+    INVALID_ARGUMENT (malformed cursor), OUT_OF_RANGE (CURSOR_EXPIRED: older
+    than the retention), PERMISSION_DENIED (APP_NOT_ALLOWED).
     """
     GetProfiles: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetProfilesRequest, _messages_pb2.GetProfilesResponse]
     """Batch: profiles (selected attributes) and latest events of up to 1,000
@@ -126,18 +133,22 @@ class SegmentationServiceAsyncStub(SegmentationServiceStub):
     """
     CreateSegment: _aio.UnaryUnaryMultiCallable[_messages_pb2.CreateSegmentRequest, _messages_pb2.CreateSegmentResponse]  # type: ignore[assignment]
     """Creates a segment from a rule tree. Idempotent by `idempotency_key` or the
-    caller-chosen id. Errors: INVALID_ARGUMENT (unknown operator, value type
-    not fitting the operator, empty or negative window, unknown list or
-    segment, cycle: with the node's path), ALREADY_EXISTS (id taken by a
-    different definition).
+    caller-chosen id (`replayed`). Errors: INVALID_ARGUMENT (unknown operator,
+    value type not fitting the operator, empty or negative window, unknown
+    list or segment, cycle: with the node's path), ALREADY_EXISTS (ID_TAKEN:
+    id taken by a different definition; IDEMPOTENCY_KEY_REUSED: key reused
+    with a different request).
     """
     GetSegment: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetSegmentRequest, _messages_pb2.GetSegmentResponse]  # type: ignore[assignment]
     """Returns a segment. Read-only. Errors: NOT_FOUND."""
     ListSegments: _aio.UnaryUnaryMultiCallable[_messages_pb2.ListSegmentsRequest, _messages_pb2.ListSegmentsResponse]  # type: ignore[assignment]
     """Lists segments. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
     DeleteSegment: _aio.UnaryUnaryMultiCallable[_messages_pb2.DeleteSegmentRequest, _messages_pb2.DeleteSegmentResponse]  # type: ignore[assignment]
-    """Deletes a segment. Idempotent in effect. Errors: NOT_FOUND,
-    FAILED_PRECONDITION (another segment references it).
+    """Deletes a segment. Segmentation does not know about campaigns: a
+    campaign whose segment is deleted finds it NOT_FOUND at its next
+    evaluation (the scheduler then treats its users as not in the audience).
+    Idempotent in effect. Errors: NOT_FOUND, FAILED_PRECONDITION (IN_USE:
+    another segment references it).
     """
     EvaluateSegment: _aio.UnaryStreamMultiCallable[_messages_pb2.EvaluateSegmentRequest, _messages_pb2.EvaluateSegmentResponse]  # type: ignore[assignment]
     """Server stream of pages of member user ids in a stable order (ascending
@@ -152,8 +163,9 @@ class SegmentationServiceAsyncStub(SegmentationServiceStub):
     (unknown segment or list).
     """
     CreateList: _aio.UnaryUnaryMultiCallable[_messages_pb2.CreateListRequest, _messages_pb2.CreateListResponse]  # type: ignore[assignment]
-    """Creates a static list. Idempotent by `idempotency_key` or the chosen id.
-    Errors: ALREADY_EXISTS (id taken by a different list).
+    """Creates a static list. Idempotent by `idempotency_key` or the chosen id
+    (`replayed`). Errors: ALREADY_EXISTS (ID_TAKEN: id taken by a different
+    list; IDEMPOTENCY_KEY_REUSED).
     """
     ListLists: _aio.UnaryUnaryMultiCallable[_messages_pb2.ListListsRequest, _messages_pb2.ListListsResponse]  # type: ignore[assignment]
     """Lists the app's static lists. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
@@ -163,8 +175,10 @@ class SegmentationServiceAsyncStub(SegmentationServiceStub):
     """Removes users from a list (bulk). Idempotent. Errors: NOT_FOUND (list)."""
     StreamEvents: _aio.UnaryStreamMultiCallable[_messages_pb2.StreamEventsRequest, _messages_pb2.StreamEventsResponse]  # type: ignore[assignment]
     """Server stream of events from a cursor, every event exactly once in commit
-    order, resumable (followed by the scheduler's triggers). Read-only. Errors:
-    INVALID_ARGUMENT (malformed cursor), OUT_OF_RANGE (cursor older than retention).
+    order, resumable (followed by the scheduler's triggers). An empty `app_id`
+    follows every app and needs an all-apps grant. Read-only. Errors:
+    INVALID_ARGUMENT (malformed cursor), OUT_OF_RANGE (CURSOR_EXPIRED: older
+    than the retention), PERMISSION_DENIED (APP_NOT_ALLOWED).
     """
     GetProfiles: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetProfilesRequest, _messages_pb2.GetProfilesResponse]  # type: ignore[assignment]
     """Batch: profiles (selected attributes) and latest events of up to 1,000
@@ -215,10 +229,11 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.CreateSegmentResponse, _abc.Awaitable[_messages_pb2.CreateSegmentResponse]]:
         """Creates a segment from a rule tree. Idempotent by `idempotency_key` or the
-        caller-chosen id. Errors: INVALID_ARGUMENT (unknown operator, value type
-        not fitting the operator, empty or negative window, unknown list or
-        segment, cycle: with the node's path), ALREADY_EXISTS (id taken by a
-        different definition).
+        caller-chosen id (`replayed`). Errors: INVALID_ARGUMENT (unknown operator,
+        value type not fitting the operator, empty or negative window, unknown
+        list or segment, cycle: with the node's path), ALREADY_EXISTS (ID_TAKEN:
+        id taken by a different definition; IDEMPOTENCY_KEY_REUSED: key reused
+        with a different request).
         """
 
     @_abc_1.abstractmethod
@@ -243,8 +258,11 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.DeleteSegmentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.DeleteSegmentResponse, _abc.Awaitable[_messages_pb2.DeleteSegmentResponse]]:
-        """Deletes a segment. Idempotent in effect. Errors: NOT_FOUND,
-        FAILED_PRECONDITION (another segment references it).
+        """Deletes a segment. Segmentation does not know about campaigns: a
+        campaign whose segment is deleted finds it NOT_FOUND at its next
+        evaluation (the scheduler then treats its users as not in the audience).
+        Idempotent in effect. Errors: NOT_FOUND, FAILED_PRECONDITION (IN_USE:
+        another segment references it).
         """
 
     @_abc_1.abstractmethod
@@ -283,8 +301,9 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.CreateListRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.CreateListResponse, _abc.Awaitable[_messages_pb2.CreateListResponse]]:
-        """Creates a static list. Idempotent by `idempotency_key` or the chosen id.
-        Errors: ALREADY_EXISTS (id taken by a different list).
+        """Creates a static list. Idempotent by `idempotency_key` or the chosen id
+        (`replayed`). Errors: ALREADY_EXISTS (ID_TAKEN: id taken by a different
+        list; IDEMPOTENCY_KEY_REUSED).
         """
 
     @_abc_1.abstractmethod
@@ -318,8 +337,10 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_messages_pb2.StreamEventsResponse], _abc.AsyncIterator[_messages_pb2.StreamEventsResponse]]:
         """Server stream of events from a cursor, every event exactly once in commit
-        order, resumable (followed by the scheduler's triggers). Read-only. Errors:
-        INVALID_ARGUMENT (malformed cursor), OUT_OF_RANGE (cursor older than retention).
+        order, resumable (followed by the scheduler's triggers). An empty `app_id`
+        follows every app and needs an all-apps grant. Read-only. Errors:
+        INVALID_ARGUMENT (malformed cursor), OUT_OF_RANGE (CURSOR_EXPIRED: older
+        than the retention), PERMISSION_DENIED (APP_NOT_ALLOWED).
         """
 
     @_abc_1.abstractmethod
