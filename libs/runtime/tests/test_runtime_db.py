@@ -3,16 +3,30 @@ unit of work rolls back unless committed, unreachable databases stop the process
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, ForeignKey, Integer, String, UniqueConstraint, func, select, text
+from sqlalchemy import (
+    Engine,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    create_engine,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from pushwarden.runtime.db import (
     DatabaseUnavailable,
@@ -25,6 +39,11 @@ from pushwarden.runtime.db import (
     unit_of_work,
 )
 from pushwarden.runtime.settings import DatabaseSettings
+from pushwarden.runtime.testing import (
+    admin_url,
+    postgres_unavailable_reason,
+    throwaway_postgres_database,
+)
 
 ENV = "PUSHWARDEN_SAMPLE_DATABASE_URL"
 
@@ -216,3 +235,55 @@ def test_database_fixtures_mark_tests_as_storage(
 ) -> None:
     assert request.node.get_closest_marker("storage") is not None
     assert database_url.startswith(("sqlite:///", "postgresql+psycopg://"))
+
+
+def test_throwaway_postgres_database_is_dropped_afterwards() -> None:
+    reason = postgres_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"PostgreSQL unavailable: {reason}")
+    with throwaway_postgres_database() as url:
+        name = make_url(url).database
+        engine = connect(DatabaseSettings(url=url, pool_size=1), env_name=ENV)
+        engine.dispose()
+    admin = create_engine(admin_url(), poolclass=NullPool)
+    with admin.connect() as connection:
+        left = connection.execute(
+            text("SELECT count(*) FROM pg_database WHERE datname = :name"), {"name": name}
+        ).scalar()
+    admin.dispose()
+    assert left == 0
+
+
+PLUGIN_PROBE = """
+def test_backend(any_database_url):
+    assert any_database_url
+"""
+
+
+@pytest.mark.parametrize(
+    ("switch", "outcome", "status"),
+    [
+        ({}, "1 passed, 1 skipped", 0),
+        ({"PUSHWARDEN_TEST_DB": "postgres"}, "1 passed, 1 error", 1),
+    ],
+)
+def test_an_unreachable_postgres_is_skipped_unless_asked_for(
+    tmp_path: Path, switch: dict[str, str], outcome: str, status: int
+) -> None:
+    # CI sets PUSHWARDEN_TEST_DB=postgres: there a missing server must fail, not skip.
+    (tmp_path / "test_probe.py").write_text(PLUGIN_PROBE)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PUSHWARDEN_TEST_PG_URL": f"postgresql+psycopg://postgres@127.0.0.1:{_refusing_port()}/x",
+        **switch,
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert outcome in run.stdout, run.stdout + run.stderr
+    assert run.returncode == status

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import Column, Engine, ForeignKey, Integer, MetaData, String, inspect
+from sqlalchemy import Column, Engine, ForeignKey, Integer, MetaData, String, inspect, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from pushwarden.runtime.db import conventional_metadata, create_engine_for
@@ -37,7 +38,7 @@ class Base(DeclarativeBase):
 class Owner(Base):
     __tablename__ = "owners"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(50), unique=True)
+    name: Mapped[str] = mapped_column(String(80), unique=True)
 
 
 class Pet(Base):
@@ -70,7 +71,7 @@ def test_upgrade_applies_every_revision(engine: Engine) -> None:
     assert {"owners", "pets", "alembic_version"} <= tables
     assert "species" in {c["name"] for c in inspect(engine).get_columns("pets")}
     with engine.connect() as connection:
-        assert current_revisions(connection) == head_revisions(SCRIPTS) == ("0002",)
+        assert current_revisions(connection) == head_revisions(SCRIPTS) == ("0003",)
 
 
 def test_upgrade_is_idempotent_and_accepts_a_url(any_database_url: str) -> None:
@@ -78,7 +79,7 @@ def test_upgrade_is_idempotent_and_accepts_a_url(any_database_url: str) -> None:
     upgrade_to_head(any_database_url, SCRIPTS)
     engine = create_engine_for(DatabaseSettings(url=any_database_url, pool_size=1))
     with engine.connect() as connection:
-        assert current_revisions(connection) == ("0002",)
+        assert current_revisions(connection) == ("0003",)
     engine.dispose()
 
 
@@ -96,7 +97,7 @@ def test_an_unmigrated_column_is_a_difference(engine: Engine) -> None:
 def test_a_database_behind_head_is_a_difference(engine: Engine) -> None:
     upgrade_to_head(engine, SCRIPTS, revision="0001")
     diff = schema_diff(engine, Base.metadata, SCRIPTS)
-    assert diff[0] == ("not_at_head", ("0001",), ("0002",))
+    assert diff[0] == ("not_at_head", ("0001",), ("0003",))
     assert any(op[0] == "add_column" and op[3].name == "species" for op in diff[1:])
 
 
@@ -111,6 +112,22 @@ while not Path(go).exists() and time.monotonic() < deadline:
     time.sleep(0.005)
 upgrade_to_head(url, Path(scripts))
 """
+
+
+def test_rebuilding_a_referenced_table_keeps_rows_and_foreign_keys(engine: Engine) -> None:
+    # 0003 makes SQLite's batch mode drop and recreate owners while pets refer to it.
+    upgrade_to_head(engine, SCRIPTS, revision="0002")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO owners (id, name) VALUES (1, 'ada')"))
+        connection.execute(text("INSERT INTO pets (id, owner_id, name) VALUES (1, 1, 'tom')"))
+    upgrade_to_head(engine, SCRIPTS)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT owner_id, name FROM pets")).all() == [(1, "tom")]
+        if engine.dialect.name == "sqlite":
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        with pytest.raises(IntegrityError):
+            connection.execute(text("INSERT INTO pets (id, owner_id, name) VALUES (2, 9, 'x')"))
+    assert schema_diff(engine, Base.metadata, SCRIPTS) == []
 
 
 def test_replicas_starting_together_do_not_race(any_database_url: str, tmp_path: Path) -> None:
@@ -135,14 +152,16 @@ def test_replicas_starting_together_do_not_race(any_database_url: str, tmp_path:
 
 
 def test_offline_mode_renders_sql(tmp_path: Path) -> None:
-    config = alembic_config(SCRIPTS, url=f"sqlite:///{tmp_path}/offline.db")
+    # Offline SQL for PostgreSQL: SQLite's batch mode has to reflect a live table.
+    config = alembic_config(SCRIPTS, url="postgresql+psycopg://nobody@db.invalid/pushwarden")
     output = tmp_path / "upgrade.sql"
     with output.open("w") as buffer:
         config.output_buffer = buffer
         command.upgrade(config, "head", sql=True)
     sql = output.read_text()
     assert "CREATE TABLE owners" in sql
-    assert "ix_pets_species" in sql
+    assert "CREATE INDEX ix_pets_species" in sql
+    assert "ALTER TABLE owners ALTER COLUMN name TYPE VARCHAR(80)" in sql
 
 
 SAMPLE_MODELS = """
@@ -152,7 +171,7 @@ from sqlalchemy import Table, Integer, ForeignKey
 
 metadata = conventional_metadata()
 Table("owners", metadata, Column("id", Integer, primary_key=True),
-      Column("name", String(50), nullable=False, unique=True))
+      Column("name", String(80), nullable=False, unique=True))
 Table("pets", metadata, Column("id", Integer, primary_key=True),
       Column("owner_id", Integer, ForeignKey("owners.id"), nullable=False),
       Column("name", String(50), nullable=False),
@@ -174,7 +193,7 @@ def test_the_next_revision_is_written_from_the_models(
         f"from {module} import metadata\nrun_env(context, metadata)\n"
     )
     written = new_revision(tree, "pet nicknames")
-    assert written.name == "0003_pet_nicknames.py"
+    assert written.name == "0004_pet_nicknames.py"
     body = written.read_text()
     assert "add_column" in body
     assert "nickname" in body

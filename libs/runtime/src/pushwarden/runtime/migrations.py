@@ -71,24 +71,49 @@ def upgrade_to_head(
     Replicas starting at once do not race: on PostgreSQL a transaction-scoped advisory
     lock serialises them, on SQLite the IMMEDIATE transaction does. Within one process
     calls are serialised too, because Alembic keeps its running environment in a global.
+
+    On SQLite, foreign keys are off while the migrations run (batch mode rebuilds a table
+    by dropping it, which would otherwise cascade or fail on its children) and checked
+    with ``PRAGMA foreign_key_check`` before the commit, as SQLite's documentation asks.
     """
     engine, owned = _engine(engine_or_url)
     try:
-        with (
-            _IN_PROCESS_LOCK,
-            engine.connect() as connection,
-            connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"}).begin(),
-        ):
-            if connection.dialect.name == "postgresql":
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY}
-                )
-            config = alembic_config(script_location)
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+        with _IN_PROCESS_LOCK, engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:
+                _set_sqlite_foreign_keys(connection, enabled=False)
+            try:
+                _upgrade(connection, script_location, revision)
+            finally:
+                if sqlite:
+                    _set_sqlite_foreign_keys(connection, enabled=True)
     finally:
         if owned:
             engine.dispose()
+
+
+def _upgrade(connection: Connection, script_location: Path, revision: str) -> None:
+    with connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"}).begin():
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY}
+            )
+        config = alembic_config(script_location)
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+        if connection.dialect.name == "sqlite":
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"migrations leave rows that break foreign keys: {broken}")
+
+
+def _set_sqlite_foreign_keys(connection: Connection, *, enabled: bool) -> None:
+    # Straight to the driver: through SQLAlchemy the PRAGMA would open a transaction, and
+    # SQLite ignores foreign_keys changes inside one.
+    driver = connection.connection.driver_connection
+    if driver is None:
+        raise RuntimeError("the SQLite connection is closed")
+    driver.execute(f"PRAGMA foreign_keys={'ON' if enabled else 'OFF'}")
 
 
 def _engine(engine_or_url: Engine | str) -> tuple[Engine, bool]:
