@@ -80,8 +80,10 @@ class Channel(_Channel, metaclass=_ChannelEnumTypeWrapper):
       different is ALREADY_EXISTS with ErrorInfo reason IDEMPOTENCY_KEY_REUSED.
       Batch items keyed by their own id (event_id, send_id, engagement
       event_id): the first write wins; a repeat is ITEM_STATUS_UNCHANGED whether
-      or not its other fields differ (no body comparison per item).
-    - Errors: every non-OK status carries a google.rpc.Status with details:
+      or not its other fields differ (no body comparison per item). The one
+      exception is RecordAssignments, keyed by user: a different assignment for
+      the same user is REJECTED, since silently keeping either would skew lift.
+    - Errors: statuses raised by the services carry google.rpc.Status details:
       BadRequest (INVALID_ARGUMENT: one violation per offending field, the path
       as in "events[3].name"), PreconditionFailure (FAILED_PRECONDITION),
       ResourceInfo (NOT_FOUND), RetryInfo (UNAVAILABLE, RESOURCE_EXHAUSTED), and

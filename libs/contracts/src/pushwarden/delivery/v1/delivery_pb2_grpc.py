@@ -116,7 +116,9 @@ class DeliveryServiceServicer:
 
     def RecordAssignments(self, request, context):
         """Batch: records campaign assignments (variant or holdout per user), the
-        basis of holdout lift. Idempotent (campaign and user are the key; a
+        basis of holdout lift and of `targeted`: the scheduler records every
+        assigned user at fan-out, whether or not the policy later lets a send
+        through, so the figures are intent to treat. Idempotent (campaign and user are the key; a
         different assignment for the same user is REJECTED per item). Errors:
         INVALID_ARGUMENT (missing campaign, duplicate users, more than 10,000).
         """
@@ -155,7 +157,8 @@ class DeliveryServiceServicer:
 
     def ExportUserData(self, request, context):
         """Returns delivery's data about a user (deliveries, engagement). Read-only.
-        Errors: INVALID_ARGUMENT (empty user id).
+        Paged (`page_token`). Errors: INVALID_ARGUMENT (empty user id,
+        bad page token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

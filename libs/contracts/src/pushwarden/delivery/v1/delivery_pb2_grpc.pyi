@@ -59,7 +59,9 @@ class DeliveryServiceStub:
     """
     RecordAssignments: _grpc.UnaryUnaryMultiCallable[_messages_pb2.RecordAssignmentsRequest, _messages_pb2.RecordAssignmentsResponse]
     """Batch: records campaign assignments (variant or holdout per user), the
-    basis of holdout lift. Idempotent (campaign and user are the key; a
+    basis of holdout lift and of `targeted`: the scheduler records every
+    assigned user at fan-out, whether or not the policy later lets a send
+    through, so the figures are intent to treat. Idempotent (campaign and user are the key; a
     different assignment for the same user is REJECTED per item). Errors:
     INVALID_ARGUMENT (missing campaign, duplicate users, more than 10,000).
     """
@@ -82,7 +84,8 @@ class DeliveryServiceStub:
     """
     ExportUserData: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ExportUserDataRequest, _messages_pb2.ExportUserDataResponse]
     """Returns delivery's data about a user (deliveries, engagement). Read-only.
-    Errors: INVALID_ARGUMENT (empty user id).
+    Paged (`page_token`). Errors: INVALID_ARGUMENT (empty user id,
+    bad page token).
     """
 
 @_typing.type_check_only
@@ -116,7 +119,9 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     """
     RecordAssignments: _aio.UnaryUnaryMultiCallable[_messages_pb2.RecordAssignmentsRequest, _messages_pb2.RecordAssignmentsResponse]  # type: ignore[assignment]
     """Batch: records campaign assignments (variant or holdout per user), the
-    basis of holdout lift. Idempotent (campaign and user are the key; a
+    basis of holdout lift and of `targeted`: the scheduler records every
+    assigned user at fan-out, whether or not the policy later lets a send
+    through, so the figures are intent to treat. Idempotent (campaign and user are the key; a
     different assignment for the same user is REJECTED per item). Errors:
     INVALID_ARGUMENT (missing campaign, duplicate users, more than 10,000).
     """
@@ -139,7 +144,8 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     """
     ExportUserData: _aio.UnaryUnaryMultiCallable[_messages_pb2.ExportUserDataRequest, _messages_pb2.ExportUserDataResponse]  # type: ignore[assignment]
     """Returns delivery's data about a user (deliveries, engagement). Read-only.
-    Errors: INVALID_ARGUMENT (empty user id).
+    Paged (`page_token`). Errors: INVALID_ARGUMENT (empty user id,
+    bad page token).
     """
 
 class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -188,7 +194,9 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.RecordAssignmentsResponse, _abc.Awaitable[_messages_pb2.RecordAssignmentsResponse]]:
         """Batch: records campaign assignments (variant or holdout per user), the
-        basis of holdout lift. Idempotent (campaign and user are the key; a
+        basis of holdout lift and of `targeted`: the scheduler records every
+        assigned user at fan-out, whether or not the policy later lets a send
+        through, so the figures are intent to treat. Idempotent (campaign and user are the key; a
         different assignment for the same user is REJECTED per item). Errors:
         INVALID_ARGUMENT (missing campaign, duplicate users, more than 10,000).
         """
@@ -235,7 +243,8 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.ExportUserDataResponse, _abc.Awaitable[_messages_pb2.ExportUserDataResponse]]:
         """Returns delivery's data about a user (deliveries, engagement). Read-only.
-        Errors: INVALID_ARGUMENT (empty user id).
+        Paged (`page_token`). Errors: INVALID_ARGUMENT (empty user id,
+        bad page token).
         """
 
 def add_DeliveryServiceServicer_to_server(servicer: DeliveryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

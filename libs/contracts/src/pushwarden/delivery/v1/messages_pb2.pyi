@@ -684,19 +684,30 @@ class ExportUserDataRequest(_message.Message):
 
     APP_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Required. The app."""
     user_id: _builtins.str
     """Required. The user."""
+    page_size: _builtins.int
+    """Optional. Items per page of each repeated list (deliveries and engagement), default 1,000, at
+    most 10,000. A heavy user's history does not fit one message, so the
+    export is paged; a complete export reads until `next_page_token` is empty.
+    """
+    page_token: _builtins.str
+    """Optional. `next_page_token` of the previous page."""
     def __init__(
         self,
         *,
         app_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "page_size", b"page_size", "page_token", b"page_token", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -711,6 +722,12 @@ class ExportUserDataResponse(_message.Message):
     DELIVERIES_FIELD_NUMBER: _builtins.int
     ENGAGEMENT_FIELD_NUMBER: _builtins.int
     EXPORTED_AT_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page (of either list: a page holds up to `page_size`
+    items of each, and a list already exhausted comes back empty); empty on
+    the last page.
+    """
     @_builtins.property
     def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Delivery]:
         """The user's deliveries, oldest first."""
@@ -729,10 +746,11 @@ class ExportUserDataResponse(_message.Message):
         deliveries: _abc.Iterable[_resources_pb2.Delivery] | None = ...,
         engagement: _abc.Iterable[_resources_pb2.EngagementEvent] | None = ...,
         exported_at: _timestamp_pb2.Timestamp | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["exported_at", b"exported_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "engagement", b"engagement", "exported_at", b"exported_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "engagement", b"engagement", "exported_at", b"exported_at", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1031,19 +1031,30 @@ class ExportUserDataRequest(_message.Message):
 
     APP_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Required. The app."""
     user_id: _builtins.str
     """Required. The user."""
+    page_size: _builtins.int
+    """Optional. Items per page of each repeated list (contacts), default 1,000, at
+    most 10,000. A heavy user's history does not fit one message, so the
+    export is paged; a complete export reads until `next_page_token` is empty.
+    """
+    page_token: _builtins.str
+    """Optional. `next_page_token` of the previous page."""
     def __init__(
         self,
         *,
         app_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "page_size", b"page_size", "page_token", b"page_token", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1057,6 +1068,9 @@ class ExportUserDataResponse(_message.Message):
 
     CONTACTS_FIELD_NUMBER: _builtins.int
     EXPORTED_AT_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page of `contacts`; empty on the last page."""
     @_builtins.property
     def contacts(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ContactRecord]:
         """Pending intents and contact history of the user, oldest first."""
@@ -1070,10 +1084,11 @@ class ExportUserDataResponse(_message.Message):
         *,
         contacts: _abc.Iterable[_resources_pb2.ContactRecord] | None = ...,
         exported_at: _timestamp_pb2.Timestamp | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["exported_at", b"exported_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts", b"contacts", "exported_at", b"exported_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts", b"contacts", "exported_at", b"exported_at", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

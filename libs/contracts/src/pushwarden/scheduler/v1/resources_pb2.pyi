@@ -375,8 +375,9 @@ class Audience(_message.Message):
     and none of the exclude segments or lists). At each user's due time the
     scheduler checks membership again in batches (CheckMembership), so a user
     who left an include segment or joined an exclude segment or list meanwhile
-    is dropped with NOT_IN_AUDIENCE; a segment or list deleted meanwhile counts
-    as "not a member".
+    is dropped with NOT_IN_AUDIENCE. A segment or list deleted after creation
+    counts as "not a member", at fan-out and at due time alike: a deleted
+    include segment brings no one, a deleted exclusion excludes no one.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -292,7 +292,8 @@ class SchedulerServiceServicer:
 
     def ExportUserData(self, request, context):
         """Returns the scheduler's data about a user (intents, contact history).
-        Read-only. Errors: INVALID_ARGUMENT (empty user id).
+        Read-only. Paged (`page_token`). Errors: INVALID_ARGUMENT (empty user id,
+        bad page token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

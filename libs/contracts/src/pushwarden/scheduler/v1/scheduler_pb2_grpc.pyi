@@ -122,7 +122,8 @@ class SchedulerServiceStub:
     """
     ExportUserData: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ExportUserDataRequest, _messages_pb2.ExportUserDataResponse]
     """Returns the scheduler's data about a user (intents, contact history).
-    Read-only. Errors: INVALID_ARGUMENT (empty user id).
+    Read-only. Paged (`page_token`). Errors: INVALID_ARGUMENT (empty user id,
+    bad page token).
     """
     GetSend: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetSendRequest, _messages_pb2.GetSendResponse]
     """Returns one send's scheduler record by send id or transactional
@@ -226,7 +227,8 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     """
     ExportUserData: _aio.UnaryUnaryMultiCallable[_messages_pb2.ExportUserDataRequest, _messages_pb2.ExportUserDataResponse]  # type: ignore[assignment]
     """Returns the scheduler's data about a user (intents, contact history).
-    Read-only. Errors: INVALID_ARGUMENT (empty user id).
+    Read-only. Paged (`page_token`). Errors: INVALID_ARGUMENT (empty user id,
+    bad page token).
     """
     GetSend: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetSendRequest, _messages_pb2.GetSendResponse]  # type: ignore[assignment]
     """Returns one send's scheduler record by send id or transactional
@@ -429,7 +431,8 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.ExportUserDataResponse, _abc.Awaitable[_messages_pb2.ExportUserDataResponse]]:
         """Returns the scheduler's data about a user (intents, contact history).
-        Read-only. Errors: INVALID_ARGUMENT (empty user id).
+        Read-only. Paged (`page_token`). Errors: INVALID_ARGUMENT (empty user id,
+        bad page token).
         """
 
     @_abc_1.abstractmethod

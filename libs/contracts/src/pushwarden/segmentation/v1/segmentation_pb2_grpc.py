@@ -266,7 +266,8 @@ class SegmentationServiceServicer:
 
     def ExportUserData(self, request, context):
         """Returns everything segmentation holds about a user (profile, events, list
-        memberships). Read-only. Errors: INVALID_ARGUMENT (empty user id).
+        memberships). Read-only. Paged (`page_token`). Errors: INVALID_ARGUMENT
+        (empty user id, bad page token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -106,7 +106,8 @@ class SegmentationServiceStub:
     """
     ExportUserData: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ExportUserDataRequest, _messages_pb2.ExportUserDataResponse]
     """Returns everything segmentation holds about a user (profile, events, list
-    memberships). Read-only. Errors: INVALID_ARGUMENT (empty user id).
+    memberships). Read-only. Paged (`page_token`). Errors: INVALID_ARGUMENT
+    (empty user id, bad page token).
     """
 
 @_typing.type_check_only
@@ -187,7 +188,8 @@ class SegmentationServiceAsyncStub(SegmentationServiceStub):
     """
     ExportUserData: _aio.UnaryUnaryMultiCallable[_messages_pb2.ExportUserDataRequest, _messages_pb2.ExportUserDataResponse]  # type: ignore[assignment]
     """Returns everything segmentation holds about a user (profile, events, list
-    memberships). Read-only. Errors: INVALID_ARGUMENT (empty user id).
+    memberships). Read-only. Paged (`page_token`). Errors: INVALID_ARGUMENT
+    (empty user id, bad page token).
     """
 
 class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -361,7 +363,8 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.ExportUserDataResponse, _abc.Awaitable[_messages_pb2.ExportUserDataResponse]]:
         """Returns everything segmentation holds about a user (profile, events, list
-        memberships). Read-only. Errors: INVALID_ARGUMENT (empty user id).
+        memberships). Read-only. Paged (`page_token`). Errors: INVALID_ARGUMENT
+        (empty user id, bad page token).
         """
 
 def add_SegmentationServiceServicer_to_server(servicer: SegmentationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
