@@ -7,13 +7,21 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
     reflection_pb2,
     reflection_pb2_grpc,
 )
+from grpc_status import rpc_status  # type: ignore[import-untyped]
 
-from pushwarden.runtime.auth import bearer_token, current_caller, method_allowed, token_sha256
+from pushwarden.runtime.auth import (
+    bearer_token,
+    current_caller,
+    method_allowed,
+    require_app,
+    token_sha256,
+)
 from pushwarden.runtime.server import RuntimeServer, create_server
 from pushwarden.runtime.settings import CallerGrant, ServerSettings
 
@@ -23,11 +31,13 @@ BILLING = "test.runtime.Billing"
 SCHEDULER_TOKEN = "scheduler-secret-token"
 DELIVERY_TOKEN = "delivery-secret-token"
 ADMIN_TOKEN = "admin-secret-token"
+SHOP_TOKEN = "shop-only-secret-token"
 
 CALLERS = (
     CallerGrant("scheduler", token_sha256(SCHEDULER_TOKEN), (f"/{ORDERS}/*",)),
     CallerGrant("delivery", token_sha256(DELIVERY_TOKEN), (f"/{ORDERS}/Get",)),
     CallerGrant("admin", token_sha256(ADMIN_TOKEN), ("*",)),
+    CallerGrant("shop-backend", token_sha256(SHOP_TOKEN), ("*",), apps=("shop",)),
 )
 
 
@@ -55,6 +65,12 @@ async def _whoami_stream(
     yield (current_caller.get() or "-").encode()
 
 
+async def _scoped(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    """Touches the data of the app named by the request, as servicers will."""
+    require_app(request.decode())
+    return b"ok"
+
+
 def _register(server: grpc.aio.Server) -> None:
     for service in (ORDERS, BILLING):
         server.add_generic_rpc_handlers(
@@ -65,6 +81,7 @@ def _register(server: grpc.aio.Server) -> None:
                         "Get": grpc.unary_unary_rpc_method_handler(_whoami),
                         "Create": grpc.unary_unary_rpc_method_handler(_whoami),
                         "Watch": grpc.unary_stream_rpc_method_handler(_whoami_stream),
+                        "Scoped": grpc.unary_unary_rpc_method_handler(_scoped),
                     },
                 ),
             )
@@ -209,3 +226,35 @@ def test_bearer_token_parsing() -> None:
     assert bearer_token((("authorization", "Basic abc"),)) is None
     assert bearer_token((("authorization", "Bearer "),)) is None
     assert bearer_token(None) is None
+
+
+async def _scoped_call(channel: grpc.aio.Channel, app_id: str, token: str) -> bytes:
+    response: bytes = await unary(channel, f"/{ORDERS}/Scoped")(
+        app_id.encode(), timeout=10, metadata=_auth(token)
+    )
+    return response
+
+
+async def test_a_grant_limited_to_one_app_reaches_that_app_only(
+    channel: grpc.aio.Channel,
+) -> None:
+    assert await _scoped_call(channel, "shop", SHOP_TOKEN) == b"ok"
+    for other in ("travel", ""):  # "" is every app: the follower streams
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await _scoped_call(channel, other, SHOP_TOKEN)
+        assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        status = rpc_status.from_call(raised.value)
+        info = error_details_pb2.ErrorInfo()
+        assert status.details[0].Unpack(info)
+        assert info.reason == "APP_NOT_ALLOWED"
+        assert info.metadata["caller"] == "shop-backend"
+
+
+async def test_a_grant_without_apps_covers_every_app(channel: grpc.aio.Channel) -> None:
+    for app_id in ("shop", "travel", ""):
+        assert await _scoped_call(channel, app_id, ADMIN_TOKEN) == b"ok"
+
+
+def test_require_app_allows_everything_when_auth_is_off() -> None:
+    require_app("any-app")
+    require_app("")

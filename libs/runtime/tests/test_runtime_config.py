@@ -234,6 +234,7 @@ def test_auth_tokens_file_becomes_caller_grants(tmp_path: Path) -> None:
         name = "dev"
         token = "dev-token-123"
         methods = ["*", "/pushwarden.consent.v1.ConsentService/*"]
+        apps = ["shop", "travel"]
         """,
     )
     callers = load(AUTH_TOKENS_FILE=path).server_settings().callers
@@ -245,8 +246,10 @@ def test_auth_tokens_file_becomes_caller_grants(tmp_path: Path) -> None:
             "dev",
             hashlib.sha256(b"dev-token-123").hexdigest(),
             ("*", "/pushwarden.consent.v1.ConsentService/*"),
+            apps=("shop", "travel"),
         ),
     )
+    assert callers[0].apps == ("*",)
 
 
 @pytest.mark.parametrize(
@@ -277,6 +280,10 @@ def test_auth_tokens_file_becomes_caller_grants(tmp_path: Path) -> None:
         (
             '[[caller]]\nname = "a"\ntoken = "long-enough"\nmethods = ["*"]\nrole = "x"\n',
             "unknown key(s) role",
+        ),
+        (
+            '[[caller]]\nname = "a"\ntoken = "long-enough"\nmethods = ["*"]\napps = []\n',
+            "'apps' must be a non-empty list",
         ),
         (
             '[[caller]]\nname = "a"\ntoken = "token-one"\nmethods = ["*"]\n'

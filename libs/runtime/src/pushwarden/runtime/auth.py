@@ -13,19 +13,39 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
 from typing import Any
 
 import grpc
 
 from pushwarden.runtime._wrap import rewrap
+from pushwarden.runtime.context import current_caller as current_caller
+from pushwarden.runtime.context import current_grant
+from pushwarden.runtime.errors import PermissionDenied
 from pushwarden.runtime.settings import CallerGrant
 
 logger = logging.getLogger(__name__)
 
-current_caller: ContextVar[str | None] = ContextVar("pushwarden_caller", default=None)
-"""The name of the caller whose token authenticated the current RPC (None when auth is
-off or the method is open)."""
+ALL_APPS = "*"
+
+
+def require_app(app_id: str) -> None:
+    """Refuse (PERMISSION_DENIED, reason APP_NOT_ALLOWED) an RPC on ``app_id`` that the
+    authenticated caller's grant does not cover. An empty ``app_id`` means every app
+    (the follower streams) and needs ``*``. Allows everything when auth is off.
+
+    Servicers call this once per request, before touching data: the interceptor cannot,
+    because the app id lives inside the request message.
+    """
+    grant = current_grant.get()
+    if grant is None or ALL_APPS in grant.apps or (app_id and app_id in grant.apps):
+        return
+    wanted = repr(app_id) if app_id else "every app"
+    raise PermissionDenied(
+        f"caller {grant.name!r} may not use {wanted}",
+        reason="APP_NOT_ALLOWED",
+        metadata={"app_id": app_id, "caller": grant.name},
+    )
+
 
 OPEN_SERVICES: tuple[str, ...] = (
     "/grpc.health.v1.Health/",
@@ -122,6 +142,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             )
         else:
             current_caller.set(grant.name)
+            current_grant.set(grant)
             return await continuation(handler_call_details)
         logger.warning(
             "call rejected",

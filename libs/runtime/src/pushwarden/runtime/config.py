@@ -340,7 +340,7 @@ def _caller_grant(entry: object, index: int, source: str) -> CallerGrant:
     where = f"{source}: caller #{index}"
     if not isinstance(entry, dict):
         raise ValueError(f"{where} is not a table")
-    unknown = set(entry) - {"name", "token", "token_sha256", "methods"}
+    unknown = set(entry) - {"name", "token", "token_sha256", "methods", "apps"}
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     name = entry.get("name")
@@ -364,7 +364,16 @@ def _caller_grant(entry: object, index: int, source: str) -> CallerGrant:
             raise ValueError(
                 f"{where}: method {method!r} is not '*', '/pkg.Service/*' or '/pkg.Service/Method'"
             )
-    return CallerGrant(name=name, token_sha256=digest.lower(), methods=tuple(methods))
+    apps = entry.get("apps", ["*"])
+    if (
+        not isinstance(apps, list)
+        or not apps
+        or not all(isinstance(app, str) and app.strip() == app and app for app in apps)
+    ):
+        raise ValueError(f"{where}: 'apps' must be a non-empty list of app ids or '*'")
+    return CallerGrant(
+        name=name, token_sha256=digest.lower(), methods=tuple(methods), apps=tuple(apps)
+    )
 
 
 def _reject_duplicates(grants: tuple[CallerGrant, ...], source: str) -> None:
@@ -438,7 +447,7 @@ class ServiceConfig:
         env="AUTH_TOKENS_FILE",
         parse=load_caller_grants,
         type_doc="path (TOML)",
-        help="TOML file of [[caller]] name, token_sha256 (or token), methods; "
+        help="TOML file of [[caller]] name, token_sha256 (or token), methods, apps; "
         "auth is on when set, off when unset.",
     )
     otel_exporter: Literal["none", "console", "otlp"] = setting(

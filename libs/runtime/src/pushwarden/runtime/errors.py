@@ -22,7 +22,7 @@ from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-unty
 from grpc_status import rpc_status  # type: ignore[import-untyped]
 
 from pushwarden.runtime._wrap import HandlerCache, iterate_response, rewrap
-from pushwarden.runtime.auth import current_caller
+from pushwarden.runtime.context import current_caller
 
 logger = logging.getLogger(__name__)
 

@@ -29,11 +29,16 @@ class CallerGrant:
     """One caller allowed to use a service: the SHA-256 (hex) of its bearer token and the
     methods it may call. A method entry is a full method name
     (``/pushwarden.consent.v1.ConsentService/CheckEligibility``), a service wildcard
-    (``/pushwarden.consent.v1.ConsentService/*``) or ``*`` for every method."""
+    (``/pushwarden.consent.v1.ConsentService/*``) or ``*`` for every method.
+
+    ``apps`` lists the app ids whose data the caller may touch; ``*`` (the default)
+    covers every app, and is what the all-apps follower streams (``WatchChanges`` and
+    ``StreamEvents`` with an empty ``app_id``) require."""
 
     name: str
     token_sha256: str
     methods: tuple[str, ...]
+    apps: tuple[str, ...] = ("*",)
 
 
 @dataclass(frozen=True, slots=True)
