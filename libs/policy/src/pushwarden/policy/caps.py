@@ -1,0 +1,83 @@
+"""Frequency caps: counting a rule's window and finding when it frees.
+
+Counts only ever fall as time passes (the history holds past sends; a later rolling window
+or calendar period covers a subset of them), so the first instant a rule allows again is
+also the start of every later instant it allows. The deferral search relies on this.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from .model import CapRule, CapScope, Message
+from .trace import CapStep, Check
+from .zones import day_bounds, week_bounds
+
+__all__ = ["cap_free_at", "evaluate_cap", "rule_applies"]
+
+
+def rule_applies(rule: CapRule, message: Message) -> bool:
+    """Whether ``rule`` limits ``message`` (rules only ever limit marketing messages)."""
+    target = rule.target_id
+    scope = rule.scope
+    if scope is CapScope.CAMPAIGN:
+        source = message.source_id
+        return source is not None and (target is None or target == source)
+    if target is None:
+        return True
+    return scope is CapScope.CATEGORY and target == message.category.category_id
+
+
+_new = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
+_CAP = Check.CAP  # Enum class attribute access is slow in 3.11
+
+
+def evaluate_cap(
+    rule: CapRule, times: list[datetime], now: datetime, zone: ZoneInfo | None, ordinal: int
+) -> CapStep:
+    """The rule's numbers at ``now`` (local day ``ordinal``) over the instants it counts."""
+    window = rule.rolling
+    limit = rule.limit
+    if window is not None:
+        start = now - window
+        first = bisect_right(times, start)
+        count = len(times) - first
+        if count == 0:
+            return _new(CapStep, (_CAP, True, rule, 0, limit, start, None, None))
+        oldest_leaves = times[first] + window
+        if count < limit:
+            return _new(CapStep, (_CAP, True, rule, count, limit, start, oldest_leaves, None))
+        frees = times[first + count - limit] + window
+        return _new(CapStep, (_CAP, False, rule, count, limit, start, oldest_leaves, frees))
+    assert zone is not None, "calendar windows need the recipient's zone"
+    start, end = day_bounds(zone, ordinal) if rule.calendar_day else week_bounds(zone, ordinal)
+    count = len(times) - bisect_left(times, start)
+    if count < limit:
+        resets = end if count else None
+        return _new(CapStep, (_CAP, True, rule, count, limit, start, resets, None))
+    frees = cap_free_at(rule, times, end, zone)
+    return _new(CapStep, (_CAP, False, rule, count, limit, start, end, frees))
+
+
+def cap_free_at(
+    rule: CapRule, times: list[datetime], at: datetime, zone: ZoneInfo | None
+) -> datetime:
+    """The first instant at or after ``at`` at which ``rule`` allows one more send."""
+    window = rule.rolling
+    limit = rule.limit
+    if window is not None:
+        first = bisect_right(times, at - window)
+        count = len(times) - first
+        if count < limit:
+            return at
+        return times[first + count - limit] + window
+    assert zone is not None, "calendar windows need the recipient's zone"
+    # Only sends dated in the future can keep a later period full; loop until one is not.
+    bounds = day_bounds if rule.calendar_day else week_bounds
+    while True:
+        start, end = bounds(zone, at.astimezone(zone).toordinal())
+        if len(times) - bisect_left(times, start) < limit:
+            return at
+        at = end

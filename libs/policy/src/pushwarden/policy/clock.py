@@ -1,0 +1,115 @@
+"""Wall-clock rules as UTC instants: quiet windows, digest slots and the jitter hash.
+
+A quiet window that starts on local day D covers ``[localize(D, start), localize(D', end))``
+with D' = D + 1 when it crosses midnight. Edges inside a DST gap move to the end of the
+gap, repeated wall times use their first occurrence (see ``zones.localize``), so a window
+may be an hour shorter or longer on a transition night, and one lying wholly inside a gap
+vanishes that night.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from hashlib import blake2b
+from zoneinfo import ZoneInfo
+
+from .model import DigestPeriod, DigestSlot, QuietHours
+from .zones import localize
+
+__all__ = [
+    "digest_period",
+    "jitter_seconds",
+    "next_digest",
+    "quiet_spans",
+    "quiet_window_at",
+    "windows_on",
+]
+
+Span = tuple[datetime, datetime]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+
+
+def windows_on(quiet: QuietHours, zone: ZoneInfo, ordinal: int) -> tuple[Span, ...]:
+    """UTC spans of the quiet windows that start on local day ``ordinal``."""
+    day = date.fromordinal(ordinal)
+    spans = []
+    for window in quiet.by_weekday[day.weekday()]:
+        start = localize(zone, day, window.start)
+        end_day = day + timedelta(days=1) if window.crosses_midnight else day
+        end = localize(zone, end_day, window.end)
+        if end > start:
+            spans.append((start, end))
+    return tuple(spans)
+
+
+_SPANS_CACHE_LIMIT = 1 << 15
+
+
+def quiet_spans(quiet: QuietHours, zone: ZoneInfo, ordinal: int) -> tuple[Span, ...]:
+    """Spans of the windows that can contain an instant of local day ``ordinal``.
+
+    Every window is shorter than a day, so only those starting on that day or the day
+    before qualify. Memoised on the ``QuietHours`` object (keyed by zone and day).
+    """
+    cache = quiet.spans_cache
+    key = (zone, ordinal)
+    try:
+        return cache[key]
+    except KeyError:
+        pass
+    spans = windows_on(quiet, zone, ordinal - 1) + windows_on(quiet, zone, ordinal)
+    if len(cache) >= _SPANS_CACHE_LIMIT:
+        cache.clear()
+    cache[key] = spans
+    return spans
+
+
+def quiet_window_at(quiet: QuietHours, zone: ZoneInfo, at: datetime, ordinal: int) -> Span | None:
+    """The quiet window containing ``at`` (local day ``ordinal``), latest-ending if several."""
+    if not quiet.windows:
+        return None
+    spans = quiet.spans_cache.get((zone, ordinal))
+    if spans is None:
+        spans = quiet_spans(quiet, zone, ordinal)
+    found: Span | None = None
+    for span in spans:
+        if span[0] <= at < span[1] and (found is None or span[1] > found[1]):
+            found = span
+    return found
+
+
+def jitter_seconds(user_id: str, message_id: str, anchor: datetime, span: int) -> int:
+    """A deterministic offset in ``[0, span)`` seconds for one user, message and window.
+
+    A keyed hash spreads a million users deferred to the same window end evenly over the
+    span; the same inputs always give the same offset (never ``random``, never ``hash()``,
+    which is salted per process).
+    """
+    if span <= 0:
+        return 0
+    seconds = (anchor - _EPOCH) // _SECOND  # the POSIX second, without a float round trip
+    key = f"{user_id}\x1f{message_id}\x1f{seconds}".encode()
+    digest = blake2b(key, digest_size=8).digest()
+    return int.from_bytes(digest, "big") % span
+
+
+def digest_period(slot: DigestSlot, zone: ZoneInfo, at: datetime) -> tuple[date, datetime]:
+    """The local day and UTC instant of the latest digest slot at or before ``at``."""
+    day = at.astimezone(zone).date()
+    step = 1
+    if slot.period is DigestPeriod.WEEKLY:
+        day -= timedelta(days=(day.weekday() - slot.weekday) % 7)
+        step = 7
+    start = localize(zone, day, slot.at)
+    if start > at:
+        day -= timedelta(days=step)
+        start = localize(zone, day, slot.at)
+    return day, start
+
+
+def next_digest(slot: DigestSlot, zone: ZoneInfo, day: date) -> tuple[date, datetime]:
+    """The slot after the one on local ``day``."""
+    nxt = day + timedelta(days=7 if slot.period is DigestPeriod.WEEKLY else 1)
+    return nxt, localize(zone, nxt, slot.at)

@@ -1,0 +1,353 @@
+"""Input types of the policy: messages, recipients, contact history entries and rules.
+
+Every type here is an immutable value. The scheduler builds them from its protobuf
+messages and the consent service's answers; the policy never fetches anything itself.
+All instants are timezone-aware ``datetime`` values; the policy works in UTC internally
+and uses the recipient's IANA zone only for wall-clock rules (quiet hours, calendar
+windows, digest slots).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+
+__all__ = [
+    "ALL_WEEKDAYS",
+    "NO_QUIET_HOURS",
+    "CalendarWindow",
+    "CapAction",
+    "CapRule",
+    "CapScope",
+    "Category",
+    "ContactEntry",
+    "DigestPeriod",
+    "DigestSlot",
+    "FrequencyPreference",
+    "Message",
+    "MessageKind",
+    "QuietHours",
+    "QuietWindow",
+    "Recipient",
+    "Rules",
+]
+
+ALL_WEEKDAYS: frozenset[int] = frozenset(range(7))
+"""Monday is 0, as in ``date.weekday()`` and ISO 8601."""
+
+
+class MessageKind(enum.Enum):
+    """The kind a category was registered with; never taken from a flag on a message."""
+
+    TRANSACTIONAL = "TRANSACTIONAL"
+    MARKETING = "MARKETING"
+
+
+class CapScope(enum.Enum):
+    """Which past sends a cap rule counts."""
+
+    ALL_MARKETING = "ALL_MARKETING"
+    CATEGORY = "CATEGORY"
+    CAMPAIGN = "CAMPAIGN"
+
+
+class CalendarWindow(enum.Enum):
+    """A calendar window in the recipient's own zone; weeks start on Monday (ISO 8601)."""
+
+    DAY = "DAY"
+    WEEK = "WEEK"
+
+
+class CapAction(enum.Enum):
+    """What a message that would exceed a cap gets."""
+
+    DROP = "DROP"
+    DEFER = "DEFER"
+
+
+class FrequencyPreference(enum.Enum):
+    """A user's opt-down choice; it only ever adds caps to the app's own."""
+
+    NORMAL = "NORMAL"
+    DAILY_MAX = "DAILY_MAX"
+    WEEKLY_MAX = "WEEKLY_MAX"
+    DIGEST = "DIGEST"
+
+
+class DigestPeriod(enum.Enum):
+    """How often a digest slot comes round."""
+
+    DAILY = "DAILY"
+    WEEKLY = "WEEKLY"
+
+
+def _require_aware(value: datetime | None, what: str) -> None:
+    if value is not None and value.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware")
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    """A notification category as registered with the consent service.
+
+    ``opt_out_allowed`` only matters for transactional categories (a security alert may
+    refuse opt-out); a marketing category must always allow it.
+    """
+
+    category_id: str
+    kind: MessageKind
+    opt_out_allowed: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind is MessageKind.MARKETING and not self.opt_out_allowed:
+            raise ValueError("a marketing category must allow opting out")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message about to be sent to one recipient.
+
+    ``message_id`` identifies the content (campaign variant, trigger or transactional
+    request) and feeds the jitter hash and arbitration tiebreak. ``send_key`` is the
+    idempotency key of this particular send; a history entry with the same key makes the
+    send a DUPLICATE. ``priority``: higher wins arbitration. ``respects_quiet_hours`` is an
+    opt-in for transactional messages; marketing messages always respect quiet hours.
+    """
+
+    message_id: str
+    category: Category
+    campaign_id: str | None = None
+    trigger_id: str | None = None
+    topic_id: str | None = None
+    priority: int = 0
+    expires_at: datetime | None = None
+    respects_quiet_hours: bool = False
+    send_key: str | None = None
+
+    def __post_init__(self) -> None:
+        _require_aware(self.expires_at, "expires_at")
+
+    @property
+    def kind(self) -> MessageKind:
+        """The registered kind of the message's category."""
+        return self.category.kind
+
+    @property
+    def source_id(self) -> str | None:
+        """The campaign or trigger this message comes from (holdout key)."""
+        return self.campaign_id if self.campaign_id is not None else self.trigger_id
+
+
+@dataclass(frozen=True, slots=True)
+class ContactEntry:
+    """One past send to the recipient (the scheduler's contact history)."""
+
+    at: datetime
+    category_id: str
+    kind: MessageKind
+    campaign_id: str | None = None
+    send_key: str | None = None
+
+    def __post_init__(self) -> None:
+        _require_aware(self.at, "ContactEntry.at")
+
+
+@dataclass(frozen=True, slots=True)
+class QuietWindow:
+    """A local wall-clock window ``[start, end)`` that starts on each of ``weekdays``.
+
+    ``end <= start`` means the window crosses midnight and ends on the next local day.
+    ``weekdays`` are the days on which the window *starts* (Monday = 0).
+    """
+
+    start: time
+    end: time
+    weekdays: frozenset[int] = ALL_WEEKDAYS
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is not None or self.end.tzinfo is not None:
+            raise ValueError("quiet window times are local wall-clock times without tzinfo")
+        if self.start == self.end:
+            raise ValueError("a quiet window must not be empty or last a whole day")
+        if not self.weekdays or not self.weekdays <= ALL_WEEKDAYS:
+            raise ValueError("weekdays must be a non-empty subset of 0..6")
+
+    @property
+    def crosses_midnight(self) -> bool:
+        """Whether the window ends on the local day after it starts."""
+        return self.end <= self.start
+
+
+_SpansMemo = dict[tuple[object, int], tuple[tuple[datetime, datetime], ...]]
+_SHARED_SPANS: dict[tuple[QuietWindow, ...], _SpansMemo] = {}
+_SHARED_SPANS_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    """A set of quiet windows; an empty set means no quiet hours.
+
+    The hash is computed once because quiet hours key the per-day instant cache on the
+    hot path.
+    """
+
+    windows: tuple[QuietWindow, ...] = ()
+    by_weekday: tuple[tuple[QuietWindow, ...], ...] = field(init=False, repr=False, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False)
+    spans_cache: _SpansMemo = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        table = tuple(tuple(w for w in self.windows if day in w.weekdays) for day in range(7))
+        object.__setattr__(self, "by_weekday", table)
+        object.__setattr__(self, "_hash", hash(self.windows))
+        # Memo of UTC spans per (zone, local day), filled by ``clock.quiet_spans``. Equal
+        # quiet hours share one memo, so the copies a caller builds per recipient (from a
+        # protobuf, say) find it warm. It is a value cache: equality and hash ignore it.
+        if len(_SHARED_SPANS) >= _SHARED_SPANS_LIMIT:
+            _SHARED_SPANS.clear()
+        object.__setattr__(self, "spans_cache", _SHARED_SPANS.setdefault(self.windows, {}))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+NO_QUIET_HOURS = QuietHours(())
+
+
+@dataclass(frozen=True, slots=True)
+class DigestSlot:
+    """When a DIGEST user's one marketing push per period goes out (local wall time)."""
+
+    period: DigestPeriod = DigestPeriod.DAILY
+    at: time = time(9, 0)
+    weekday: int = 0
+
+    def __post_init__(self) -> None:
+        if self.at.tzinfo is not None:
+            raise ValueError("digest slot time is a local wall-clock time without tzinfo")
+        if not 0 <= self.weekday <= 6:
+            raise ValueError("weekday must be 0..6 (Monday = 0)")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """What the scheduler knows about the user at decision time.
+
+    Zones are IANA names; the chain is ``zone`` (profile), then ``device_zone``, then the
+    app's ``Rules.default_zone``. ``quiet_hours`` replaces the app default when set
+    (an empty ``QuietHours`` means the user turned quiet hours off). ``suppressed``,
+    ``erased`` and ``holdout_sources`` are facts the scheduler already holds that the
+    policy turns into the right DROP.
+    """
+
+    user_id: str
+    push_consent: bool = True
+    marketing_opt_out: bool = False
+    category_opt_outs: frozenset[str] = frozenset()
+    topic_opt_outs: frozenset[str] = frozenset()
+    os_permission: bool = True
+    usable_devices: int = 1
+    zone: str | None = None
+    device_zone: str | None = None
+    quiet_hours: QuietHours | None = None
+    frequency: FrequencyPreference = FrequencyPreference.NORMAL
+    digest: DigestSlot | None = None
+    suppressed: bool = False
+    erased: bool = False
+    holdout_sources: frozenset[str] = frozenset()
+
+
+SELECT_MARKETING = 0
+SELECT_ALL = 1
+SELECT_CATEGORY = 2
+SELECT_CAMPAIGN = 3
+
+
+@dataclass(frozen=True, slots=True)
+class CapRule:
+    """A frequency cap.
+
+    ``window`` is a rolling ``timedelta`` or a ``CalendarWindow`` in the recipient's zone.
+    For CATEGORY and CAMPAIGN scope, ``target_id=None`` applies the cap to each category
+    (campaign) separately, counting the one the message belongs to; a set ``target_id``
+    limits the rule to that one. ``count_transactional`` makes an ALL_MARKETING rule count
+    transactional sends too (they are never capped by it). ``name`` shows in explanations.
+    """
+
+    scope: CapScope
+    limit: int
+    window: timedelta | CalendarWindow
+    on_exceed: CapAction = CapAction.DEFER
+    target_id: str | None = None
+    count_transactional: bool = False
+    name: str = ""
+    # Derived once so the hot path reads plain attributes instead of comparing enums.
+    selector: int = field(init=False, repr=False, compare=False)
+    rolling: timedelta | None = field(init=False, repr=False, compare=False)
+    calendar_day: bool = field(init=False, repr=False, compare=False)
+    drops: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ValueError("a cap's limit must be at least 1")
+        if isinstance(self.window, timedelta) and self.window <= timedelta(0):
+            raise ValueError("a rolling window must be positive")
+        if self.scope is CapScope.ALL_MARKETING and self.target_id is not None:
+            raise ValueError("target_id only applies to CATEGORY and CAMPAIGN scope")
+        if self.scope is CapScope.ALL_MARKETING:
+            selector = SELECT_ALL if self.count_transactional else SELECT_MARKETING
+        else:
+            selector = SELECT_CATEGORY if self.scope is CapScope.CATEGORY else SELECT_CAMPAIGN
+        rolling = self.window if isinstance(self.window, timedelta) else None
+        object.__setattr__(self, "selector", selector)
+        object.__setattr__(self, "rolling", rolling)
+        object.__setattr__(self, "calendar_day", self.window is CalendarWindow.DAY)
+        object.__setattr__(self, "drops", self.on_exceed is CapAction.DROP)
+
+
+_DEFAULT_JITTER = timedelta(minutes=30)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """An app's policy configuration.
+
+    ``default_zone`` ends the recipient's zone chain; ``None`` means the app has none, and
+    a message that needs a zone then drops as NO_TIMEZONE rather than guessing UTC.
+    ``preference_on_exceed`` is what the caps added by a user's opt-down do.
+    ``digest_grace`` is how long after the slot a DIGEST send may still go out; it must
+    exceed the jitter window so a jittered slot is still open.
+    """
+
+    caps: tuple[CapRule, ...] = ()
+    quiet_hours: QuietHours = NO_QUIET_HOURS
+    jitter: timedelta = _DEFAULT_JITTER
+    default_zone: str | None = None
+    preference_on_exceed: CapAction = CapAction.DEFER
+    default_digest: DigestSlot = DigestSlot()
+    digest_grace: timedelta = timedelta(hours=2)
+    caps_for: dict[FrequencyPreference, tuple[CapRule, ...]] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
+    jitter_seconds: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.jitter < timedelta(0):
+            raise ValueError("jitter must not be negative")
+        if self.digest_grace <= self.jitter:
+            raise ValueError("digest_grace must exceed the jitter window")
+        action = self.preference_on_exceed
+        # A preference only appends rules, so it can never loosen the app's caps.
+        extra = {
+            FrequencyPreference.NORMAL: (),
+            FrequencyPreference.DIGEST: (),
+            FrequencyPreference.DAILY_MAX: (
+                CapRule(CapScope.ALL_MARKETING, 1, CalendarWindow.DAY, action, name="opt-down"),
+            ),
+            FrequencyPreference.WEEKLY_MAX: (
+                CapRule(CapScope.ALL_MARKETING, 1, CalendarWindow.WEEK, action, name="opt-down"),
+            ),
+        }
+        object.__setattr__(self, "caps_for", {p: self.caps + r for p, r in extra.items()})
+        object.__setattr__(self, "jitter_seconds", int(self.jitter.total_seconds()))

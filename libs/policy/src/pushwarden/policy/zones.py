@@ -1,0 +1,184 @@
+"""Time-zone helpers: the cached zone lookup, the fallback chain and DST-safe localisation.
+
+Local wall times that do not exist (spring-forward gap) move to the first instant after
+the gap, i.e. the transition instant itself. Local times that occur twice (fall-back) use
+the first occurrence (``fold=0``). Both choices apply to every wall-clock edge the policy
+computes: quiet-window starts and ends, calendar-day and ISO-week starts, digest slots.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+__all__ = [
+    "ZoneSource",
+    "day_bounds",
+    "day_start",
+    "get_zone",
+    "local_ordinal",
+    "localize",
+    "resolve_zone",
+    "week_bounds",
+    "week_start",
+]
+
+
+class ZoneSource(enum.Enum):
+    """Where the zone used for a decision came from."""
+
+    PROFILE = "PROFILE"
+    DEVICE = "DEVICE"
+    APP_DEFAULT = "APP_DEFAULT"
+    NONE = "NONE"
+
+
+_ZONES: dict[str, ZoneInfo | None] = {}
+
+
+def get_zone(name: str | None) -> ZoneInfo | None:
+    """Return the cached ``ZoneInfo`` for an IANA name, or ``None`` if unknown or empty."""
+    if not name:
+        return None
+    try:
+        return _ZONES[name]
+    except KeyError:
+        pass
+    try:
+        zone: ZoneInfo | None = ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = None
+    # Only the valid and invalid names seen so far are kept: the IANA set is finite and
+    # invalid names come from a small set of bad profile values.
+    if len(_ZONES) < 4096:
+        _ZONES[name] = zone
+    return zone
+
+
+def resolve_zone(
+    profile: str | None, device: str | None, app_default: str | None
+) -> tuple[ZoneSource, ZoneInfo | None]:
+    """Walk the chain profile zone → device zone → app default; never falls back to UTC.
+
+    A name that is not a valid IANA key is skipped like a missing one.
+    """
+    zone = get_zone(profile)
+    if zone is not None:
+        return ZoneSource.PROFILE, zone
+    zone = get_zone(device)
+    if zone is not None:
+        return ZoneSource.DEVICE, zone
+    zone = get_zone(app_default)
+    if zone is not None:
+        return ZoneSource.APP_DEFAULT, zone
+    return ZoneSource.NONE, None
+
+
+def _transition_after(lo: datetime, hi: datetime, zone: ZoneInfo) -> datetime:
+    """First whole second in ``(lo, hi]`` whose UTC offset differs from ``lo``'s."""
+    before = lo.astimezone(zone).utcoffset()
+    lo_s, hi_s = int(lo.timestamp()), int(hi.timestamp())
+    while hi_s - lo_s > 1:
+        mid = (lo_s + hi_s) // 2
+        if datetime.fromtimestamp(mid, zone).utcoffset() == before:
+            lo_s = mid
+        else:
+            hi_s = mid
+    return datetime.fromtimestamp(hi_s, UTC)
+
+
+@lru_cache(maxsize=1 << 16)
+def localize(zone: ZoneInfo, day: date, wall: time) -> datetime:
+    """The UTC instant of local wall time ``wall`` on ``day`` in ``zone``.
+
+    A wall time inside a DST gap gives the first instant after the gap; a repeated wall
+    time gives its first occurrence.
+    """
+    naive = datetime.combine(day, wall)
+    first = naive.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    if first.astimezone(zone).replace(tzinfo=None) == naive:
+        return first
+    # In a gap fold=0 and fold=1 map to the two ends of the gap, in an order that depends
+    # on the direction of the jump; the transition lies between them.
+    second = naive.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    lo, hi = min(first, second), max(first, second)
+    return _transition_after(lo, hi, zone)
+
+
+_MIDNIGHT = time(0, 0)
+
+_ORDINALS: dict[tuple[ZoneInfo, int, int, int], int] = {}
+_ORDINALS_LIMIT = 1 << 16
+_QUARTER = timedelta(minutes=15)
+_TICK = timedelta(microseconds=1)
+
+
+def local_ordinal(zone: ZoneInfo, at: datetime) -> int:
+    """The proleptic ordinal of ``at``'s local date in ``zone`` (``at`` in UTC).
+
+    Memoised per zone and UTC quarter hour: a quarter hour in which the offset does not
+    change and no local midnight falls maps to one local date, which saves converting
+    each instant (the costliest single step of a decision).
+    """
+    key = (zone, at.toordinal(), at.hour, at.minute // 15)
+    try:
+        return _ORDINALS[key]
+    except KeyError:
+        pass
+    first = at.replace(minute=at.minute // 15 * 15, second=0, microsecond=0)
+    a = first.astimezone(zone)
+    b = (first + _QUARTER - _TICK).astimezone(zone)
+    if a.utcoffset() != b.utcoffset() or a.toordinal() != b.toordinal():
+        return at.astimezone(zone).toordinal()
+    if len(_ORDINALS) >= _ORDINALS_LIMIT:
+        _ORDINALS.clear()
+    _ORDINALS[key] = ordinal = a.toordinal()
+    return ordinal
+
+
+def day_start(zone: ZoneInfo, day: date) -> datetime:
+    """The first instant of local ``day`` (after the gap if midnight does not exist)."""
+    return localize(zone, day, _MIDNIGHT)
+
+
+def week_start(zone: ZoneInfo, day: date) -> datetime:
+    """The first instant of the ISO week (Monday) containing local ``day``."""
+    return localize(zone, day - timedelta(days=day.weekday()), _MIDNIGHT)
+
+
+_Bounds = tuple[datetime, datetime]
+_DAYS: dict[tuple[ZoneInfo, int], _Bounds] = {}
+_WEEKS: dict[tuple[ZoneInfo, int], _Bounds] = {}
+_BOUNDS_LIMIT = 1 << 16
+
+
+def day_bounds(zone: ZoneInfo, ordinal: int) -> _Bounds:
+    """``[start, end)`` of local day ``ordinal`` as UTC instants (memoised)."""
+    key = (zone, ordinal)
+    try:
+        return _DAYS[key]
+    except KeyError:
+        pass
+    day = date.fromordinal(ordinal)
+    bounds = (day_start(zone, day), day_start(zone, day + timedelta(days=1)))
+    if len(_DAYS) >= _BOUNDS_LIMIT:
+        _DAYS.clear()
+    _DAYS[key] = bounds
+    return bounds
+
+
+def week_bounds(zone: ZoneInfo, ordinal: int) -> _Bounds:
+    """``[start, end)`` of the ISO week containing local day ``ordinal`` (memoised)."""
+    key = (zone, ordinal)
+    try:
+        return _WEEKS[key]
+    except KeyError:
+        pass
+    day = date.fromordinal(ordinal)
+    bounds = (week_start(zone, day), week_start(zone, day + timedelta(days=7)))
+    if len(_WEEKS) >= _BOUNDS_LIMIT:
+        _WEEKS.clear()
+    _WEEKS[key] = bounds
+    return bounds

@@ -1,0 +1,342 @@
+"""One test per reason code, plus the zone chain, jitter, digest and validation."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, time, timedelta
+
+import pytest
+
+from pushwarden.policy import (
+    CalendarWindow,
+    CapAction,
+    CapRule,
+    CapScope,
+    Category,
+    Check,
+    ContactEntry,
+    DigestPeriod,
+    DigestSlot,
+    FrequencyPreference,
+    GateStep,
+    Message,
+    MessageKind,
+    Outcome,
+    QuietHours,
+    QuietWindow,
+    Reason,
+    Recipient,
+    Rules,
+    ZoneSource,
+    ZoneStep,
+    decide,
+)
+from pushwarden.policy.clock import jitter_seconds
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # Monday, 13:00 in Berlin
+PROMO = Category("promo", MessageKind.MARKETING)
+ORDERS = Category("orders", MessageKind.TRANSACTIONAL)
+SECURITY = Category("security", MessageKind.TRANSACTIONAL, opt_out_allowed=False)
+NIGHT = QuietHours((QuietWindow(time(22), time(7)),))
+RULES = Rules(
+    caps=(CapRule(CapScope.ALL_MARKETING, 3, timedelta(hours=24)),),
+    quiet_hours=NIGHT,
+    default_zone="Europe/Berlin",
+)
+USER = Recipient("u1", zone="Europe/Berlin")
+AD = Message("spring-sale", PROMO, campaign_id="camp-1", expires_at=NOW + timedelta(days=2))
+RECEIPT = Message("receipt", ORDERS, send_key="order-42")
+
+
+def sends(
+    *hours_ago: float, category: str = "promo", campaign: str | None = None
+) -> list[ContactEntry]:
+    return [
+        ContactEntry(NOW - timedelta(hours=h), category, MessageKind.MARKETING, campaign)
+        for h in hours_ago
+    ]
+
+
+def outcome(
+    message: Message = AD,
+    recipient: Recipient = USER,
+    history: list[ContactEntry] | None = None,
+    rules: Rules = RULES,
+    now: datetime = NOW,
+) -> tuple[Outcome, Reason | None]:
+    decision = decide(message, recipient, history or [], rules, now)
+    return decision.outcome, decision.reason
+
+
+def test_allow() -> None:
+    assert outcome() == (Outcome.ALLOW, None)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"erased": True}, Reason.ERASED),
+        ({"suppressed": True}, Reason.SUPPRESSED),
+        ({"holdout_sources": frozenset({"camp-1"})}, Reason.HOLDOUT),
+        ({"push_consent": False}, Reason.OPTED_OUT),
+        ({"marketing_opt_out": True}, Reason.OPTED_OUT),
+        ({"category_opt_outs": frozenset({"promo"})}, Reason.CATEGORY_OPTED_OUT),
+        ({"os_permission": False}, Reason.NO_PERMISSION),
+        ({"usable_devices": 0}, Reason.NO_DEVICE),
+    ],
+)
+def test_recipient_gates_drop_marketing(changes: dict[str, object], reason: Reason) -> None:
+    recipient = replace(USER, **changes)  # type: ignore[arg-type]
+    decision = decide(AD, recipient, [], RULES, NOW)
+    assert (decision.outcome, decision.reason) == (Outcome.DROP, reason)
+    assert decision.trace[-1] == GateStep(decision.trace[-1].check, False)
+    assert all(step.passed for step in decision.trace[:-1])
+
+
+def test_topic_opt_out() -> None:
+    recipient = replace(USER, topic_opt_outs=frozenset({"football"}))
+    assert outcome(replace(AD, topic_id="football"), recipient) == (
+        Outcome.DROP,
+        Reason.TOPIC_OPTED_OUT,
+    )
+    assert outcome(replace(AD, topic_id="tennis"), recipient) == (Outcome.ALLOW, None)
+
+
+def test_duplicate_by_send_key() -> None:
+    history = [
+        ContactEntry(NOW - timedelta(days=2), "orders", MessageKind.TRANSACTIONAL, None, "order-42")
+    ]
+    assert outcome(RECEIPT, history=history) == (Outcome.DROP, Reason.DUPLICATE)
+    assert outcome(replace(RECEIPT, send_key="order-43"), history=history) == (Outcome.ALLOW, None)
+
+
+def test_expired_at_now() -> None:
+    assert outcome(replace(AD, expires_at=NOW)) == (Outcome.DROP, Reason.EXPIRED)
+    assert outcome(replace(AD, expires_at=NOW + timedelta(seconds=1))) == (Outcome.ALLOW, None)
+
+
+def test_expired_because_the_deferral_lands_after_expiry() -> None:
+    night = datetime(2026, 11, 23, 22, 0, tzinfo=UTC)  # 23:00 in Berlin
+    short = replace(AD, expires_at=night + timedelta(hours=2))
+    decision = decide(short, USER, [], RULES, night)
+    assert (decision.outcome, decision.reason) == (Outcome.DROP, Reason.EXPIRED)
+    assert decision.until is not None
+    assert decision.until >= datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+
+
+def test_quiet_hours_defer_to_window_end_plus_jitter() -> None:
+    night = datetime(2026, 11, 23, 22, 0, tzinfo=UTC)
+    decision = decide(AD, USER, [], RULES, night)
+    end = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)  # 07:00 CET
+    jitter = jitter_seconds("u1", "spring-sale", end, 1800)
+    assert (decision.outcome, decision.reason) == (Outcome.DEFER, Reason.QUIET_HOURS)
+    assert decision.until == end + timedelta(seconds=jitter)
+    assert 0 <= jitter < 1800
+
+
+def test_jitter_is_deterministic_and_spread() -> None:
+    end = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+    offsets = [jitter_seconds(f"user-{i}", "m", end, 1800) for i in range(2000)]
+    assert offsets == [jitter_seconds(f"user-{i}", "m", end, 1800) for i in range(2000)]
+    assert all(0 <= o < 1800 for o in offsets)
+    # Spread: every 5-minute bucket of the 30 minutes gets a fair share.
+    buckets = [sum(1 for o in offsets if b * 300 <= o < (b + 1) * 300) for b in range(6)]
+    assert min(buckets) > 250
+    assert jitter_seconds("u", "m", end, 0) == 0
+    assert jitter_seconds("u", "m", end, 1800) != jitter_seconds("u", "m2", end, 1800) or (
+        jitter_seconds("u", "m3", end, 1800) != jitter_seconds("u", "m", end, 1800)
+    )
+
+
+def test_capped_defer_and_drop() -> None:
+    history = sends(1, 5, 20)
+    decision = decide(AD, USER, history, RULES, NOW)
+    assert (decision.outcome, decision.reason) == (Outcome.DEFER, Reason.CAPPED)
+    assert decision.until == NOW + timedelta(hours=4)  # the send 20 h ago leaves the 24 h
+    dropping = Rules(
+        caps=(CapRule(CapScope.ALL_MARKETING, 3, timedelta(hours=24), CapAction.DROP),),
+        quiet_hours=NIGHT,
+        default_zone="Europe/Berlin",
+    )
+    assert outcome(history=history, rules=dropping) == (Outcome.DROP, Reason.CAPPED)
+
+
+def test_capped_deferral_that_lands_in_quiet_hours_moves_to_morning() -> None:
+    history = sends(1, 2, 14)  # the oldest leaves at 22:00Z = 23:00 CET, inside the night
+    decision = decide(AD, USER, history, RULES, NOW)
+    end = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+    assert (decision.outcome, decision.reason) == (Outcome.DEFER, Reason.CAPPED)
+    assert decision.until == end + timedelta(seconds=jitter_seconds("u1", "spring-sale", end, 1800))
+
+
+def test_several_rules_defer_to_the_latest_freeing() -> None:
+    rules = Rules(
+        caps=(
+            CapRule(CapScope.ALL_MARKETING, 3, timedelta(hours=24)),
+            CapRule(CapScope.CAMPAIGN, 1, timedelta(hours=48)),
+            CapRule(CapScope.CATEGORY, 2, CalendarWindow.DAY),
+        ),
+        default_zone="Europe/Berlin",
+    )
+    history = sends(1, 30, campaign="camp-1")
+    decision = decide(AD, USER, history, rules, NOW)
+    assert (decision.outcome, decision.reason) == (Outcome.DEFER, Reason.CAPPED)
+    assert decision.until == NOW + timedelta(hours=47)  # the campaign rule frees last
+
+
+def test_category_and_campaign_targets_limit_only_their_own() -> None:
+    rules = Rules(
+        caps=(CapRule(CapScope.CATEGORY, 1, timedelta(hours=24), target_id="news"),),
+        default_zone="Europe/Berlin",
+    )
+    news = replace(AD, category=Category("news", MessageKind.MARKETING))
+    history = sends(1, category="news")
+    assert outcome(news, history=history, rules=rules)[1] is Reason.CAPPED
+    assert outcome(AD, history=history, rules=rules) == (Outcome.ALLOW, None)
+
+
+def test_opt_down_only_tightens() -> None:
+    loose = Rules(
+        caps=(CapRule(CapScope.ALL_MARKETING, 5, timedelta(hours=24)),), default_zone="UTC"
+    )
+    daily = replace(USER, frequency=FrequencyPreference.DAILY_MAX)
+    history = sends(2)  # already one today (Berlin)
+    assert outcome(history=history, rules=loose) == (Outcome.ALLOW, None)
+    assert outcome(recipient=daily, history=history, rules=loose) == (Outcome.DEFER, Reason.CAPPED)
+    weekly = replace(USER, frequency=FrequencyPreference.WEEKLY_MAX)
+    forever = replace(AD, expires_at=None)
+    # One sent on Monday 03:00 CET: the ISO week is used up.
+    assert outcome(forever, weekly, sends(10), loose)[1] is Reason.CAPPED
+    # A stricter app cap still wins over a user's looser wish.
+    tight = Rules(caps=(CapRule(CapScope.ALL_MARKETING, 1, timedelta(days=7)),), default_zone="UTC")
+    assert outcome(forever, daily, sends(50), tight)[1] is Reason.CAPPED
+
+
+def test_digest_defers_to_the_users_slot_once_per_period() -> None:
+    digest_user = replace(
+        USER,
+        frequency=FrequencyPreference.DIGEST,
+        digest=DigestSlot(DigestPeriod.DAILY, time(18, 30)),
+    )
+    rules = replace(RULES, jitter=timedelta(0))
+    decision = decide(AD, digest_user, [], rules, NOW)
+    assert (decision.outcome, decision.reason) == (Outcome.DEFER, Reason.DIGEST)
+    slot = datetime(2026, 11, 23, 17, 30, tzinfo=UTC)  # 18:30 CET
+    assert decision.until == slot
+    assert decide(AD, digest_user, [], rules, slot).outcome is Outcome.ALLOW
+    # Already one sent in this period: the next slot, tomorrow.
+    after = decide(
+        AD, digest_user, [ContactEntry(slot, "promo", MessageKind.MARKETING)], rules, slot
+    )
+    assert after.until == slot + timedelta(days=1)
+
+
+def test_weekly_digest_slot() -> None:
+    digest_user = replace(
+        USER,
+        frequency=FrequencyPreference.DIGEST,
+        digest=DigestSlot(DigestPeriod.WEEKLY, time(9, 0), weekday=5),
+    )
+    decision = decide(AD, digest_user, [], replace(RULES, jitter=timedelta(0)), NOW)
+    assert decision.until == datetime(2026, 11, 28, 8, 0, tzinfo=UTC)  # Saturday 09:00 CET
+
+
+def test_transactional_exemptions_and_limits() -> None:
+    everything_off = replace(
+        USER,
+        marketing_opt_out=True,
+        push_consent=False,
+        suppressed=True,
+        holdout_sources=frozenset({"camp-1"}),
+    )
+    night = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
+    assert outcome(RECEIPT, everything_off, sends(1, 2, 3, 4), now=night) == (Outcome.ALLOW, None)
+    assert outcome(RECEIPT, replace(USER, os_permission=False)) == (
+        Outcome.DROP,
+        Reason.NO_PERMISSION,
+    )
+    assert outcome(RECEIPT, replace(USER, usable_devices=0)) == (Outcome.DROP, Reason.NO_DEVICE)
+    assert outcome(RECEIPT, replace(USER, erased=True)) == (Outcome.DROP, Reason.ERASED)
+    opted = replace(USER, category_opt_outs=frozenset({"orders", "security"}))
+    assert outcome(RECEIPT, opted) == (Outcome.DROP, Reason.CATEGORY_OPTED_OUT)
+    alert = Message("login-alert", SECURITY)
+    assert outcome(alert, opted) == (Outcome.ALLOW, None)  # this category refuses opt-out
+
+
+def test_transactional_quiet_hours_only_when_opted_in() -> None:
+    night = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
+    statement = Message("statement", ORDERS, respects_quiet_hours=True)
+    decision = decide(statement, USER, [], RULES, night)
+    assert (decision.outcome, decision.reason) == (Outcome.DEFER, Reason.QUIET_HOURS)
+    assert outcome(RECEIPT, now=night) == (Outcome.ALLOW, None)
+
+
+def test_transactional_counts_toward_a_rule_that_says_so() -> None:
+    history = [
+        ContactEntry(NOW - timedelta(hours=h), "orders", MessageKind.TRANSACTIONAL) for h in (1, 2)
+    ]
+    counting = Rules(
+        caps=(CapRule(CapScope.ALL_MARKETING, 2, timedelta(hours=24), count_transactional=True),),
+        default_zone="UTC",
+    )
+    assert outcome(history=history, rules=counting)[1] is Reason.CAPPED
+    assert outcome(history=history, rules=replace(RULES, quiet_hours=NIGHT)) == (
+        Outcome.ALLOW,
+        None,
+    )
+
+
+def test_zone_chain_profile_device_app_default() -> None:
+    def zone_step(recipient: Recipient, rules: Rules = RULES) -> ZoneStep:
+        decision = decide(AD, recipient, [], rules, NOW)
+        return next(s for s in decision.trace if isinstance(s, ZoneStep))
+
+    both = Recipient("u", zone="Asia/Tokyo", device_zone="America/Denver")
+    assert zone_step(both)[2:] == (ZoneSource.PROFILE, "Asia/Tokyo")
+    bad_profile = Recipient("u", zone="Mars/Olympus", device_zone="America/Denver")
+    assert zone_step(bad_profile)[2:] == (ZoneSource.DEVICE, "America/Denver")
+    nothing = Recipient("u")
+    assert zone_step(nothing)[2:] == (ZoneSource.APP_DEFAULT, "Europe/Berlin")
+
+
+def test_no_zone_anywhere_drops_marketing_but_not_transactional() -> None:
+    no_default = replace(RULES, default_zone=None)
+    assert outcome(AD, Recipient("u"), rules=no_default) == (Outcome.DROP, Reason.NO_TIMEZONE)
+    statement = Message("statement", ORDERS, respects_quiet_hours=True)
+    decision = decide(statement, Recipient("u"), [], no_default, NOW)
+    assert decision.outcome is Outcome.ALLOW
+    assert ZoneStep(Check.ZONE, False, ZoneSource.NONE, None) in decision.trace
+
+
+def test_always_quiet_drops_instead_of_searching_forever() -> None:
+    always = QuietHours(
+        (QuietWindow(time(0), time(23, 59)), QuietWindow(time(23, 59), time(0, 30)))
+    )
+    always_quiet = replace(USER, quiet_hours=always)
+    assert outcome(replace(AD, expires_at=None), always_quiet) == (Outcome.DROP, Reason.QUIET_HOURS)
+    assert outcome(AD, always_quiet) == (Outcome.DROP, Reason.EXPIRED)
+
+
+def test_naive_inputs_are_rejected() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        decide(AD, USER, [], RULES, datetime(2026, 11, 23, 12, 0))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        ContactEntry(datetime(2026, 11, 23), "promo", MessageKind.MARKETING)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: QuietWindow(time(7), time(7)),
+        lambda: QuietWindow(time(7), time(8), frozenset({7})),
+        lambda: CapRule(CapScope.ALL_MARKETING, 0, timedelta(hours=1)),
+        lambda: CapRule(CapScope.ALL_MARKETING, 1, timedelta(0)),
+        lambda: CapRule(CapScope.ALL_MARKETING, 1, timedelta(hours=1), target_id="x"),
+        lambda: Category("promo", MessageKind.MARKETING, opt_out_allowed=False),
+        lambda: Rules(jitter=timedelta(hours=3)),
+        lambda: DigestSlot(weekday=9),
+    ],
+)
+def test_invalid_configuration_is_rejected(build: object) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - each message is checked by its builder
+        build()  # type: ignore[operator]
