@@ -1,0 +1,96 @@
+"""Checks every Pushwarden service's own tests make of it as a deployable.
+
+Each service's test suite calls these with its own app, descriptor and module, so the
+four services are held to one standard (health, reflection, UNIMPLEMENTED naming the
+RPC, one-line start-up errors) without four copies of the same test code.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Collection, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.descriptor import ServiceDescriptor
+
+from pushwarden.runtime.app import ServiceApp
+from pushwarden.runtime.healthprobe import health_status, reflected_services
+from pushwarden.runtime.server import create_server
+from pushwarden.runtime.unimplemented import call_with_empty_request, unimplemented_message
+
+
+@asynccontextmanager
+async def serving(app: ServiceApp[Any]) -> AsyncIterator[grpc.aio.Channel]:
+    """Serve ``app`` on its configured address (port 0 in tests) and yield a channel to
+    it; stops the server and closes the app afterwards."""
+    runtime = create_server(
+        app.config.server_settings(), register=app.register, service_names=app.service_names
+    )
+    await runtime.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
+            yield channel
+    finally:
+        await runtime.stop(0)
+        app.close()
+
+
+async def assert_serving_and_reflected(channel: grpc.aio.Channel, service_name: str) -> None:
+    """Health is SERVING for the server and the service, and reflection lists it."""
+    assert await health_status(channel, "") == "SERVING"
+    assert await health_status(channel, service_name) == "SERVING"
+    assert service_name in await reflected_services(channel)
+
+
+async def assert_every_rpc_unimplemented(
+    channel: grpc.aio.Channel,
+    descriptor: ServiceDescriptor,
+    pending_issue: int,
+    sketch_rpcs: Collection[str],
+) -> None:
+    """Every RPC of the API sketch exists, and every RPC of the service answers
+    UNIMPLEMENTED with a message naming itself and the issue that builds it."""
+    methods = list(descriptor.methods)
+    missing = set(sketch_rpcs) - {method.name for method in methods}
+    assert not missing, f"RPCs of the API sketch missing from the contract: {missing}"
+    for method in methods:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call_with_empty_request(channel, method)
+        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED, method.name
+        expected = unimplemented_message(f"{descriptor.full_name}/{method.name}", pending_issue)
+        assert raised.value.details() == expected
+        assert f"/{method.name} is not implemented yet (issue {pending_issue})" in expected
+
+
+def run_service_module(
+    module: str, prefix: str, overrides: Mapping[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """Start ``python -m module`` with the caller's environment minus every ``prefix``
+    variable plus ``overrides``, and wait for it to exit (it is expected to refuse)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(prefix)}
+    env.update(overrides)
+    return subprocess.run(
+        [sys.executable, "-m", module],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_one_line_refusal(result: subprocess.CompletedProcess[str], starts_with: str) -> str:
+    """The process exited non-zero with exactly one stderr line starting with
+    ``starts_with`` (the variable's name); returns that line."""
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(starts_with), lines[0]
+    return lines[0]
