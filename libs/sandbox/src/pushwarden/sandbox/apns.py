@@ -442,15 +442,8 @@ class ApnsApp:
                 apns_id = _header(final.headers, "apns-id")
         fault_name = fault.effect if fault is not None else None
         self.recorder.append(
-            RecordedRequest(
-                time=request.received_at,
-                connection_id=request.connection_id,
-                stream_id=request.stream_id,
-                http_version=request.http_version,
-                method=request.method,
-                path=request.path,
-                headers=request.headers,
-                body=request.body,
+            RecordedRequest.of(
+                request,
                 provider="apns",
                 token=token,
                 apns_id=apns_id,

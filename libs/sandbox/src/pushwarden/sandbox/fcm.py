@@ -853,15 +853,8 @@ class FcmApp:
         fault: str | None,
     ) -> None:
         self.recorder.append(
-            RecordedRequest(
-                time=request.received_at,
-                connection_id=request.connection_id,
-                stream_id=request.stream_id,
-                http_version=request.http_version,
-                method=request.method,
-                path=request.path,
-                headers=request.headers,
-                body=request.body,
+            RecordedRequest.of(
+                request,
                 provider="fcm",
                 token=token,
                 message_name=message_name,

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pushwarden.sandbox.core import Request
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,23 @@ class RecordedRequest:
     status: int | None = None
     reason: str | None = None
     fault: str | None = None
+
+    @classmethod
+    def of(cls, request: Request, *, provider: str, **outcome: Any) -> RecordedRequest:
+        """The record of ``request`` as received, plus what the fake made of it
+        (``token``, ``apns_id`` or ``message_name``, ``status``, ``reason``, ``fault``)."""
+        return cls(
+            time=request.received_at,
+            connection_id=request.connection_id,
+            stream_id=request.stream_id,
+            http_version=request.http_version,
+            method=request.method,
+            path=request.path,
+            headers=request.headers,
+            body=request.body,
+            provider=provider,
+            **outcome,
+        )
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive)."""
