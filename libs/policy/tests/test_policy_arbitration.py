@@ -143,6 +143,12 @@ def test_remaining_budget() -> None:
     assert len(news.steps) == 2
     daily = Recipient("u1", zone="Europe/Berlin", frequency=FrequencyPreference.DAILY_MAX)
     assert remaining_budget(msg("a"), daily, history, rules, NOW).remaining == 0
+    two_a_day = Recipient(
+        "u1", zone="Europe/Berlin", frequency=FrequencyPreference.DAILY_MAX, frequency_max=2
+    )
+    budget = remaining_budget(msg("a"), two_a_day, history, rules, NOW)
+    assert budget.remaining == 1
+    assert budget.binding_rule is not None and budget.binding_rule.user_preference
     receipt = remaining_budget(msg("r", category=ORDERS), USER, history, rules, NOW)
     assert receipt.remaining is None
     unbounded = remaining_budget(msg("a"), USER, history, Rules(default_zone="UTC"), NOW)

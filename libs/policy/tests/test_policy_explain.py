@@ -186,3 +186,22 @@ def test_explain_digest_and_missing_zone() -> None:
         "no time zone on the profile, the device or the app default",
         "→ DROP (NO_TIMEZONE)",
     ]
+
+
+def test_explain_names_the_users_opt_down() -> None:
+    two_a_day = Recipient(
+        "u1", zone="Europe/Berlin", frequency=FrequencyPreference.DAILY_MAX, frequency_max=2
+    )
+    history = [
+        ContactEntry(datetime(2026, 11, 23, 7, 0, tzinfo=UTC), "news", MessageKind.MARKETING),
+        ContactEntry(datetime(2026, 11, 23, 7, 30, tzinfo=UTC), "deals", MessageKind.MARKETING),
+    ]
+    rules = Rules(default_zone="UTC")
+    decision = decide(Message("m", PROMO), two_a_day, history, rules, NOW)
+    assert decision.reason is Reason.FREQUENCY_PREFERENCE
+    lines = explain(decision)
+    assert lines[-4] == (
+        "the user's opt-down: 2 of 2 marketing pushes in this calendar day (Europe/Berlin); "
+        "the window resets at 2026-11-23T23:00Z; over the cap (DEFER)"
+    )
+    assert lines[-1] == "→ DEFER until 2026-11-23T23:00Z (FREQUENCY_PREFERENCE)"

@@ -30,6 +30,7 @@ from pushwarden.policy import (
     DigestPeriod,
     DigestSlot,
     FrequencyPreference,
+    GateStep,
     Message,
     MessageKind,
     Outcome,
@@ -143,6 +144,8 @@ def rules_for(draw: st.DrawFn, zone: str) -> Rules:
         jitter=timedelta(minutes=draw(st.sampled_from([0, 1, 30, 45]))),
         default_zone=zone,
         preference_on_exceed=draw(st.sampled_from(list(CapAction))),
+        opt_down_daily_max=draw(st.integers(1, 3)),
+        opt_down_weekly_max=draw(st.integers(1, 5)),
         default_digest=DigestSlot(
             draw(st.sampled_from(list(DigestPeriod))), draw(wall_times), draw(st.integers(0, 6))
         ),
@@ -187,6 +190,7 @@ def recipients(draw: st.DrawFn, zone: str, *, reachable: bool = False) -> Recipi
         zone=zone,
         quiet_hours=draw(st.none() | quiet_hours),
         frequency=frequency,
+        frequency_max=draw(st.integers(0, 4)),
         digest=draw(
             st.none() | st.builds(DigestSlot, st.sampled_from(list(DigestPeriod)), wall_times)
         ),
@@ -312,11 +316,14 @@ def streams(draw: st.DrawFn) -> tuple[str, Rules, Recipient, datetime, list[tupl
         jitter=timedelta(minutes=draw(st.sampled_from([0, 30]))),
         default_zone=zone,
         preference_on_exceed=draw(st.sampled_from(list(CapAction))),
+        opt_down_daily_max=draw(st.integers(1, 3)),
+        opt_down_weekly_max=draw(st.integers(1, 5)),
     )
     recipient = Recipient(
         "u1",
         zone=zone,
         frequency=draw(st.sampled_from(list(FrequencyPreference))),
+        frequency_max=draw(st.integers(0, 4)),
         digest=draw(
             st.none() | st.builds(DigestSlot, st.sampled_from(list(DigestPeriod)), wall_times)
         ),
@@ -359,7 +366,7 @@ def test_caps_hold_over_simulated_weeks(
             assert decision.until > now
             heapq.heappush(queue, (decision.until, next(counter), message))
     event(f"sent {min(len(sent) // 5 * 5, 20)}+ of {decisions} decisions")
-    for rule in rules.caps_for[recipient.frequency]:
+    for rule in rules.caps_for(recipient.frequency, recipient.frequency_max):
         assert _window_violations(rule, sent, zone) == [], rule
     if recipient.frequency is FrequencyPreference.DIGEST:
         digest = recipient.digest or rules.default_digest
@@ -421,6 +428,7 @@ def test_transactional_is_never_capped(
     message, recipient, history, rules, now = scenario
     decision = decide(message, recipient, history, rules, now)
     assert decision.reason is not Reason.CAPPED
+    assert decision.reason is not Reason.FREQUENCY_PREFERENCE
     assert decision.reason is not Reason.DIGEST
     if not message.respects_quiet_hours:
         assert decision.reason is not Reason.QUIET_HOURS
@@ -448,7 +456,8 @@ def _clear_caches() -> None:
     zones.localize.cache_clear()
     zones._DAYS.clear()
     zones._WEEKS.clear()
-    zones._ORDINALS.clear()
+    zones._OFFSETS.clear()
+    clock._POSIX.clear()
     engine._RESOLVED.clear()
     model._SHARED_SPANS.clear()
 
@@ -476,20 +485,89 @@ def _same_trace(a: Decision, b: Decision) -> bool:
     return [type(s) for s in a.trace] == [type(s) for s in b.trace] and a.trace == b.trace
 
 
-# The fast gate check and the gate table must agree on every input.
+# The fast evaluator (``decide``) and the tracing one (``engine._traced``) must agree.
+
+
+@given(scenarios())
+def test_decide_agrees_with_the_tracing_evaluator(
+    scenario: tuple[Message, Recipient, list[ContactEntry], Rules, datetime],
+) -> None:
+    message, recipient, history, rules, now = scenario
+    hist = ContactHistory(history)
+    decision = decide(message, recipient, hist, rules, now)
+    outcome, reason, until, steps = engine._traced(message, recipient, hist, rules, now)
+    assert (decision.outcome, decision.reason, decision.until) == (outcome, reason, until)
+    assert decision.trace == steps
+    assert decision.trace.expanded
+    event(f"{outcome.value} {reason.value if reason else ''}")
+
+
+@given(scenarios(MessageKind.MARKETING, reachable=True))
+def test_decide_agrees_on_reachable_marketing(
+    scenario: tuple[Message, Recipient, list[ContactEntry], Rules, datetime],
+) -> None:
+    """The same, where the timed part (caps, quiet hours, digest, deferral) always runs."""
+    message, recipient, history, rules, now = scenario
+    hist = ContactHistory(history)
+    decision = decide(message, recipient, hist, rules, now)
+    outcome, reason, until, steps = engine._traced(message, recipient, hist, rules, now)
+    assert (decision.outcome, decision.reason, decision.until) == (outcome, reason, until)
+    assert tuple(decision.trace) == steps
 
 
 @given(scenarios())
 def test_fast_gate_check_matches_gate_table(
     scenario: tuple[Message, Recipient, list[ContactEntry], Rules, datetime],
 ) -> None:
-    message, recipient, history, _, now = scenario
+    message, recipient, history, rules, now = scenario
     hist = ContactHistory(history)
     marketing = message.category.kind is MessageKind.MARKETING
     table = engine._MARKETING_GATES if marketing else engine._TRANSACTIONAL_GATES
-    fast = engine._marketing_clear if marketing else engine._transactional_clear
-    by_table = not any(blocked(message, recipient, hist, now) for _, _, blocked in table)
-    assert fast(message, recipient, hist, now) is by_table
+    failing = [reason for _, reason, blocked in table if blocked(message, recipient, hist, now)]
+    decision = decide(message, recipient, hist, rules, now)
+    if failing:
+        assert (decision.outcome, decision.reason) == (Outcome.DROP, failing[0])
+    else:
+        # Past every gate (an EXPIRED may still come from the deferral search).
+        gates = [step for step in decision.trace if isinstance(step, GateStep)]
+        assert len(gates) >= len(table)
+        assert all(step.passed for step in gates)
+
+
+# A user's opt-down only ever tightens: whatever its mode and number.
+
+
+@given(
+    scenarios(MessageKind.MARKETING, reachable=True),
+    st.sampled_from([FrequencyPreference.DAILY_MAX, FrequencyPreference.WEEKLY_MAX]),
+    st.integers(0, 4),
+)
+def test_opt_down_never_loosens(
+    scenario: tuple[Message, Recipient, list[ContactEntry], Rules, datetime],
+    mode: FrequencyPreference,
+    count: int,
+) -> None:
+    message, recipient, history, rules, now = scenario
+    normal = replace(recipient, frequency=FrequencyPreference.NORMAL)
+    opted = replace(recipient, frequency=mode, frequency_max=count)
+    base = decide(message, normal, history, rules, now)
+    tight = decide(message, opted, history, rules, now)
+    if tight.outcome is Outcome.ALLOW:
+        assert base.outcome is Outcome.ALLOW
+    if (base.outcome, base.reason) == (Outcome.DROP, Reason.CAPPED):
+        # A full dropping app rule stays full. (Deferral instants are not compared: a
+        # later start can miss a jittered window end, which is fine for either.)
+        assert tight.outcome is Outcome.DROP
+    if tight.reason is Reason.FREQUENCY_PREFERENCE:
+        failed = [s for s in tight.trace if isinstance(s, CapStep) and not s.passed]
+        assert any(s.rule.user_preference for s in failed)
+        limit = count or (
+            rules.opt_down_daily_max
+            if mode is FrequencyPreference.DAILY_MAX
+            else rules.opt_down_weekly_max
+        )
+        assert [s.limit for s in failed if s.rule.user_preference] == [limit]
+    event(f"{base.outcome.value}/{base.reason} -> {tight.outcome.value}/{tight.reason}")
 
 
 @given(zone_names.flatmap(lambda name: st.tuples(st.just(name), instants_for(name))), wall_times)

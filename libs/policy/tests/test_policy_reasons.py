@@ -8,10 +8,12 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 
 from pushwarden.policy import (
+    OPT_DOWN_RULE,
     CalendarWindow,
     CapAction,
     CapRule,
     CapScope,
+    CapStep,
     Category,
     Check,
     ContactEntry,
@@ -199,17 +201,86 @@ def test_opt_down_only_tightens() -> None:
     loose = Rules(
         caps=(CapRule(CapScope.ALL_MARKETING, 5, timedelta(hours=24)),), default_zone="UTC"
     )
-    daily = replace(USER, frequency=FrequencyPreference.DAILY_MAX)
+    daily = replace(USER, frequency=FrequencyPreference.DAILY_MAX)  # app default: 1 a day
     history = sends(2)  # already one today (Berlin)
     assert outcome(history=history, rules=loose) == (Outcome.ALLOW, None)
-    assert outcome(recipient=daily, history=history, rules=loose) == (Outcome.DEFER, Reason.CAPPED)
-    weekly = replace(USER, frequency=FrequencyPreference.WEEKLY_MAX)
+    assert outcome(recipient=daily, history=history, rules=loose) == (
+        Outcome.DEFER,
+        Reason.FREQUENCY_PREFERENCE,
+    )
+    weekly = replace(USER, frequency=FrequencyPreference.WEEKLY_MAX)  # app default: 3 a week
     forever = replace(AD, expires_at=None)
-    # One sent on Monday 03:00 CET: the ISO week is used up.
-    assert outcome(forever, weekly, sends(10), loose)[1] is Reason.CAPPED
-    # A stricter app cap still wins over a user's looser wish.
+    # Monday 03:00, 02:00 and 01:00 CET: three this ISO week use up the default.
+    assert outcome(forever, weekly, sends(10), loose) == (Outcome.ALLOW, None)
+    assert outcome(forever, weekly, sends(10, 11, 12), loose)[1] is Reason.FREQUENCY_PREFERENCE
+    # A stricter app cap still wins over a user's looser wish, whatever the number.
     tight = Rules(caps=(CapRule(CapScope.ALL_MARKETING, 1, timedelta(days=7)),), default_zone="UTC")
+    fifty = replace(daily, frequency_max=50)
     assert outcome(forever, daily, sends(50), tight)[1] is Reason.CAPPED
+    assert outcome(forever, fifty, sends(50), tight)[1] is Reason.CAPPED
+
+
+def test_opt_down_takes_the_users_number() -> None:
+    rules = Rules(default_zone="UTC")  # no app caps: only the user's own limit
+    two_a_day = replace(USER, frequency=FrequencyPreference.DAILY_MAX, frequency_max=2)
+    assert outcome(recipient=two_a_day, history=sends(2), rules=rules) == (Outcome.ALLOW, None)
+    decision = decide(AD, two_a_day, sends(1, 2), rules, NOW)
+    assert (decision.outcome, decision.reason) == (Outcome.DEFER, Reason.FREQUENCY_PREFERENCE)
+    assert decision.until == datetime(2026, 11, 23, 23, 0, tzinfo=UTC)  # Berlin midnight
+    (cap,) = [s for s in decision.trace if isinstance(s, CapStep)]
+    assert (cap.in_window, cap.limit, cap.passed) == (2, 2, False)
+    assert cap.rule.user_preference
+    assert cap.rule.name == OPT_DOWN_RULE
+    assert cap.rule.window is CalendarWindow.DAY
+    three_a_week = replace(USER, frequency=FrequencyPreference.WEEKLY_MAX, frequency_max=3)
+    assert outcome(recipient=three_a_week, history=sends(1, 2), rules=rules)[0] is Outcome.ALLOW
+    forever = replace(AD, expires_at=None)  # the ISO week ends after AD expires
+    assert outcome(forever, three_a_week, sends(1, 2, 3), rules)[1] is Reason.FREQUENCY_PREFERENCE
+    assert outcome(AD, three_a_week, sends(1, 2, 3), rules) == (Outcome.DROP, Reason.EXPIRED)
+    # 0 takes the app's default for the mode, which the app may change.
+    daily = replace(USER, frequency=FrequencyPreference.DAILY_MAX)
+    generous = replace(rules, opt_down_daily_max=3)
+    assert outcome(recipient=daily, history=sends(1, 2), rules=generous) == (Outcome.ALLOW, None)
+    assert outcome(recipient=daily, history=sends(1, 2), rules=rules)[1] is (
+        Reason.FREQUENCY_PREFERENCE
+    )
+    # The number means nothing outside DAILY_MAX / WEEKLY_MAX.
+    normal = replace(USER, frequency_max=1)
+    assert outcome(recipient=normal, history=sends(1, 2, 3), rules=rules) == (Outcome.ALLOW, None)
+    assert rules.caps_for(FrequencyPreference.NORMAL, 1) == rules.caps
+    # What an exceeding message gets is the app's choice for opt-down caps.
+    dropping = replace(rules, preference_on_exceed=CapAction.DROP)
+    assert outcome(recipient=two_a_day, history=sends(1, 2), rules=dropping) == (
+        Outcome.DROP,
+        Reason.FREQUENCY_PREFERENCE,
+    )
+
+
+def test_the_deciding_cap_names_the_reason() -> None:
+    daily = replace(USER, frequency=FrequencyPreference.DAILY_MAX)  # 1 a day
+    history = sends(2)  # 10:00Z today; Berlin's day ends at 23:00Z
+    # The app's rule frees later (10:00Z tomorrow): it decides the deferral.
+    day = Rules(caps=(CapRule(CapScope.ALL_MARKETING, 1, timedelta(hours=24)),), default_zone="UTC")
+    assert outcome(recipient=daily, history=history, rules=day) == (Outcome.DEFER, Reason.CAPPED)
+    # The opt-down frees later (23:00Z) than the app's rule (16:00Z): it decides.
+    six = replace(day, caps=(CapRule(CapScope.ALL_MARKETING, 1, timedelta(hours=6)),))
+    decision = decide(AD, daily, history, six, NOW)
+    assert (decision.outcome, decision.reason) == (Outcome.DEFER, Reason.FREQUENCY_PREFERENCE)
+    assert decision.until == datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
+    # A dropping app rule decides over a deferring opt-down.
+    drop = replace(
+        day, caps=(CapRule(CapScope.ALL_MARKETING, 1, timedelta(hours=6), CapAction.DROP),)
+    )
+    assert outcome(recipient=daily, history=history, rules=drop) == (Outcome.DROP, Reason.CAPPED)
+
+
+def test_opt_down_validation() -> None:
+    with pytest.raises(ValueError, match="frequency_max"):
+        Recipient("u1", frequency=FrequencyPreference.DAILY_MAX, frequency_max=-1)
+    with pytest.raises(ValueError, match="opt-down defaults"):
+        Rules(opt_down_weekly_max=0)
+    with pytest.raises(ValueError, match="user_preference"):
+        Rules(caps=(CapRule(CapScope.ALL_MARKETING, 1, CalendarWindow.DAY, user_preference=True),))
 
 
 def test_digest_defers_to_the_users_slot_once_per_period() -> None:

@@ -17,9 +17,11 @@ from .model import DigestPeriod, DigestSlot, QuietHours
 from .zones import localize
 
 __all__ = [
+    "add_seconds",
     "digest_period",
     "jitter_seconds",
     "next_digest",
+    "posix_seconds",
     "quiet_spans",
     "quiet_window_at",
     "windows_on",
@@ -80,6 +82,23 @@ def quiet_window_at(quiet: QuietHours, zone: ZoneInfo, at: datetime, ordinal: in
     return found
 
 
+_POSIX: dict[datetime, int] = {}
+_POSIX_LIMIT = 1 << 15
+
+
+def posix_seconds(at: datetime) -> int:
+    """The POSIX second of an aware instant, memoised (window ends recur across users)."""
+    try:
+        return _POSIX[at]
+    except KeyError:
+        pass
+    seconds = (at - _EPOCH) // _SECOND  # without a float round trip
+    if len(_POSIX) >= _POSIX_LIMIT:
+        _POSIX.clear()
+    _POSIX[at] = seconds
+    return seconds
+
+
 def jitter_seconds(user_id: str, message_id: str, anchor: datetime, span: int) -> int:
     """A deterministic offset in ``[0, span)`` seconds for one user, message and window.
 
@@ -89,8 +108,7 @@ def jitter_seconds(user_id: str, message_id: str, anchor: datetime, span: int) -
     """
     if span <= 0:
         return 0
-    seconds = (anchor - _EPOCH) // _SECOND  # the POSIX second, without a float round trip
-    key = f"{user_id}\x1f{message_id}\x1f{seconds}".encode()
+    key = f"{user_id}\x1f{message_id}\x1f{posix_seconds(anchor)}".encode()
     digest = blake2b(key, digest_size=8).digest()
     return int.from_bytes(digest, "big") % span
 
@@ -113,3 +131,20 @@ def next_digest(slot: DigestSlot, zone: ZoneInfo, day: date) -> tuple[date, date
     """The slot after the one on local ``day``."""
     nxt = day + timedelta(days=7 if slot.period is DigestPeriod.WEEKLY else 1)
     return nxt, localize(zone, nxt, slot.at)
+
+
+_SECONDS: list[timedelta] = []
+_SECONDS_LIMIT = 1 << 14
+
+
+def add_seconds(at: datetime, seconds: int) -> datetime:
+    """``at`` plus whole seconds, using shared ``timedelta`` values for jitter-sized ones.
+
+    Building a ``timedelta`` per deferral costs more than the addition itself.
+    """
+    if 0 <= seconds < len(_SECONDS):
+        return at + _SECONDS[seconds]
+    if 0 <= seconds < _SECONDS_LIMIT:
+        _SECONDS.extend(timedelta(seconds=n) for n in range(len(_SECONDS), seconds + 1))
+        return at + _SECONDS[seconds]
+    return at + timedelta(seconds=seconds)

@@ -12,6 +12,14 @@ Order of evaluation (the first failing gate ends the decision):
    the DIGEST slot; a DROP cap ends in DROP CAPPED, anything else blocked is deferred to
    the earliest instant at which all of them allow (a fixed point, see ``_Search.earliest``),
    or dropped as EXPIRED if that instant is at or past the message's expiry.
+
+Two evaluators share every helper: ``decide`` runs the fast one, which computes the
+outcome, reason and instant without building trace steps, and returns a ``Trace`` that
+the tracing evaluator (``_traced``) fills in from the same inputs when someone reads it;
+that evaluator checks it reaches the same answer, and a property test runs both on every
+drawn scenario. A cap that was exceeded reports CAPPED, or FREQUENCY_PREFERENCE when the
+rule that decides (the first dropping rule; for a deferral the rule that frees last, app
+rules first on a tie) is the one the user's opt-down added.
 """
 
 from __future__ import annotations
@@ -19,11 +27,18 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, cast
 from zoneinfo import ZoneInfo
 
-from .caps import evaluate_cap, rule_applies
-from .clock import digest_period, jitter_seconds, next_digest, quiet_spans, quiet_window_at
+from .caps import cap_free_at, evaluate_cap, rule_applies
+from .clock import (
+    add_seconds,
+    digest_period,
+    jitter_seconds,
+    next_digest,
+    quiet_spans,
+    quiet_window_at,
+)
 from .history import ContactHistory, as_history
 from .model import (
     SELECT_ALL,
@@ -50,10 +65,21 @@ from .trace import (
     QuietStep,
     Reason,
     ScheduleStep,
+    Trace,
     TraceStep,
     ZoneStep,
 )
-from .zones import local_ordinal, resolve_zone
+from .zones import (
+    _DAYS,
+    _OFFSETS,
+    _WEEKS,
+    _ZONES,
+    day_bounds,
+    local_ordinal,
+    resolve_zone,
+    utc_day_offset,
+    week_bounds,
+)
 
 __all__ = ["Budget", "decide", "remaining_budget"]
 
@@ -169,30 +195,26 @@ _MK_MARKETING = MessageKind.MARKETING
 _R_CAPPED = Reason.CAPPED
 _R_DIGEST = Reason.DIGEST
 _R_EXPIRED = Reason.EXPIRED
+_R_FREQUENCY = Reason.FREQUENCY_PREFERENCE
 _R_NO_TIMEZONE = Reason.NO_TIMEZONE
 _R_QUIET_HOURS = Reason.QUIET_HOURS
 
 
-def _marketing_clear(m: Message, r: Recipient, h: ContactHistory, now: datetime) -> bool:
-    """All of ``_MARKETING_GATES`` pass, in one expression.
+def _constant(outcome: Outcome, reason: Reason | None, steps: tuple[TraceStep, ...]) -> Decision:
+    return Decision(outcome, reason, None, Trace.of(steps))
 
-    The common case (nothing blocks) then costs one call instead of one per gate; the
-    table stays the definition and a test checks the two agree.
-    """
-    source = m.campaign_id if m.campaign_id is not None else m.trigger_id
-    return not (
-        r.erased
-        or r.suppressed
-        or (source is not None and source in r.holdout_sources)
-        or (m.send_key is not None and m.send_key in h.send_keys)
-        or (m.expires_at is not None and now >= m.expires_at)
-        or not r.push_consent
-        or r.marketing_opt_out
-        or m.category.category_id in r.category_opt_outs
-        or (m.topic_id is not None and m.topic_id in r.topic_opt_outs)
-        or not r.os_permission
-        or r.usable_devices <= 0
+
+def _gate_drops(gates: tuple[tuple[Check, Reason, _Gate], ...]) -> tuple[Decision, ...]:
+    """For each gate, the whole DROP decision when it is the first to fail: built once."""
+    return tuple(
+        _constant(_DROP, reason, (*(_PASS[row[0]] for row in gates[:index]), _FAIL[check]))
+        for index, (check, reason, _) in enumerate(gates)
     )
+
+
+_MARKETING_DROPS = _gate_drops(_MARKETING_GATES)
+_TRANSACTIONAL_DROPS = _gate_drops(_TRANSACTIONAL_GATES)
+_TRANSACTIONAL_ALLOW = _constant(_ALLOW, None, _TRANSACTIONAL_PREFIX)
 
 
 def _transactional_clear(m: Message, r: Recipient, h: ContactHistory, now: datetime) -> bool:
@@ -209,20 +231,17 @@ def _transactional_clear(m: Message, r: Recipient, h: ContactHistory, now: datet
     )
 
 
-def _gate_drop(
+def _first_failing(
     gates: tuple[tuple[Check, Reason, _Gate], ...],
     m: Message,
     r: Recipient,
     h: ContactHistory,
     now: datetime,
-) -> Decision:
-    """Walk the gate table to the first failing gate and drop with its reason."""
-    trace: list[TraceStep] = []
-    for check, reason, blocked in gates:
+) -> int:
+    """Index of the first gate of the table that fails."""
+    for index, (_, _, blocked) in enumerate(gates):
         if blocked(m, r, h, now):
-            trace.append(_FAIL[check])
-            return Decision(_DROP, reason, None, tuple(trace))
-        trace.append(_PASS[check])
+            return index
     raise AssertionError("a gate failed in the fast check but not in the table")
 
 
@@ -318,7 +337,7 @@ class _Search:
             if sent == 0 and opens < nxt:
                 if at < opens:
                     jitter = self.jitter(opens)
-                    return opens + timedelta(seconds=jitter), jitter
+                    return add_seconds(opens, jitter), jitter
                 if at < opens + self.grace:
                     return at, 0
             at = max(at, nxt)
@@ -355,7 +374,7 @@ class _Search:
                     hops.append(_new(Hop, (_C_QUIET_HOURS, end, 0)))
                     return end, tuple(hops), False
                 jitter = self.jitter(end)
-                at = end + timedelta(seconds=jitter)
+                at = add_seconds(end, jitter)
                 hops.append(_new(Hop, (_C_QUIET_HOURS, at, jitter)))
                 if at >= deadline:
                     return at, tuple(hops), False
@@ -385,22 +404,266 @@ def decide(
 
     Pure: the same arguments always give the same decision. ``history`` is best passed as
     a prepared ``ContactHistory`` when several messages are decided for one recipient.
+    The decision's ``trace`` is built from the same inputs on first read (see ``Trace``).
+
+    This is the hot path, written as one function on purpose: the gates, the zone, the
+    caps, quiet hours and the first round of the deferral search are inlined (a call
+    with its arguments costs about as much as a whole check). ``_traced`` is the readable
+    twin that builds every step; property tests check that the two always agree.
     """
     if now.tzinfo is not UTC:
         now = _as_utc(now)
-    hist = history if isinstance(history, ContactHistory) else ContactHistory(history)
-    if message.category.kind is _MK_MARKETING:
-        if not _marketing_clear(message, recipient, hist, now):
-            return _gate_drop(_MARKETING_GATES, message, recipient, hist, now)
-        return _decide_timed(message, recipient, hist, rules, now, _MARKETING_PREFIX, True)
-    if not _transactional_clear(message, recipient, hist, now):
-        return _gate_drop(_TRANSACTIONAL_GATES, message, recipient, hist, now)
-    if not message.respects_quiet_hours:
-        return _new(Decision, (_ALLOW, None, None, _TRANSACTIONAL_PREFIX))
-    return _decide_timed(message, recipient, hist, rules, now, _TRANSACTIONAL_PREFIX, False)
+    hist = history if type(history) is ContactHistory else as_history(history)
+    category = message.category
+    if category.kind is _MK_MARKETING:
+        # ``_MARKETING_GATES`` in one expression; the table gives the reason on a failure.
+        source_id = message.source_id
+        send_key = message.send_key
+        expires = message.expires_at
+        topic = message.topic_id
+        if (
+            recipient.marketing_blocked
+            or (
+                source_id is not None
+                and recipient.holdout_sources
+                and source_id in recipient.holdout_sources
+            )
+            or (send_key is not None and send_key in hist.send_keys)
+            or (expires is not None and now >= expires)
+            or category.category_id in recipient.category_opt_outs
+            or (topic is not None and topic in recipient.topic_opt_outs)
+        ):
+            return _MARKETING_DROPS[_first_failing(_MARKETING_GATES, message, recipient, hist, now)]
+        marketing = True
+    else:
+        if not _transactional_clear(message, recipient, hist, now):
+            return _TRANSACTIONAL_DROPS[
+                _first_failing(_TRANSACTIONAL_GATES, message, recipient, hist, now)
+            ]
+        if not message.respects_quiet_hours:
+            return _TRANSACTIONAL_ALLOW
+        marketing = False
+        expires = message.expires_at
+
+    # The zone: a valid profile zone (the common case) is one lookup in the zone cache.
+    zone = _ZONES.get(recipient.zone) if recipient.zone else None
+    if zone is None:
+        zone = _resolve(recipient.zone, recipient.device_zone, rules.default_zone)[0]
+        if zone is None:
+            if marketing:
+                return _lazy(_DROP, _R_NO_TIMEZONE, None, message, recipient, hist, rules, now)
+            return _lazy(_ALLOW, None, None, message, recipient, hist, rules, now)
+    # ``local_ordinal``, inlined.
+    try:
+        offset = _OFFSETS[zone][now.toordinal()]
+    except KeyError:
+        offset = utc_day_offset(zone, now.toordinal())
+    ordinal = (now + offset).toordinal() if offset is not None else local_ordinal(zone, now)
+
+    reason: Reason | None = None
+    caps_free = now
+    if marketing:
+        frequency = recipient.frequency
+        plan = (
+            rules.plan
+            if frequency is _FP_NORMAL
+            else rules.plan_for(frequency, recipient.frequency_max)
+        )
+        category_id = category.category_id
+        source_id = message.source_id
+        drop_reason: Reason | None = None
+        for selector, target, window, calendar_day, limit, drops, preference, rule in plan:
+            if selector == SELECT_MARKETING:
+                times = hist.marketing
+            elif selector == SELECT_CATEGORY:
+                if target is not None and target != category_id:
+                    continue
+                times = hist.by_category.get(category_id, _EMPTY)
+            elif selector == SELECT_ALL:
+                times = hist.all
+            else:
+                if source_id is None or (target is not None and target != source_id):
+                    continue
+                times = hist.by_campaign.get(source_id, _EMPTY)
+            held = len(times)
+            if held < limit:
+                continue  # fewer sends in all the history than the limit: cannot be full
+            if window is not None:
+                if held - bisect_right(times, now - window) < limit:
+                    continue
+                frees = times[-limit] + window
+            else:
+                found = (_DAYS if calendar_day else _WEEKS).get((zone, ordinal))
+                if found is None:
+                    found = (day_bounds if calendar_day else week_bounds)(zone, ordinal)
+                start, end = found
+                if held - bisect_left(times, start) < limit:
+                    continue
+                frees = cap_free_at(rule, times, end, zone)
+            # The rule is full. The first dropping rule decides a DROP; the rule that
+            # frees last decides a deferral (app rules first on a tie).
+            if drops:
+                if drop_reason is None:
+                    drop_reason = _R_FREQUENCY if preference else _R_CAPPED
+            elif frees > caps_free:
+                caps_free = frees
+                reason = _R_FREQUENCY if preference else _R_CAPPED
+        if drop_reason is not None:
+            return _lazy(_DROP, drop_reason, None, message, recipient, hist, rules, now)
+
+    # ``clock.quiet_window_at``, inlined.
+    quiet = recipient.quiet_hours if recipient.quiet_hours is not None else rules.quiet_hours
+    span: tuple[datetime, datetime] | None = None
+    if quiet.windows:
+        spans = quiet.spans_cache.get((zone, ordinal))
+        if spans is None:
+            spans = quiet_spans(quiet, zone, ordinal)
+        for candidate in spans:
+            if candidate[0] <= now < candidate[1] and (span is None or candidate[1] > span[1]):
+                span = candidate
+
+    if marketing and recipient.frequency is _FP_DIGEST:
+        digest = recipient.digest if recipient.digest is not None else rules.default_digest
+        search = _Search(message, recipient, hist, rules, zone, quiet, digest)
+        _, opens, sent, _ = search.digest_state(now)
+        if reason is None and span is None:
+            if sent == 0 and opens <= now < opens + rules.digest_grace:
+                return _lazy(_ALLOW, None, None, message, recipient, hist, rules, now)
+            reason = _R_DIGEST
+        outcome, reason, until, _ = _settle(
+            search, message, now, caps_free, span, reason or _R_QUIET_HOURS
+        )
+        return _lazy(outcome, reason, until, message, recipient, hist, rules, now)
+
+    if span is None:
+        if reason is None:
+            # ALLOW, the common case: ``_lazy`` spelled out.
+            trace = Trace()
+            trace._steps = None
+            trace._source = (_expand, message, recipient, hist, rules, now, _ALLOW, None, None)
+            return _new(Decision, (_ALLOW, None, None, trace))
+    elif reason is None:
+        # Quiet hours alone, the common deferral: the first round of ``_Search.earliest``,
+        # inlined. It ends here when the jittered window end lies outside every window.
+        end = span[1]
+        horizon = now + _HORIZON
+        if expires is not None and end >= expires and end < horizon:
+            return _lazy(_DROP, _R_EXPIRED, end, message, recipient, hist, rules, now)
+        jitter = (
+            jitter_seconds(recipient.user_id, message.message_id, end, rules.jitter_seconds)
+            if rules.jitter_seconds
+            else 0
+        )
+        at = add_seconds(end, jitter)
+        if at < horizon:
+            if expires is not None and at >= expires:
+                return _lazy(_DROP, _R_EXPIRED, at, message, recipient, hist, rules, now)
+            try:
+                offset = _OFFSETS[zone][at.toordinal()]
+            except KeyError:
+                offset = utc_day_offset(zone, at.toordinal())
+            later = (at + offset).toordinal() if offset is not None else local_ordinal(zone, at)
+            spans = quiet.spans_cache.get((zone, later))
+            if spans is None:
+                spans = quiet_spans(quiet, zone, later)
+            for candidate in spans:
+                if candidate[0] <= at < candidate[1]:
+                    break  # inside another window: the general search takes over
+            else:
+                trace = Trace()
+                trace._steps = None
+                trace._source = (
+                    _expand, message, recipient, hist, rules, now, _DEFER, _R_QUIET_HOURS, at
+                )  # fmt: skip
+                return _new(Decision, (_DEFER, _R_QUIET_HOURS, at, trace))
+        reason = _R_QUIET_HOURS
+    search = _Search(message, recipient, hist, rules, zone, quiet, None)
+    outcome, reason, until, _ = _settle(search, message, now, caps_free, span, reason)
+    return _lazy(outcome, reason, until, message, recipient, hist, rules, now)
 
 
-def _decide_timed(
+_Source = tuple[
+    Message, Recipient, ContactHistory, Rules, datetime, Outcome, Reason | None, datetime | None
+]
+
+
+def _expand(source: tuple[object, ...]) -> tuple[TraceStep, ...]:
+    """Build a lazy trace's steps with the tracing evaluator, which must agree."""
+    message, recipient, hist, rules, now, outcome, reason, until = cast(_Source, source)
+    got = _traced(message, recipient, hist, rules, now)
+    if got[:3] != (outcome, reason, until):
+        raise AssertionError(
+            f"tracing evaluator disagrees: {got[:3]} != {(outcome, reason, until)}"
+        )
+    return got[3]
+
+
+def _lazy(
+    outcome: Outcome,
+    reason: Reason | None,
+    until: datetime | None,
+    message: Message,
+    recipient: Recipient,
+    hist: ContactHistory,
+    rules: Rules,
+    now: datetime,
+) -> Decision:
+    """A decision whose trace is built from its inputs when read (no steps on the hot path).
+
+    ``Trace.lazy`` spelled out: this runs for every timed decision.
+    """
+    trace = Trace()
+    trace._steps = None
+    trace._source = (_expand, message, recipient, hist, rules, now, outcome, reason, until)
+    return _new(Decision, (outcome, reason, until, trace))
+
+
+def _settle(
+    search: _Search,
+    message: Message,
+    now: datetime,
+    caps_free: datetime,
+    span: tuple[datetime, datetime] | None,
+    reason: Reason,
+) -> tuple[Outcome, Reason, datetime | None, ScheduleStep]:
+    """A blocked message: DEFER to the earliest instant, or DROP past expiry or horizon."""
+    horizon = now + _HORIZON
+    expires = message.expires_at
+    deadline = expires if expires is not None and expires < horizon else horizon
+    until, hops, found = search.earliest(
+        now, caps_free, span if caps_free == now else None, deadline
+    )
+    step: ScheduleStep = _new(ScheduleStep, (_C_SCHEDULE, found, until if found else None, hops))
+    if found:
+        return _DEFER, reason, until, step
+    if expires is not None and until >= expires:
+        # ``until`` is where the search passed the expiry, a lower bound of the real answer.
+        return _DROP, _R_EXPIRED, until, step
+    return _DROP, reason, None, step
+
+
+_Traced = tuple[Outcome, Reason | None, datetime | None, tuple[TraceStep, ...]]
+
+
+def _traced(
+    message: Message, recipient: Recipient, hist: ContactHistory, rules: Rules, now: datetime
+) -> _Traced:
+    """The tracing evaluator: the same decision as ``decide``, with every step built."""
+    marketing = message.category.kind is _MK_MARKETING
+    steps: list[TraceStep] = []
+    for check, reason, blocked in _MARKETING_GATES if marketing else _TRANSACTIONAL_GATES:
+        if blocked(message, recipient, hist, now):
+            steps.append(_FAIL[check])
+            return _DROP, reason, None, tuple(steps)
+        steps.append(_PASS[check])
+    if not marketing:
+        steps.append(_PASS[Check.TRANSACTIONAL_EXEMPTION])
+        if not message.respects_quiet_hours:
+            return _ALLOW, None, None, tuple(steps)
+    return _traced_timed(message, recipient, hist, rules, now, tuple(steps), marketing)
+
+
+def _traced_timed(
     message: Message,
     recipient: Recipient,
     hist: ContactHistory,
@@ -408,95 +671,49 @@ def _decide_timed(
     now: datetime,
     prefix: tuple[TraceStep, ...],
     marketing: bool,
-) -> Decision:
-    """The wall-clock part: zone, caps, quiet hours, digest, and the deferral search."""
-    resolved = _RESOLVED.get((recipient.zone, recipient.device_zone, rules.default_zone))
-    if resolved is None:
-        resolved = _resolve(recipient.zone, recipient.device_zone, rules.default_zone)
-    zone, zone_step = resolved
-    steps: list[TraceStep] = [zone_step]
+) -> _Traced:
+    """The wall-clock part with its steps: zone, caps, quiet hours, digest, deferral."""
+    zone, zone_step = _resolve(recipient.zone, recipient.device_zone, rules.default_zone)
+    steps: list[TraceStep] = [*prefix, zone_step]
     if zone is None:
         if marketing:
-            return Decision(_DROP, _R_NO_TIMEZONE, None, prefix + tuple(steps))
+            return _DROP, _R_NO_TIMEZONE, None, tuple(steps)
         # An opted-in transactional message with no zone anywhere goes now: quiet hours are
         # a courtesy it asked for, and guessing UTC could hold an order update for hours.
-        return Decision(_ALLOW, None, None, prefix + tuple(steps))
+        return _ALLOW, None, None, tuple(steps)
 
     ordinal = local_ordinal(zone, now)
     blocked_by: Reason | None = None
     caps_free = now
     if marketing:
-        frequency = recipient.frequency
-        caps = rules.caps if frequency is _FP_NORMAL else rules.caps_for[frequency]
+        caps = rules.caps_for(recipient.frequency, recipient.frequency_max)
         category_id = message.category.category_id
         source_id = message.source_id
-        capped_drop = False
+        dropped_by: Reason | None = None
         for rule in caps:
-            # Inlined ``rule_applies`` and ``ContactHistory.times_for``: this loop is the
-            # hottest code of the policy.
-            selector = rule.selector
-            if selector == SELECT_MARKETING:
-                times = hist.marketing
-            elif selector == SELECT_ALL:
-                times = hist.all
-            elif selector == SELECT_CATEGORY:
-                if rule.target_id is not None and rule.target_id != category_id:
-                    continue
-                times = hist.by_category.get(category_id, _EMPTY)
-            else:
-                if source_id is None or (
-                    rule.target_id is not None and rule.target_id != source_id
-                ):
-                    continue
-                times = hist.by_campaign.get(source_id, _EMPTY)
-            window = rule.rolling
-            if window is None:
-                step = evaluate_cap(rule, times, now, zone, ordinal)
-            else:
-                # ``evaluate_cap`` for a rolling window, inlined (a test checks they agree).
-                limit = rule.limit
-                start = now - window
-                count = len(times) - bisect_right(times, start)
-                if count == 0:
-                    step = _new(CapStep, (_C_CAP, True, rule, 0, limit, start, None, None))
-                elif count < limit:
-                    oldest = times[-count] + window
-                    step = _new(CapStep, (_C_CAP, True, rule, count, limit, start, oldest, None))
-                else:
-                    oldest = times[-count] + window
-                    frees = times[-limit] + window
-                    step = _new(CapStep, (_C_CAP, False, rule, count, limit, start, oldest, frees))
+            if not rule_applies(rule, message):
+                continue
+            times = hist.times_for(rule, category_id, source_id)
+            step = evaluate_cap(rule, times, now, zone, ordinal)
             steps.append(step)
-            if not step[1]:
-                blocked_by = _R_CAPPED
-                if rule.drops:
-                    capped_drop = True
-                elif step.frees_at is not None and step.frees_at > caps_free:
-                    caps_free = step.frees_at
-        if capped_drop:
-            return Decision(_DROP, _R_CAPPED, None, prefix + tuple(steps))
+            if step.passed:
+                continue
+            why = _R_FREQUENCY if rule.user_preference else _R_CAPPED
+            if rule.drops:
+                dropped_by = dropped_by or why
+            elif step.frees_at is not None and step.frees_at > caps_free:
+                caps_free, blocked_by = step.frees_at, why
+        if dropped_by is not None:
+            return _DROP, dropped_by, None, tuple(steps)
 
     quiet = recipient.quiet_hours if recipient.quiet_hours is not None else rules.quiet_hours
-    span: tuple[datetime, datetime] | None = None
-    if quiet.windows:
-        # ``clock.quiet_window_at``, inlined.
-        spans = quiet.spans_cache.get((zone, ordinal))
-        if spans is None:
-            spans = quiet_spans(quiet, zone, ordinal)
-        for candidate in spans:
-            if candidate[0] <= now < candidate[1] and (span is None or candidate[1] > span[1]):
-                span = candidate
+    span = quiet_window_at(quiet, zone, now, ordinal)
+    windows = len(quiet.windows)
     if span is None:
-        steps.append(_new(QuietStep, (_C_QUIET_HOURS, True, now, None, None, len(quiet.windows))))
+        steps.append(QuietStep(_C_QUIET_HOURS, True, now, None, None, windows))
     else:
-        steps.append(
-            _new(
-                QuietStep,
-                (_C_QUIET_HOURS, False, now, span[0], span[1], len(quiet.windows)),
-            )
-        )
-        if blocked_by is None:
-            blocked_by = _R_QUIET_HOURS
+        steps.append(QuietStep(_C_QUIET_HOURS, False, now, span[0], span[1], windows))
+        blocked_by = blocked_by or _R_QUIET_HOURS
 
     search: _Search | None = None
     if marketing and recipient.frequency is _FP_DIGEST:
@@ -506,28 +723,16 @@ def _decide_timed(
         closes = opens + rules.digest_grace
         open_now = sent == 0 and opens <= now < closes
         steps.append(DigestStep(_C_DIGEST, open_now, start, opens, closes, sent))
-        if not open_now and blocked_by is None:
-            blocked_by = _R_DIGEST
+        if not open_now:
+            blocked_by = blocked_by or _R_DIGEST
 
     if blocked_by is None:
-        return _new(Decision, (_ALLOW, None, None, prefix + tuple(steps)))
-
+        return _ALLOW, None, None, tuple(steps)
     if search is None:
         search = _Search(message, recipient, hist, rules, zone, quiet, None)
-    horizon = now + _HORIZON
-    expires = message.expires_at
-    deadline = expires if expires is not None and expires < horizon else horizon
-    until, hops, found = search.earliest(
-        now, caps_free, span if caps_free == now else None, deadline
-    )
-    steps.append(_new(ScheduleStep, (_C_SCHEDULE, found, until if found else None, hops)))
-    trace = prefix + tuple(steps)
-    if found:
-        return _new(Decision, (_DEFER, blocked_by, until, trace))
-    if expires is not None and until >= expires:
-        # ``until`` is where the search passed the expiry, a lower bound of the real answer.
-        return _new(Decision, (_DROP, _R_EXPIRED, until, trace))
-    return _new(Decision, (_DROP, blocked_by, None, trace))
+    outcome, reason, until, schedule = _settle(search, message, now, caps_free, span, blocked_by)
+    steps.append(schedule)
+    return outcome, reason, until, tuple(steps)
 
 
 class Budget(NamedTuple):
@@ -558,7 +763,7 @@ def remaining_budget(
     steps: list[CapStep] = []
     remaining: int | None = None
     binding: CapRule | None = None
-    for rule in rules.caps_for[recipient.frequency]:
+    for rule in rules.caps_for(recipient.frequency, recipient.frequency_max):
         if not rule_applies(rule, message):
             continue
         if zone is None and not isinstance(rule.window, timedelta):

@@ -92,7 +92,10 @@ def _cap_text(step: CapStep, zone: str | None) -> str:
     else:
         window = f"this {_CALENDAR_TEXT[rule.window]} ({zone})"
         leaves = "the window resets"
-    label = f"cap {rule.name!r}: " if rule.name else ""
+    if rule.user_preference:
+        label = "the user's opt-down: "
+    else:
+        label = f"cap {rule.name!r}: " if rule.name else ""
     text = f"{label}{step.in_window} of {step.limit} {_scope_text(rule)} in {window}"
     if step.oldest_leaves_at is not None:
         text += f"; {leaves} at {format_instant(step.oldest_leaves_at)}"

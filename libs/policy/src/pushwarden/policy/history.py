@@ -9,6 +9,7 @@ from __future__ import annotations
 from bisect import insort
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from operator import attrgetter
 
 from .model import (
     SELECT_ALL,
@@ -25,8 +26,9 @@ _EMPTY: list[datetime] = []
 _MARKETING = MessageKind.MARKETING
 
 
-def _first(pair: tuple[datetime, ContactEntry]) -> datetime:
-    return pair[0]
+_at = attrgetter("at")
+_send_key = attrgetter("send_key")
+_NO_KEY = frozenset([None])
 
 
 def _utc(at: datetime) -> datetime:
@@ -44,33 +46,36 @@ class ContactHistory:
 
     def __init__(self, entries: Iterable[ContactEntry] = ()) -> None:
         self.entries: tuple[ContactEntry, ...] = tuple(entries)
-        # One sort, then every per-scope list is filled in time order.
-        pairs = sorted(
-            [(e.at if e.at.tzinfo is UTC else e.at.astimezone(UTC), e) for e in self.entries],
-            key=_first,
-        )
+        # One sort (aware instants compare by their UTC value whatever their zone), then
+        # every per-scope list is filled in time order.
+        ordered = sorted(self.entries, key=_at)
+        times: list[datetime] = []
         by_category: dict[str, list[datetime]] = {}
         by_campaign: dict[str, list[datetime]] = {}
         marketing: list[datetime] = []
-        for at, entry in pairs:
+        for entry in ordered:
+            at = entry.at
+            if at.tzinfo is not UTC:
+                at = at.astimezone(UTC)
+            times.append(at)
             if entry.kind is _MARKETING:
                 marketing.append(at)
-            times = by_category.get(entry.category_id)
-            if times is None:
+            category = by_category.get(entry.category_id)
+            if category is None:
                 by_category[entry.category_id] = [at]
             else:
-                times.append(at)
+                category.append(at)
             if entry.campaign_id is not None:
-                times = by_campaign.get(entry.campaign_id)
-                if times is None:
+                campaign = by_campaign.get(entry.campaign_id)
+                if campaign is None:
                     by_campaign[entry.campaign_id] = [at]
                 else:
-                    times.append(at)
-        self.all = [at for at, _ in pairs]
+                    campaign.append(at)
+        self.all = times
         self.marketing = marketing
         self.by_category = by_category
         self.by_campaign = by_campaign
-        self.send_keys = frozenset(e.send_key for e in self.entries if e.send_key is not None)
+        self.send_keys = frozenset(map(_send_key, self.entries)).difference(_NO_KEY)
 
     def __len__(self) -> int:
         return len(self.entries)

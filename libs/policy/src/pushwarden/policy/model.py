@@ -16,8 +16,10 @@ from datetime import datetime, time, timedelta
 __all__ = [
     "ALL_WEEKDAYS",
     "NO_QUIET_HOURS",
+    "OPT_DOWN_RULE",
     "CalendarWindow",
     "CapAction",
+    "CapPlan",
     "CapRule",
     "CapScope",
     "Category",
@@ -67,7 +69,11 @@ class CapAction(enum.Enum):
 
 
 class FrequencyPreference(enum.Enum):
-    """A user's opt-down choice; it only ever adds caps to the app's own."""
+    """The mode of a user's opt-down choice; it only ever adds caps to the app's own.
+
+    DAILY_MAX and WEEKLY_MAX take the user's number from ``Recipient.frequency_max``
+    (0: the app's ``Rules.opt_down_daily_max`` / ``opt_down_weekly_max``).
+    """
 
     NORMAL = "NORMAL"
     DAILY_MAX = "DAILY_MAX"
@@ -124,19 +130,18 @@ class Message:
     expires_at: datetime | None = None
     respects_quiet_hours: bool = False
     send_key: str | None = None
+    source_id: str | None = field(init=False, compare=False, repr=False)
+    """The campaign or trigger this message comes from (holdout key), derived once."""
 
     def __post_init__(self) -> None:
         _require_aware(self.expires_at, "expires_at")
+        source = self.campaign_id if self.campaign_id is not None else self.trigger_id
+        object.__setattr__(self, "source_id", source)
 
     @property
     def kind(self) -> MessageKind:
         """The registered kind of the message's category."""
         return self.category.kind
-
-    @property
-    def source_id(self) -> str | None:
-        """The campaign or trigger this message comes from (holdout key)."""
-        return self.campaign_id if self.campaign_id is not None else self.trigger_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +243,9 @@ class Recipient:
     app's ``Rules.default_zone``. ``quiet_hours`` replaces the app default when set
     (an empty ``QuietHours`` means the user turned quiet hours off). ``suppressed``,
     ``erased`` and ``holdout_sources`` are facts the scheduler already holds that the
-    policy turns into the right DROP.
+    policy turns into the right DROP. ``frequency_max`` is the user's number for a
+    DAILY_MAX / WEEKLY_MAX opt-down ("at most 2 a day"); 0 means the app's default for the
+    mode, and it is ignored for other modes.
     """
 
     user_id: str
@@ -256,6 +263,22 @@ class Recipient:
     suppressed: bool = False
     erased: bool = False
     holdout_sources: frozenset[str] = frozenset()
+    frequency_max: int = 0
+    # The gates on facts of the recipient alone, folded once per recipient so the hot path
+    # reads one flag; ``decide`` walks its gate table for the reason when one is set.
+    marketing_blocked: bool = field(init=False, compare=False, repr=False)
+    transactional_blocked: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Validated here, once per recipient, so ``decide`` never has to.
+        if self.frequency_max < 0:
+            raise ValueError("frequency_max must be 0 (app default) or a positive count")
+        unreachable = self.erased or not self.os_permission or self.usable_devices <= 0
+        marketing = (
+            unreachable or self.suppressed or not self.push_consent or self.marketing_opt_out
+        )
+        object.__setattr__(self, "marketing_blocked", marketing)
+        object.__setattr__(self, "transactional_blocked", unreachable)
 
 
 SELECT_MARKETING = 0
@@ -273,6 +296,8 @@ class CapRule:
     (campaign) separately, counting the one the message belongs to; a set ``target_id``
     limits the rule to that one. ``count_transactional`` makes an ALL_MARKETING rule count
     transactional sends too (they are never capped by it). ``name`` shows in explanations.
+    ``user_preference`` marks the rule a user's opt-down adds (``Rules.caps_for`` builds
+    it, named ``OPT_DOWN_RULE``); an exceeded one reports ``Reason.FREQUENCY_PREFERENCE``.
     """
 
     scope: CapScope
@@ -282,11 +307,13 @@ class CapRule:
     target_id: str | None = None
     count_transactional: bool = False
     name: str = ""
+    user_preference: bool = False
     # Derived once so the hot path reads plain attributes instead of comparing enums.
     selector: int = field(init=False, repr=False, compare=False)
     rolling: timedelta | None = field(init=False, repr=False, compare=False)
     calendar_day: bool = field(init=False, repr=False, compare=False)
     drops: bool = field(init=False, repr=False, compare=False)
+    plan: CapPlan = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.limit < 1:
@@ -304,9 +331,35 @@ class CapRule:
         object.__setattr__(self, "rolling", rolling)
         object.__setattr__(self, "calendar_day", self.window is CalendarWindow.DAY)
         object.__setattr__(self, "drops", self.on_exceed is CapAction.DROP)
+        # Everything the hot loop reads, as one tuple: unpacking it costs less than
+        # reading the attributes one by one.
+        plan = (
+            selector,
+            self.target_id,
+            rolling,
+            self.window is CalendarWindow.DAY,
+            self.limit,
+            self.on_exceed is CapAction.DROP,
+            self.user_preference,
+            self,
+        )
+        object.__setattr__(self, "plan", plan)
+
+
+CapPlan = tuple[int, str | None, timedelta | None, bool, int, bool, bool, CapRule]
+"""A cap rule as the engine's loop reads it: (selector, target_id, rolling window or None,
+calendar day?, limit, drops?, user preference?, the rule)."""
 
 
 _DEFAULT_JITTER = timedelta(minutes=30)
+
+OPT_DOWN_RULE = "opt-down"
+"""The name of the cap a user's DAILY_MAX / WEEKLY_MAX opt-down adds (the contract's rule_id)."""
+
+_OPT_DOWN_WINDOW = {
+    FrequencyPreference.DAILY_MAX: CalendarWindow.DAY,
+    FrequencyPreference.WEEKLY_MAX: CalendarWindow.WEEK,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +368,9 @@ class Rules:
 
     ``default_zone`` ends the recipient's zone chain; ``None`` means the app has none, and
     a message that needs a zone then drops as NO_TIMEZONE rather than guessing UTC.
-    ``preference_on_exceed`` is what the caps added by a user's opt-down do.
+    ``preference_on_exceed`` is what the caps added by a user's opt-down do;
+    ``opt_down_daily_max`` / ``opt_down_weekly_max`` are their limits for users who chose
+    no number (the contract's defaults: 1 a day, 3 a week).
     ``digest_grace`` is how long after the slot a DIGEST send may still go out; it must
     exceed the jitter window so a jittered slot is still open.
     """
@@ -327,27 +382,72 @@ class Rules:
     preference_on_exceed: CapAction = CapAction.DEFER
     default_digest: DigestSlot = DigestSlot()
     digest_grace: timedelta = timedelta(hours=2)
-    caps_for: dict[FrequencyPreference, tuple[CapRule, ...]] = field(
+    opt_down_daily_max: int = 1
+    opt_down_weekly_max: int = 3
+    jitter_seconds: int = field(init=False, repr=False, compare=False)
+    plan: tuple[CapPlan, ...] = field(init=False, repr=False, compare=False)
+    # Per-Rules memo of the cap list for each (mode, count) seen: built once, read on the
+    # hot path. A value cache: equality and hash ignore it.
+    _caps_memo: dict[tuple[FrequencyPreference, int], tuple[CapRule, ...]] = field(
         init=False, repr=False, compare=False, hash=False
     )
-    jitter_seconds: int = field(init=False, repr=False, compare=False)
+    _plan_memo: dict[tuple[FrequencyPreference, int], tuple[CapPlan, ...]] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         if self.jitter < timedelta(0):
             raise ValueError("jitter must not be negative")
         if self.digest_grace <= self.jitter:
             raise ValueError("digest_grace must exceed the jitter window")
-        action = self.preference_on_exceed
-        # A preference only appends rules, so it can never loosen the app's caps.
-        extra = {
-            FrequencyPreference.NORMAL: (),
-            FrequencyPreference.DIGEST: (),
-            FrequencyPreference.DAILY_MAX: (
-                CapRule(CapScope.ALL_MARKETING, 1, CalendarWindow.DAY, action, name="opt-down"),
-            ),
-            FrequencyPreference.WEEKLY_MAX: (
-                CapRule(CapScope.ALL_MARKETING, 1, CalendarWindow.WEEK, action, name="opt-down"),
-            ),
-        }
-        object.__setattr__(self, "caps_for", {p: self.caps + r for p, r in extra.items()})
+        if self.opt_down_daily_max < 1 or self.opt_down_weekly_max < 1:
+            raise ValueError("opt-down defaults must be at least 1")
+        if any(rule.user_preference for rule in self.caps):
+            raise ValueError("user_preference marks the opt-down rule, not an app cap")
         object.__setattr__(self, "jitter_seconds", int(self.jitter.total_seconds()))
+        object.__setattr__(self, "_caps_memo", {})
+        object.__setattr__(self, "_plan_memo", {})
+        object.__setattr__(self, "plan", tuple(rule.plan for rule in self.caps))
+
+    def caps_for(self, frequency: FrequencyPreference, max_count: int = 0) -> tuple[CapRule, ...]:
+        """The app's caps plus the one a DAILY_MAX / WEEKLY_MAX opt-down adds.
+
+        ``max_count`` is the user's number (0: this app's default for the mode). The user's
+        rule is only ever appended, so whatever the number, it can tighten the app's caps
+        but never loosen them.
+        """
+        window = _OPT_DOWN_WINDOW.get(frequency)
+        if window is None:
+            return self.caps
+        key = (frequency, max_count)
+        try:
+            return self._caps_memo[key]
+        except KeyError:
+            pass
+        default = (
+            self.opt_down_daily_max if window is CalendarWindow.DAY else self.opt_down_weekly_max
+        )
+        rule = CapRule(
+            CapScope.ALL_MARKETING,
+            max_count if max_count > 0 else default,
+            window,
+            self.preference_on_exceed,
+            name=OPT_DOWN_RULE,
+            user_preference=True,
+        )
+        caps = (*self.caps, rule)
+        if len(self._caps_memo) < 512:
+            self._caps_memo[key] = caps
+        return caps
+
+    def plan_for(self, frequency: FrequencyPreference, max_count: int = 0) -> tuple[CapPlan, ...]:
+        """``caps_for`` as the engine's loop reads it (``CapRule.plan`` of each), memoised."""
+        key = (frequency, max_count)
+        try:
+            return self._plan_memo[key]
+        except KeyError:
+            pass
+        plan = tuple(rule.plan for rule in self.caps_for(frequency, max_count))
+        if len(self._plan_memo) < 512:
+            self._plan_memo[key] = plan
+        return plan

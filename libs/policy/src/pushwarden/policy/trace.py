@@ -9,8 +9,9 @@ holds numbers and instants only; ``explain`` renders text when someone asks.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import NamedTuple, cast, overload
 
 from .model import CapRule
 from .zones import ZoneSource
@@ -26,6 +27,7 @@ __all__ = [
     "QuietStep",
     "Reason",
     "ScheduleStep",
+    "Trace",
     "TraceStep",
     "ZoneStep",
 ]
@@ -54,6 +56,7 @@ class Reason(enum.Enum):
     NO_DEVICE = "NO_DEVICE"
     NO_TIMEZONE = "NO_TIMEZONE"
     CAPPED = "CAPPED"
+    FREQUENCY_PREFERENCE = "FREQUENCY_PREFERENCE"
     QUIET_HOURS = "QUIET_HOURS"
     DIGEST = "DIGEST"
 
@@ -158,13 +161,115 @@ class ScheduleStep(NamedTuple):
 TraceStep = GateStep | ZoneStep | CapStep | QuietStep | DigestStep | ScheduleStep
 
 
+_Expander = Callable[[tuple[object, ...]], tuple["TraceStep", ...]]
+
+
+class Trace:
+    """A decision's steps, in evaluation order: a read-only sequence of ``TraceStep``.
+
+    ``decide`` keeps the hot path free of per-step objects: it returns the trace in a
+    compact form (the decision's own inputs, which are immutable values, and its answer)
+    and the steps are built the first time anyone reads them, by the engine's tracing
+    evaluator, which checks that it reaches the same outcome, reason and instant. Reading
+    a trace is therefore as exact as building it eagerly, and costs a few microseconds
+    once. Gate drops and untimed transactional allows share ready-made traces.
+
+    Build one with ``Trace.of(steps)`` or ``Trace.lazy(expand, source)``. It is a plain
+    class registered as a ``Sequence`` (an ABC subclass costs twice as much to create).
+    """
+
+    __slots__ = ("_source", "_steps")
+
+    _steps: tuple[TraceStep, ...] | None
+    _source: tuple[object, ...]
+
+    @classmethod
+    def of(cls, steps: tuple[TraceStep, ...]) -> Trace:
+        """A trace whose steps are already built."""
+        trace = cls()
+        trace._steps = steps
+        trace._source = ()
+        return trace
+
+    @classmethod
+    def lazy(cls, expand: _Expander, source: tuple[object, ...]) -> Trace:
+        """A trace built on first read by ``expand(source)``."""
+        trace = cls()
+        trace._steps = None
+        trace._source = (expand, *source)
+        return trace
+
+    @property
+    def steps(self) -> tuple[TraceStep, ...]:
+        """The steps as a tuple, built on first use."""
+        steps = self._steps
+        if steps is None:
+            expand = cast(_Expander, self._source[0])
+            steps = self._steps = expand(self._source[1:])
+            self._source = ()
+        return steps
+
+    @property
+    def expanded(self) -> bool:
+        """Whether the steps have been built (for tests and the benchmark)."""
+        return self._steps is not None
+
+    @overload
+    def __getitem__(self, index: int) -> TraceStep: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[TraceStep, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> TraceStep | tuple[TraceStep, ...]:
+        return self.steps[index]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self) -> Iterator[TraceStep]:
+        return iter(self.steps)
+
+    def __contains__(self, step: object) -> bool:
+        return step in self.steps
+
+    def __reversed__(self) -> Iterator[TraceStep]:
+        return reversed(self.steps)
+
+    def index(self, step: object) -> int:
+        """Position of the first step equal to ``step``."""
+        return self.steps.index(step)
+
+    def count(self, step: object) -> int:
+        """How many steps equal ``step``."""
+        return self.steps.count(step)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Trace):
+            return self.steps == other.steps
+        if isinstance(other, tuple):
+            return self.steps == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.steps)
+
+    def __repr__(self) -> str:
+        return f"Trace({self.steps!r})"
+
+
+Sequence.register(Trace)
+
+
 class Decision(NamedTuple):
-    """The policy's answer: ALLOW, DEFER until an instant, or DROP, with the reason."""
+    """The policy's answer: ALLOW, DEFER until an instant, or DROP, with the reason.
+
+    ``trace`` is every check evaluated with its numbers (a ``Trace``, built on first read).
+    """
 
     outcome: Outcome
     reason: Reason | None
     until: datetime | None
-    trace: tuple[TraceStep, ...]
+    trace: Trace
 
     @property
     def allowed(self) -> bool:

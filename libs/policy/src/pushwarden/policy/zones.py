@@ -109,33 +109,55 @@ def localize(zone: ZoneInfo, day: date, wall: time) -> datetime:
 
 _MIDNIGHT = time(0, 0)
 
-_ORDINALS: dict[tuple[ZoneInfo, int, int, int], int] = {}
-_ORDINALS_LIMIT = 1 << 16
-_QUARTER = timedelta(minutes=15)
-_TICK = timedelta(microseconds=1)
+_DayOffsets = dict[int, timedelta | None]
+_OFFSETS: dict[ZoneInfo, _DayOffsets] = {}
+_OFFSETS_LIMIT = 1 << 12
+_LAST_TICK = timedelta(days=1, microseconds=-1)
+
+
+def day_offsets(zone: ZoneInfo) -> _DayOffsets:
+    """The zone's memo of UTC offsets per UTC day (see ``local_ordinal``)."""
+    memo = _OFFSETS.get(zone)
+    if memo is None:
+        memo = _OFFSETS[zone] = {}
+    return memo
+
+
+def utc_day_offset(zone: ZoneInfo, utc_ordinal: int) -> timedelta | None:
+    """The zone's UTC offset throughout UTC day ``utc_ordinal``, or None if it changes.
+
+    Memoised per zone. Offsets change at most once a day in every IANA zone, so the same
+    offset at the first and the last microsecond of the day holds all day.
+    """
+    memo = day_offsets(zone)
+    try:
+        return memo[utc_ordinal]
+    except KeyError:
+        pass
+    first = datetime.fromordinal(utc_ordinal).replace(tzinfo=UTC)
+    offset = first.astimezone(zone).utcoffset()
+    if offset != (first + _LAST_TICK).astimezone(zone).utcoffset():
+        offset = None
+    if len(memo) >= _OFFSETS_LIMIT:
+        memo.clear()
+    memo[utc_ordinal] = offset
+    return offset
 
 
 def local_ordinal(zone: ZoneInfo, at: datetime) -> int:
     """The proleptic ordinal of ``at``'s local date in ``zone`` (``at`` in UTC).
 
-    Memoised per zone and UTC quarter hour: a quarter hour in which the offset does not
-    change and no local midnight falls maps to one local date, which saves converting
-    each instant (the costliest single step of a decision).
+    Shifts ``at`` by the offset memoised for its UTC day, which saves converting each
+    instant (the costliest single step of a decision); on the rare UTC day in which the
+    zone changes its offset, the instant is converted exactly.
     """
-    key = (zone, at.toordinal(), at.hour, at.minute // 15)
     try:
-        return _ORDINALS[key]
+        offset = _OFFSETS[zone][at.toordinal()]
     except KeyError:
-        pass
-    first = at.replace(minute=at.minute // 15 * 15, second=0, microsecond=0)
-    a = first.astimezone(zone)
-    b = (first + _QUARTER - _TICK).astimezone(zone)
-    if a.utcoffset() != b.utcoffset() or a.toordinal() != b.toordinal():
+        offset = utc_day_offset(zone, at.toordinal())
+    if offset is None:
         return at.astimezone(zone).toordinal()
-    if len(_ORDINALS) >= _ORDINALS_LIMIT:
-        _ORDINALS.clear()
-    _ORDINALS[key] = ordinal = a.toordinal()
-    return ordinal
+    return (at + offset).toordinal()
 
 
 def day_start(zone: ZoneInfo, day: date) -> datetime:
