@@ -148,7 +148,8 @@ def test_remaining_budget() -> None:
     )
     budget = remaining_budget(msg("a"), two_a_day, history, rules, NOW)
     assert budget.remaining == 1
-    assert budget.binding_rule is not None and budget.binding_rule.user_preference
+    assert budget.binding_rule is not None
+    assert budget.binding_rule.user_preference
     receipt = remaining_budget(msg("r", category=ORDERS), USER, history, rules, NOW)
     assert receipt.remaining is None
     unbounded = remaining_budget(msg("a"), USER, history, Rules(default_zone="UTC"), NOW)

@@ -459,6 +459,7 @@ def _clear_caches() -> None:
     zones._OFFSETS.clear()
     clock._POSIX.clear()
     engine._RESOLVED.clear()
+    engine._DIGESTS.clear()
     model._SHARED_SPANS.clear()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 
@@ -272,6 +273,16 @@ def test_the_deciding_cap_names_the_reason() -> None:
         day, caps=(CapRule(CapScope.ALL_MARKETING, 1, timedelta(hours=6), CapAction.DROP),)
     )
     assert outcome(recipient=daily, history=history, rules=drop) == (Outcome.DROP, Reason.CAPPED)
+
+
+def test_inputs_convert_like_plain_dataclasses() -> None:
+    """Derived hot-path fields hold no cycles, so ``asdict`` and ``replace`` still work."""
+    as_dict = dataclasses.asdict(RULES)
+    assert as_dict["caps"][0]["limit"] == 3
+    fewer = replace(USER, marketing_opt_out=True)
+    assert fewer.marketing_blocked
+    assert not USER.marketing_blocked
+    assert replace(AD, campaign_id=None, trigger_id="t-9").source_id == "t-9"
 
 
 def test_opt_down_validation() -> None:

@@ -8,6 +8,7 @@ also the start of every later instant it allows. The deferral search relies on t
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -15,7 +16,7 @@ from .model import CapRule, CapScope, Message
 from .trace import CapStep, Check
 from .zones import day_bounds, week_bounds
 
-__all__ = ["cap_free_at", "evaluate_cap", "rule_applies"]
+__all__ = ["calendar_free_at", "cap_free_at", "evaluate_cap", "rule_applies"]
 
 
 def rule_applies(rule: CapRule, message: Message) -> bool:
@@ -74,8 +75,15 @@ def cap_free_at(
             return at
         return times[first + count - limit] + window
     assert zone is not None, "calendar windows need the recipient's zone"
+    return calendar_free_at(rule.calendar_day, limit, times, at, zone)
+
+
+def calendar_free_at(
+    calendar_day: bool, limit: int, times: Sequence[datetime], at: datetime, zone: ZoneInfo
+) -> datetime:
+    """``cap_free_at`` for a calendar day (or ISO week) rule of ``limit`` sends."""
     # Only sends dated in the future can keep a later period full; loop until one is not.
-    bounds = day_bounds if rule.calendar_day else week_bounds
+    bounds = day_bounds if calendar_day else week_bounds
     while True:
         start, end = bounds(zone, at.astimezone(zone).toordinal())
         if len(times) - bisect_left(times, start) < limit:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from hashlib import blake2b
+from struct import Struct
 from zoneinfo import ZoneInfo
 
 from .model import DigestPeriod, DigestSlot, QuietHours
@@ -30,6 +31,7 @@ __all__ = [
 Span = tuple[datetime, datetime]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BIG_ENDIAN_U64 = Struct(">Q").unpack
 _SECOND = timedelta(seconds=1)
 
 
@@ -108,9 +110,12 @@ def jitter_seconds(user_id: str, message_id: str, anchor: datetime, span: int) -
     """
     if span <= 0:
         return 0
-    key = f"{user_id}\x1f{message_id}\x1f{posix_seconds(anchor)}".encode()
-    digest = blake2b(key, digest_size=8).digest()
-    return int.from_bytes(digest, "big") % span
+    seconds = _POSIX.get(anchor)
+    if seconds is None:
+        seconds = posix_seconds(anchor)
+    digest = blake2b(f"{user_id}\x1f{message_id}\x1f{seconds}".encode(), digest_size=8).digest()
+    value: int = _BIG_ENDIAN_U64(digest)[0]  # int.from_bytes(digest, "big"), but cheaper
+    return value % span
 
 
 def digest_period(slot: DigestSlot, zone: ZoneInfo, at: datetime) -> tuple[date, datetime]:

@@ -24,18 +24,17 @@ rules first on a tie) is the one the user's opt-down added.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple, cast
 from zoneinfo import ZoneInfo
 
-from .caps import cap_free_at, evaluate_cap, rule_applies
+from .caps import calendar_free_at, evaluate_cap, rule_applies
 from .clock import (
     add_seconds,
     digest_period,
     jitter_seconds,
-    next_digest,
     quiet_spans,
     quiet_window_at,
 )
@@ -46,6 +45,7 @@ from .model import (
     SELECT_MARKETING,
     CapRule,
     ContactEntry,
+    DigestPeriod,
     DigestSlot,
     FrequencyPreference,
     Message,
@@ -76,6 +76,7 @@ from .zones import (
     _ZONES,
     day_bounds,
     local_ordinal,
+    localize,
     resolve_zone,
     utc_day_offset,
     week_bounds,
@@ -279,6 +280,13 @@ def _as_utc(now: datetime) -> datetime:
     return now.astimezone(UTC)
 
 
+_DigestKey = tuple[DigestSlot, ZoneInfo, QuietHours, int]
+_Period = tuple[datetime, datetime, datetime]  # start, slot opens, next start
+_DigestPeriods = tuple[_Period, _Period]
+_DIGESTS: dict[_DigestKey, _DigestPeriods] = {}
+_DIGESTS_LIMIT = 1 << 14
+
+
 class _Search:
     """Everything the deferral search needs, gathered only on the DEFER path."""
 
@@ -323,11 +331,35 @@ class _Search:
     def digest_state(self, at: datetime) -> tuple[datetime, datetime, int, datetime]:
         """(period start, slot opens, sends since period start, next period start) at ``at``."""
         assert self.digest is not None
-        day, start = digest_period(self.digest, self.zone, at)
-        _, nxt = next_digest(self.digest, self.zone, day)
+        key = (self.digest, self.zone, self.quiet, local_ordinal(self.zone, at))
+        periods = _DIGESTS.get(key)
+        if periods is None:
+            periods = self._digest_periods(key)
+        start, opens, nxt = periods[1] if at >= periods[1][0] else periods[0]
         marketing = self.history.marketing
         sent = len(marketing) - bisect_left(marketing, start)
-        return start, self.quiet_clear(start), sent, nxt
+        return start, opens, sent, nxt
+
+    def _digest_periods(self, key: _DigestKey) -> _DigestPeriods:
+        """The periods ``digest_state`` picks from on one local day, memoised.
+
+        ``clock.digest_period`` for an instant of that day gives the period starting at
+        the day's (or week's) slot once it has passed, the one before otherwise.
+        """
+        slot, zone, _, ordinal = key
+        day = date.fromordinal(ordinal)
+        step = timedelta(days=7 if slot.period is DigestPeriod.WEEKLY else 1)
+        if slot.period is DigestPeriod.WEEKLY:
+            day -= timedelta(days=(day.weekday() - slot.weekday) % 7)
+        before, this, after = (localize(zone, d, slot.at) for d in (day - step, day, day + step))
+        periods = (
+            (before, self.quiet_clear(before), this),
+            (this, self.quiet_clear(this), after),
+        )
+        if len(_DIGESTS) >= _DIGESTS_LIMIT:
+            _DIGESTS.clear()
+        _DIGESTS[key] = periods
+        return periods
 
     def digest_free(self, at: datetime) -> tuple[datetime, int]:
         """First instant at or after ``at`` inside an unused, open digest slot, and its jitter."""
@@ -444,6 +476,7 @@ def decide(
             return _TRANSACTIONAL_ALLOW
         marketing = False
         expires = message.expires_at
+        frequency = _FP_NORMAL  # opt-down and digest never apply to transactional sends
 
     # The zone: a valid profile zone (the common case) is one lookup in the zone cache.
     zone = _ZONES.get(recipient.zone) if recipient.zone else None
@@ -470,9 +503,8 @@ def decide(
             else rules.plan_for(frequency, recipient.frequency_max)
         )
         category_id = category.category_id
-        source_id = message.source_id
         drop_reason: Reason | None = None
-        for selector, target, window, calendar_day, limit, drops, preference, rule in plan:
+        for selector, target, window, calendar_day, limit, drops, preference in plan:
             if selector == SELECT_MARKETING:
                 times = hist.marketing
             elif selector == SELECT_CATEGORY:
@@ -485,21 +517,22 @@ def decide(
                 if source_id is None or (target is not None and target != source_id):
                     continue
                 times = hist.by_campaign.get(source_id, _EMPTY)
-            held = len(times)
-            if held < limit:
+            if len(times) < limit:
                 continue  # fewer sends in all the history than the limit: cannot be full
+            # ``times`` is sorted, so the window holds ``limit`` or more sends exactly when
+            # the ``limit``-th latest send is inside it: one look instead of a count.
+            kth = times[-limit]
             if window is not None:
-                if held - bisect_right(times, now - window) < limit:
+                if kth <= now - window:
                     continue
-                frees = times[-limit] + window
+                frees = kth + window
             else:
                 found = (_DAYS if calendar_day else _WEEKS).get((zone, ordinal))
                 if found is None:
                     found = (day_bounds if calendar_day else week_bounds)(zone, ordinal)
-                start, end = found
-                if held - bisect_left(times, start) < limit:
+                if kth < found[0]:
                     continue
-                frees = cap_free_at(rule, times, end, zone)
+                frees = calendar_free_at(calendar_day, limit, times, found[1], zone)
             # The rule is full. The first dropping rule decides a DROP; the rule that
             # frees last decides a deferral (app rules first on a tie).
             if drops:
@@ -522,7 +555,7 @@ def decide(
             if candidate[0] <= now < candidate[1] and (span is None or candidate[1] > span[1]):
                 span = candidate
 
-    if marketing and recipient.frequency is _FP_DIGEST:
+    if marketing and frequency is _FP_DIGEST:
         digest = recipient.digest if recipient.digest is not None else rules.default_digest
         search = _Search(message, recipient, hist, rules, zone, quiet, digest)
         _, opens, sent, _ = search.digest_state(now)

@@ -227,12 +227,18 @@ class DigestSlot:
     period: DigestPeriod = DigestPeriod.DAILY
     at: time = time(9, 0)
     weekday: int = 0
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.at.tzinfo is not None:
             raise ValueError("digest slot time is a local wall-clock time without tzinfo")
         if not 0 <= self.weekday <= 6:
             raise ValueError("weekday must be 0..6 (Monday = 0)")
+        # Computed once: slots key the engine's digest-period memo on the hot path.
+        object.__setattr__(self, "_hash", hash((self.period, self.at, self.weekday)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,14 +347,14 @@ class CapRule:
             self.limit,
             self.on_exceed is CapAction.DROP,
             self.user_preference,
-            self,
         )
         object.__setattr__(self, "plan", plan)
 
 
-CapPlan = tuple[int, str | None, timedelta | None, bool, int, bool, bool, CapRule]
+CapPlan = tuple[int, str | None, timedelta | None, bool, int, bool, bool]
 """A cap rule as the engine's loop reads it: (selector, target_id, rolling window or None,
-calendar day?, limit, drops?, user preference?, the rule)."""
+calendar day?, limit, drops?, user preference?). It holds no reference back to the rule,
+so ``dataclasses.asdict`` and friends see no cycle."""
 
 
 _DEFAULT_JITTER = timedelta(minutes=30)
