@@ -78,7 +78,7 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     REASON_CODE_FREQUENCY_PREFERENCE: _ReasonCode.ValueType  # 8
     """The user's opt-down (DAILY_MAX / WEEKLY_MAX) limit was reached: the
     deciding cap step is the "opt-down" rule (`CapDetail.user_preference`).
-    The policy library reports such a cap as CAPPED; converters map it here.
+    The policy library reports this reason itself (Reason.FREQUENCY_PREFERENCE).
     """
     REASON_CODE_DIGEST: _ReasonCode.ValueType  # 9
     """The user is on digest: deferred to the digest slot, or dropped because
@@ -151,7 +151,7 @@ REASON_CODE_QUIET_HOURS: ReasonCode.ValueType  # 7
 REASON_CODE_FREQUENCY_PREFERENCE: ReasonCode.ValueType  # 8
 """The user's opt-down (DAILY_MAX / WEEKLY_MAX) limit was reached: the
 deciding cap step is the "opt-down" rule (`CapDetail.user_preference`).
-The policy library reports such a cap as CAPPED; converters map it here.
+The policy library reports this reason itself (Reason.FREQUENCY_PREFERENCE).
 """
 REASON_CODE_DIGEST: ReasonCode.ValueType  # 9
 """The user is on digest: deferred to the digest slot, or dropped because
