@@ -11,8 +11,14 @@ from typing import Any
 import grpc
 import pytest
 
+from pushwarden.consent.v1 import consent_pb2
 from pushwarden.runtime.auth import current_caller, token_sha256
-from pushwarden.runtime.client import RetryPolicy, open_channel, service_config
+from pushwarden.runtime.client import (
+    RetryPolicy,
+    idempotent_methods,
+    open_channel,
+    service_config,
+)
 from pushwarden.runtime.server import RuntimeServer, create_server
 from pushwarden.runtime.settings import CallerGrant, ServerSettings
 
@@ -145,3 +151,16 @@ def test_service_config_names_only_the_idempotent_methods() -> None:
     assert json.loads(service_config([], RetryPolicy())) == {"methodConfig": []}
     with pytest.raises(ValueError, match="full method"):
         service_config(["Get"], RetryPolicy())
+
+
+def test_idempotent_methods_come_from_the_contract_options() -> None:
+    consent = consent_pb2.DESCRIPTOR.services_by_name["ConsentService"]
+    safe = idempotent_methods(consent)
+    prefix = "/pushwarden.consent.v1.ConsentService/"
+    # reads and natural upserts are retried on UNAVAILABLE ...
+    assert f"{prefix}CheckEligibility" in safe
+    assert f"{prefix}RegisterDevice" in safe
+    # ... RPCs that take an idempotency key are not
+    assert f"{prefix}RecordConsent" not in safe
+    assert f"{prefix}RecordPermissionPrompt" not in safe
+    assert json.loads(service_config(safe, RetryPolicy()))["methodConfig"][0]["name"]

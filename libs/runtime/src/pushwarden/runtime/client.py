@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor_pb2 import MethodOptions
 
 from pushwarden.runtime._wrap import client_interceptors
 from pushwarden.runtime.settings import DEFAULT_MAX_MESSAGE_BYTES
@@ -51,6 +53,20 @@ def _method_name_entry(method: str) -> dict[str, str]:
     if not service:
         raise ValueError(f"not a full method name: {method!r}")
     return {"service": service} if name == "*" else {"service": service, "method": name}
+
+
+_RETRY_SAFE_LEVELS = frozenset({MethodOptions.NO_SIDE_EFFECTS, MethodOptions.IDEMPOTENT})
+
+
+def idempotent_methods(service: ServiceDescriptor) -> tuple[str, ...]:
+    """The full names (``/pkg.Service/Method``) of the RPCs a contract declares safe to
+    retry: ``option idempotency_level`` NO_SIDE_EFFECTS or IDEMPOTENT. RPCs that need an
+    idempotency key leave the level unset and are never retried by the channel."""
+    return tuple(
+        f"/{service.full_name}/{method.name}"
+        for method in service.methods
+        if method.GetOptions().idempotency_level in _RETRY_SAFE_LEVELS
+    )
 
 
 def service_config(idempotent_methods: Sequence[str], retry: RetryPolicy) -> str:
