@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 
@@ -148,6 +149,36 @@ def test_jitter_is_deterministic_and_spread() -> None:
     assert jitter_seconds("u", "m", end, 0) == 0
     assert jitter_seconds("u", "m", end, 1800) != jitter_seconds("u", "m2", end, 1800) or (
         jitter_seconds("u", "m3", end, 1800) != jitter_seconds("u", "m", end, 1800)
+    )
+
+
+@pytest.mark.parametrize(
+    ("message_id", "end"),
+    [
+        ("m", datetime(2026, 11, 24, 6, 0, tzinfo=UTC)),
+        ("spring-sale", datetime(2026, 3, 29, 5, 0, tzinfo=UTC)),
+    ],
+)
+def test_jitter_is_uniform_over_minutes(message_id: str, end: datetime) -> None:
+    # 10,000 users deferred to one window end: each minute of the 30 gets its share ±20 %.
+    offsets = (jitter_seconds(f"user-{i}", message_id, end, 1800) for i in range(10_000))
+    minutes = Counter(offset // 60 for offset in offsets)
+    assert sorted(minutes) == list(range(30))
+    share = 10_000 / 30
+    assert all(0.8 * share <= n <= 1.2 * share for n in minutes.values()), minutes
+
+
+def test_jitter_depends_on_each_input() -> None:
+    end = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+    base = jitter_seconds("user-1", "m", end, 1800)
+    # The same user and message over 1,000 window ends, and 1,000 messages: spread too.
+    by_window = {jitter_seconds("user-1", "m", end + timedelta(days=d), 1800) for d in range(1000)}
+    by_message = {jitter_seconds("user-1", f"m-{i}", end, 1800) for i in range(1000)}
+    assert len(by_window) > 600
+    assert len(by_message) > 600
+    # Ids are hashed apart, so moving characters between them changes the instant.
+    assert jitter_seconds("user-1m", "", end, 1800) != base or (
+        jitter_seconds("user-", "1m", end, 1800) != base
     )
 
 

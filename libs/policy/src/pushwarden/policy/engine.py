@@ -269,7 +269,6 @@ def _resolve(
 
 
 _new = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
-_EMPTY: list[datetime] = []
 
 
 def _as_utc(now: datetime) -> datetime:
@@ -505,18 +504,24 @@ def decide(
         category_id = category.category_id
         drop_reason: Reason | None = None
         for selector, target, window, calendar_day, limit, drops, preference in plan:
+            # The history's lazy lists, read through their slots when already built.
             if selector == SELECT_MARKETING:
-                times = hist.marketing
+                times = hist.marketing_times
+                if times is None:
+                    times = hist.marketing
             elif selector == SELECT_CATEGORY:
                 if target is not None and target != category_id:
                     continue
-                times = hist.by_category.get(category_id, _EMPTY)
+                built = hist.categories
+                times = built.get(category_id) if built is not None else None
+                if times is None:
+                    times = hist.category_times(category_id)
             elif selector == SELECT_ALL:
                 times = hist.all
             else:
                 if source_id is None or (target is not None and target != source_id):
                     continue
-                times = hist.by_campaign.get(source_id, _EMPTY)
+                times = hist.campaign_times(source_id)
             if len(times) < limit:
                 continue  # fewer sends in all the history than the limit: cannot be full
             # ``times`` is sorted, so the window holds ``limit`` or more sends exactly when
