@@ -51,30 +51,40 @@ async def iterate_response(result: Any) -> AsyncIterator[Any]:
         await result
 
 
-class HandlerCache:
-    """Remembers the wrapped handler per method so steady-state calls allocate nothing.
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that wraps each method's handler once and reuses the wrapper,
+    so steady-state calls allocate nothing. Subclasses say how in :meth:`wrap`.
 
     A generic handler normally returns the same handler object for a method each time;
     if it ever returns a different one, that one is wrapped and replaces the entry.
     """
 
-    __slots__ = ("_entries",)
-
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[object, grpc.RpcMethodHandler[Any, Any]]] = {}
+        self._wrapped: dict[str, tuple[object, grpc.RpcMethodHandler[Any, Any]]] = {}
 
-    def get(self, method: str, handler: object) -> grpc.RpcMethodHandler[Any, Any] | None:
-        """The wrapped handler cached for ``method`` if it was built from ``handler``."""
-        entry = self._entries.get(method)
+    def wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """The handler that serves ``method`` in place of ``handler``."""
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """The cached wrapper of the handler found for this call."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        entry = self._wrapped.get(method)
         if entry is not None and entry[0] is handler:
             return entry[1]
-        return None
-
-    def put(
-        self, method: str, handler: object, wrapped: grpc.RpcMethodHandler[Any, Any]
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        """Store and return ``wrapped``."""
-        self._entries[method] = (handler, wrapped)
+        wrapped = self.wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
         return wrapped
 
 

@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status  # type: ignore[import-untyped]
 
-from pushwarden.runtime._wrap import HandlerCache, iterate_response, rewrap
+from pushwarden.runtime._wrap import WrappingInterceptor, iterate_response, rewrap
 from pushwarden.runtime.context import current_caller
 
 logger = logging.getLogger(__name__)
@@ -272,32 +272,14 @@ async def abort_for(exc: Exception, context: Context, method: str) -> None:
     await context.abort_with_status(rpc_status.to_status(status))
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(WrappingInterceptor):
     """Turns exceptions escaping a handler (unary or streaming) into rich statuses."""
 
-    def __init__(self) -> None:
-        self._cache = HandlerCache()
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        """Wrap the handler found for this call (cached per method)."""
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        cached = self._cache.get(method, handler)
-        if cached is not None:
-            return cached
-        return self._cache.put(
-            method,
-            handler,
-            rewrap(handler, _unary_guard(method), _stream_guard(method)),
-        )
+    def wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """Guard every behaviour of ``handler``."""
+        return rewrap(handler, _unary_guard(method), _stream_guard(method))
 
 
 def _unary_guard(method: str) -> Callable[[Callable[..., Any]], Any]:

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,12 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from pushwarden.runtime._wrap import HandlerCache, client_interceptors, iterate_response, rewrap
+from pushwarden.runtime._wrap import (
+    WrappingInterceptor,
+    client_interceptors,
+    iterate_response,
+    rewrap,
+)
 from pushwarden.runtime.settings import TelemetrySettings
 
 logger = logging.getLogger(__name__)
@@ -200,37 +205,21 @@ def _split_method(method: str) -> tuple[str, str]:
     return service, name
 
 
-class ServerTelemetryInterceptor(grpc.aio.ServerInterceptor):
+class ServerTelemetryInterceptor(WrappingInterceptor):
     """A SERVER span and a duration histogram entry (by method and code) per RPC."""
 
     def __init__(self, tracer: trace.Tracer, meter: metrics.Meter) -> None:
+        super().__init__()
         self._tracer = tracer
         self._duration = meter.create_histogram(
             "rpc.server.duration", unit="ms", description="Duration of inbound RPCs"
         )
-        self._cache = HandlerCache()
         self._metric_attributes: dict[tuple[str, grpc.StatusCode], dict[str, Any]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        """Wrap the handler so that each call runs inside its span."""
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        cached = self._cache.get(method, handler)
-        if cached is not None:
-            return cached
-        return self._cache.put(method, handler, self._wrap(method, handler))
-
-    def _wrap(
+    def wrap(
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
+        """Run each call of ``handler`` inside a SERVER span and time it."""
         service, name = _split_method(method)
         span_attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
         start_span = self._start_span
