@@ -8,6 +8,7 @@ its errors, and each service file holds nothing but its service.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -16,29 +17,14 @@ from google.protobuf import descriptor_pb2
 
 PROTO_ROOT = Path(__file__).resolve().parents[3] / "protos"
 AREAS = ("consent", "segmentation", "scheduler", "delivery")
-RPC_RE = re.compile(r"^\s*rpc (\w+)\(")
 IDEMPOTENCY_RE = re.compile(r"\b(Idempotent|Read-only)\b")
 
 
-def _rpc_comments(path: Path) -> dict[str, str]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    comments: dict[str, str] = {}
-    for index, line in enumerate(lines):
-        match = RPC_RE.match(line)
-        if not match:
-            continue
-        block: list[str] = []
-        cursor = index - 1
-        while cursor >= 0 and lines[cursor].strip().startswith("//"):
-            block.insert(0, lines[cursor].strip().removeprefix("//").strip())
-            cursor -= 1
-        comments[match.group(1)] = " ".join(block)
-    return comments
-
-
 @pytest.mark.parametrize("area", AREAS)
-def test_every_rpc_states_idempotency_and_errors(area: str) -> None:
-    comments = _rpc_comments(PROTO_ROOT / "pushwarden" / area / "v1" / f"{area}.proto")
+def test_every_rpc_states_idempotency_and_errors(
+    area: str, rpc_comments: Callable[[str], dict[str, str]]
+) -> None:
+    comments = rpc_comments(area)
     assert len(comments) >= 5
     for rpc, text in comments.items():
         assert IDEMPOTENCY_RE.search(text), f"{area}.{rpc}: no idempotency statement"

@@ -9,6 +9,7 @@ and every ErrorInfo reason a comment names exists in ``common.v1.ErrorReason``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -28,30 +29,13 @@ SERVICES: dict[str, ServiceDescriptor] = {
     "scheduler": scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"],
     "delivery": delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"],
 }
-RPC_RE = re.compile(r"^\s*rpc (\w+)\(")
 FOLLOWER_STREAMS = {("consent", "WatchChanges"), ("segmentation", "StreamEvents")}
 
 
-def rpc_comments(area: str) -> dict[str, str]:
-    """Each RPC's leading comment of ``<area>.proto``, joined into one line."""
-    path = PROTO_ROOT / "pushwarden" / area / "v1" / f"{area}.proto"
-    lines = path.read_text(encoding="utf-8").splitlines()
-    comments: dict[str, str] = {}
-    for index, line in enumerate(lines):
-        match = RPC_RE.match(line)
-        if not match:
-            continue
-        block: list[str] = []
-        cursor = index - 1
-        while cursor >= 0 and lines[cursor].strip().startswith("//"):
-            block.insert(0, lines[cursor].strip().removeprefix("//").strip())
-            cursor -= 1
-        comments[match.group(1)] = " ".join(block)
-    return comments
-
-
 @pytest.mark.parametrize("area", sorted(SERVICES))
-def test_a_reused_key_is_already_exists_everywhere(area: str) -> None:
+def test_a_reused_key_is_already_exists_everywhere(
+    area: str, rpc_comments: Callable[[str], dict[str, str]]
+) -> None:
     comments = rpc_comments(area)
     keyed = [
         m
@@ -65,7 +49,9 @@ def test_a_reused_key_is_already_exists_everywhere(area: str) -> None:
         assert "ALREADY_EXISTS" in text, f"{area}.{method.name}: reused key not documented"
 
 
-def test_follower_streams_start_at_head_and_guard_all_apps() -> None:
+def test_follower_streams_start_at_head_and_guard_all_apps(
+    rpc_comments: Callable[[str], dict[str, str]],
+) -> None:
     for area, rpc in FOLLOWER_STREAMS:
         method = SERVICES[area].methods_by_name[rpc]
         assert method.server_streaming
@@ -77,7 +63,9 @@ def test_follower_streams_start_at_head_and_guard_all_apps() -> None:
     )
 
 
-def test_error_reasons_named_in_comments_exist() -> None:
+def test_error_reasons_named_in_comments_exist(
+    rpc_comments: Callable[[str], dict[str, str]],
+) -> None:
     """An UPPER_SNAKE name in an RPC comment is a status code, an ErrorReason, a value
     of a contract enum or a schedule mode; anything else is a misspelt reason."""
     reason_names = types_pb2.ErrorReason.DESCRIPTOR.values_by_name
