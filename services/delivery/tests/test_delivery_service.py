@@ -16,6 +16,7 @@ from pushwarden.runtime.servicetest import (
     assert_every_rpc_unimplemented,
     assert_one_line_refusal,
     assert_serving_and_reflected,
+    local_test_config,
     run_service_module,
     serving,
 )
@@ -33,15 +34,7 @@ SKETCH_RPCS = {
 
 
 def make_config(database_url: str) -> DeliveryConfig:
-    return load_config(
-        DeliveryConfig,
-        environ={
-            f"{PREFIX}HOST": "127.0.0.1",
-            f"{PREFIX}PORT": "0",
-            f"{PREFIX}DATABASE_URL": database_url,
-            f"{PREFIX}DB_POOL_SIZE": "2",
-        },
-    )
+    return local_test_config(DeliveryConfig, database_url)
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from pushwarden.runtime.config import load_config
 from pushwarden.runtime.migrations import schema_diff
 from pushwarden.runtime.servicetest import (
     assert_every_rpc_unimplemented,
     assert_one_line_refusal,
     assert_serving_and_reflected,
+    local_test_config,
     run_service_module,
     serving,
 )
@@ -39,15 +39,7 @@ SKETCH_RPCS = {
 
 
 def make_config(database_url: str) -> SegmentationConfig:
-    return load_config(
-        SegmentationConfig,
-        environ={
-            f"{PREFIX}HOST": "127.0.0.1",
-            f"{PREFIX}PORT": "0",
-            f"{PREFIX}DATABASE_URL": database_url,
-            f"{PREFIX}DB_POOL_SIZE": "2",
-        },
-    )
+    return local_test_config(SegmentationConfig, database_url)
 
 
 @pytest.fixture

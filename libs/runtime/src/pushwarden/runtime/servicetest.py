@@ -19,10 +19,21 @@ import grpc
 import pytest
 from google.protobuf.descriptor import ServiceDescriptor
 
-from pushwarden.runtime.app import ServiceApp
+from pushwarden.runtime.app import ConfigT, ServiceApp
+from pushwarden.runtime.config import load_config
 from pushwarden.runtime.healthprobe import health_status, reflected_services
 from pushwarden.runtime.server import create_server
 from pushwarden.runtime.unimplemented import call_with_empty_request, unimplemented_message
+
+
+def local_test_config(config_cls: type[ConfigT], database_url: str, **extra: str) -> ConfigT:
+    """A config of ``config_cls`` for a test server: 127.0.0.1, port 0, the test's
+    database and a small pool; ``extra`` gives more variables by suffix
+    (``PSEUDONYM_KEY="..."``)."""
+    prefix = f"PUSHWARDEN_{config_cls.SERVICE.upper()}_"
+    values = {"HOST": "127.0.0.1", "PORT": "0", "DATABASE_URL": database_url, "DB_POOL_SIZE": "2"}
+    values.update(extra)
+    return load_config(config_cls, environ={prefix + name: v for name, v in values.items()})
 
 
 @asynccontextmanager
