@@ -27,8 +27,8 @@ ENTRIES = [
 ]
 
 
-def utc(*hours: float) -> list[datetime]:
-    return [T0 + timedelta(hours=h) for h in hours]
+def utc(*hours: float) -> tuple[datetime, ...]:
+    return tuple(T0 + timedelta(hours=h) for h in hours)
 
 
 def test_scope_lists_are_sorted_utc_instants() -> None:
@@ -38,7 +38,7 @@ def test_scope_lists_are_sorted_utc_instants() -> None:
     assert all(at.tzinfo is UTC for at in history.marketing)
     assert history.all == utc(0.5, 1, 2, 3, 5)
     assert history.category_times("promo") == utc(0.5, 3, 5)
-    assert history.category_times("missing") == []
+    assert history.category_times("missing") == ()
     assert history.campaign_times("c1") == utc(2, 5)
     assert history.by_category == {
         "promo": utc(0.5, 3, 5),

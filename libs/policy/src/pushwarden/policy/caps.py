@@ -36,7 +36,7 @@ _CAP = Check.CAP  # Enum class attribute access is slow in 3.11
 
 
 def evaluate_cap(
-    rule: CapRule, times: list[datetime], now: datetime, zone: ZoneInfo | None, ordinal: int
+    rule: CapRule, times: Sequence[datetime], now: datetime, zone: ZoneInfo | None, ordinal: int
 ) -> CapStep:
     """The rule's numbers at ``now`` (local day ``ordinal``) over the instants it counts."""
     window = rule.rolling
@@ -63,7 +63,7 @@ def evaluate_cap(
 
 
 def cap_free_at(
-    rule: CapRule, times: list[datetime], at: datetime, zone: ZoneInfo | None
+    rule: CapRule, times: Sequence[datetime], at: datetime, zone: ZoneInfo | None
 ) -> datetime:
     """The first instant at or after ``at`` at which ``rule`` allows one more send."""
     window = rule.rolling

@@ -10,20 +10,27 @@ vanishes that night.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 from zlib import crc32
 from zoneinfo import ZoneInfo
 
 from .model import DigestPeriod, DigestSlot, QuietHours
-from .zones import localize
+from .zones import day_bounds, day_split, local_ordinal, localize
 
 __all__ = [
+    "DayView",
+    "QuietDay",
     "add_seconds",
+    "day_view",
     "digest_period",
     "jitter_seconds",
+    "jitter_seed",
     "next_digest",
     "posix_seconds",
+    "quiet_day",
     "quiet_spans",
     "quiet_window_at",
+    "view_at",
     "windows_on",
 ]
 
@@ -68,6 +75,93 @@ def quiet_spans(quiet: QuietHours, zone: ZoneInfo, ordinal: int) -> tuple[Span, 
     return spans
 
 
+DayView = tuple[
+    int, datetime, datetime, tuple[Span, ...], tuple[datetime, ...] | None, tuple[datetime, ...]
+]
+"""One local day as the engine reads it: (ordinal, start, end, the quiet spans that can
+contain its instants, and, when those spans are disjoint, their edges in order and for
+each span the first quiet instant at or after its end; else None and ())."""
+
+QuietDay = tuple[datetime, DayView, DayView]
+"""One UTC day: instants before the first item are on the second's local day, the others
+on the third's (see ``zones.day_split``)."""
+
+_DAYS_CACHE_LIMIT = 1 << 15
+_NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def _next_quiet(quiet: QuietHours, zone: ZoneInfo, ordinal: int, at: datetime) -> datetime:
+    """The first instant at or after ``at`` (on local day ``ordinal`` or the next eight)
+    that lies inside a quiet window; ``_NEVER`` if none does."""
+    found = _NEVER
+    for day in range(ordinal, ordinal + 9):
+        for start, end in quiet_spans(quiet, zone, day):
+            if end > at:
+                found = min(found, max(start, at))
+    return found
+
+
+def day_view(quiet: QuietHours, zone: ZoneInfo, ordinal: int) -> DayView:
+    """Local day ``ordinal`` with its bounds and quiet spans (memoised on ``quiet``)."""
+    cache = quiet.views_cache
+    key = (zone, ordinal)
+    try:
+        return cache[key]
+    except KeyError:
+        pass
+    view = _day_view(quiet, zone, ordinal)
+    if len(cache) >= _DAYS_CACHE_LIMIT:
+        cache.clear()
+    cache[key] = view
+    return view
+
+
+def _day_view(quiet: QuietHours, zone: ZoneInfo, ordinal: int) -> DayView:
+    spans = quiet_spans(quiet, zone, ordinal)
+    start, end = day_bounds(zone, ordinal)
+    ordered = sorted(spans)
+    if not all(a[1] <= b[0] for a, b in pairwise(ordered)):
+        return (ordinal, start, end, spans, None, ())
+    edges = tuple(edge for span in ordered for edge in span)
+    # A window ends on its own local day or the next one (windows last under a day).
+    clears = tuple(
+        _next_quiet(quiet, zone, local_ordinal(zone, stop) - 1, stop) for _, stop in ordered
+    )
+    return (ordinal, start, end, tuple(ordered), edges, clears)
+
+
+def quiet_day(quiet: QuietHours, zone: ZoneInfo, utc_ordinal: int) -> QuietDay | None:
+    """The local days of UTC day ``utc_ordinal`` in ``zone`` with ``quiet``'s spans.
+
+    Memoised on the ``QuietHours`` (keyed by zone and UTC day). ``None`` on a UTC day in
+    which the zone changes its offset: callers then use ``day_view`` of the exact local
+    day (``zones.local_ordinal``).
+    """
+    cache = quiet.days_cache
+    key = (zone, utc_ordinal)
+    try:
+        return cache[key]
+    except KeyError:
+        pass
+    split = day_split(zone, utc_ordinal)
+    day: QuietDay | None = None
+    if split is not None:
+        switch, before, after = split
+        day = (switch, day_view(quiet, zone, before[0]), day_view(quiet, zone, after[0]))
+    if len(cache) >= _DAYS_CACHE_LIMIT:
+        cache.clear()
+    cache[key] = day
+    return day
+
+
+def view_at(quiet: QuietHours, zone: ZoneInfo, at: datetime) -> DayView:
+    """The ``DayView`` of the local day of ``at`` (UTC)."""
+    day = quiet_day(quiet, zone, at.toordinal())
+    if day is None:
+        return day_view(quiet, zone, local_ordinal(zone, at))
+    return day[1] if at < day[0] else day[2]
+
+
 def quiet_window_at(quiet: QuietHours, zone: ZoneInfo, at: datetime, ordinal: int) -> Span | None:
     """The quiet window containing ``at`` (local day ``ordinal``), latest-ending if several."""
     if not quiet.windows:
@@ -100,11 +194,37 @@ def posix_seconds(at: datetime) -> int:
 
 
 # 64-bit odd multipliers: the golden ratio (spreads a window's seconds over all 64 bits)
-# and the two of the splitmix64 finaliser.
+# and the two of the splitmix64 finaliser; a 32-bit odd multiplier for the last step.
 _MASK64 = (1 << 64) - 1
+_MASK32 = (1 << 32) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 _MIX1 = 0xBF58476D1CE4E5B9
 _MIX2 = 0x94D049BB133111EB
+_MIX32 = 0x2C1B3C6D
+
+_SEEDS: dict[tuple[str, datetime], int] = {}
+_SEEDS_LIMIT = 1 << 15
+
+
+def jitter_seed(message_id: str, anchor: datetime) -> int:
+    """The 32-bit seed of one message and window end, shared by every user (memoised).
+
+    The message id is CRC-32'd, the window's POSIX second multiplied in, and two
+    splitmix64 rounds mix the word; the low 32 bits are the seed.
+    """
+    key = (message_id, anchor)
+    try:
+        return _SEEDS[key]
+    except KeyError:
+        pass
+    word = crc32(message_id.encode()) ^ posix_seconds(anchor) * _GOLDEN
+    word = word * _MIX1 & _MASK64
+    word = (word ^ word >> 29) * _MIX2 & _MASK64
+    seed = (word ^ word >> 32) & _MASK32
+    if len(_SEEDS) >= _SEEDS_LIMIT:
+        _SEEDS.clear()
+    _SEEDS[key] = seed
+    return seed
 
 
 def jitter_seconds(user_id: str, message_id: str, anchor: datetime, span: int) -> int:
@@ -112,20 +232,19 @@ def jitter_seconds(user_id: str, message_id: str, anchor: datetime, span: int) -
 
     A hash spreads a million users deferred to the same window end evenly over the span;
     the same inputs always give the same offset (never ``random``, never ``hash()``, which
-    is salted per process). The user and message ids are CRC-32'd separately into the two
-    halves of a 64-bit word (so no concatenation of ids can collide), the window's POSIX
-    second is multiplied in, and two multiply-xorshift rounds mix it; the high 32 bits
-    pick the offset. About a third cheaper than BLAKE2b of a formatted string.
+    is salted per process). The user id is CRC-32'd starting from the seed of the
+    message and window (``jitter_seed``, computed once per message and window and shared
+    by all its users), the result multiplied by an odd constant modulo 2**32 (a
+    bijection that moves the CRC's low-bit structure up), and the high bits pick the
+    offset (multiply-shift, no modulo bias beyond one part in 2**32 / span). Every
+    operation stays within 64 bits; the engine inlines the same arithmetic.
     """
     if span <= 0:
         return 0
-    seconds = _POSIX.get(anchor)
-    if seconds is None:
-        seconds = posix_seconds(anchor)
-    word = (crc32(message_id.encode()) << 32 | crc32(user_id.encode())) ^ seconds * _GOLDEN
-    word = word * _MIX1 & _MASK64
-    word = (word ^ word >> 29) * _MIX2 & _MASK64
-    return (word >> 32) % span
+    seed = _SEEDS.get((message_id, anchor))
+    if seed is None:
+        seed = jitter_seed(message_id, anchor)
+    return (crc32(user_id.encode(), seed) * _MIX32 & _MASK32) * span >> 32
 
 
 def digest_period(slot: DigestSlot, zone: ZoneInfo, at: datetime) -> tuple[date, datetime]:

@@ -24,19 +24,26 @@ rules first on a tie) is the one the user's opt-down added.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple, cast
+from zlib import crc32
 from zoneinfo import ZoneInfo
 
 from .caps import calendar_free_at, evaluate_cap, rule_applies
 from .clock import (
+    _MASK32,
+    _MIX32,
+    _SECONDS,
+    _SEEDS,
     add_seconds,
     digest_period,
     jitter_seconds,
-    quiet_spans,
+    jitter_seed,
+    quiet_day,
     quiet_window_at,
+    view_at,
 )
 from .history import ContactHistory, as_history
 from .model import (
@@ -70,15 +77,11 @@ from .trace import (
     ZoneStep,
 )
 from .zones import (
-    _DAYS,
-    _OFFSETS,
     _WEEKS,
     _ZONES,
-    day_bounds,
     local_ordinal,
     localize,
     resolve_zone,
-    utc_day_offset,
     week_bounds,
 )
 
@@ -218,31 +221,59 @@ _TRANSACTIONAL_DROPS = _gate_drops(_TRANSACTIONAL_GATES)
 _TRANSACTIONAL_ALLOW = _constant(_ALLOW, None, _TRANSACTIONAL_PREFIX)
 
 
-def _transactional_clear(m: Message, r: Recipient, h: ContactHistory, now: datetime) -> bool:
-    """All of ``_TRANSACTIONAL_GATES`` pass, in one expression (see ``_marketing_clear``)."""
-    may_opt_out = m.category.opt_out_allowed
-    return not (
-        r.erased
-        or (m.send_key is not None and m.send_key in h.send_keys)
-        or (m.expires_at is not None and now >= m.expires_at)
-        or (may_opt_out and m.category.category_id in r.category_opt_outs)
-        or (may_opt_out and m.topic_id is not None and m.topic_id in r.topic_opt_outs)
-        or not r.os_permission
-        or r.usable_devices <= 0
-    )
+def _transactional_gate(m: Message, r: Recipient, h: ContactHistory, now: datetime) -> int:
+    """Index in ``_TRANSACTIONAL_GATES`` of the first gate that fails, or -1 if all pass.
+
+    The table spelled out (a call per gate costs more than the gate): the tracing
+    evaluator walks the table itself, and the property tests check the two agree.
+    """
+    if r.erased:
+        return 0
+    if m.send_key in h.send_keys:  # never holds None
+        return 1
+    expires = m.expires_at
+    if expires is not None and now >= expires:
+        return 2
+    if m.category.opt_out_allowed:
+        if m.category.category_id in r.category_opt_outs:
+            return 3
+        if m.topic_id in r.topic_opt_outs:
+            return 4
+    if not r.os_permission:
+        return 5
+    if r.usable_devices <= 0:
+        return 6
+    return -1
 
 
-def _first_failing(
-    gates: tuple[tuple[Check, Reason, _Gate], ...],
-    m: Message,
-    r: Recipient,
-    h: ContactHistory,
-    now: datetime,
-) -> int:
-    """Index of the first gate of the table that fails."""
-    for index, (_, _, blocked) in enumerate(gates):
-        if blocked(m, r, h, now):
-            return index
+def _marketing_gate(m: Message, r: Recipient, h: ContactHistory, now: datetime) -> int:
+    """Index in ``_MARKETING_GATES`` of the first gate that fails (one is known to fail).
+
+    The table spelled out, as ``_transactional_gate``.
+    """
+    if r.erased:
+        return 0
+    if r.suppressed:
+        return 1
+    if m.source_id in r.holdout_sources:
+        return 2
+    if m.send_key in h.send_keys:
+        return 3
+    expires = m.expires_at
+    if expires is not None and now >= expires:
+        return 4
+    if not r.push_consent:
+        return 5
+    if r.marketing_opt_out:
+        return 6
+    if m.category.category_id in r.category_opt_outs:
+        return 7
+    if m.topic_id in r.topic_opt_outs:
+        return 8
+    if not r.os_permission:
+        return 9
+    if r.usable_devices <= 0:
+        return 10
     raise AssertionError("a gate failed in the fast check but not in the table")
 
 
@@ -447,75 +478,95 @@ def decide(
     hist = history if type(history) is ContactHistory else as_history(history)
     category = message.category
     if category.kind is _MK_MARKETING:
-        # ``_MARKETING_GATES`` in one expression; the table gives the reason on a failure.
+        # ``_MARKETING_GATES`` in one expression (the id sets never hold None, so an
+        # absent id needs no test of its own); ``_marketing_gate`` finds the reason.
         source_id = message.source_id
-        send_key = message.send_key
         expires = message.expires_at
-        topic = message.topic_id
         if (
             recipient.marketing_blocked
-            or (
-                source_id is not None
-                and recipient.holdout_sources
-                and source_id in recipient.holdout_sources
-            )
-            or (send_key is not None and send_key in hist.send_keys)
+            or source_id in recipient.holdout_sources
+            or message.send_key in hist.send_keys
             or (expires is not None and now >= expires)
             or category.category_id in recipient.category_opt_outs
-            or (topic is not None and topic in recipient.topic_opt_outs)
+            or message.topic_id in recipient.topic_opt_outs
         ):
-            return _MARKETING_DROPS[_first_failing(_MARKETING_GATES, message, recipient, hist, now)]
+            return _MARKETING_DROPS[_marketing_gate(message, recipient, hist, now)]
         marketing = True
     else:
-        if not _transactional_clear(message, recipient, hist, now):
-            return _TRANSACTIONAL_DROPS[
-                _first_failing(_TRANSACTIONAL_GATES, message, recipient, hist, now)
-            ]
+        failed = _transactional_gate(message, recipient, hist, now)
+        if failed >= 0:
+            return _TRANSACTIONAL_DROPS[failed]
         if not message.respects_quiet_hours:
             return _TRANSACTIONAL_ALLOW
         marketing = False
         expires = message.expires_at
         frequency = _FP_NORMAL  # opt-down and digest never apply to transactional sends
 
-    # The zone: a valid profile zone (the common case) is one lookup in the zone cache.
-    zone = _ZONES.get(recipient.zone) if recipient.zone else None
+    # The zone: a valid profile zone (the common case) is one lookup in the zone cache
+    # (which never holds None or the empty name).
+    zone = _ZONES.get(recipient.zone)
     if zone is None:
         zone = _resolve(recipient.zone, recipient.device_zone, rules.default_zone)[0]
         if zone is None:
             if marketing:
                 return _lazy(_DROP, _R_NO_TIMEZONE, None, message, recipient, hist, rules, now)
             return _lazy(_ALLOW, None, None, message, recipient, hist, rules, now)
-    # ``local_ordinal``, inlined.
+    # The local day of ``now``: its bounds and quiet spans (``clock.view_at``, inlined).
+    quiet = recipient.quiet_hours
+    if quiet is None:
+        quiet = rules.quiet_hours
     try:
-        offset = _OFFSETS[zone][now.toordinal()]
+        day = quiet.days_cache[(zone, now.toordinal())]
     except KeyError:
-        offset = utc_day_offset(zone, now.toordinal())
-    ordinal = (now + offset).toordinal() if offset is not None else local_ordinal(zone, now)
+        day = quiet_day(quiet, zone, now.toordinal())
+    # (``day`` is None on a UTC day in which the zone changes its offset.)
+    local = view_at(quiet, zone, now) if day is None else day[1] if now < day[0] else day[2]
+    ordinal = local[0]
 
     reason: Reason | None = None
     caps_free = now
     if marketing:
         frequency = recipient.frequency
-        plan = (
-            rules.plan
+        rolling, rest = (
+            rules.parts
             if frequency is _FP_NORMAL
-            else rules.plan_for(frequency, recipient.frequency_max)
+            else rules.parts_for(frequency, recipient.frequency_max)
         )
-        category_id = category.category_id
         drop_reason: Reason | None = None
-        for selector, target, window, calendar_day, limit, drops, preference in plan:
+        if rolling:
+            # Every rolling ALL_MARKETING rule counts the one marketing list.
+            times = hist.marketing_times
+            if times is None:
+                times = hist.marketing
+            count = len(times)
+            for limit, width, drops, preference in rolling:
+                # ``times`` is sorted, so the window holds ``limit`` or more sends exactly
+                # when the ``limit``-th latest send is inside it: one look, not a count.
+                if count >= limit:
+                    frees = times[-limit] + width
+                    if frees > now:
+                        # Full. The first dropping rule decides a DROP; the rule that
+                        # frees last decides a deferral (app rules first on a tie).
+                        if drops:
+                            if drop_reason is None:
+                                drop_reason = _R_FREQUENCY if preference else _R_CAPPED
+                        elif frees > caps_free:
+                            caps_free = frees
+                            reason = _R_FREQUENCY if preference else _R_CAPPED
+        category_id = category.category_id
+        for selector, target, window, calendar_day, limit, drops, preference in rest:
             # The history's lazy lists, read through their slots when already built.
-            if selector == SELECT_MARKETING:
-                times = hist.marketing_times
-                if times is None:
-                    times = hist.marketing
-            elif selector == SELECT_CATEGORY:
+            if selector == SELECT_CATEGORY:
                 if target is not None and target != category_id:
                     continue
                 built = hist.categories
                 times = built.get(category_id) if built is not None else None
                 if times is None:
                     times = hist.category_times(category_id)
+            elif selector == SELECT_MARKETING:
+                times = hist.marketing_times
+                if times is None:
+                    times = hist.marketing
             elif selector == SELECT_ALL:
                 times = hist.all
             else:
@@ -524,22 +575,22 @@ def decide(
                 times = hist.campaign_times(source_id)
             if len(times) < limit:
                 continue  # fewer sends in all the history than the limit: cannot be full
-            # ``times`` is sorted, so the window holds ``limit`` or more sends exactly when
-            # the ``limit``-th latest send is inside it: one look instead of a count.
             kth = times[-limit]
             if window is not None:
                 if kth <= now - window:
                     continue
                 frees = kth + window
             else:
-                found = (_DAYS if calendar_day else _WEEKS).get((zone, ordinal))
-                if found is None:
-                    found = (day_bounds if calendar_day else week_bounds)(zone, ordinal)
-                if kth < found[0]:
+                if calendar_day:
+                    period_start, period_end = local[1], local[2]
+                else:
+                    week = _WEEKS.get((zone, ordinal))
+                    if week is None:
+                        week = week_bounds(zone, ordinal)
+                    period_start, period_end = week
+                if kth < period_start:
                     continue
-                frees = calendar_free_at(calendar_day, limit, times, found[1], zone)
-            # The rule is full. The first dropping rule decides a DROP; the rule that
-            # frees last decides a deferral (app rules first on a tie).
+                frees = calendar_free_at(calendar_day, limit, times, period_end, zone)
             if drops:
                 if drop_reason is None:
                     drop_reason = _R_FREQUENCY if preference else _R_CAPPED
@@ -549,14 +600,18 @@ def decide(
         if drop_reason is not None:
             return _lazy(_DROP, drop_reason, None, message, recipient, hist, rules, now)
 
-    # ``clock.quiet_window_at``, inlined.
-    quiet = recipient.quiet_hours if recipient.quiet_hours is not None else rules.quiet_hours
+    # ``clock.quiet_window_at``, inlined: one bisect when the day's spans are disjoint.
     span: tuple[datetime, datetime] | None = None
-    if quiet.windows:
-        spans = quiet.spans_cache.get((zone, ordinal))
-        if spans is None:
-            spans = quiet_spans(quiet, zone, ordinal)
-        for candidate in spans:
+    clear: datetime | None = None  # the first quiet instant at or after ``span``'s end
+    edges = local[4]
+    if edges is not None:
+        if edges:
+            index = bisect_right(edges, now)
+            if index & 1:
+                span = local[3][index >> 1]
+                clear = local[5][index >> 1]
+    else:
+        for candidate in local[3]:
             if candidate[0] <= now < candidate[1] and (span is None or candidate[1] > span[1]):
                 span = candidate
 
@@ -583,37 +638,35 @@ def decide(
     elif reason is None:
         # Quiet hours alone, the common deferral: the first round of ``_Search.earliest``,
         # inlined. It ends here when the jittered window end lies outside every window.
+        # A window lasts under a day, so its end is well inside the search horizon.
         end = span[1]
-        horizon = now + _HORIZON
-        if expires is not None and end >= expires and end < horizon:
+        if expires is not None and end >= expires:
             return _lazy(_DROP, _R_EXPIRED, end, message, recipient, hist, rules, now)
-        jitter = (
-            jitter_seconds(recipient.user_id, message.message_id, end, rules.jitter_seconds)
-            if rules.jitter_seconds
-            else 0
-        )
-        at = add_seconds(end, jitter)
-        if at < horizon:
+        at = end
+        jitter_span = rules.jitter_seconds
+        if jitter_span:
+            # ``clock.jitter_seconds`` and ``clock.add_seconds``, inlined.
+            message_id = message.message_id
+            seed = _SEEDS.get((message_id, end))
+            if seed is None:
+                seed = jitter_seed(message_id, end)
+            word = crc32(recipient.user_id.encode(), seed) * _MIX32 & _MASK32
+            jitter = word * jitter_span >> 32
+            try:
+                at = end + _SECONDS[jitter]
+            except IndexError:
+                at = add_seconds(end, jitter)
+        # Done when the jittered end comes before the next quiet instant (and, for a
+        # jitter window of a day or more, inside the horizon); else the search goes on.
+        if clear is not None and at < clear and (jitter_span < 86400 or at < now + _HORIZON):
             if expires is not None and at >= expires:
                 return _lazy(_DROP, _R_EXPIRED, at, message, recipient, hist, rules, now)
-            try:
-                offset = _OFFSETS[zone][at.toordinal()]
-            except KeyError:
-                offset = utc_day_offset(zone, at.toordinal())
-            later = (at + offset).toordinal() if offset is not None else local_ordinal(zone, at)
-            spans = quiet.spans_cache.get((zone, later))
-            if spans is None:
-                spans = quiet_spans(quiet, zone, later)
-            for candidate in spans:
-                if candidate[0] <= at < candidate[1]:
-                    break  # inside another window: the general search takes over
-            else:
-                trace = Trace()
-                trace._steps = None
-                trace._source = (
-                    _expand, message, recipient, hist, rules, now, _DEFER, _R_QUIET_HOURS, at
-                )  # fmt: skip
-                return _new(Decision, (_DEFER, _R_QUIET_HOURS, at, trace))
+            trace = Trace()
+            trace._steps = None
+            trace._source = (
+                _expand, message, recipient, hist, rules, now, _DEFER, _R_QUIET_HOURS, at
+            )  # fmt: skip
+            return _new(Decision, (_DEFER, _R_QUIET_HOURS, at, trace))
         reason = _R_QUIET_HOURS
     search = _Search(message, recipient, hist, rules, zone, quiet, None)
     outcome, reason, until, _ = _settle(search, message, now, caps_free, span, reason)

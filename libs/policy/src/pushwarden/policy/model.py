@@ -12,6 +12,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .clock import DayView, QuietDay
 
 __all__ = [
     "ALL_WEEKDAYS",
@@ -29,14 +33,19 @@ __all__ = [
     "FrequencyPreference",
     "Message",
     "MessageKind",
+    "PlanParts",
     "QuietHours",
     "QuietWindow",
     "Recipient",
+    "RollingPlan",
     "Rules",
+    "split_plan",
 ]
 
 ALL_WEEKDAYS: frozenset[int] = frozenset(range(7))
 """Monday is 0, as in ``date.weekday()`` and ISO 8601."""
+
+_NO_IDS: frozenset[str] = frozenset()
 
 
 class MessageKind(enum.Enum):
@@ -187,6 +196,10 @@ class QuietWindow:
 _SpansMemo = dict[tuple[object, int], tuple[tuple[datetime, datetime], ...]]
 _SHARED_SPANS: dict[tuple[QuietWindow, ...], _SpansMemo] = {}
 _SHARED_SPANS_LIMIT = 4096
+_DaysMemo = dict[tuple[object, int], "QuietDay | None"]
+_SHARED_DAYS: dict[tuple[QuietWindow, ...], _DaysMemo] = {}
+_ViewsMemo = dict[tuple[object, int], "DayView"]
+_SHARED_VIEWS: dict[tuple[QuietWindow, ...], _ViewsMemo] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +214,8 @@ class QuietHours:
     by_weekday: tuple[tuple[QuietWindow, ...], ...] = field(init=False, repr=False, compare=False)
     _hash: int = field(init=False, repr=False, compare=False)
     spans_cache: _SpansMemo = field(init=False, repr=False, compare=False)
+    days_cache: _DaysMemo = field(init=False, repr=False, compare=False)
+    views_cache: _ViewsMemo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         table = tuple(tuple(w for w in self.windows if day in w.weekdays) for day in range(7))
@@ -211,7 +226,13 @@ class QuietHours:
         # protobuf, say) find it warm. It is a value cache: equality and hash ignore it.
         if len(_SHARED_SPANS) >= _SHARED_SPANS_LIMIT:
             _SHARED_SPANS.clear()
+            _SHARED_DAYS.clear()
+            _SHARED_VIEWS.clear()
         object.__setattr__(self, "spans_cache", _SHARED_SPANS.setdefault(self.windows, {}))
+        # The same for ``clock.quiet_day`` (per zone and UTC day) and ``clock.day_view``
+        # (per zone and local day).
+        object.__setattr__(self, "days_cache", _SHARED_DAYS.setdefault(self.windows, {}))
+        object.__setattr__(self, "views_cache", _SHARED_VIEWS.setdefault(self.windows, {}))
 
     def __hash__(self) -> int:
         return self._hash
@@ -257,8 +278,8 @@ class Recipient:
     user_id: str
     push_consent: bool = True
     marketing_opt_out: bool = False
-    category_opt_outs: frozenset[str] = frozenset()
-    topic_opt_outs: frozenset[str] = frozenset()
+    category_opt_outs: frozenset[str] = _NO_IDS
+    topic_opt_outs: frozenset[str] = _NO_IDS
     os_permission: bool = True
     usable_devices: int = 1
     zone: str | None = None
@@ -268,7 +289,7 @@ class Recipient:
     digest: DigestSlot | None = None
     suppressed: bool = False
     erased: bool = False
-    holdout_sources: frozenset[str] = frozenset()
+    holdout_sources: frozenset[str] = _NO_IDS
     frequency_max: int = 0
     # The gates on facts of the recipient alone, folded once per recipient so the hot path
     # reads one flag; ``decide`` walks its gate table for the reason when one is set.
@@ -285,6 +306,11 @@ class Recipient:
         )
         object.__setattr__(self, "marketing_blocked", marketing)
         object.__setattr__(self, "transactional_blocked", unreachable)
+        # ``frozenset()`` is a new 216-byte object each time: share one for the empty sets
+        # so the hot path's membership tests on them never touch a recipient's own memory.
+        for name in ("category_opt_outs", "topic_opt_outs", "holdout_sources"):
+            if not getattr(self, name):
+                object.__setattr__(self, name, _NO_IDS)
 
 
 SELECT_MARKETING = 0
@@ -356,6 +382,30 @@ CapPlan = tuple[int, str | None, timedelta | None, bool, int, bool, bool]
 calendar day?, limit, drops?, user preference?). It holds no reference back to the rule,
 so ``dataclasses.asdict`` and friends see no cycle."""
 
+RollingPlan = tuple[int, timedelta, bool, bool]
+"""A rolling ALL_MARKETING rule (the commonest cap) as the engine's first loop reads it:
+(limit, window, drops?, user preference?)."""
+
+PlanParts = tuple[tuple[RollingPlan, ...], tuple[CapPlan, ...]]
+"""A rule list split for the engine: the rolling ALL_MARKETING rules (which all count the
+one marketing list), then every other rule in its declared order. Only the order of
+evaluation changes; what a rule decides does not, and the reason a full rule gives
+(CAPPED for an app rule, FREQUENCY_PREFERENCE for the opt-down rule, which always comes
+last) is the same in either order."""
+
+
+def split_plan(plan: tuple[CapPlan, ...]) -> PlanParts:
+    """``plan`` as ``PlanParts``."""
+    rolling: list[RollingPlan] = []
+    rest: list[CapPlan] = []
+    for step in plan:
+        selector, _, window, _, limit, drops, preference = step
+        if selector == SELECT_MARKETING and window is not None:
+            rolling.append((limit, window, drops, preference))
+        else:
+            rest.append(step)
+    return tuple(rolling), tuple(rest)
+
 
 _DEFAULT_JITTER = timedelta(minutes=30)
 
@@ -392,12 +442,16 @@ class Rules:
     opt_down_weekly_max: int = 3
     jitter_seconds: int = field(init=False, repr=False, compare=False)
     plan: tuple[CapPlan, ...] = field(init=False, repr=False, compare=False)
+    parts: PlanParts = field(init=False, repr=False, compare=False)
     # Per-Rules memo of the cap list for each (mode, count) seen: built once, read on the
     # hot path. A value cache: equality and hash ignore it.
     _caps_memo: dict[tuple[FrequencyPreference, int], tuple[CapRule, ...]] = field(
         init=False, repr=False, compare=False, hash=False
     )
     _plan_memo: dict[tuple[FrequencyPreference, int], tuple[CapPlan, ...]] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
+    _parts_memo: dict[tuple[FrequencyPreference, int], PlanParts] = field(
         init=False, repr=False, compare=False, hash=False
     )
 
@@ -414,6 +468,8 @@ class Rules:
         object.__setattr__(self, "_caps_memo", {})
         object.__setattr__(self, "_plan_memo", {})
         object.__setattr__(self, "plan", tuple(rule.plan for rule in self.caps))
+        object.__setattr__(self, "parts", split_plan(self.plan))
+        object.__setattr__(self, "_parts_memo", {})
 
     def caps_for(self, frequency: FrequencyPreference, max_count: int = 0) -> tuple[CapRule, ...]:
         """The app's caps plus the one a DAILY_MAX / WEEKLY_MAX opt-down adds.
@@ -457,3 +513,15 @@ class Rules:
         if len(self._plan_memo) < 512:
             self._plan_memo[key] = plan
         return plan
+
+    def parts_for(self, frequency: FrequencyPreference, max_count: int = 0) -> PlanParts:
+        """``plan_for`` split as the engine's loops read it (``split_plan``), memoised."""
+        key = (frequency, max_count)
+        try:
+            return self._parts_memo[key]
+        except KeyError:
+            pass
+        parts = split_plan(self.plan_for(frequency, max_count))
+        if len(self._parts_memo) < 512:
+            self._parts_memo[key] = parts
+        return parts

@@ -14,10 +14,14 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
+    "DaySplit",
+    "LocalDay",
     "ZoneSource",
     "day_bounds",
+    "day_split",
     "day_start",
     "get_zone",
+    "local_day",
     "local_ordinal",
     "localize",
     "resolve_zone",
@@ -35,7 +39,7 @@ class ZoneSource(enum.Enum):
     NONE = "NONE"
 
 
-_ZONES: dict[str, ZoneInfo | None] = {}
+_ZONES: dict[str | None, ZoneInfo | None] = {}  # None is never a key, but may be looked up
 
 
 def get_zone(name: str | None) -> ZoneInfo | None:
@@ -142,6 +146,56 @@ def utc_day_offset(zone: ZoneInfo, utc_ordinal: int) -> timedelta | None:
         memo.clear()
     memo[utc_ordinal] = offset
     return offset
+
+
+LocalDay = tuple[int, datetime, datetime]
+"""A local day: its proleptic ordinal and its ``[start, end)`` as UTC instants."""
+
+DaySplit = tuple[datetime, LocalDay, LocalDay]
+"""How one UTC day falls on local days: instants before the first item are on the
+second's day, the others on the third's."""
+
+_SPLITS: dict[ZoneInfo, dict[int, DaySplit | None]] = {}
+
+
+def day_split(zone: ZoneInfo, utc_ordinal: int) -> DaySplit | None:
+    """The local days UTC day ``utc_ordinal`` spans in ``zone``, memoised per zone.
+
+    ``None`` on the rare UTC day in which the zone changes its offset (callers then
+    convert exactly, see ``local_ordinal``). Otherwise the offset holds all day, so the
+    local date changes once, at the UTC instant of the next local midnight (which may
+    fall after the UTC day ends: then every instant is on the first local day).
+    """
+    memo = _SPLITS.get(zone)
+    if memo is None:
+        memo = _SPLITS[zone] = {}
+    try:
+        return memo[utc_ordinal]
+    except KeyError:
+        pass
+    offset = utc_day_offset(zone, utc_ordinal)
+    split: DaySplit | None = None
+    if offset is not None:
+        first = (datetime.fromordinal(utc_ordinal) + offset).toordinal()
+        switch = datetime.fromordinal(first + 1).replace(tzinfo=UTC) - offset
+        split = (
+            switch,
+            (first, *day_bounds(zone, first)),
+            (first + 1, *day_bounds(zone, first + 1)),
+        )
+    if len(memo) >= _OFFSETS_LIMIT:
+        memo.clear()
+    memo[utc_ordinal] = split
+    return split
+
+
+def local_day(zone: ZoneInfo, at: datetime) -> LocalDay:
+    """The local day of ``at`` (in UTC) in ``zone``: ordinal and bounds."""
+    split = day_split(zone, at.toordinal())
+    if split is None:
+        ordinal = at.astimezone(zone).toordinal()
+        return (ordinal, *day_bounds(zone, ordinal))
+    return split[1] if at < split[0] else split[2]
 
 
 def local_ordinal(zone: ZoneInfo, at: datetime) -> int:
