@@ -479,16 +479,17 @@ def decide(
     category = message.category
     if category.kind is _MK_MARKETING:
         # ``_MARKETING_GATES`` in one expression (the id sets never hold None, so an
-        # absent id needs no test of its own); ``_marketing_gate`` finds the reason.
+        # absent id needs no test of its own; an empty set, shared by all recipients, is
+        # tested first so the id is not even hashed); ``_marketing_gate`` finds the reason.
         source_id = message.source_id
         expires = message.expires_at
         if (
             recipient.marketing_blocked
-            or source_id in recipient.holdout_sources
+            or (recipient.holdout_sources and source_id in recipient.holdout_sources)
             or message.send_key in hist.send_keys
             or (expires is not None and now >= expires)
             or category.category_id in recipient.category_opt_outs
-            or message.topic_id in recipient.topic_opt_outs
+            or (recipient.topic_opt_outs and message.topic_id in recipient.topic_opt_outs)
         ):
             return _MARKETING_DROPS[_marketing_gate(message, recipient, hist, now)]
         marketing = True
@@ -521,13 +522,12 @@ def decide(
         day = quiet_day(quiet, zone, now.toordinal())
     # (``day`` is None on a UTC day in which the zone changes its offset.)
     local = view_at(quiet, zone, now) if day is None else day[1] if now < day[0] else day[2]
-    ordinal = local[0]
 
     reason: Reason | None = None
     caps_free = now
     if marketing:
         frequency = recipient.frequency
-        rolling, rest = (
+        rolling, per_category, rest = (
             rules.parts
             if frequency is _FP_NORMAL
             else rules.parts_for(frequency, recipient.frequency_max)
@@ -554,6 +554,38 @@ def decide(
                             caps_free = frees
                             reason = _R_FREQUENCY if preference else _R_CAPPED
         category_id = category.category_id
+        if per_category:
+            # Every per-category rule counts the message's own category.
+            built = hist.categories
+            times = built.get(category_id) if built is not None else None
+            if times is None:
+                times = hist.category_times(category_id)
+            count = len(times)
+            for limit, window, calendar_day, drops, preference in per_category:
+                if count < limit:
+                    continue
+                kth = times[-limit]
+                if window is not None:
+                    frees = kth + window
+                    if frees <= now:
+                        continue
+                elif calendar_day:
+                    if kth < local[1]:
+                        continue
+                    frees = calendar_free_at(True, limit, times, local[2], zone)
+                else:
+                    week = _WEEKS.get((zone, local[0]))
+                    if week is None:
+                        week = week_bounds(zone, local[0])
+                    if kth < week[0]:
+                        continue
+                    frees = calendar_free_at(False, limit, times, week[1], zone)
+                if drops:
+                    if drop_reason is None:
+                        drop_reason = _R_FREQUENCY if preference else _R_CAPPED
+                elif frees > caps_free:
+                    caps_free = frees
+                    reason = _R_FREQUENCY if preference else _R_CAPPED
         for selector, target, window, calendar_day, limit, drops, preference in rest:
             # The history's lazy lists, read through their slots when already built.
             if selector == SELECT_CATEGORY:
@@ -584,9 +616,9 @@ def decide(
                 if calendar_day:
                     period_start, period_end = local[1], local[2]
                 else:
-                    week = _WEEKS.get((zone, ordinal))
+                    week = _WEEKS.get((zone, local[0]))
                     if week is None:
-                        week = week_bounds(zone, ordinal)
+                        week = week_bounds(zone, local[0])
                     period_start, period_end = week
                 if kth < period_start:
                     continue
@@ -615,7 +647,7 @@ def decide(
             if candidate[0] <= now < candidate[1] and (span is None or candidate[1] > span[1]):
                 span = candidate
 
-    if marketing and frequency is _FP_DIGEST:
+    if frequency is _FP_DIGEST:  # (always NORMAL for a transactional message)
         digest = recipient.digest if recipient.digest is not None else rules.default_digest
         search = _Search(message, recipient, hist, rules, zone, quiet, digest)
         _, opens, sent, _ = search.digest_state(now)

@@ -27,6 +27,7 @@ __all__ = [
     "CapRule",
     "CapScope",
     "Category",
+    "CategoryPlan",
     "ContactEntry",
     "DigestPeriod",
     "DigestSlot",
@@ -386,25 +387,34 @@ RollingPlan = tuple[int, timedelta, bool, bool]
 """A rolling ALL_MARKETING rule (the commonest cap) as the engine's first loop reads it:
 (limit, window, drops?, user preference?)."""
 
-PlanParts = tuple[tuple[RollingPlan, ...], tuple[CapPlan, ...]]
+CategoryPlan = tuple[int, timedelta | None, bool, bool, bool]
+"""A CATEGORY rule that applies to every category (``target_id=None``), as the engine's
+second loop reads it: (limit, rolling window or None, calendar day?, drops?, user
+preference?)."""
+
+PlanParts = tuple[tuple[RollingPlan, ...], tuple[CategoryPlan, ...], tuple[CapPlan, ...]]
 """A rule list split for the engine: the rolling ALL_MARKETING rules (which all count the
-one marketing list), then every other rule in its declared order. Only the order of
-evaluation changes; what a rule decides does not, and the reason a full rule gives
-(CAPPED for an app rule, FREQUENCY_PREFERENCE for the opt-down rule, which always comes
-last) is the same in either order."""
+one marketing list), the per-category rules (which all count the message's category),
+then every other rule in its declared order. Only the order of evaluation changes; what
+a rule decides does not, and the reason a full rule gives (CAPPED for an app rule,
+FREQUENCY_PREFERENCE for the opt-down rule, which is a calendar rule over all marketing
+sends and always comes last) is the same in either order."""
 
 
 def split_plan(plan: tuple[CapPlan, ...]) -> PlanParts:
     """``plan`` as ``PlanParts``."""
     rolling: list[RollingPlan] = []
+    per_category: list[CategoryPlan] = []
     rest: list[CapPlan] = []
     for step in plan:
-        selector, _, window, _, limit, drops, preference = step
+        selector, target, window, calendar_day, limit, drops, preference = step
         if selector == SELECT_MARKETING and window is not None:
             rolling.append((limit, window, drops, preference))
+        elif selector == SELECT_CATEGORY and target is None:
+            per_category.append((limit, window, calendar_day, drops, preference))
         else:
             rest.append(step)
-    return tuple(rolling), tuple(rest)
+    return tuple(rolling), tuple(per_category), tuple(rest)
 
 
 _DEFAULT_JITTER = timedelta(minutes=30)
