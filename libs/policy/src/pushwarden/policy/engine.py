@@ -517,7 +517,7 @@ def decide(
     if quiet is None:
         quiet = rules.quiet_hours
     try:
-        day = quiet.days_cache[(zone, now.toordinal())]
+        day = quiet.days_cache[zone][now.toordinal()]
     except KeyError:
         day = quiet_day(quiet, zone, now.toordinal())
     # (``day`` is None on a UTC day in which the zone changes its offset.)

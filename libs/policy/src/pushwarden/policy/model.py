@@ -197,7 +197,7 @@ class QuietWindow:
 _SpansMemo = dict[tuple[object, int], tuple[tuple[datetime, datetime], ...]]
 _SHARED_SPANS: dict[tuple[QuietWindow, ...], _SpansMemo] = {}
 _SHARED_SPANS_LIMIT = 4096
-_DaysMemo = dict[tuple[object, int], "QuietDay | None"]
+_DaysMemo = dict[object, dict[int, "QuietDay | None"]]
 _SHARED_DAYS: dict[tuple[QuietWindow, ...], _DaysMemo] = {}
 _ViewsMemo = dict[tuple[object, int], "DayView"]
 _SHARED_VIEWS: dict[tuple[QuietWindow, ...], _ViewsMemo] = {}
