@@ -178,21 +178,9 @@ def quiet_window_at(quiet: QuietHours, zone: ZoneInfo, at: datetime, ordinal: in
     return found
 
 
-_POSIX: dict[datetime, int] = {}
-_POSIX_LIMIT = 1 << 15
-
-
 def posix_seconds(at: datetime) -> int:
-    """The POSIX second of an aware instant, memoised (window ends recur across users)."""
-    try:
-        return _POSIX[at]
-    except KeyError:
-        pass
-    seconds = (at - _EPOCH) // _SECOND  # without a float round trip
-    if len(_POSIX) >= _POSIX_LIMIT:
-        _POSIX.clear()
-    _POSIX[at] = seconds
-    return seconds
+    """The POSIX second of an aware instant."""
+    return (at - _EPOCH) // _SECOND  # without a float round trip
 
 
 # 64-bit odd multipliers: the golden ratio (spreads a window's seconds over all 64 bits)

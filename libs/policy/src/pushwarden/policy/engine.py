@@ -77,7 +77,6 @@ from .trace import (
     ZoneStep,
 )
 from .zones import (
-    _WEEKS,
     _ZONES,
     local_ordinal,
     localize,
@@ -574,9 +573,7 @@ def decide(
                         continue
                     frees = calendar_free_at(True, limit, times, local[2], zone)
                 else:
-                    week = _WEEKS.get((zone, local[0]))
-                    if week is None:
-                        week = week_bounds(zone, local[0])
+                    week = week_bounds(zone, local[0])
                     if kth < week[0]:
                         continue
                     frees = calendar_free_at(False, limit, times, week[1], zone)
@@ -616,10 +613,7 @@ def decide(
                 if calendar_day:
                     period_start, period_end = local[1], local[2]
                 else:
-                    week = _WEEKS.get((zone, local[0]))
-                    if week is None:
-                        week = week_bounds(zone, local[0])
-                    period_start, period_end = week
+                    period_start, period_end = week_bounds(zone, local[0])
                 if kth < period_start:
                     continue
                 frees = calendar_free_at(calendar_day, limit, times, period_end, zone)

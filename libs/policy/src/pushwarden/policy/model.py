@@ -195,12 +195,10 @@ class QuietWindow:
 
 
 _SpansMemo = dict[tuple[object, int], tuple[tuple[datetime, datetime], ...]]
-_SHARED_SPANS: dict[tuple[QuietWindow, ...], _SpansMemo] = {}
-_SHARED_SPANS_LIMIT = 4096
 _DaysMemo = dict[object, dict[int, "QuietDay | None"]]
-_SHARED_DAYS: dict[tuple[QuietWindow, ...], _DaysMemo] = {}
 _ViewsMemo = dict[tuple[object, int], "DayView"]
-_SHARED_VIEWS: dict[tuple[QuietWindow, ...], _ViewsMemo] = {}
+_SHARED_MEMOS: dict[tuple[QuietWindow, ...], tuple[_SpansMemo, _DaysMemo, _ViewsMemo]] = {}
+_SHARED_MEMOS_LIMIT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,18 +220,19 @@ class QuietHours:
         table = tuple(tuple(w for w in self.windows if day in w.weekdays) for day in range(7))
         object.__setattr__(self, "by_weekday", table)
         object.__setattr__(self, "_hash", hash(self.windows))
-        # Memo of UTC spans per (zone, local day), filled by ``clock.quiet_spans``. Equal
-        # quiet hours share one memo, so the copies a caller builds per recipient (from a
-        # protobuf, say) find it warm. It is a value cache: equality and hash ignore it.
-        if len(_SHARED_SPANS) >= _SHARED_SPANS_LIMIT:
-            _SHARED_SPANS.clear()
-            _SHARED_DAYS.clear()
-            _SHARED_VIEWS.clear()
-        object.__setattr__(self, "spans_cache", _SHARED_SPANS.setdefault(self.windows, {}))
-        # The same for ``clock.quiet_day`` (per zone and UTC day) and ``clock.day_view``
-        # (per zone and local day).
-        object.__setattr__(self, "days_cache", _SHARED_DAYS.setdefault(self.windows, {}))
-        object.__setattr__(self, "views_cache", _SHARED_VIEWS.setdefault(self.windows, {}))
+        # Memos of ``clock.quiet_spans`` (UTC spans per zone and local day),
+        # ``clock.quiet_day`` (per zone, then UTC day) and ``clock.day_view`` (per zone and
+        # local day). Equal quiet hours share them, so the copies a caller builds per
+        # recipient (from a protobuf, say) find them warm. They are value caches:
+        # equality and hash ignore them.
+        memos = _SHARED_MEMOS.get(self.windows)
+        if memos is None:
+            if len(_SHARED_MEMOS) >= _SHARED_MEMOS_LIMIT:
+                _SHARED_MEMOS.clear()
+            memos = _SHARED_MEMOS[self.windows] = ({}, {}, {})
+        object.__setattr__(self, "spans_cache", memos[0])
+        object.__setattr__(self, "days_cache", memos[1])
+        object.__setattr__(self, "views_cache", memos[2])
 
     def __hash__(self) -> int:
         return self._hash
@@ -453,12 +452,9 @@ class Rules:
     jitter_seconds: int = field(init=False, repr=False, compare=False)
     plan: tuple[CapPlan, ...] = field(init=False, repr=False, compare=False)
     parts: PlanParts = field(init=False, repr=False, compare=False)
-    # Per-Rules memo of the cap list for each (mode, count) seen: built once, read on the
-    # hot path. A value cache: equality and hash ignore it.
+    # Per-Rules memos of the cap list and its split plan for each (mode, count) seen:
+    # built once, read on the hot path. Value caches: equality and hash ignore them.
     _caps_memo: dict[tuple[FrequencyPreference, int], tuple[CapRule, ...]] = field(
-        init=False, repr=False, compare=False, hash=False
-    )
-    _plan_memo: dict[tuple[FrequencyPreference, int], tuple[CapPlan, ...]] = field(
         init=False, repr=False, compare=False, hash=False
     )
     _parts_memo: dict[tuple[FrequencyPreference, int], PlanParts] = field(
@@ -476,7 +472,6 @@ class Rules:
             raise ValueError("user_preference marks the opt-down rule, not an app cap")
         object.__setattr__(self, "jitter_seconds", int(self.jitter.total_seconds()))
         object.__setattr__(self, "_caps_memo", {})
-        object.__setattr__(self, "_plan_memo", {})
         object.__setattr__(self, "plan", tuple(rule.plan for rule in self.caps))
         object.__setattr__(self, "parts", split_plan(self.plan))
         object.__setattr__(self, "_parts_memo", {})
@@ -513,16 +508,11 @@ class Rules:
         return caps
 
     def plan_for(self, frequency: FrequencyPreference, max_count: int = 0) -> tuple[CapPlan, ...]:
-        """``caps_for`` as the engine's loop reads it (``CapRule.plan`` of each), memoised."""
-        key = (frequency, max_count)
-        try:
-            return self._plan_memo[key]
-        except KeyError:
-            pass
-        plan = tuple(rule.plan for rule in self.caps_for(frequency, max_count))
-        if len(self._plan_memo) < 512:
-            self._plan_memo[key] = plan
-        return plan
+        """``caps_for`` as the engine's loops read it (``CapRule.plan`` of each).
+
+        Not memoised: the engine reads ``parts_for``, which is.
+        """
+        return tuple(rule.plan for rule in self.caps_for(frequency, max_count))
 
     def parts_for(self, frequency: FrequencyPreference, max_count: int = 0) -> PlanParts:
         """``plan_for`` split as the engine's loops read it (``split_plan``), memoised."""

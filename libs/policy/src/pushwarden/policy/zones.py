@@ -113,38 +113,21 @@ def localize(zone: ZoneInfo, day: date, wall: time) -> datetime:
 
 _MIDNIGHT = time(0, 0)
 
-_DayOffsets = dict[int, timedelta | None]
-_OFFSETS: dict[ZoneInfo, _DayOffsets] = {}
-_OFFSETS_LIMIT = 1 << 12
+_SPLITS_LIMIT = 1 << 12
 _LAST_TICK = timedelta(days=1, microseconds=-1)
-
-
-def day_offsets(zone: ZoneInfo) -> _DayOffsets:
-    """The zone's memo of UTC offsets per UTC day (see ``local_ordinal``)."""
-    memo = _OFFSETS.get(zone)
-    if memo is None:
-        memo = _OFFSETS[zone] = {}
-    return memo
 
 
 def utc_day_offset(zone: ZoneInfo, utc_ordinal: int) -> timedelta | None:
     """The zone's UTC offset throughout UTC day ``utc_ordinal``, or None if it changes.
 
-    Memoised per zone. Offsets change at most once a day in every IANA zone, so the same
-    offset at the first and the last microsecond of the day holds all day.
+    Offsets change at most once a day in every IANA zone, so the same offset at the first
+    and the last microsecond of the day holds all day. Not memoised: ``day_split``, its
+    caller, is.
     """
-    memo = day_offsets(zone)
-    try:
-        return memo[utc_ordinal]
-    except KeyError:
-        pass
     first = datetime.fromordinal(utc_ordinal).replace(tzinfo=UTC)
     offset = first.astimezone(zone).utcoffset()
     if offset != (first + _LAST_TICK).astimezone(zone).utcoffset():
-        offset = None
-    if len(memo) >= _OFFSETS_LIMIT:
-        memo.clear()
-    memo[utc_ordinal] = offset
+        return None
     return offset
 
 
@@ -183,7 +166,7 @@ def day_split(zone: ZoneInfo, utc_ordinal: int) -> DaySplit | None:
             (first, *day_bounds(zone, first)),
             (first + 1, *day_bounds(zone, first + 1)),
         )
-    if len(memo) >= _OFFSETS_LIMIT:
+    if len(memo) >= _SPLITS_LIMIT:
         memo.clear()
     memo[utc_ordinal] = split
     return split
@@ -201,17 +184,14 @@ def local_day(zone: ZoneInfo, at: datetime) -> LocalDay:
 def local_ordinal(zone: ZoneInfo, at: datetime) -> int:
     """The proleptic ordinal of ``at``'s local date in ``zone`` (``at`` in UTC).
 
-    Shifts ``at`` by the offset memoised for its UTC day, which saves converting each
-    instant (the costliest single step of a decision); on the rare UTC day in which the
-    zone changes its offset, the instant is converted exactly.
+    Compares ``at`` with the memoised instant of its UTC day's local midnight
+    (``day_split``), which saves converting each instant; on the rare UTC day in which
+    the zone changes its offset, the instant is converted exactly.
     """
-    try:
-        offset = _OFFSETS[zone][at.toordinal()]
-    except KeyError:
-        offset = utc_day_offset(zone, at.toordinal())
-    if offset is None:
+    split = day_split(zone, at.toordinal())
+    if split is None:
         return at.astimezone(zone).toordinal()
-    return (at + offset).toordinal()
+    return split[1][0] if at < split[0] else split[2][0]
 
 
 def day_start(zone: ZoneInfo, day: date) -> datetime:
