@@ -266,7 +266,7 @@ class ConsentServiceAsyncStub(ConsentServiceStub):
     resynchronise), PERMISSION_DENIED (APP_NOT_ALLOWED).
     """
 
-class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
+class ConsentServiceServicer:
     """Consent: the source of truth for who may receive what, on which devices,
     when. Owns devices and tokens, OS permission, categories, consent per user,
     preferences, the append-only consent ledger and the permission-prompt funnel.
@@ -277,7 +277,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
     is unreachable (safe to retry for idempotent RPCs or with the same key).
     """
 
-    @_abc_1.abstractmethod
     def RegisterDevice(
         self,
         request: _messages_pb2.RegisterDeviceRequest,
@@ -292,7 +291,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         mismatch, provider or platform differing from the stored immutable value).
         """
 
-    @_abc_1.abstractmethod
     def UpdateDevice(
         self,
         request: _messages_pb2.UpdateDeviceRequest,
@@ -302,7 +300,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         NOT_FOUND (unknown device), INVALID_ARGUMENT (immutable field in the mask).
         """
 
-    @_abc_1.abstractmethod
     def UnregisterDevice(
         self,
         request: _messages_pb2.UnregisterDeviceRequest,
@@ -312,7 +309,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         is a no-op). Errors: NOT_FOUND.
         """
 
-    @_abc_1.abstractmethod
     def InvalidateDevice(
         self,
         request: _messages_pb2.InvalidateDeviceRequest,
@@ -326,7 +322,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         caller treats it as done, there is nothing left to invalidate).
         """
 
-    @_abc_1.abstractmethod
     def ListDevices(
         self,
         request: _messages_pb2.ListDevicesRequest,
@@ -336,7 +331,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         (bad page token).
         """
 
-    @_abc_1.abstractmethod
     def DefineCategory(
         self,
         request: _messages_pb2.DefineCategoryRequest,
@@ -347,7 +341,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         opt-outs). Idempotent (upsert). Errors: INVALID_ARGUMENT, FAILED_PRECONDITION.
         """
 
-    @_abc_1.abstractmethod
     def ListCategories(
         self,
         request: _messages_pb2.ListCategoriesRequest,
@@ -355,7 +348,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messages_pb2.ListCategoriesResponse, _abc.Awaitable[_messages_pb2.ListCategoriesResponse]]:
         """Lists the app's categories. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
 
-    @_abc_1.abstractmethod
     def RecordConsent(
         self,
         request: _messages_pb2.RecordConsentRequest,
@@ -368,7 +360,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         FAILED_PRECONDITION (opt-out of a category users may not opt out of).
         """
 
-    @_abc_1.abstractmethod
     def GetConsentState(
         self,
         request: _messages_pb2.GetConsentStateRequest,
@@ -378,7 +369,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         Read-only; an unknown user gets the defaults. Errors: INVALID_ARGUMENT (empty user id).
         """
 
-    @_abc_1.abstractmethod
     def SetPreferences(
         self,
         request: _messages_pb2.SetPreferencesRequest,
@@ -391,7 +381,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         zone, bad window, bad frequency numbers).
         """
 
-    @_abc_1.abstractmethod
     def GetPreferences(
         self,
         request: _messages_pb2.GetPreferencesRequest,
@@ -401,7 +390,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (empty user id).
         """
 
-    @_abc_1.abstractmethod
     def CheckEligibility(
         self,
         request: _messages_pb2.CheckEligibilityRequest,
@@ -415,7 +403,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         category: UNKNOWN_REFERENCE).
         """
 
-    @_abc_1.abstractmethod
     def GetLedger(
         self,
         request: _messages_pb2.GetLedgerRequest,
@@ -425,7 +412,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         minimised). Read-only. Errors: INVALID_ARGUMENT (bad page token).
         """
 
-    @_abc_1.abstractmethod
     def ExportUserData(
         self,
         request: _messages_pb2.ExportUserDataRequest,
@@ -436,7 +422,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (empty user id); an unknown user gets an empty export.
         """
 
-    @_abc_1.abstractmethod
     def EraseUser(
         self,
         request: _messages_pb2.EraseUserRequest,
@@ -450,7 +435,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         (the suppression record is still written).
         """
 
-    @_abc_1.abstractmethod
     def RecordPermissionPrompt(
         self,
         request: _messages_pb2.RecordPermissionPromptRequest,
@@ -462,7 +446,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (missing event, context too long).
         """
 
-    @_abc_1.abstractmethod
     def GetOptInFunnel(
         self,
         request: _messages_pb2.GetOptInFunnelRequest,
@@ -472,7 +455,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (end before start).
         """
 
-    @_abc_1.abstractmethod
     def GetAudienceHealth(
         self,
         request: _messages_pb2.GetAudienceHealthRequest,
@@ -482,7 +464,6 @@ class ConsentServiceServicer(metaclass=_abc_1.ABCMeta):
         category. Read-only. Errors: INVALID_ARGUMENT (non-positive window).
         """
 
-    @_abc_1.abstractmethod
     def WatchChanges(
         self,
         request: _messages_pb2.WatchChangesRequest,

@@ -148,7 +148,7 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     bad page token).
     """
 
-class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
+class DeliveryServiceServicer:
     """Delivery: fans sends out to a user's devices over APNs and FCM with
     retries and idempotency, reports dead tokens to consent, keeps engagement
     and computes campaign statistics.
@@ -159,7 +159,6 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
     is unreachable.
     """
 
-    @_abc_1.abstractmethod
     def Deliver(
         self,
         request: _messages_pb2.DeliverRequest,
@@ -175,7 +174,6 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         sends).
         """
 
-    @_abc_1.abstractmethod
     def GetDelivery(
         self,
         request: _messages_pb2.GetDeliveryRequest,
@@ -187,7 +185,6 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         SchedulerService.GetSend).
         """
 
-    @_abc_1.abstractmethod
     def RecordAssignments(
         self,
         request: _messages_pb2.RecordAssignmentsRequest,
@@ -201,7 +198,6 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT (missing campaign, duplicate users, more than 10,000).
         """
 
-    @_abc_1.abstractmethod
     def ReportEngagement(
         self,
         request: _messages_pb2.ReportEngagementRequest,
@@ -214,7 +210,6 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         (missing kind, send id missing for non-conversions, more than 1,000 events).
         """
 
-    @_abc_1.abstractmethod
     def GetCampaignStats(
         self,
         request: _messages_pb2.GetCampaignStatsRequest,
@@ -225,7 +220,6 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         send or assignment for the campaign).
         """
 
-    @_abc_1.abstractmethod
     def GetOpenHours(
         self,
         request: _messages_pb2.GetOpenHoursRequest,
@@ -236,7 +230,6 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT (empty or more than 1,000 users, non-positive lookback).
         """
 
-    @_abc_1.abstractmethod
     def ExportUserData(
         self,
         request: _messages_pb2.ExportUserDataRequest,

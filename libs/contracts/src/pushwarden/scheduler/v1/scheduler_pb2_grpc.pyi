@@ -238,7 +238,7 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     or key, or the user was erased).
     """
 
-class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
+class SchedulerServiceServicer:
     """Scheduler: turns intents (campaigns, triggers, transactional sends) into
     per-user sends at the right moment, applying the policy library to each;
     owns the contact history (the basis of caps) and the dispatch queue.
@@ -249,7 +249,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
     or a required upstream service is unreachable.
     """
 
-    @_abc_1.abstractmethod
     def SendTransactional(
         self,
         request: _messages_pb2.SendTransactionalRequest,
@@ -265,7 +264,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         MARKETING: CATEGORY_KIND_MISMATCH).
         """
 
-    @_abc_1.abstractmethod
     def CreateCampaign(
         self,
         request: _messages_pb2.CreateCampaignRequest,
@@ -277,7 +275,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         to 100, schedule in the past, empty content, undeclared placeholder).
         """
 
-    @_abc_1.abstractmethod
     def StartCampaign(
         self,
         request: _messages_pb2.StartCampaignRequest,
@@ -291,7 +288,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         segment, list or category deleted since creation).
         """
 
-    @_abc_1.abstractmethod
     def PauseCampaign(
         self,
         request: _messages_pb2.PauseCampaignRequest,
@@ -301,7 +297,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         Idempotent. Errors: NOT_FOUND, FAILED_PRECONDITION (draft, completed, cancelled).
         """
 
-    @_abc_1.abstractmethod
     def ResumeCampaign(
         self,
         request: _messages_pb2.ResumeCampaignRequest,
@@ -311,7 +306,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         now. Idempotent. Errors: NOT_FOUND, FAILED_PRECONDITION (not paused or running).
         """
 
-    @_abc_1.abstractmethod
     def CancelCampaign(
         self,
         request: _messages_pb2.CancelCampaignRequest,
@@ -321,7 +315,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         Idempotent. Errors: NOT_FOUND, FAILED_PRECONDITION (completed).
         """
 
-    @_abc_1.abstractmethod
     def GetCampaign(
         self,
         request: _messages_pb2.GetCampaignRequest,
@@ -331,7 +324,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         Read-only. Errors: NOT_FOUND.
         """
 
-    @_abc_1.abstractmethod
     def ListCampaigns(
         self,
         request: _messages_pb2.ListCampaignsRequest,
@@ -339,7 +331,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messages_pb2.ListCampaignsResponse, _abc.Awaitable[_messages_pb2.ListCampaignsResponse]]:
         """Lists campaigns. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
 
-    @_abc_1.abstractmethod
     def PreviewCampaign(
         self,
         request: _messages_pb2.PreviewCampaignRequest,
@@ -350,7 +341,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT (bad inline campaign).
         """
 
-    @_abc_1.abstractmethod
     def ExplainDecision(
         self,
         request: _messages_pb2.ExplainDecisionRequest,
@@ -362,7 +352,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT (unknown category).
         """
 
-    @_abc_1.abstractmethod
     def CreateTrigger(
         self,
         request: _messages_pb2.CreateTriggerRequest,
@@ -373,7 +362,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT (unknown category, bad delay, empty content).
         """
 
-    @_abc_1.abstractmethod
     def ListTriggers(
         self,
         request: _messages_pb2.ListTriggersRequest,
@@ -381,7 +369,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messages_pb2.ListTriggersResponse, _abc.Awaitable[_messages_pb2.ListTriggersResponse]]:
         """Lists triggers. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
 
-    @_abc_1.abstractmethod
     def SetTriggerEnabled(
         self,
         request: _messages_pb2.SetTriggerEnabledRequest,
@@ -392,7 +379,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         Idempotent. Errors: NOT_FOUND.
         """
 
-    @_abc_1.abstractmethod
     def SetPolicy(
         self,
         request: _messages_pb2.SetPolicyRequest,
@@ -403,7 +389,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT (bad rule, unknown zone), ABORTED (version mismatch).
         """
 
-    @_abc_1.abstractmethod
     def GetPolicy(
         self,
         request: _messages_pb2.GetPolicyRequest,
@@ -413,7 +398,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT (empty app id).
         """
 
-    @_abc_1.abstractmethod
     def ListCampaignDecisions(
         self,
         request: _messages_pb2.ListCampaignDecisionsRequest,
@@ -424,7 +408,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         Read-only. Errors: NOT_FOUND.
         """
 
-    @_abc_1.abstractmethod
     def ExportUserData(
         self,
         request: _messages_pb2.ExportUserDataRequest,
@@ -435,7 +418,6 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         bad page token).
         """
 
-    @_abc_1.abstractmethod
     def GetSend(
         self,
         request: _messages_pb2.GetSendRequest,

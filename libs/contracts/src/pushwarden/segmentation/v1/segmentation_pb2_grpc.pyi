@@ -192,7 +192,7 @@ class SegmentationServiceAsyncStub(SegmentationServiceStub):
     (empty user id, bad page token).
     """
 
-class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
+class SegmentationServiceServicer:
     """Segmentation: who should hear about what. Owns profiles (typed attributes),
     behaviour events, segment definitions and static (suppression) lists; rules
     are evaluated inside the database.
@@ -203,7 +203,6 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
     UNAVAILABLE when the database is unreachable.
     """
 
-    @_abc_1.abstractmethod
     def UpsertProfiles(
         self,
         request: _messages_pb2.UpsertProfilesRequest,
@@ -214,7 +213,6 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         changes nothing). Errors: INVALID_ARGUMENT (bad names, too many items).
         """
 
-    @_abc_1.abstractmethod
     def TrackEvents(
         self,
         request: _messages_pb2.TrackEventsRequest,
@@ -224,7 +222,6 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         (UNCHANGED). Idempotent by event id. Errors: INVALID_ARGUMENT.
         """
 
-    @_abc_1.abstractmethod
     def CreateSegment(
         self,
         request: _messages_pb2.CreateSegmentRequest,
@@ -238,7 +235,6 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         with a different request).
         """
 
-    @_abc_1.abstractmethod
     def GetSegment(
         self,
         request: _messages_pb2.GetSegmentRequest,
@@ -246,7 +242,6 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messages_pb2.GetSegmentResponse, _abc.Awaitable[_messages_pb2.GetSegmentResponse]]:
         """Returns a segment. Read-only. Errors: NOT_FOUND."""
 
-    @_abc_1.abstractmethod
     def ListSegments(
         self,
         request: _messages_pb2.ListSegmentsRequest,
@@ -254,7 +249,6 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messages_pb2.ListSegmentsResponse, _abc.Awaitable[_messages_pb2.ListSegmentsResponse]]:
         """Lists segments. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
 
-    @_abc_1.abstractmethod
     def DeleteSegment(
         self,
         request: _messages_pb2.DeleteSegmentRequest,
@@ -267,7 +261,6 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         another segment references it).
         """
 
-    @_abc_1.abstractmethod
     def EvaluateSegment(
         self,
         request: _messages_pb2.EvaluateSegmentRequest,
@@ -278,7 +271,6 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         (segment), INVALID_ARGUMENT (malformed cursor, bad inline rule).
         """
 
-    @_abc_1.abstractmethod
     def CountSegment(
         self,
         request: _messages_pb2.CountSegmentRequest,
@@ -286,7 +278,6 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messages_pb2.CountSegmentResponse, _abc.Awaitable[_messages_pb2.CountSegmentResponse]]:
         """Counts a segment's members. Read-only. Errors: NOT_FOUND, INVALID_ARGUMENT."""
 
-    @_abc_1.abstractmethod
     def CheckMembership(
         self,
         request: _messages_pb2.CheckMembershipRequest,
@@ -297,7 +288,6 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         (unknown segment or list).
         """
 
-    @_abc_1.abstractmethod
     def CreateList(
         self,
         request: _messages_pb2.CreateListRequest,
@@ -308,7 +298,6 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         list; IDEMPOTENCY_KEY_REUSED).
         """
 
-    @_abc_1.abstractmethod
     def ListLists(
         self,
         request: _messages_pb2.ListListsRequest,
@@ -316,7 +305,6 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messages_pb2.ListListsResponse, _abc.Awaitable[_messages_pb2.ListListsResponse]]:
         """Lists the app's static lists. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
 
-    @_abc_1.abstractmethod
     def AddToList(
         self,
         request: _messages_pb2.AddToListRequest,
@@ -324,7 +312,6 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messages_pb2.AddToListResponse, _abc.Awaitable[_messages_pb2.AddToListResponse]]:
         """Adds users to a list (bulk). Idempotent (set semantics). Errors: NOT_FOUND (list)."""
 
-    @_abc_1.abstractmethod
     def RemoveFromList(
         self,
         request: _messages_pb2.RemoveFromListRequest,
@@ -332,7 +319,6 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messages_pb2.RemoveFromListResponse, _abc.Awaitable[_messages_pb2.RemoveFromListResponse]]:
         """Removes users from a list (bulk). Idempotent. Errors: NOT_FOUND (list)."""
 
-    @_abc_1.abstractmethod
     def StreamEvents(
         self,
         request: _messages_pb2.StreamEventsRequest,
@@ -345,7 +331,6 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         than the retention), PERMISSION_DENIED (APP_NOT_ALLOWED).
         """
 
-    @_abc_1.abstractmethod
     def GetProfiles(
         self,
         request: _messages_pb2.GetProfilesRequest,
@@ -356,7 +341,6 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         (too many users).
         """
 
-    @_abc_1.abstractmethod
     def ExportUserData(
         self,
         request: _messages_pb2.ExportUserDataRequest,
