@@ -462,6 +462,11 @@ class ServiceConfig:
     log_format: Literal["json", "text"] = setting(
         "json", help="Log lines on stderr: one JSON object a line, or text for people."
     )
+    clock_file: Path | None = setting(  # noqa: RUF009
+        None,
+        help="Tests and the demo only: a JSON file (offset_s, speed) that shifts or speeds "
+        "up the service's clock, re-read when it changes. Production leaves it unset.",
+    )
 
     def env_name(self, field_name: str) -> str:
         """The variable a field of this config is read from."""
