@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from .clock import DayView, QuietDay
@@ -103,6 +103,31 @@ def _require_aware(value: datetime | None, what: str) -> None:
         raise ValueError(f"{what} must be timezone-aware")
 
 
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _member(owner: object, name: str, kind: type[_E], extra: str = "") -> _E:
+    """The enum field ``name`` of ``owner`` as a member of ``kind``, stored back.
+
+    A member passes as is and a member's name (``"DAY"``) is converted; anything else
+    (another enum's member, a value of the wrong case, a number) is refused, so a plain
+    string can never silently mean another member.
+    """
+    value = getattr(owner, name)
+    if type(value) is kind:
+        return value
+    if isinstance(value, str) and not isinstance(value, enum.Enum):
+        member = kind.__members__.get(value)
+        if member is not None:
+            object.__setattr__(owner, name, member)
+            return member
+    names = ", ".join(kind.__members__)
+    raise TypeError(
+        f"{type(owner).__name__}.{name} must be a {kind.__name__} or one of its names "
+        f"({names}){extra}, not {value!r}"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Category:
     """A notification category as registered with the consent service.
@@ -116,6 +141,7 @@ class Category:
     opt_out_allowed: bool = True
 
     def __post_init__(self) -> None:
+        _member(self, "kind", MessageKind)
         if self.kind is MessageKind.MARKETING and not self.opt_out_allowed:
             raise ValueError("a marketing category must allow opting out")
 
@@ -166,6 +192,7 @@ class ContactEntry:
 
     def __post_init__(self) -> None:
         _require_aware(self.at, "ContactEntry.at")
+        _member(self, "kind", MessageKind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +278,7 @@ class DigestSlot:
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        _member(self, "period", DigestPeriod)
         if self.at.tzinfo is not None:
             raise ValueError("digest slot time is a local wall-clock time without tzinfo")
         if not 0 <= self.weekday <= 6:
@@ -298,6 +326,7 @@ class Recipient:
 
     def __post_init__(self) -> None:
         # Validated here, once per recipient, so ``decide`` never has to.
+        _member(self, "frequency", FrequencyPreference)
         if self.frequency_max < 0:
             raise ValueError("frequency_max must be 0 (app default) or a positive count")
         unreachable = self.erased or not self.os_permission or self.usable_devices <= 0
@@ -348,6 +377,10 @@ class CapRule:
     plan: CapPlan = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        _member(self, "scope", CapScope)
+        _member(self, "on_exceed", CapAction)
+        if not isinstance(self.window, timedelta):
+            _member(self, "window", CalendarWindow, " or a rolling timedelta")
         if self.limit < 1:
             raise ValueError("a cap's limit must be at least 1")
         if isinstance(self.window, timedelta) and self.window <= timedelta(0):
@@ -462,6 +495,7 @@ class Rules:
     )
 
     def __post_init__(self) -> None:
+        _member(self, "preference_on_exceed", CapAction)
         if self.jitter < timedelta(0):
             raise ValueError("jitter must not be negative")
         if self.digest_grace <= self.jitter:
