@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from pushwarden.runtime.auth import AuthInterceptor
+from pushwarden.runtime.config import ConfigError
 from pushwarden.runtime.errors import ErrorInterceptor
 from pushwarden.runtime.server import (
     BindError,
@@ -23,7 +24,12 @@ from pushwarden.runtime.server import (
     build_interceptors,
     create_server,
 )
-from pushwarden.runtime.settings import CallerGrant, ServerSettings, TelemetrySettings
+from pushwarden.runtime.settings import (
+    CallerGrant,
+    ServerEnvNames,
+    ServerSettings,
+    TelemetrySettings,
+)
 from pushwarden.runtime.telemetry import ServerTelemetryInterceptor, setup_telemetry
 
 ALPHA = "test.runtime.Alpha"
@@ -94,6 +100,26 @@ def test_a_taken_port_is_a_clear_error(server: RuntimeServer) -> None:
         create_server(settings, register=_register, service_names=[ALPHA])
 
 
+def test_a_taken_port_is_a_config_error_naming_the_port_setting(server: RuntimeServer) -> None:
+    names = ServerEnvNames(port="PUSHWARDEN_CONSENT_PORT", host="PUSHWARDEN_CONSENT_HOST")
+    settings = ServerSettings(host="127.0.0.1", port=server.port, env_names=names)
+    with pytest.raises(ConfigError) as caught:
+        create_server(settings, register=_register, service_names=[ALPHA])
+    assert str(caught.value) == (
+        f"PUSHWARDEN_CONSENT_PORT: cannot listen on 127.0.0.1:{server.port}: address in use"
+    )
+
+
+async def test_an_address_of_another_host_is_a_config_error_naming_the_host_setting() -> None:
+    # 192.0.2.0/24 is reserved for documentation: never an address of this machine.
+    names = ServerEnvNames(port="PUSHWARDEN_CONSENT_PORT", host="PUSHWARDEN_CONSENT_HOST")
+    settings = ServerSettings(host="192.0.2.1", port=0, env_names=names)
+    with pytest.raises(
+        ConfigError, match=r"^PUSHWARDEN_CONSENT_HOST: cannot listen on 192\.0\.2\.1:0: "
+    ):
+        create_server(settings, register=_register, service_names=[ALPHA])
+
+
 @pytest.mark.parametrize("service", ["", ALPHA, BETA])
 async def test_health_reports_each_service_serving(channel: grpc.aio.Channel, service: str) -> None:
     health = health_pb2_grpc.HealthStub(channel)
@@ -106,6 +132,31 @@ async def test_health_of_an_unknown_service_is_not_found(channel: grpc.aio.Chann
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await health.Check(health_pb2.HealthCheckRequest(service="nope.Service"), timeout=10)
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_health_list_answers_every_service(channel: grpc.aio.Channel) -> None:
+    # The library's asyncio servicer left List to the generated base: INTERNAL.
+    health = health_pb2_grpc.HealthStub(channel)
+    response = await health.List(health_pb2.HealthListRequest(), timeout=10)
+    assert {name: s.status for name, s in response.statuses.items()} == {
+        "": health_pb2.HealthCheckResponse.SERVING,
+        ALPHA: health_pb2.HealthCheckResponse.SERVING,
+        BETA: health_pb2.HealthCheckResponse.SERVING,
+    }
+
+
+async def test_health_list_is_not_serving_once_stopping() -> None:
+    runtime = create_server(
+        ServerSettings(host="127.0.0.1", port=0), register=_register, service_names=[ALPHA]
+    )
+    await runtime.start()
+    await runtime.stop(0)
+    await runtime.health.set(ALPHA, health_pb2.HealthCheckResponse.SERVING)  # ignored now
+    response = await runtime.health.List(health_pb2.HealthListRequest(), context=None)
+    assert {name: s.status for name, s in response.statuses.items()} == {
+        "": health_pb2.HealthCheckResponse.NOT_SERVING,
+        ALPHA: health_pb2.HealthCheckResponse.NOT_SERVING,
+    }
 
 
 async def test_health_is_not_serving_once_stopping() -> None:

@@ -10,8 +10,9 @@ import grpc
 import pytest
 
 from pushwarden.runtime.client import ClientTls, open_channel
+from pushwarden.runtime.config import ConfigError
 from pushwarden.runtime.server import RuntimeServer, create_server
-from pushwarden.runtime.settings import ServerSettings, TlsSettings
+from pushwarden.runtime.settings import ServerEnvNames, ServerSettings, TlsSettings
 from pushwarden.runtime.tlsgen import TestPki, generate_test_pki
 
 SERVICE = "test.runtime.Secure"
@@ -134,3 +135,59 @@ async def test_mtls_rejects_a_certificate_from_another_ca(
 def test_generated_keys_are_private(pki: TestPki) -> None:
     assert pki.server_key.stat().st_mode & 0o077 == 0
     assert pki.client_key.stat().st_mode & 0o077 == 0
+
+
+NAMES = ServerEnvNames(
+    tls_cert="PUSHWARDEN_CONSENT_TLS_CERT",
+    tls_key="PUSHWARDEN_CONSENT_TLS_KEY",
+    tls_client_ca="PUSHWARDEN_CONSENT_TLS_CLIENT_CA",
+)
+
+
+async def _create(tls: TlsSettings) -> RuntimeServer:
+    return create_server(
+        ServerSettings(host="127.0.0.1", port=0, tls=tls, env_names=NAMES),
+        register=_register,
+        service_names=[SERVICE],
+    )
+
+
+async def test_a_key_that_cannot_be_read_names_the_key_setting(
+    pki: TestPki, tmp_path: Path
+) -> None:
+    # A directory where the key should be: readable by nobody, root included.
+    with pytest.raises(ConfigError, match=r"^PUSHWARDEN_CONSENT_TLS_KEY: cannot read private key"):
+        await _create(TlsSettings(pki.server_cert, tmp_path))
+
+
+async def test_a_certificate_that_is_gone_names_the_certificate_setting(
+    pki: TestPki, tmp_path: Path
+) -> None:
+    gone = tmp_path / "deleted.pem"
+    with pytest.raises(ConfigError) as caught:
+        await _create(TlsSettings(gone, pki.server_key))
+    assert str(caught.value) == (
+        f"PUSHWARDEN_CONSENT_TLS_CERT: cannot read certificate '{gone}': No such file or directory"
+    )
+
+
+async def test_a_file_that_is_no_key_or_no_certificate_is_refused(
+    pki: TestPki, tmp_path: Path
+) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(ConfigError, match=r"^PUSHWARDEN_CONSENT_TLS_KEY: .* no PEM private key"):
+        await _create(TlsSettings(pki.server_cert, garbage))
+    with pytest.raises(ConfigError, match=r"^PUSHWARDEN_CONSENT_TLS_CERT: .* no PEM certificate"):
+        await _create(TlsSettings(pki.server_key, pki.server_key))
+    with pytest.raises(ConfigError, match=r"^PUSHWARDEN_CONSENT_TLS_CLIENT_CA: .* no PEM cert"):
+        await _create(TlsSettings(pki.server_cert, pki.server_key, pki.client_key))
+
+
+async def test_a_key_of_another_certificate_is_refused(pki: TestPki) -> None:
+    with pytest.raises(ConfigError) as caught:
+        await _create(TlsSettings(pki.server_cert, pki.client_key))
+    assert str(caught.value).startswith("PUSHWARDEN_CONSENT_TLS_KEY: ")
+    assert "is not the private key of the certificate in PUSHWARDEN_CONSENT_TLS_CERT" in str(
+        caught.value
+    )

@@ -42,6 +42,7 @@ from pushwarden.runtime.settings import (
     CallerGrant,
     DatabaseSettings,
     LogSettings,
+    ServerEnvNames,
     ServerSettings,
     TelemetrySettings,
     TlsSettings,
@@ -506,6 +507,13 @@ class ServiceConfig:
             grace_period_s=self.grace_period_s,
             tls=tls,
             callers=self.callers,
+            env_names=ServerEnvNames(
+                host=self.env_name("host"),
+                port=self.env_name("port"),
+                tls_cert=self.env_name("tls_cert"),
+                tls_key=self.env_name("tls_key"),
+                tls_client_ca=self.env_name("tls_client_ca"),
+            ),
         )
 
     def telemetry_settings(self) -> TelemetrySettings:

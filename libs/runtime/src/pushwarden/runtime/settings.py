@@ -42,6 +42,19 @@ class CallerGrant:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerEnvNames:
+    """The variables the server's settings came from, so that an address that cannot
+    be bound or a certificate that cannot be read is reported like any other bad
+    setting: one line naming the variable. The defaults are the generic names."""
+
+    host: str = "PUSHWARDEN_<SERVICE>_HOST"
+    port: str = "PUSHWARDEN_<SERVICE>_PORT"
+    tls_cert: str = "PUSHWARDEN_<SERVICE>_TLS_CERT"
+    tls_key: str = "PUSHWARDEN_<SERVICE>_TLS_KEY"
+    tls_client_ca: str = "PUSHWARDEN_<SERVICE>_TLS_CLIENT_CA"
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     """How a service's gRPC server listens and whom it lets in.
 
@@ -55,6 +68,7 @@ class ServerSettings:
     grace_period_s: float = 10.0
     tls: TlsSettings | None = None
     callers: tuple[CallerGrant, ...] = ()
+    env_names: ServerEnvNames = ServerEnvNames()
 
 
 @dataclass(frozen=True, slots=True)
