@@ -83,7 +83,10 @@ def run_protoc(proto_root: Path, out_dir: Path) -> None:
         raise GenerationError(f"no .proto files under {proto_root / NAMESPACE}")
     _protoc(proto_root, [f"--python_out={out_dir}", f"--mypy_out=quiet:{out_dir}"], files)
     services = service_files(proto_root, files)
-    grpc_outputs = [f"--grpc_python_out={out_dir}", f"--mypy_grpc_out=quiet,generate_concrete_servicer_stubs:{out_dir}"]
+    grpc_outputs = [
+        f"--grpc_python_out={out_dir}",
+        f"--mypy_grpc_out=quiet,generate_concrete_servicer_stubs:{out_dir}",
+    ]
     _protoc(proto_root, grpc_outputs, services)
 
 

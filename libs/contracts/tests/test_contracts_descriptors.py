@@ -173,6 +173,8 @@ PER_ITEM_KEYS = {
 BATCHES = {
     "CheckEligibility": "user_ids",
     "CheckMembership": "user_ids",
+    "CheckErasure": "user_ids",
+    "BatchGetCategories": "category_ids",
     "UpsertProfiles": "profiles",
     "TrackEvents": "events",
     "Deliver": "sends",
@@ -181,6 +183,7 @@ BATCHES = {
 }
 READ_PREFIXES = (
     "Get",
+    "BatchGet",
     "List",
     "Check",
     "Count",
@@ -443,3 +446,63 @@ def test_policy_library_names_map_onto_the_contract() -> None:
         names = set(proto_enum.keys())
         for member in library_enum:
             assert f"{prefix}{member.name}" in names, f"{library_enum.__name__}.{member.name}"
+
+
+def test_frozen_shapes_of_the_contract_review() -> None:
+    """The shapes the freeze review added exist: a regression here is a breaking change."""
+    consent = SERVICES["pushwarden.consent.v1.ConsentService"].methods_by_name
+    assert {"CheckErasure", "BatchGetCategories"} <= set(consent)
+    erased_at = consent_messages.UserErasure.DESCRIPTOR.fields_by_name["erased_at"].message_type
+    assert erased_at is not None
+    assert erased_at.full_name == "google.protobuf.Timestamp"
+    export = consent_messages.ExportUserDataRequest.DESCRIPTOR.fields_by_name
+    assert {"page_size", "page_token"} <= set(export)
+    assert "next_page_token" in consent_messages.ExportUserDataResponse.DESCRIPTOR.fields_by_name
+    verification = consent_messages.LedgerVerification.DESCRIPTOR
+    ledger = consent_messages.GetLedgerResponse.DESCRIPTOR.fields_by_name["verification"]
+    assert ledger.message_type is verification
+    assert {"verified", "broken_at_sequence"} <= set(verification.fields_by_name)
+    # The deprecated field is gone and can never come back under its number or name.
+    preferences = consent_messages.GetPreferencesResponse.DESCRIPTOR
+    assert "app_default_quiet_hours" not in preferences.fields_by_name
+    proto = descriptor_pb2.DescriptorProto()
+    preferences.CopyToProto(proto)
+    assert [(r.start, r.end) for r in proto.reserved_range] == [(2, 3)]
+    assert list(proto.reserved_name) == ["app_default_quiet_hours"]
+
+    for request in (
+        delivery_messages.RecordAssignmentsRequest.DESCRIPTOR,
+        delivery_messages.GetCampaignStatsRequest.DESCRIPTOR,
+    ):
+        subject = request.oneofs_by_name["subject"]
+        assert {f.name for f in subject.fields} == {"campaign_id", "trigger_id"}, request.name
+    assert "firing_id" in delivery_resources.Assignment.DESCRIPTOR.fields_by_name
+    method = delivery_messages.ConfidenceInterval.DESCRIPTOR.fields_by_name["method"]
+    assert method.enum_type is delivery_messages.IntervalMethod.DESCRIPTOR
+    assert (
+        "INTERVAL_METHOD_NEWCOMBE_HYBRID_SCORE"
+        in delivery_messages.IntervalMethod.DESCRIPTOR.values_by_name
+    )
+    assert "latest_send_at" in delivery_resources.Send.DESCRIPTOR.fields_by_name
+    assert "DELIVERY_STATUS_LATE" in delivery_resources.DeliveryStatus.DESCRIPTOR.values_by_name
+
+    membership = segmentation_messages.CheckMembershipRequest.DESCRIPTOR.fields_by_name
+    assert "include_suppression_lists" in membership
+    answer = segmentation_messages.CheckMembershipResponse.DESCRIPTOR.fields_by_name
+    assert {"unknown_segment_ids", "unknown_list_ids"} <= set(answer)
+    assert "sequence" in segmentation_resources.Event.DESCRIPTOR.fields_by_name
+    assert "deleted_at" in segmentation_resources.Segment.DESCRIPTOR.fields_by_name
+    for message in (
+        segmentation_resources.ProfileUpdate,
+        segmentation_messages.AddToListRequest,
+        segmentation_messages.RemoveFromListRequest,
+        consent_messages.RegisterDeviceRequest,
+        consent_messages.UpdateDeviceRequest,
+    ):
+        assert "client_time" in message.DESCRIPTOR.fields_by_name, message.DESCRIPTOR.name
+
+    localized = scheduler_messages.SendTransactionalRequest.DESCRIPTOR.fields_by_name["localized"]
+    assert localized.message_type is scheduler_resources.LocalizedContent.DESCRIPTOR
+    fallback = scheduler_resources.TimeZoneFallback.DESCRIPTOR.fields_by_name
+    assert "default_time_zone" in fallback
+    assert "REASON_CODE_NO_TIMEZONE" in decision_pb2.ReasonCode.DESCRIPTOR.values_by_name

@@ -120,3 +120,27 @@ def test_every_input_field_states_its_behaviour(tmp_path: Path) -> None:
         if not documented[(name, field.name)]
     )
     assert missing == []
+
+
+def test_every_enum_tells_readers_what_to_do_with_unknown_values(tmp_path: Path) -> None:
+    """v1 enums may grow, so each says that readers skip unknown values and followers
+    still advance their cursor (a follower that stalls on a newer server never recovers)."""
+    silent: list[str] = []
+    count = 0
+    for file in _descriptor_set_with_comments(tmp_path).file:
+        comments = {tuple(loc.path): loc.leading_comments for loc in file.source_code_info.location}
+        enums: list[tuple[str, tuple[int, ...]]] = [
+            (f"{file.package}.{e.name}", (5, i)) for i, e in enumerate(file.enum_type)
+        ]
+        for index, message in enumerate(file.message_type):
+            enums.extend(
+                (f"{file.package}.{message.name}.{e.name}", (4, index, 4, j))
+                for j, e in enumerate(message.enum_type)
+            )
+        for name, path in enums:
+            count += 1
+            text = " ".join(comments.get(path, "").split())
+            if "unknown value" not in text or "advances its cursor" not in text:
+                silent.append(name)
+    assert count > 40
+    assert silent == []

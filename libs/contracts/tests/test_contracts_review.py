@@ -81,11 +81,16 @@ def test_error_reasons_named_in_comments_exist(
         files.extend(file.dependencies)
         for enum in file.enum_types_by_name.values():
             enum_values.update(enum.values_by_name)
-    suffixes = {v.split("_", 1)[1] for v in enum_values} | {
-        v.split("_", 2)[-1] for v in enum_values
+    # A comment may name a value by any tail of its full name (OPT_IN, DEFAULT_ZONE).
+    suffixes = {
+        "_".join(parts[i:])
+        for parts in (v.split("_") for v in enum_values)
+        for i in range(1, len(parts))
     }
     codes = {code.name for code in grpc.StatusCode}
-    allowed = known | codes | suffixes | {"LOCAL_TIME", "BEST_TIME", "NO_SIDE_EFFECTS"}
+    allowed = (
+        known | codes | suffixes | enum_values | {"LOCAL_TIME", "BEST_TIME", "NO_SIDE_EFFECTS"}
+    )
     named: set[str] = set()
     for area in SERVICES:
         for text in rpc_comments(area).values():

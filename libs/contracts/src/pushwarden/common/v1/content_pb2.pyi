@@ -46,7 +46,10 @@ class _ApnsPushTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApnsPush
     """A device-management push."""
 
 class ApnsPushType(_ApnsPushType, metaclass=_ApnsPushTypeEnumTypeWrapper):
-    """The APNs push type (`apns-push-type` header)."""
+    """The APNs push type (`apns-push-type` header).
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 APNS_PUSH_TYPE_UNSPECIFIED: ApnsPushType.ValueType  # 0
 """Not set: ALERT, or BACKGROUND when the push has no alert and is content-available."""
@@ -86,7 +89,10 @@ class _ApnsInterruptionLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[
     """Critical alert (needs Apple's approval)."""
 
 class ApnsInterruptionLevel(_ApnsInterruptionLevel, metaclass=_ApnsInterruptionLevelEnumTypeWrapper):
-    """The iOS 15+ interruption level (`aps.interruption-level`)."""
+    """The iOS 15+ interruption level (`aps.interruption-level`).
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 APNS_INTERRUPTION_LEVEL_UNSPECIFIED: ApnsInterruptionLevel.ValueType  # 0
 """Not set: the system default (ACTIVE)."""
@@ -114,7 +120,10 @@ class _AndroidPriorityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Andro
     """Delivered at once, may wake the device."""
 
 class AndroidPriority(_AndroidPriority, metaclass=_AndroidPriorityEnumTypeWrapper):
-    """Android delivery priority (FCM `android.priority`)."""
+    """Android delivery priority (FCM `android.priority`).
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 ANDROID_PRIORITY_UNSPECIFIED: AndroidPriority.ValueType  # 0
 """Not set: derived from the message priority."""
@@ -142,7 +151,10 @@ class _WebPushUrgencyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WebPus
     """High."""
 
 class WebPushUrgency(_WebPushUrgency, metaclass=_WebPushUrgencyEnumTypeWrapper):
-    """Web push urgency (RFC 8030 `Urgency` header)."""
+    """Web push urgency (RFC 8030 `Urgency` header).
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 WEB_PUSH_URGENCY_UNSPECIFIED: WebPushUrgency.ValueType  # 0
 """Not set: derived from the message priority."""

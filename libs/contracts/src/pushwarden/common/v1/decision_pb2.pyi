@@ -39,7 +39,10 @@ class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome.Value
     """Never send this message to this user."""
 
 class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper):
-    """What the policy decided for one message to one user."""
+    """What the policy decided for one message to one user.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 OUTCOME_UNSPECIFIED: Outcome.ValueType  # 0
 """Not decided (never returned for a finished decision)."""
@@ -85,8 +88,10 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     another message won the period's one slot.
     """
     REASON_CODE_SUPPRESSED: _ReasonCode.ValueType  # 10
-    """The user is on a suppression list of the audience or is a suppressed
-    (erased, not re-opted-in) user.
+    """A marketing message to a suppressed user: the user is on one of the
+    app's SUPPRESSION lists (they apply to every marketing send of the app,
+    campaigns and triggers, checked at due time), or was erased and has not
+    opted in again since (see ConsentService.EraseUser).
     """
     REASON_CODE_HOLDOUT: _ReasonCode.ValueType  # 11
     """The user is in the campaign's holdout group."""
@@ -113,9 +118,15 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     REASON_CODE_CAMPAIGN_CANCELLED: _ReasonCode.ValueType  # 21
     """The campaign was cancelled before the user's send."""
     REASON_CODE_NO_TIMEZONE: _ReasonCode.ValueType  # 22
-    """The user's time zone is unknown and the app's fallback is to skip such users."""
+    """A marketing message to a user with no time zone (no override, no device
+    zone) when the app's policy names no fallback zone (the default: never
+    UTC). Transactional sends are not bound to a time of day and go.
+    """
     REASON_CODE_NOT_IN_AUDIENCE: _ReasonCode.ValueType  # 23
-    """The user left the audience (no longer in the segment at due time)."""
+    """The user left the audience at due time: no longer in an include segment,
+    or in an exclude segment or on one of the campaign's `exclude_list_ids`
+    (a one-off exclusion, unlike a suppression list).
+    """
     REASON_CODE_THROTTLED: _ReasonCode.ValueType  # 24
     """Held back by the campaign's throttle (sends per minute); always a DEFER."""
     REASON_CODE_TRIGGER_DISABLED: _ReasonCode.ValueType  # 25
@@ -127,7 +138,8 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """Why a message was deferred or dropped (or, in trace steps, what a check found).
-    New codes may be added; clients must treat unknown values as "other".
+    New codes may be added: a reader treats an unknown value as "other" and a
+    follower still advances its cursor.
     """
 
 REASON_CODE_UNSPECIFIED: ReasonCode.ValueType  # 0
@@ -158,8 +170,10 @@ REASON_CODE_DIGEST: ReasonCode.ValueType  # 9
 another message won the period's one slot.
 """
 REASON_CODE_SUPPRESSED: ReasonCode.ValueType  # 10
-"""The user is on a suppression list of the audience or is a suppressed
-(erased, not re-opted-in) user.
+"""A marketing message to a suppressed user: the user is on one of the
+app's SUPPRESSION lists (they apply to every marketing send of the app,
+campaigns and triggers, checked at due time), or was erased and has not
+opted in again since (see ConsentService.EraseUser).
 """
 REASON_CODE_HOLDOUT: ReasonCode.ValueType  # 11
 """The user is in the campaign's holdout group."""
@@ -186,9 +200,15 @@ REASON_CODE_NOT_REELIGIBLE: ReasonCode.ValueType  # 20
 REASON_CODE_CAMPAIGN_CANCELLED: ReasonCode.ValueType  # 21
 """The campaign was cancelled before the user's send."""
 REASON_CODE_NO_TIMEZONE: ReasonCode.ValueType  # 22
-"""The user's time zone is unknown and the app's fallback is to skip such users."""
+"""A marketing message to a user with no time zone (no override, no device
+zone) when the app's policy names no fallback zone (the default: never
+UTC). Transactional sends are not bound to a time of day and go.
+"""
 REASON_CODE_NOT_IN_AUDIENCE: ReasonCode.ValueType  # 23
-"""The user left the audience (no longer in the segment at due time)."""
+"""The user left the audience at due time: no longer in an include segment,
+or in an exclude segment or on one of the campaign's `exclude_list_ids`
+(a one-off exclusion, unlike a suppression list).
+"""
 REASON_CODE_THROTTLED: ReasonCode.ValueType  # 24
 """Held back by the campaign's throttle (sends per minute); always a DEFER."""
 REASON_CODE_TRIGGER_DISABLED: ReasonCode.ValueType  # 25
@@ -217,7 +237,10 @@ class _TimeZoneSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TimeZo
     """No zone at all (no user zone and no app fallback)."""
 
 class TimeZoneSource(_TimeZoneSource, metaclass=_TimeZoneSourceEnumTypeWrapper):
-    """Where the zone used for a user's local time came from."""
+    """Where the zone used for a user's local time came from.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 TIME_ZONE_SOURCE_UNSPECIFIED: TimeZoneSource.ValueType  # 0
 """Not known."""
@@ -242,7 +265,7 @@ class _CheckEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Check.ValueType
     CHECK_ERASED: _Check.ValueType  # 1
     """The user was erased."""
     CHECK_SUPPRESSION: _Check.ValueType  # 2
-    """Suppression records and suppression lists."""
+    """Suppression: consent's erasure record and the app's suppression lists."""
     CHECK_HOLDOUT: _Check.ValueType  # 3
     """Holdout assignment."""
     CHECK_DUPLICATE: _Check.ValueType  # 4
@@ -293,6 +316,8 @@ class Check(_Check, metaclass=_CheckEnumTypeWrapper):
     """The policy check a trace step reports on. The first values follow the
     policy library's evaluation order; the later ones are scheduler checks
     around it.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
     """
 
 CHECK_UNSPECIFIED: Check.ValueType  # 0
@@ -300,7 +325,7 @@ CHECK_UNSPECIFIED: Check.ValueType  # 0
 CHECK_ERASED: Check.ValueType  # 1
 """The user was erased."""
 CHECK_SUPPRESSION: Check.ValueType  # 2
-"""Suppression records and suppression lists."""
+"""Suppression: consent's erasure record and the app's suppression lists."""
 CHECK_HOLDOUT: Check.ValueType  # 3
 """Holdout assignment."""
 CHECK_DUPLICATE: Check.ValueType  # 4
@@ -368,7 +393,10 @@ class _StepResultEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepResult
     """Not evaluated because an earlier step already decided."""
 
 class StepResult(_StepResult, metaclass=_StepResultEnumTypeWrapper):
-    """What one check concluded."""
+    """What one check concluded.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 STEP_RESULT_UNSPECIFIED: StepResult.ValueType  # 0
 """Not set."""
@@ -488,6 +516,7 @@ class TraceStep(_message.Message):
     TEMPLATE_FIELD_NUMBER: _builtins.int
     AUDIENCE_FIELD_NUMBER: _builtins.int
     THROTTLE_FIELD_NUMBER: _builtins.int
+    SUPPRESSION_FIELD_NUMBER: _builtins.int
     check: Global___Check.ValueType
     """Output only. Which check."""
     result: Global___StepResult.ValueType
@@ -560,6 +589,10 @@ class TraceStep(_message.Message):
     def throttle(self) -> Global___ThrottleDetail:
         """For CHECK_THROTTLE."""
 
+    @_builtins.property
+    def suppression(self) -> Global___SuppressionDetail:
+        """For CHECK_SUPPRESSION."""
+
     def __init__(
         self,
         *,
@@ -582,12 +615,13 @@ class TraceStep(_message.Message):
         template: Global___TemplateDetail | None = ...,
         audience: Global___AudienceDetail | None = ...,
         throttle: Global___ThrottleDetail | None = ...,
+        suppression: Global___SuppressionDetail | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "cap", b"cap", "category", b"category", "consent", b"consent", "defer_until", b"defer_until", "deferral", b"deferral", "detail", b"detail", "devices", b"devices", "digest", b"digest", "expiry", b"expiry", "holdout", b"holdout", "quiet_hours", b"quiet_hours", "send_time", b"send_time", "template", b"template", "throttle", b"throttle", "trigger", b"trigger", "zone", b"zone"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "cap", b"cap", "category", b"category", "consent", b"consent", "defer_until", b"defer_until", "deferral", b"deferral", "detail", b"detail", "devices", b"devices", "digest", b"digest", "expiry", b"expiry", "holdout", b"holdout", "quiet_hours", b"quiet_hours", "send_time", b"send_time", "suppression", b"suppression", "template", b"template", "throttle", b"throttle", "trigger", b"trigger", "zone", b"zone"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "cap", b"cap", "category", b"category", "check", b"check", "consent", b"consent", "defer_until", b"defer_until", "deferral", b"deferral", "detail", b"detail", "devices", b"devices", "digest", b"digest", "expiry", b"expiry", "holdout", b"holdout", "quiet_hours", b"quiet_hours", "reason", b"reason", "result", b"result", "send_time", b"send_time", "template", b"template", "throttle", b"throttle", "trigger", b"trigger", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "cap", b"cap", "category", b"category", "check", b"check", "consent", b"consent", "defer_until", b"defer_until", "deferral", b"deferral", "detail", b"detail", "devices", b"devices", "digest", b"digest", "expiry", b"expiry", "holdout", b"holdout", "quiet_hours", b"quiet_hours", "reason", b"reason", "result", b"result", "send_time", b"send_time", "suppression", b"suppression", "template", b"template", "throttle", b"throttle", "trigger", b"trigger", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["cap", "quiet_hours", "consent", "devices", "expiry", "deferral", "digest", "holdout", "category", "send_time", "zone", "trigger", "template", "audience", "throttle"]  # noqa: Y015
+    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["cap", "quiet_hours", "consent", "devices", "expiry", "deferral", "digest", "holdout", "category", "send_time", "zone", "trigger", "template", "audience", "throttle", "suppression"]  # noqa: Y015
     _WhichOneofArgType_detail: _TypeAlias = _typing.Literal["detail", b"detail"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_detail) -> _WhichOneofReturnType_detail | None: ...
 
@@ -932,7 +966,9 @@ class DeferralDetail(_message.Message):
 
     @_builtins.property
     def jitter_window(self) -> _duration_pb2.Duration:
-        """Output only. The app's jitter window (spread of deferred sends)."""
+        """Output only. The app's jitter window (spread of deferred sends; a send
+        is spread only as far as the allowed stretch it lands in allows).
+        """
 
     def __init__(
         self,
@@ -1265,6 +1301,42 @@ class AudienceDetail(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AudienceDetail: _TypeAlias = AudienceDetail  # noqa: Y015
+
+@_typing.final
+class SuppressionDetail(_message.Message):
+    """The facts of a suppression check."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERASED_NOT_REOPTED_FIELD_NUMBER: _builtins.int
+    ERASED_AT_FIELD_NUMBER: _builtins.int
+    LIST_IDS_FIELD_NUMBER: _builtins.int
+    erased_not_reopted: _builtins.bool
+    """Output only. The user was erased and has not opted in again since (an
+    OPT_IN with scope ALL_MARKETING or CHANNEL PUSH after `erased_at`).
+    """
+    @_builtins.property
+    def erased_at(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the user was erased (unset: never)."""
+
+    @_builtins.property
+    def list_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. The app's SUPPRESSION lists the user is on."""
+
+    def __init__(
+        self,
+        *,
+        erased_not_reopted: _builtins.bool = ...,
+        erased_at: _timestamp_pb2.Timestamp | None = ...,
+        list_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["erased_at", b"erased_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erased_at", b"erased_at", "erased_not_reopted", b"erased_not_reopted", "list_ids", b"list_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuppressionDetail: _TypeAlias = SuppressionDetail  # noqa: Y015
 
 @_typing.final
 class ThrottleDetail(_message.Message):

@@ -39,7 +39,10 @@ class _FrequencyModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Frequen
     """At most one marketing push per digest period, deferred to the digest slot."""
 
 class FrequencyMode(_FrequencyMode, metaclass=_FrequencyModeEnumTypeWrapper):
-    """The user's opt-down choice: how often marketing may reach them."""
+    """The user's opt-down choice: how often marketing may reach them.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 FREQUENCY_MODE_UNSPECIFIED: FrequencyMode.ValueType  # 0
 """Not set: treated as FREQUENCY_MODE_NORMAL."""
@@ -67,7 +70,10 @@ class _DigestPeriodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DigestPe
     """One digest per local ISO week, on `digest_weekday` at `digest_slot`."""
 
 class DigestPeriod(_DigestPeriod, metaclass=_DigestPeriodEnumTypeWrapper):
-    """Length of a digest period."""
+    """Length of a digest period.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 DIGEST_PERIOD_UNSPECIFIED: DigestPeriod.ValueType  # 0
 """Not set: INVALID_ARGUMENT when mode is DIGEST."""
@@ -92,10 +98,17 @@ class _CapScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CapScope.Val
     empty, of each category separately ("1 per category per day").
     """
     CAP_SCOPE_CAMPAIGN: _CapScope.ValueType  # 3
-    """Pushes of one campaign (each campaign separately)."""
+    """Pushes of one campaign (each campaign separately), keyed by campaign id.
+    A trigger's sends are keyed apart and never count here, even when a
+    trigger id happens to equal a campaign id; they count under
+    ALL_MARKETING and CATEGORY like every marketing push.
+    """
 
 class CapScope(_CapScope, metaclass=_CapScopeEnumTypeWrapper):
-    """What a cap rule counts."""
+    """What a cap rule counts.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 CAP_SCOPE_UNSPECIFIED: CapScope.ValueType  # 0
 """Not set: INVALID_ARGUMENT."""
@@ -106,7 +119,11 @@ CAP_SCOPE_CATEGORY: CapScope.ValueType  # 2
 empty, of each category separately ("1 per category per day").
 """
 CAP_SCOPE_CAMPAIGN: CapScope.ValueType  # 3
-"""Pushes of one campaign (each campaign separately)."""
+"""Pushes of one campaign (each campaign separately), keyed by campaign id.
+A trigger's sends are keyed apart and never count here, even when a
+trigger id happens to equal a campaign id; they count under
+ALL_MARKETING and CATEGORY like every marketing push.
+"""
 Global___CapScope: _TypeAlias = CapScope  # noqa: Y015
 
 class _CalendarPeriod:
@@ -123,7 +140,10 @@ class _CalendarPeriodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Calend
     """The local ISO 8601 week, Monday 00:00 to the next Monday 00:00."""
 
 class CalendarPeriod(_CalendarPeriod, metaclass=_CalendarPeriodEnumTypeWrapper):
-    """A calendar period in the recipient's own time zone."""
+    """A calendar period in the recipient's own time zone.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 CALENDAR_PERIOD_UNSPECIFIED: CalendarPeriod.ValueType  # 0
 """Not set: INVALID_ARGUMENT."""
@@ -149,7 +169,10 @@ class _OnExceedEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OnExceed.Val
     """
 
 class OnExceed(_OnExceed, metaclass=_OnExceedEnumTypeWrapper):
-    """What happens to a message that a cap rule would exceed."""
+    """What happens to a message that a cap rule would exceed.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 ON_EXCEED_UNSPECIFIED: OnExceed.ValueType  # 0
 """Not set: treated as ON_EXCEED_DEFER."""
@@ -163,7 +186,10 @@ Global___OnExceed: _TypeAlias = OnExceed  # noqa: Y015
 
 @_typing.final
 class QuietHoursWindow(_message.Message):
-    """One quiet period, in the recipient's local time."""
+    """One quiet period, in the recipient's local time. SetPreferences and
+    SetPolicy refuse a bad window with INVALID_ARGUMENT naming the field (the
+    policy library refuses it too).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -176,14 +202,17 @@ class QuietHoursWindow(_message.Message):
 
     @_builtins.property
     def end(self) -> _types_pb2.LocalTime:
-        """Required. Local end of the quiet period (exclusive). An end at or before
-        `start` means the window crosses midnight and ends on the next day.
+        """Required. Local end of the quiet period (exclusive). An end before `start`
+        crosses midnight: the window ends on the next local day. An end equal to
+        `start` is INVALID_ARGUMENT: it could mean an empty window or a whole
+        day, and neither is guessed.
         """
 
     @_builtins.property
     def days(self) -> _containers.RepeatedScalarFieldContainer[_types_pb2.DayOfWeek.ValueType]:
         """Optional. The local weekdays on which the window STARTS (a Friday 22:00 -
         08:00 window ends on Saturday morning). Empty means every day.
+        DAY_OF_WEEK_UNSPECIFIED among them is INVALID_ARGUMENT.
         """
 
     def __init__(

@@ -70,7 +70,20 @@ class Channel(_Channel, metaclass=_ChannelEnumTypeWrapper):
     - Batches: one `app_id` per call; the item limit is stated on each request
       (1,000 for most, 10,000 for AddToList / RemoveFromList and
       RecordAssignments); an empty batch or one over its limit is
-      INVALID_ARGUMENT. Per-item answers come in request order.
+      INVALID_ARGUMENT. Per-item answers come in request order. An item whose
+      own timestamp is out of range (an `occurred_at` more than 5 minutes in the
+      future, or older than the retention) is REJECTED alone; the rest of the
+      batch is applied.
+    - Last write wins: RPCs that overwrite state (RegisterDevice, UpdateDevice,
+      UpsertProfiles, AddToList, RemoveFromList) take an optional `client_time`,
+      the instant the caller made the change (kept the same across retries;
+      default: the server's receive time). A write older than the one already
+      applied to the same thing changes nothing, so a late retry never undoes a
+      newer write.
+    - Enums: new values may be added to any v1 enum. A reader that meets a value
+      it does not know treats it as unrecognised: it skips that item (or falls
+      back as the enum's comment says) and a follower of a stream still
+      advances its cursor past it, so it never stalls on a newer server.
     - Idempotency, one rule everywhere. RPCs with an `idempotency_key`: keys
       are at most 128 characters and scoped to the app and the RPC (RecordConsent:
       also the user); the server remembers a key for at least 24 hours (consent
@@ -93,6 +106,8 @@ class Channel(_Channel, metaclass=_ChannelEnumTypeWrapper):
       never on the message text.
 
     A delivery channel that consent can be given or withdrawn for.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
     """
 
 CHANNEL_UNSPECIFIED: Channel.ValueType  # 0
@@ -123,7 +138,10 @@ class _PlatformEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Platform.Val
     """Web push in a browser."""
 
 class Platform(_Platform, metaclass=_PlatformEnumTypeWrapper):
-    """The platform a device runs on."""
+    """The platform a device runs on.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 PLATFORM_UNSPECIFIED: Platform.ValueType  # 0
 """Not set; INVALID_ARGUMENT where required."""
@@ -149,7 +167,10 @@ class _ProviderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Provider.Val
     """Firebase Cloud Messaging (Android, web and, through FCM, iOS)."""
 
 class Provider(_Provider, metaclass=_ProviderEnumTypeWrapper):
-    """The push provider that serves a token."""
+    """The push provider that serves a token.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 PROVIDER_UNSPECIFIED: Provider.ValueType  # 0
 """Not set; INVALID_ARGUMENT where required."""
@@ -179,6 +200,8 @@ class _PriorityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Priority.Val
 class Priority(_Priority, metaclass=_PriorityEnumTypeWrapper):
     """A message's priority. Used for arbitration between pending messages and,
     unless overridden per platform, mapped to the provider's priority.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
     """
 
 PRIORITY_UNSPECIFIED: Priority.ValueType  # 0
@@ -211,6 +234,8 @@ class _CategoryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Category
 class CategoryKind(_CategoryKind, metaclass=_CategoryKindEnumTypeWrapper):
     """What a category is for. Decides caps, quiet hours and opt-out handling, and
     is immutable once the category exists.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
     """
 
 CATEGORY_KIND_UNSPECIFIED: CategoryKind.ValueType  # 0
@@ -241,7 +266,10 @@ class _PermissionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Permi
     """The app has not asked yet: the device is not usable."""
 
 class PermissionState(_PermissionState, metaclass=_PermissionStateEnumTypeWrapper):
-    """The operating system's notification permission on a device."""
+    """The operating system's notification permission on a device.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 PERMISSION_STATE_UNSPECIFIED: PermissionState.ValueType  # 0
 """Not reported."""
@@ -262,7 +290,7 @@ class _DayOfWeek:
 class _DayOfWeekEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DayOfWeek.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     DAY_OF_WEEK_UNSPECIFIED: _DayOfWeek.ValueType  # 0
-    """Not set."""
+    """Not set. INVALID_ARGUMENT among a quiet-hours window's `days`."""
     DAY_OF_WEEK_MONDAY: _DayOfWeek.ValueType  # 1
     """Monday (ISO day 1, the first day of a calendar week)."""
     DAY_OF_WEEK_TUESDAY: _DayOfWeek.ValueType  # 2
@@ -279,10 +307,13 @@ class _DayOfWeekEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DayOfWeek.V
     """Sunday (ISO day 7)."""
 
 class DayOfWeek(_DayOfWeek, metaclass=_DayOfWeekEnumTypeWrapper):
-    """A day of the week, numbered as in ISO 8601 (Monday = 1)."""
+    """A day of the week, numbered as in ISO 8601 (Monday = 1).
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 DAY_OF_WEEK_UNSPECIFIED: DayOfWeek.ValueType  # 0
-"""Not set."""
+"""Not set. INVALID_ARGUMENT among a quiet-hours window's `days`."""
 DAY_OF_WEEK_MONDAY: DayOfWeek.ValueType  # 1
 """Monday (ISO day 1, the first day of a calendar week)."""
 DAY_OF_WEEK_TUESDAY: DayOfWeek.ValueType  # 2
@@ -323,7 +354,7 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: an opt-out of a category users may not opt out of."""
     ERROR_REASON_IN_USE: _ErrorReason.ValueType  # 7
     """FAILED_PRECONDITION: the resource is in use (a segment referenced by
-    another segment).
+    another segment that is not deleted).
     """
     ERROR_REASON_INVALID_STATE: _ErrorReason.ValueType  # 8
     """FAILED_PRECONDITION: a lifecycle transition not allowed from the current
@@ -331,7 +362,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_CATEGORY_KIND_MISMATCH: _ErrorReason.ValueType  # 9
     """FAILED_PRECONDITION: a category of the wrong kind for the RPC (a
-    MARKETING category in SendTransactional or OptOutConfirmation).
+    MARKETING category in SendTransactional or OptOutConfirmation; a
+    TRANSACTIONAL category in CreateCampaign: a broadcast is marketing).
     """
     ERROR_REASON_VERSION_MISMATCH: _ErrorReason.ValueType  # 10
     """ABORTED: `expected_version` did not match the stored version."""
@@ -350,7 +382,8 @@ class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable error reasons, sent as `google.rpc.ErrorInfo.reason` (the
     value name without "ERROR_REASON_", domain "pushwarden.dev"). The status code
     stays the primary signal; the reason tells apart the cases one code covers.
-    New reasons may be added; clients must treat unknown ones by their code.
+    New reasons may be added: a reader handles an unknown value by its status
+    code alone (a follower still advances its cursor).
     """
 
 ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
@@ -371,7 +404,7 @@ ERROR_REASON_OPT_OUT_NOT_ALLOWED: ErrorReason.ValueType  # 6
 """FAILED_PRECONDITION: an opt-out of a category users may not opt out of."""
 ERROR_REASON_IN_USE: ErrorReason.ValueType  # 7
 """FAILED_PRECONDITION: the resource is in use (a segment referenced by
-another segment).
+another segment that is not deleted).
 """
 ERROR_REASON_INVALID_STATE: ErrorReason.ValueType  # 8
 """FAILED_PRECONDITION: a lifecycle transition not allowed from the current
@@ -379,7 +412,8 @@ state (e.g. pausing a completed campaign); metadata "state" names it.
 """
 ERROR_REASON_CATEGORY_KIND_MISMATCH: ErrorReason.ValueType  # 9
 """FAILED_PRECONDITION: a category of the wrong kind for the RPC (a
-MARKETING category in SendTransactional or OptOutConfirmation).
+MARKETING category in SendTransactional or OptOutConfirmation; a
+TRANSACTIONAL category in CreateCampaign: a broadcast is marketing).
 """
 ERROR_REASON_VERSION_MISMATCH: ErrorReason.ValueType  # 10
 """ABORTED: `expected_version` did not match the stored version."""
@@ -411,12 +445,16 @@ class _ItemStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ItemStatus
     """
     ITEM_STATUS_REJECTED: _ItemStatus.ValueType  # 3
     """The item was rejected; `ItemResult.field` and `message` say why. Only for
-    per-item conditions (such as an unknown user); malformed input rejects the
-    whole batch with INVALID_ARGUMENT instead.
+    per-item conditions (an unknown send id, a timestamp too far in the
+    future or past the retention); malformed input rejects the whole batch
+    with INVALID_ARGUMENT instead.
     """
 
 class ItemStatus(_ItemStatus, metaclass=_ItemStatusEnumTypeWrapper):
-    """Outcome of one item of a batch RPC."""
+    """Outcome of one item of a batch RPC.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 ITEM_STATUS_UNSPECIFIED: ItemStatus.ValueType  # 0
 """Not set (never returned)."""
@@ -428,8 +466,9 @@ changed. For id-keyed items the first write wins, even if this one differs.
 """
 ITEM_STATUS_REJECTED: ItemStatus.ValueType  # 3
 """The item was rejected; `ItemResult.field` and `message` say why. Only for
-per-item conditions (such as an unknown user); malformed input rejects the
-whole batch with INVALID_ARGUMENT instead.
+per-item conditions (an unknown send id, a timestamp too far in the
+future or past the retention); malformed input rejects the whole batch
+with INVALID_ARGUMENT instead.
 """
 Global___ItemStatus: _TypeAlias = ItemStatus  # noqa: Y015
 

@@ -50,7 +50,10 @@ class _OperatorEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Operator.Val
     """String starts with `value`."""
 
 class Operator(_Operator, metaclass=_OperatorEnumTypeWrapper):
-    """Comparison operators for attribute predicates and property filters."""
+    """Comparison operators for attribute predicates and property filters.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 OPERATOR_UNSPECIFIED: Operator.ValueType  # 0
 """Not set: INVALID_ARGUMENT."""

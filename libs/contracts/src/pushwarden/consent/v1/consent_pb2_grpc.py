@@ -77,6 +77,11 @@ class ConsentServiceStub:
                 request_serializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.ListCategoriesRequest.SerializeToString,
                 response_deserializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.ListCategoriesResponse.FromString,
                 _registered_method=True)
+        self.BatchGetCategories = channel.unary_unary(
+                '/pushwarden.consent.v1.ConsentService/BatchGetCategories',
+                request_serializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.BatchGetCategoriesRequest.SerializeToString,
+                response_deserializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.BatchGetCategoriesResponse.FromString,
+                _registered_method=True)
         self.RecordConsent = channel.unary_unary(
                 '/pushwarden.consent.v1.ConsentService/RecordConsent',
                 request_serializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.RecordConsentRequest.SerializeToString,
@@ -117,6 +122,11 @@ class ConsentServiceStub:
                 request_serializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.EraseUserRequest.SerializeToString,
                 response_deserializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.EraseUserResponse.FromString,
                 _registered_method=True)
+        self.CheckErasure = channel.unary_unary(
+                '/pushwarden.consent.v1.ConsentService/CheckErasure',
+                request_serializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.CheckErasureRequest.SerializeToString,
+                response_deserializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.CheckErasureResponse.FromString,
+                _registered_method=True)
         self.RecordPermissionPrompt = channel.unary_unary(
                 '/pushwarden.consent.v1.ConsentService/RecordPermissionPrompt',
                 request_serializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.RecordPermissionPromptRequest.SerializeToString,
@@ -155,7 +165,10 @@ class ConsentServiceServicer:
         registered to another user moves to this one (`previous_user_id`; a DEVICE
         change on the feed). A token invalidated by a provider revives (ACTIVE)
         only when this call's server time is after the device's `invalidated_at`.
-        A permission change appends a PERMISSION ledger entry. Idempotent (upsert).
+        A permission change appends a PERMISSION ledger entry. Last write wins by
+        `client_time`: a call older than the device's latest applied change
+        writes nothing and answers the stored device (`superseded`), so a late
+        retry never undoes a newer write. Idempotent (upsert).
         Errors: INVALID_ARGUMENT (unknown zone, missing token, platform/provider
         mismatch, provider or platform differing from the stored immutable value).
         """
@@ -164,7 +177,8 @@ class ConsentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateDevice(self, request, context):
-        """Changes a device's mutable fields (field mask). Idempotent. Errors:
+        """Changes a device's mutable fields (field mask). Last write wins by
+        `client_time`, as for RegisterDevice (`superseded`). Idempotent. Errors:
         NOT_FOUND (unknown device), INVALID_ARGUMENT (immutable field in the mask).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -202,7 +216,8 @@ class ConsentServiceServicer:
     def DefineCategory(self, request, context):
         """Creates or updates a category. Its kind is immutable: a different kind for
         an existing id is FAILED_PRECONDITION (that would smuggle promotions past
-        opt-outs). Idempotent (upsert). Errors: INVALID_ARGUMENT, FAILED_PRECONDITION.
+        opt-outs). Idempotent (upsert). Errors: INVALID_ARGUMENT (missing kind or
+        default state), FAILED_PRECONDITION (CATEGORY_KIND_IMMUTABLE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -210,6 +225,16 @@ class ConsentServiceServicer:
 
     def ListCategories(self, request, context):
         """Lists the app's categories. Read-only. Errors: INVALID_ARGUMENT (bad page token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetCategories(self, request, context):
+        """Batch: up to 1,000 categories by id in one call (delivery and the
+        scheduler cache kinds, which never change). Unknown ids are answered in
+        `unknown_category_ids`, not as an error. Read-only. Errors:
+        INVALID_ARGUMENT (empty, repeated or more than 1,000 ids: BATCH_SIZE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -239,15 +264,17 @@ class ConsentServiceServicer:
         frequency); each effective change is a ledger entry. Idempotent in state,
         and by `idempotency_key` when given (same key, other body:
         ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors: INVALID_ARGUMENT (unknown
-        zone, bad window, bad frequency numbers).
+        zone; a quiet-hours window whose end equals its start or whose days
+        include DAY_OF_WEEK_UNSPECIFIED; bad frequency numbers).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetPreferences(self, request, context):
-        """Returns a user's preferences and the app default quiet hours. Read-only.
-        Errors: INVALID_ARGUMENT (empty user id).
+        """Returns a user's preferences. The app's default quiet hours belong to the
+        scheduler's policy (SchedulerService.GetPolicy). Read-only. Errors:
+        INVALID_ARGUMENT (empty user id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -267,7 +294,10 @@ class ConsentServiceServicer:
 
     def GetLedger(self, request, context):
         """Pages through a user's ledger entries, oldest first (also after erasure,
-        minimised). Read-only. Errors: INVALID_ARGUMENT (bad page token).
+        minimised), and reports whether the user's whole hash chain verifies and,
+        if not, the first entry where it breaks, so an edited or removed row is
+        visible through the API. Read-only. Errors: INVALID_ARGUMENT (bad page
+        token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -275,8 +305,10 @@ class ConsentServiceServicer:
 
     def ExportUserData(self, request, context):
         """Returns everything consent holds about a user, ledger included, as a typed
-        document (its JSON mapping is the machine-readable export). Read-only.
-        Errors: INVALID_ARGUMENT (empty user id); an unknown user gets an empty export.
+        document (its JSON mapping is the machine-readable export). Paged
+        (`page_token`): the ledger and prompt events come in pages, the rest is
+        complete on every page. Read-only. Errors: INVALID_ARGUMENT (empty user
+        id, bad page token); an unknown user gets an empty export.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -284,11 +316,28 @@ class ConsentServiceServicer:
 
     def EraseUser(self, request, context):
         """Erases a user: deletes devices, tokens, preferences and ledger payloads,
-        keeps a keyed-hash suppression record (the same user id stays opted out of
-        marketing until a new opt-in) and the minimised ledger, and publishes
-        ERASED on the change feed. Idempotent (again: already_erased). Errors:
-        INVALID_ARGUMENT (empty user id); an unknown user is erased all the same
-        (the suppression record is still written).
+        keeps a keyed-hash suppression record and the minimised ledger, and
+        publishes ERASED on the change feed. The same user id then stays out of
+        all marketing (SUPPRESSED) until an OPT_IN with scope ALL_MARKETING or
+        CHANNEL PUSH is recorded after `erased_at`; a category or topic opt-in,
+        or an OS permission grant, does not lift it. Transactional sends are not
+        suppressed. The ERASED change carries the user id, only for as long as
+        the feed retains it, so that the other services can erase. Idempotent
+        (again: already_erased). Errors: INVALID_ARGUMENT (empty user id); an
+        unknown user is erased all the same (the suppression record is still
+        written).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckErasure(self, request, context):
+        """Batch: for up to 1,000 user ids, whether and when each was last erased
+        and whether marketing is still suppressed. Works from the keyed pseudonym,
+        so it answers after the feed's ERASED change has expired: a follower
+        whose cursor is older than the retention resynchronises with it.
+        Read-only. Errors: INVALID_ARGUMENT (empty, repeated or more than 1,000
+        ids: BATCH_SIZE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -370,6 +419,11 @@ def add_ConsentServiceServicer_to_server(servicer, server):
                     request_deserializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.ListCategoriesRequest.FromString,
                     response_serializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.ListCategoriesResponse.SerializeToString,
             ),
+            'BatchGetCategories': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetCategories,
+                    request_deserializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.BatchGetCategoriesRequest.FromString,
+                    response_serializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.BatchGetCategoriesResponse.SerializeToString,
+            ),
             'RecordConsent': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordConsent,
                     request_deserializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.RecordConsentRequest.FromString,
@@ -409,6 +463,11 @@ def add_ConsentServiceServicer_to_server(servicer, server):
                     servicer.EraseUser,
                     request_deserializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.EraseUserRequest.FromString,
                     response_serializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.EraseUserResponse.SerializeToString,
+            ),
+            'CheckErasure': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckErasure,
+                    request_deserializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.CheckErasureRequest.FromString,
+                    response_serializer=pushwarden_dot_consent_dot_v1_dot_messages__pb2.CheckErasureResponse.SerializeToString,
             ),
             'RecordPermissionPrompt': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordPermissionPrompt,
@@ -639,6 +698,33 @@ class ConsentService:
             _registered_method=True)
 
     @staticmethod
+    def BatchGetCategories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushwarden.consent.v1.ConsentService/BatchGetCategories',
+            pushwarden_dot_consent_dot_v1_dot_messages__pb2.BatchGetCategoriesRequest.SerializeToString,
+            pushwarden_dot_consent_dot_v1_dot_messages__pb2.BatchGetCategoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def RecordConsent(request,
             target,
             options=(),
@@ -844,6 +930,33 @@ class ConsentService:
             '/pushwarden.consent.v1.ConsentService/EraseUser',
             pushwarden_dot_consent_dot_v1_dot_messages__pb2.EraseUserRequest.SerializeToString,
             pushwarden_dot_consent_dot_v1_dot_messages__pb2.EraseUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckErasure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushwarden.consent.v1.ConsentService/CheckErasure',
+            pushwarden_dot_consent_dot_v1_dot_messages__pb2.CheckErasureRequest.SerializeToString,
+            pushwarden_dot_consent_dot_v1_dot_messages__pb2.CheckErasureResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,12 +46,16 @@ class ConsentServiceStub:
     registered to another user moves to this one (`previous_user_id`; a DEVICE
     change on the feed). A token invalidated by a provider revives (ACTIVE)
     only when this call's server time is after the device's `invalidated_at`.
-    A permission change appends a PERMISSION ledger entry. Idempotent (upsert).
+    A permission change appends a PERMISSION ledger entry. Last write wins by
+    `client_time`: a call older than the device's latest applied change
+    writes nothing and answers the stored device (`superseded`), so a late
+    retry never undoes a newer write. Idempotent (upsert).
     Errors: INVALID_ARGUMENT (unknown zone, missing token, platform/provider
     mismatch, provider or platform differing from the stored immutable value).
     """
     UpdateDevice: _grpc.UnaryUnaryMultiCallable[_messages_pb2.UpdateDeviceRequest, _messages_pb2.UpdateDeviceResponse]
-    """Changes a device's mutable fields (field mask). Idempotent. Errors:
+    """Changes a device's mutable fields (field mask). Last write wins by
+    `client_time`, as for RegisterDevice (`superseded`). Idempotent. Errors:
     NOT_FOUND (unknown device), INVALID_ARGUMENT (immutable field in the mask).
     """
     UnregisterDevice: _grpc.UnaryUnaryMultiCallable[_messages_pb2.UnregisterDeviceRequest, _messages_pb2.UnregisterDeviceResponse]
@@ -73,10 +77,17 @@ class ConsentServiceStub:
     DefineCategory: _grpc.UnaryUnaryMultiCallable[_messages_pb2.DefineCategoryRequest, _messages_pb2.DefineCategoryResponse]
     """Creates or updates a category. Its kind is immutable: a different kind for
     an existing id is FAILED_PRECONDITION (that would smuggle promotions past
-    opt-outs). Idempotent (upsert). Errors: INVALID_ARGUMENT, FAILED_PRECONDITION.
+    opt-outs). Idempotent (upsert). Errors: INVALID_ARGUMENT (missing kind or
+    default state), FAILED_PRECONDITION (CATEGORY_KIND_IMMUTABLE).
     """
     ListCategories: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ListCategoriesRequest, _messages_pb2.ListCategoriesResponse]
     """Lists the app's categories. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
+    BatchGetCategories: _grpc.UnaryUnaryMultiCallable[_messages_pb2.BatchGetCategoriesRequest, _messages_pb2.BatchGetCategoriesResponse]
+    """Batch: up to 1,000 categories by id in one call (delivery and the
+    scheduler cache kinds, which never change). Unknown ids are answered in
+    `unknown_category_ids`, not as an error. Read-only. Errors:
+    INVALID_ARGUMENT (empty, repeated or more than 1,000 ids: BATCH_SIZE).
+    """
     RecordConsent: _grpc.UnaryUnaryMultiCallable[_messages_pb2.RecordConsentRequest, _messages_pb2.RecordConsentResponse]
     """Records an opt-in or opt-out and appends a ledger entry; every read that
     starts after the call returns sees it. Idempotent by `idempotency_key`
@@ -93,11 +104,13 @@ class ConsentServiceStub:
     frequency); each effective change is a ledger entry. Idempotent in state,
     and by `idempotency_key` when given (same key, other body:
     ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors: INVALID_ARGUMENT (unknown
-    zone, bad window, bad frequency numbers).
+    zone; a quiet-hours window whose end equals its start or whose days
+    include DAY_OF_WEEK_UNSPECIFIED; bad frequency numbers).
     """
     GetPreferences: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetPreferencesRequest, _messages_pb2.GetPreferencesResponse]
-    """Returns a user's preferences and the app default quiet hours. Read-only.
-    Errors: INVALID_ARGUMENT (empty user id).
+    """Returns a user's preferences. The app's default quiet hours belong to the
+    scheduler's policy (SchedulerService.GetPolicy). Read-only. Errors:
+    INVALID_ARGUMENT (empty user id).
     """
     CheckEligibility: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CheckEligibilityRequest, _messages_pb2.CheckEligibilityResponse]
     """Batch: for up to 1,000 users and one category, everything the policy needs
@@ -109,20 +122,38 @@ class ConsentServiceStub:
     """
     GetLedger: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetLedgerRequest, _messages_pb2.GetLedgerResponse]
     """Pages through a user's ledger entries, oldest first (also after erasure,
-    minimised). Read-only. Errors: INVALID_ARGUMENT (bad page token).
+    minimised), and reports whether the user's whole hash chain verifies and,
+    if not, the first entry where it breaks, so an edited or removed row is
+    visible through the API. Read-only. Errors: INVALID_ARGUMENT (bad page
+    token).
     """
     ExportUserData: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ExportUserDataRequest, _messages_pb2.ExportUserDataResponse]
     """Returns everything consent holds about a user, ledger included, as a typed
-    document (its JSON mapping is the machine-readable export). Read-only.
-    Errors: INVALID_ARGUMENT (empty user id); an unknown user gets an empty export.
+    document (its JSON mapping is the machine-readable export). Paged
+    (`page_token`): the ledger and prompt events come in pages, the rest is
+    complete on every page. Read-only. Errors: INVALID_ARGUMENT (empty user
+    id, bad page token); an unknown user gets an empty export.
     """
     EraseUser: _grpc.UnaryUnaryMultiCallable[_messages_pb2.EraseUserRequest, _messages_pb2.EraseUserResponse]
     """Erases a user: deletes devices, tokens, preferences and ledger payloads,
-    keeps a keyed-hash suppression record (the same user id stays opted out of
-    marketing until a new opt-in) and the minimised ledger, and publishes
-    ERASED on the change feed. Idempotent (again: already_erased). Errors:
-    INVALID_ARGUMENT (empty user id); an unknown user is erased all the same
-    (the suppression record is still written).
+    keeps a keyed-hash suppression record and the minimised ledger, and
+    publishes ERASED on the change feed. The same user id then stays out of
+    all marketing (SUPPRESSED) until an OPT_IN with scope ALL_MARKETING or
+    CHANNEL PUSH is recorded after `erased_at`; a category or topic opt-in,
+    or an OS permission grant, does not lift it. Transactional sends are not
+    suppressed. The ERASED change carries the user id, only for as long as
+    the feed retains it, so that the other services can erase. Idempotent
+    (again: already_erased). Errors: INVALID_ARGUMENT (empty user id); an
+    unknown user is erased all the same (the suppression record is still
+    written).
+    """
+    CheckErasure: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CheckErasureRequest, _messages_pb2.CheckErasureResponse]
+    """Batch: for up to 1,000 user ids, whether and when each was last erased
+    and whether marketing is still suppressed. Works from the keyed pseudonym,
+    so it answers after the feed's ERASED change has expired: a follower
+    whose cursor is older than the retention resynchronises with it.
+    Read-only. Errors: INVALID_ARGUMENT (empty, repeated or more than 1,000
+    ids: BATCH_SIZE).
     """
     RecordPermissionPrompt: _grpc.UnaryUnaryMultiCallable[_messages_pb2.RecordPermissionPromptRequest, _messages_pb2.RecordPermissionPromptResponse]
     """Records one permission-prompt funnel event (funnel statistics only: a
@@ -165,12 +196,16 @@ class ConsentServiceAsyncStub(ConsentServiceStub):
     registered to another user moves to this one (`previous_user_id`; a DEVICE
     change on the feed). A token invalidated by a provider revives (ACTIVE)
     only when this call's server time is after the device's `invalidated_at`.
-    A permission change appends a PERMISSION ledger entry. Idempotent (upsert).
+    A permission change appends a PERMISSION ledger entry. Last write wins by
+    `client_time`: a call older than the device's latest applied change
+    writes nothing and answers the stored device (`superseded`), so a late
+    retry never undoes a newer write. Idempotent (upsert).
     Errors: INVALID_ARGUMENT (unknown zone, missing token, platform/provider
     mismatch, provider or platform differing from the stored immutable value).
     """
     UpdateDevice: _aio.UnaryUnaryMultiCallable[_messages_pb2.UpdateDeviceRequest, _messages_pb2.UpdateDeviceResponse]  # type: ignore[assignment]
-    """Changes a device's mutable fields (field mask). Idempotent. Errors:
+    """Changes a device's mutable fields (field mask). Last write wins by
+    `client_time`, as for RegisterDevice (`superseded`). Idempotent. Errors:
     NOT_FOUND (unknown device), INVALID_ARGUMENT (immutable field in the mask).
     """
     UnregisterDevice: _aio.UnaryUnaryMultiCallable[_messages_pb2.UnregisterDeviceRequest, _messages_pb2.UnregisterDeviceResponse]  # type: ignore[assignment]
@@ -192,10 +227,17 @@ class ConsentServiceAsyncStub(ConsentServiceStub):
     DefineCategory: _aio.UnaryUnaryMultiCallable[_messages_pb2.DefineCategoryRequest, _messages_pb2.DefineCategoryResponse]  # type: ignore[assignment]
     """Creates or updates a category. Its kind is immutable: a different kind for
     an existing id is FAILED_PRECONDITION (that would smuggle promotions past
-    opt-outs). Idempotent (upsert). Errors: INVALID_ARGUMENT, FAILED_PRECONDITION.
+    opt-outs). Idempotent (upsert). Errors: INVALID_ARGUMENT (missing kind or
+    default state), FAILED_PRECONDITION (CATEGORY_KIND_IMMUTABLE).
     """
     ListCategories: _aio.UnaryUnaryMultiCallable[_messages_pb2.ListCategoriesRequest, _messages_pb2.ListCategoriesResponse]  # type: ignore[assignment]
     """Lists the app's categories. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
+    BatchGetCategories: _aio.UnaryUnaryMultiCallable[_messages_pb2.BatchGetCategoriesRequest, _messages_pb2.BatchGetCategoriesResponse]  # type: ignore[assignment]
+    """Batch: up to 1,000 categories by id in one call (delivery and the
+    scheduler cache kinds, which never change). Unknown ids are answered in
+    `unknown_category_ids`, not as an error. Read-only. Errors:
+    INVALID_ARGUMENT (empty, repeated or more than 1,000 ids: BATCH_SIZE).
+    """
     RecordConsent: _aio.UnaryUnaryMultiCallable[_messages_pb2.RecordConsentRequest, _messages_pb2.RecordConsentResponse]  # type: ignore[assignment]
     """Records an opt-in or opt-out and appends a ledger entry; every read that
     starts after the call returns sees it. Idempotent by `idempotency_key`
@@ -212,11 +254,13 @@ class ConsentServiceAsyncStub(ConsentServiceStub):
     frequency); each effective change is a ledger entry. Idempotent in state,
     and by `idempotency_key` when given (same key, other body:
     ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors: INVALID_ARGUMENT (unknown
-    zone, bad window, bad frequency numbers).
+    zone; a quiet-hours window whose end equals its start or whose days
+    include DAY_OF_WEEK_UNSPECIFIED; bad frequency numbers).
     """
     GetPreferences: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetPreferencesRequest, _messages_pb2.GetPreferencesResponse]  # type: ignore[assignment]
-    """Returns a user's preferences and the app default quiet hours. Read-only.
-    Errors: INVALID_ARGUMENT (empty user id).
+    """Returns a user's preferences. The app's default quiet hours belong to the
+    scheduler's policy (SchedulerService.GetPolicy). Read-only. Errors:
+    INVALID_ARGUMENT (empty user id).
     """
     CheckEligibility: _aio.UnaryUnaryMultiCallable[_messages_pb2.CheckEligibilityRequest, _messages_pb2.CheckEligibilityResponse]  # type: ignore[assignment]
     """Batch: for up to 1,000 users and one category, everything the policy needs
@@ -228,20 +272,38 @@ class ConsentServiceAsyncStub(ConsentServiceStub):
     """
     GetLedger: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetLedgerRequest, _messages_pb2.GetLedgerResponse]  # type: ignore[assignment]
     """Pages through a user's ledger entries, oldest first (also after erasure,
-    minimised). Read-only. Errors: INVALID_ARGUMENT (bad page token).
+    minimised), and reports whether the user's whole hash chain verifies and,
+    if not, the first entry where it breaks, so an edited or removed row is
+    visible through the API. Read-only. Errors: INVALID_ARGUMENT (bad page
+    token).
     """
     ExportUserData: _aio.UnaryUnaryMultiCallable[_messages_pb2.ExportUserDataRequest, _messages_pb2.ExportUserDataResponse]  # type: ignore[assignment]
     """Returns everything consent holds about a user, ledger included, as a typed
-    document (its JSON mapping is the machine-readable export). Read-only.
-    Errors: INVALID_ARGUMENT (empty user id); an unknown user gets an empty export.
+    document (its JSON mapping is the machine-readable export). Paged
+    (`page_token`): the ledger and prompt events come in pages, the rest is
+    complete on every page. Read-only. Errors: INVALID_ARGUMENT (empty user
+    id, bad page token); an unknown user gets an empty export.
     """
     EraseUser: _aio.UnaryUnaryMultiCallable[_messages_pb2.EraseUserRequest, _messages_pb2.EraseUserResponse]  # type: ignore[assignment]
     """Erases a user: deletes devices, tokens, preferences and ledger payloads,
-    keeps a keyed-hash suppression record (the same user id stays opted out of
-    marketing until a new opt-in) and the minimised ledger, and publishes
-    ERASED on the change feed. Idempotent (again: already_erased). Errors:
-    INVALID_ARGUMENT (empty user id); an unknown user is erased all the same
-    (the suppression record is still written).
+    keeps a keyed-hash suppression record and the minimised ledger, and
+    publishes ERASED on the change feed. The same user id then stays out of
+    all marketing (SUPPRESSED) until an OPT_IN with scope ALL_MARKETING or
+    CHANNEL PUSH is recorded after `erased_at`; a category or topic opt-in,
+    or an OS permission grant, does not lift it. Transactional sends are not
+    suppressed. The ERASED change carries the user id, only for as long as
+    the feed retains it, so that the other services can erase. Idempotent
+    (again: already_erased). Errors: INVALID_ARGUMENT (empty user id); an
+    unknown user is erased all the same (the suppression record is still
+    written).
+    """
+    CheckErasure: _aio.UnaryUnaryMultiCallable[_messages_pb2.CheckErasureRequest, _messages_pb2.CheckErasureResponse]  # type: ignore[assignment]
+    """Batch: for up to 1,000 user ids, whether and when each was last erased
+    and whether marketing is still suppressed. Works from the keyed pseudonym,
+    so it answers after the feed's ERASED change has expired: a follower
+    whose cursor is older than the retention resynchronises with it.
+    Read-only. Errors: INVALID_ARGUMENT (empty, repeated or more than 1,000
+    ids: BATCH_SIZE).
     """
     RecordPermissionPrompt: _aio.UnaryUnaryMultiCallable[_messages_pb2.RecordPermissionPromptRequest, _messages_pb2.RecordPermissionPromptResponse]  # type: ignore[assignment]
     """Records one permission-prompt funnel event (funnel statistics only: a
@@ -286,7 +348,10 @@ class ConsentServiceServicer:
         registered to another user moves to this one (`previous_user_id`; a DEVICE
         change on the feed). A token invalidated by a provider revives (ACTIVE)
         only when this call's server time is after the device's `invalidated_at`.
-        A permission change appends a PERMISSION ledger entry. Idempotent (upsert).
+        A permission change appends a PERMISSION ledger entry. Last write wins by
+        `client_time`: a call older than the device's latest applied change
+        writes nothing and answers the stored device (`superseded`), so a late
+        retry never undoes a newer write. Idempotent (upsert).
         Errors: INVALID_ARGUMENT (unknown zone, missing token, platform/provider
         mismatch, provider or platform differing from the stored immutable value).
         """
@@ -296,7 +361,8 @@ class ConsentServiceServicer:
         request: _messages_pb2.UpdateDeviceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.UpdateDeviceResponse, _abc.Awaitable[_messages_pb2.UpdateDeviceResponse]]:
-        """Changes a device's mutable fields (field mask). Idempotent. Errors:
+        """Changes a device's mutable fields (field mask). Last write wins by
+        `client_time`, as for RegisterDevice (`superseded`). Idempotent. Errors:
         NOT_FOUND (unknown device), INVALID_ARGUMENT (immutable field in the mask).
         """
 
@@ -338,7 +404,8 @@ class ConsentServiceServicer:
     ) -> _typing.Union[_messages_pb2.DefineCategoryResponse, _abc.Awaitable[_messages_pb2.DefineCategoryResponse]]:
         """Creates or updates a category. Its kind is immutable: a different kind for
         an existing id is FAILED_PRECONDITION (that would smuggle promotions past
-        opt-outs). Idempotent (upsert). Errors: INVALID_ARGUMENT, FAILED_PRECONDITION.
+        opt-outs). Idempotent (upsert). Errors: INVALID_ARGUMENT (missing kind or
+        default state), FAILED_PRECONDITION (CATEGORY_KIND_IMMUTABLE).
         """
 
     def ListCategories(
@@ -347,6 +414,17 @@ class ConsentServiceServicer:
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.ListCategoriesResponse, _abc.Awaitable[_messages_pb2.ListCategoriesResponse]]:
         """Lists the app's categories. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
+
+    def BatchGetCategories(
+        self,
+        request: _messages_pb2.BatchGetCategoriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.BatchGetCategoriesResponse, _abc.Awaitable[_messages_pb2.BatchGetCategoriesResponse]]:
+        """Batch: up to 1,000 categories by id in one call (delivery and the
+        scheduler cache kinds, which never change). Unknown ids are answered in
+        `unknown_category_ids`, not as an error. Read-only. Errors:
+        INVALID_ARGUMENT (empty, repeated or more than 1,000 ids: BATCH_SIZE).
+        """
 
     def RecordConsent(
         self,
@@ -378,7 +456,8 @@ class ConsentServiceServicer:
         frequency); each effective change is a ledger entry. Idempotent in state,
         and by `idempotency_key` when given (same key, other body:
         ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors: INVALID_ARGUMENT (unknown
-        zone, bad window, bad frequency numbers).
+        zone; a quiet-hours window whose end equals its start or whose days
+        include DAY_OF_WEEK_UNSPECIFIED; bad frequency numbers).
         """
 
     def GetPreferences(
@@ -386,8 +465,9 @@ class ConsentServiceServicer:
         request: _messages_pb2.GetPreferencesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.GetPreferencesResponse, _abc.Awaitable[_messages_pb2.GetPreferencesResponse]]:
-        """Returns a user's preferences and the app default quiet hours. Read-only.
-        Errors: INVALID_ARGUMENT (empty user id).
+        """Returns a user's preferences. The app's default quiet hours belong to the
+        scheduler's policy (SchedulerService.GetPolicy). Read-only. Errors:
+        INVALID_ARGUMENT (empty user id).
         """
 
     def CheckEligibility(
@@ -409,7 +489,10 @@ class ConsentServiceServicer:
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.GetLedgerResponse, _abc.Awaitable[_messages_pb2.GetLedgerResponse]]:
         """Pages through a user's ledger entries, oldest first (also after erasure,
-        minimised). Read-only. Errors: INVALID_ARGUMENT (bad page token).
+        minimised), and reports whether the user's whole hash chain verifies and,
+        if not, the first entry where it breaks, so an edited or removed row is
+        visible through the API. Read-only. Errors: INVALID_ARGUMENT (bad page
+        token).
         """
 
     def ExportUserData(
@@ -418,8 +501,10 @@ class ConsentServiceServicer:
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.ExportUserDataResponse, _abc.Awaitable[_messages_pb2.ExportUserDataResponse]]:
         """Returns everything consent holds about a user, ledger included, as a typed
-        document (its JSON mapping is the machine-readable export). Read-only.
-        Errors: INVALID_ARGUMENT (empty user id); an unknown user gets an empty export.
+        document (its JSON mapping is the machine-readable export). Paged
+        (`page_token`): the ledger and prompt events come in pages, the rest is
+        complete on every page. Read-only. Errors: INVALID_ARGUMENT (empty user
+        id, bad page token); an unknown user gets an empty export.
         """
 
     def EraseUser(
@@ -428,11 +513,29 @@ class ConsentServiceServicer:
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.EraseUserResponse, _abc.Awaitable[_messages_pb2.EraseUserResponse]]:
         """Erases a user: deletes devices, tokens, preferences and ledger payloads,
-        keeps a keyed-hash suppression record (the same user id stays opted out of
-        marketing until a new opt-in) and the minimised ledger, and publishes
-        ERASED on the change feed. Idempotent (again: already_erased). Errors:
-        INVALID_ARGUMENT (empty user id); an unknown user is erased all the same
-        (the suppression record is still written).
+        keeps a keyed-hash suppression record and the minimised ledger, and
+        publishes ERASED on the change feed. The same user id then stays out of
+        all marketing (SUPPRESSED) until an OPT_IN with scope ALL_MARKETING or
+        CHANNEL PUSH is recorded after `erased_at`; a category or topic opt-in,
+        or an OS permission grant, does not lift it. Transactional sends are not
+        suppressed. The ERASED change carries the user id, only for as long as
+        the feed retains it, so that the other services can erase. Idempotent
+        (again: already_erased). Errors: INVALID_ARGUMENT (empty user id); an
+        unknown user is erased all the same (the suppression record is still
+        written).
+        """
+
+    def CheckErasure(
+        self,
+        request: _messages_pb2.CheckErasureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.CheckErasureResponse, _abc.Awaitable[_messages_pb2.CheckErasureResponse]]:
+        """Batch: for up to 1,000 user ids, whether and when each was last erased
+        and whether marketing is still suppressed. Works from the keyed pseudonym,
+        so it answers after the feed's ERASED change has expired: a follower
+        whose cursor is older than the retention resynchronises with it.
+        Read-only. Errors: INVALID_ARGUMENT (empty, repeated or more than 1,000
+        ids: BATCH_SIZE).
         """
 
     def RecordPermissionPrompt(

@@ -24,11 +24,6 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
-if sys.version_info >= (3, 13):
-    from warnings import deprecated as _deprecated
-else:
-    from typing_extensions import deprecated as _deprecated
-
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _InvalidationOutcome:
@@ -49,7 +44,10 @@ class _InvalidationOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_I
     """
 
 class InvalidationOutcome(_InvalidationOutcome, metaclass=_InvalidationOutcomeEnumTypeWrapper):
-    """What an InvalidateDevice call did."""
+    """What an InvalidateDevice call did.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 INVALIDATION_OUTCOME_UNSPECIFIED: InvalidationOutcome.ValueType  # 0
 """Not set (never returned)."""
@@ -77,7 +75,10 @@ class _TopicStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TopicState
     """The user is not subscribed (or unsubscribed)."""
 
 class TopicState(_TopicState, metaclass=_TopicStateEnumTypeWrapper):
-    """The state of a message's topic for a user."""
+    """The state of a message's topic for a user.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 TOPIC_STATE_UNSPECIFIED: TopicState.ValueType  # 0
 """The message has no topic."""
@@ -86,6 +87,49 @@ TOPIC_STATE_SUBSCRIBED: TopicState.ValueType  # 1
 TOPIC_STATE_NOT_SUBSCRIBED: TopicState.ValueType  # 2
 """The user is not subscribed (or unsubscribed)."""
 Global___TopicState: _TypeAlias = TopicState  # noqa: Y015
+
+class _ChainFault:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChainFaultEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChainFault.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHAIN_FAULT_UNSPECIFIED: _ChainFault.ValueType  # 0
+    """The chain verifies (or not checked)."""
+    CHAIN_FAULT_ENTRY_HASH_MISMATCH: _ChainFault.ValueType  # 1
+    """An entry's `entry_hash` does not match its fields, `previous_hash` and
+    `payload_digest` (the entry was edited).
+    """
+    CHAIN_FAULT_PREVIOUS_HASH_MISMATCH: _ChainFault.ValueType  # 2
+    """An entry's `previous_hash` is not the previous entry's `entry_hash` (an
+    entry was removed, inserted or reordered).
+    """
+    CHAIN_FAULT_PAYLOAD_DIGEST_MISMATCH: _ChainFault.ValueType  # 3
+    """A present payload's digest differs from `payload_digest` (the payload was
+    edited).
+    """
+
+class ChainFault(_ChainFault, metaclass=_ChainFaultEnumTypeWrapper):
+    """What broke a ledger chain.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
+
+CHAIN_FAULT_UNSPECIFIED: ChainFault.ValueType  # 0
+"""The chain verifies (or not checked)."""
+CHAIN_FAULT_ENTRY_HASH_MISMATCH: ChainFault.ValueType  # 1
+"""An entry's `entry_hash` does not match its fields, `previous_hash` and
+`payload_digest` (the entry was edited).
+"""
+CHAIN_FAULT_PREVIOUS_HASH_MISMATCH: ChainFault.ValueType  # 2
+"""An entry's `previous_hash` is not the previous entry's `entry_hash` (an
+entry was removed, inserted or reordered).
+"""
+CHAIN_FAULT_PAYLOAD_DIGEST_MISMATCH: ChainFault.ValueType  # 3
+"""A present payload's digest differs from `payload_digest` (the payload was
+edited).
+"""
+Global___ChainFault: _TypeAlias = ChainFault  # noqa: Y015
 
 @_typing.final
 class RegisterDeviceRequest(_message.Message):
@@ -106,7 +150,11 @@ class RegisterDeviceRequest(_message.Message):
 
     @_builtins.property
     def client_time(self) -> _timestamp_pb2.Timestamp:
-        """Optional. The client's time of registration (ledger)."""
+        """Optional. When the client made the registration; keep it the same across
+        retries. Recorded in the ledger, and the last-write-wins clock: a call
+        older than the device's latest applied change writes nothing. Default:
+        the server's receive time.
+        """
 
     def __init__(
         self,
@@ -132,10 +180,15 @@ class RegisterDeviceResponse(_message.Message):
     DEVICE_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
     PREVIOUS_USER_ID_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_FIELD_NUMBER: _builtins.int
     created: _builtins.bool
     """True when the token was new to the app."""
     previous_user_id: _builtins.str
     """When the token belonged to another user before this call: that user's id."""
+    superseded: _builtins.bool
+    """True when `client_time` was older than the device's latest applied
+    change: nothing was written and `device` is the stored one.
+    """
     @_builtins.property
     def device(self) -> _resources_pb2.Device:
         """The device as stored."""
@@ -146,10 +199,11 @@ class RegisterDeviceResponse(_message.Message):
         device: _resources_pb2.Device | None = ...,
         created: _builtins.bool = ...,
         previous_user_id: _builtins.str = ...,
+        superseded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "device", b"device", "previous_user_id", b"previous_user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "device", b"device", "previous_user_id", b"previous_user_id", "superseded", b"superseded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -182,7 +236,10 @@ class UpdateDeviceRequest(_message.Message):
 
     @_builtins.property
     def client_time(self) -> _timestamp_pb2.Timestamp:
-        """Optional. The client's time of the change (ledger)."""
+        """Optional. When the client made the change; keep it the same across
+        retries. Recorded in the ledger, and the last-write-wins clock (see
+        RegisterDeviceRequest.client_time). Default: the server's receive time.
+        """
 
     def __init__(
         self,
@@ -208,6 +265,11 @@ class UpdateDeviceResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICE_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_FIELD_NUMBER: _builtins.int
+    superseded: _builtins.bool
+    """True when `client_time` was older than the device's latest applied
+    change: nothing was written and `device` is the stored one.
+    """
     @_builtins.property
     def device(self) -> _resources_pb2.Device:
         """The device after the change."""
@@ -216,10 +278,11 @@ class UpdateDeviceResponse(_message.Message):
         self,
         *,
         device: _resources_pb2.Device | None = ...,
+        superseded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "superseded", b"superseded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -561,6 +624,64 @@ class ListCategoriesResponse(_message.Message):
 Global___ListCategoriesResponse: _TypeAlias = ListCategoriesResponse  # noqa: Y015
 
 @_typing.final
+class BatchGetCategoriesRequest(_message.Message):
+    """Request of ConsentService.BatchGetCategories."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    CATEGORY_IDS_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """Required. The app."""
+    @_builtins.property
+    def category_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Required. 1..1,000 distinct category ids."""
+
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        category_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "category_ids", b"category_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetCategoriesRequest: _TypeAlias = BatchGetCategoriesRequest  # noqa: Y015
+
+@_typing.final
+class BatchGetCategoriesResponse(_message.Message):
+    """Response of ConsentService.BatchGetCategories."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    UNKNOWN_CATEGORY_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Category]:
+        """The categories found, in request order."""
+
+    @_builtins.property
+    def unknown_category_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The requested ids that name no category of the app, in request order."""
+
+    def __init__(
+        self,
+        *,
+        categories: _abc.Iterable[_resources_pb2.Category] | None = ...,
+        unknown_category_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "unknown_category_ids", b"unknown_category_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetCategoriesResponse: _TypeAlias = BatchGetCategoriesResponse  # noqa: Y015
+
+@_typing.final
 class RecordConsentRequest(_message.Message):
     """Request of ConsentService.RecordConsent."""
 
@@ -835,34 +956,26 @@ Global___GetPreferencesRequest: _TypeAlias = GetPreferencesRequest  # noqa: Y015
 
 @_typing.final
 class GetPreferencesResponse(_message.Message):
-    """Response of ConsentService.GetPreferences."""
+    """Response of ConsentService.GetPreferences. The app's default quiet hours
+    are the scheduler's (Policy.default_quiet_hours, GetPolicy): consent calls
+    no other service, so a preference center reads them there.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     PREFERENCES_FIELD_NUMBER: _builtins.int
-    APP_DEFAULT_QUIET_HOURS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def preferences(self) -> _resources_pb2.Preferences:
         """The user's preferences (empty for an unknown user)."""
-
-    @_builtins.property
-    @_deprecated("""This field has been marked as deprecated using proto field options.""")
-    def app_default_quiet_hours(self) -> _policy_pb2.QuietHours:
-        """Deprecated: always unset. The app's default quiet hours are owned by the
-        scheduler (Policy.default_quiet_hours, GetPolicy), and consent calls no
-        other service, so it cannot answer them; a preference center reads them
-        from the scheduler.
-        """
 
     def __init__(
         self,
         *,
         preferences: _resources_pb2.Preferences | None = ...,
-        app_default_quiet_hours: _policy_pb2.QuietHours | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["app_default_quiet_hours", b"app_default_quiet_hours", "preferences", b"preferences"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_default_quiet_hours", b"app_default_quiet_hours", "preferences", b"preferences"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -992,7 +1105,8 @@ class UserEligibility(_message.Message):
     """
     time_zone: _builtins.str
     """Effective IANA zone (override, else the latest device's); empty when unknown
-    (the app's fallback applies).
+    (the scheduler then uses the app policy's fallback zone, if it names one;
+    without one, marketing drops with NO_TIMEZONE).
     """
     time_zone_source: _decision_pb2.TimeZoneSource.ValueType
     """Where `time_zone` came from."""
@@ -1025,11 +1139,15 @@ class UserEligibility(_message.Message):
 
     @_builtins.property
     def consent(self) -> _decision_pb2.ConsentDetail:
-        """The consent facts, for traces."""
+        """The consent facts, for traces. Always set, for every user (unknown users
+        and TRANSACTIONAL categories included).
+        """
 
     @_builtins.property
     def device_counts(self) -> _decision_pb2.DeviceDetail:
-        """The device counts, for traces."""
+        """The device counts, for traces. Always set, for every user (all zeros for
+        a user without devices).
+        """
 
     def __init__(
         self,
@@ -1137,6 +1255,7 @@ class GetLedgerResponse(_message.Message):
     ENTRIES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     SUBJECT_FIELD_NUMBER: _builtins.int
+    VERIFICATION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token of the next page; empty on the last page."""
     subject: _builtins.str
@@ -1145,20 +1264,61 @@ class GetLedgerResponse(_message.Message):
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.LedgerEntry]:
         """The user's entries, oldest first."""
 
+    @_builtins.property
+    def verification(self) -> Global___LedgerVerification:
+        """The verification of the user's whole chain (every page, not only this
+        one), on every page.
+        """
+
     def __init__(
         self,
         *,
         entries: _abc.Iterable[_resources_pb2.LedgerEntry] | None = ...,
         next_page_token: _builtins.str = ...,
         subject: _builtins.str = ...,
+        verification: Global___LedgerVerification | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["verification", b"verification"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token", "subject", b"subject", "verification", b"verification"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetLedgerResponse: _TypeAlias = GetLedgerResponse  # noqa: Y015
+
+@_typing.final
+class LedgerVerification(_message.Message):
+    """Whether a user's ledger hash chain verifies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERIFIED_FIELD_NUMBER: _builtins.int
+    ENTRIES_CHECKED_FIELD_NUMBER: _builtins.int
+    BROKEN_AT_SEQUENCE_FIELD_NUMBER: _builtins.int
+    FAULT_FIELD_NUMBER: _builtins.int
+    verified: _builtins.bool
+    """True when every entry of the user verifies, in order."""
+    entries_checked: _builtins.int
+    """Entries checked."""
+    broken_at_sequence: _builtins.int
+    """When not verified: the sequence of the first entry that fails."""
+    fault: Global___ChainFault.ValueType
+    """When not verified: what failed there."""
+    def __init__(
+        self,
+        *,
+        verified: _builtins.bool = ...,
+        entries_checked: _builtins.int = ...,
+        broken_at_sequence: _builtins.int = ...,
+        fault: Global___ChainFault.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broken_at_sequence", b"broken_at_sequence", "entries_checked", b"entries_checked", "fault", b"fault", "verified", b"verified"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LedgerVerification: _TypeAlias = LedgerVerification  # noqa: Y015
 
 @_typing.final
 class ExportUserDataRequest(_message.Message):
@@ -1168,19 +1328,31 @@ class ExportUserDataRequest(_message.Message):
 
     APP_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Required. The app."""
     user_id: _builtins.str
     """Required. The user."""
+    page_size: _builtins.int
+    """Optional. Items per page of each repeated list (ledger entries and
+    prompt events), default 1,000, at most 10,000. A long ledger does not fit
+    one message, so the export is paged; a complete export reads until
+    `next_page_token` is empty.
+    """
+    page_token: _builtins.str
+    """Optional. `next_page_token` of the previous page."""
     def __init__(
         self,
         *,
         app_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "page_size", b"page_size", "page_token", b"page_token", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1265,11 +1437,11 @@ class UserDataExport(_message.Message):
 
     @_builtins.property
     def ledger(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.LedgerEntry]:
-        """The full ledger, oldest first."""
+        """The ledger, oldest first: this page's entries."""
 
     @_builtins.property
     def prompts(self) -> _containers.RepeatedCompositeFieldContainer[Global___PromptRecord]:
-        """The permission-prompt events."""
+        """The permission-prompt events, oldest first: this page's events."""
 
     def __init__(
         self,
@@ -1299,18 +1471,25 @@ class ExportUserDataResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EXPORT_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
     @_builtins.property
     def export(self) -> Global___UserDataExport:
-        """The export."""
+        """The export. `devices`, `consent`, `preferences` and `subject` are complete
+        on every page; `ledger` and `prompts` hold this page's items (a page holds
+        up to `page_size` of each; a list already exhausted comes back empty).
+        """
 
     def __init__(
         self,
         *,
         export: Global___UserDataExport | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["export", b"export"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["export", b"export"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["export", b"export", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1381,6 +1560,94 @@ class EraseUserResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EraseUserResponse: _TypeAlias = EraseUserResponse  # noqa: Y015
+
+@_typing.final
+class CheckErasureRequest(_message.Message):
+    """Request of ConsentService.CheckErasure."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    USER_IDS_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """Required. The app."""
+    @_builtins.property
+    def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Required. 1..1,000 distinct user ids."""
+
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        user_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "user_ids", b"user_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckErasureRequest: _TypeAlias = CheckErasureRequest  # noqa: Y015
+
+@_typing.final
+class UserErasure(_message.Message):
+    """The erasure state of one user id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ERASED_AT_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user."""
+    suppressed: _builtins.bool
+    """True while marketing to this user id stays suppressed (erased, and no
+    OPT_IN with scope ALL_MARKETING or CHANNEL PUSH recorded since).
+    """
+    @_builtins.property
+    def erased_at(self) -> _timestamp_pb2.Timestamp:
+        """When the user id was last erased; unset when never. A follower deletes
+        what it holds for the user from before this instant.
+        """
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        erased_at: _timestamp_pb2.Timestamp | None = ...,
+        suppressed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["erased_at", b"erased_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erased_at", b"erased_at", "suppressed", b"suppressed", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserErasure: _TypeAlias = UserErasure  # noqa: Y015
+
+@_typing.final
+class CheckErasureResponse(_message.Message):
+    """Response of ConsentService.CheckErasure."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserErasure]:
+        """One answer per requested user, in request order."""
+
+    def __init__(
+        self,
+        *,
+        users: _abc.Iterable[Global___UserErasure] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckErasureResponse: _TypeAlias = CheckErasureResponse  # noqa: Y015
 
 @_typing.final
 class RecordPermissionPromptRequest(_message.Message):

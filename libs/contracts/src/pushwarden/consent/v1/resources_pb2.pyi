@@ -41,7 +41,10 @@ class _DeviceStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeviceSt
     """The app unregistered it (log-out, uninstall detected by the app)."""
 
 class DeviceStatus(_DeviceStatus, metaclass=_DeviceStatusEnumTypeWrapper):
-    """Lifecycle of a device record."""
+    """Lifecycle of a device record.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 DEVICE_STATUS_UNSPECIFIED: DeviceStatus.ValueType  # 0
 """Not set."""
@@ -75,7 +78,10 @@ class _InvalidationReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_In
     """Another provider reason (see `invalid_detail`)."""
 
 class InvalidationReason(_InvalidationReason, metaclass=_InvalidationReasonEnumTypeWrapper):
-    """Why a provider rejected a token."""
+    """Why a provider rejected a token.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 INVALIDATION_REASON_UNSPECIFIED: InvalidationReason.ValueType  # 0
 """Not set."""
@@ -98,17 +104,24 @@ class _DefaultState:
 class _DefaultStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DefaultState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     DEFAULT_STATE_UNSPECIFIED: _DefaultState.ValueType  # 0
-    """Not set: OPTED_IN for transactional categories, OPTED_OUT for marketing."""
+    """Not set: INVALID_ARGUMENT in DefineCategory (the default is a legal
+    choice the app makes, never guessed).
+    """
     DEFAULT_STATE_OPTED_IN: _DefaultState.ValueType  # 1
     """Users receive the category until they opt out."""
     DEFAULT_STATE_OPTED_OUT: _DefaultState.ValueType  # 2
     """Users receive the category only after opting in."""
 
 class DefaultState(_DefaultState, metaclass=_DefaultStateEnumTypeWrapper):
-    """Whether users are in or out of a category until they choose."""
+    """Whether users are in or out of a category until they choose.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 DEFAULT_STATE_UNSPECIFIED: DefaultState.ValueType  # 0
-"""Not set: OPTED_IN for transactional categories, OPTED_OUT for marketing."""
+"""Not set: INVALID_ARGUMENT in DefineCategory (the default is a legal
+choice the app makes, never guessed).
+"""
 DEFAULT_STATE_OPTED_IN: DefaultState.ValueType  # 1
 """Users receive the category until they opt out."""
 DEFAULT_STATE_OPTED_OUT: DefaultState.ValueType  # 2
@@ -141,7 +154,10 @@ class _ConsentScopeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cons
     """
 
 class ConsentScopeKind(_ConsentScopeKind, metaclass=_ConsentScopeKindEnumTypeWrapper):
-    """The kind of thing a consent record is about."""
+    """The kind of thing a consent record is about.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 CONSENT_SCOPE_KIND_UNSPECIFIED: ConsentScopeKind.ValueType  # 0
 """Not set: INVALID_ARGUMENT."""
@@ -177,7 +193,10 @@ class _ConsentActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Consent
     """The user withdraws."""
 
 class ConsentAction(_ConsentAction, metaclass=_ConsentActionEnumTypeWrapper):
-    """Opt in or out."""
+    """Opt in or out.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 CONSENT_ACTION_UNSPECIFIED: ConsentAction.ValueType  # 0
 """Not set: INVALID_ARGUMENT."""
@@ -211,7 +230,10 @@ class _ConsentSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Consent
     """A backend call without further detail."""
 
 class ConsentSource(_ConsentSource, metaclass=_ConsentSourceEnumTypeWrapper):
-    """Where a consent change came from."""
+    """Where a consent change came from.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 CONSENT_SOURCE_UNSPECIFIED: ConsentSource.ValueType  # 0
 """Not set: INVALID_ARGUMENT (the source is required)."""
@@ -249,7 +271,10 @@ class _LegalBasisEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LegalBasis
     """GDPR art. 6(1)(f): legitimate interest."""
 
 class LegalBasis(_LegalBasis, metaclass=_LegalBasisEnumTypeWrapper):
-    """The legal basis recorded with a consent change."""
+    """The legal basis recorded with a consent change.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 LEGAL_BASIS_UNSPECIFIED: LegalBasis.ValueType  # 0
 """Not recorded."""
@@ -281,7 +306,10 @@ class _ActorTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ActorType.V
     """Pushwarden itself (e.g. erasure, import)."""
 
 class ActorType(_ActorType, metaclass=_ActorTypeEnumTypeWrapper):
-    """Who made a change."""
+    """Who made a change.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 ACTOR_TYPE_UNSPECIFIED: ActorType.ValueType  # 0
 """Not recorded."""
@@ -317,7 +345,10 @@ class _PromptEventEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PromptEve
     """The user denied OS permission."""
 
 class PromptEvent(_PromptEvent, metaclass=_PromptEventEnumTypeWrapper):
-    """Steps of the permission-prompt funnel."""
+    """Steps of the permission-prompt funnel.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 PROMPT_EVENT_UNSPECIFIED: PromptEvent.ValueType  # 0
 """Not set: INVALID_ARGUMENT."""
@@ -355,7 +386,10 @@ class _LedgerEntryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ledge
     """The user was erased."""
 
 class LedgerEntryKind(_LedgerEntryKind, metaclass=_LedgerEntryKindEnumTypeWrapper):
-    """What a ledger entry records."""
+    """What a ledger entry records.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 LEDGER_ENTRY_KIND_UNSPECIFIED: LedgerEntryKind.ValueType  # 0
 """Not set."""
@@ -386,12 +420,17 @@ class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind
     CHANGE_KIND_DEVICE: _ChangeKind.ValueType  # 3
     """A device registered, updated, moved, unregistered or invalidated."""
     CHANGE_KIND_ERASED: _ChangeKind.ValueType  # 4
-    """A user was erased: followers delete the user's personal data."""
+    """A user was erased: followers delete the user's personal data
+    (`Change.user_id`, present only for the feed's retention).
+    """
     CHANGE_KIND_CATEGORY: _ChangeKind.ValueType  # 5
     """A category was defined or changed."""
 
 class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
-    """Kinds of change on the feed."""
+    """Kinds of change on the feed.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 CHANGE_KIND_UNSPECIFIED: ChangeKind.ValueType  # 0
 """Not set."""
@@ -402,7 +441,9 @@ CHANGE_KIND_PREFERENCES: ChangeKind.ValueType  # 2
 CHANGE_KIND_DEVICE: ChangeKind.ValueType  # 3
 """A device registered, updated, moved, unregistered or invalidated."""
 CHANGE_KIND_ERASED: ChangeKind.ValueType  # 4
-"""A user was erased: followers delete the user's personal data."""
+"""A user was erased: followers delete the user's personal data
+(`Change.user_id`, present only for the feed's retention).
+"""
 CHANGE_KIND_CATEGORY: ChangeKind.ValueType  # 5
 """A category was defined or changed."""
 Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
@@ -547,7 +588,7 @@ class Category(_message.Message):
     kind: _types_pb2.CategoryKind.ValueType
     """Required, immutable. TRANSACTIONAL or MARKETING; changing it is FAILED_PRECONDITION."""
     default_state: Global___DefaultState.ValueType
-    """Optional. The state of users who never chose."""
+    """Required. The state of users who never chose (OPTED_IN or OPTED_OUT)."""
     user_can_opt_out: _builtins.bool
     """Optional. Whether users may opt out of this category. Default false for
     transactional categories (a request to opt out of one is FAILED_PRECONDITION)
@@ -786,8 +827,10 @@ class ConsentState(_message.Message):
     marketing_opted_out: _builtins.bool
     """Output only. Universal marketing opt-out in force."""
     suppressed: _builtins.bool
-    """Output only. The user was erased earlier and has not opted in again since:
-    marketing stays suppressed.
+    """Output only. The user was erased earlier and no OPT_IN with scope
+    ALL_MARKETING or CHANNEL PUSH has been recorded since: marketing stays
+    suppressed (a category or topic opt-in or an OS permission grant does
+    not lift it).
     """
     as_of_sequence: _builtins.int
     """Output only. The ledger sequence this state reflects."""
@@ -1102,10 +1145,12 @@ class Change(_message.Message):
     app_id: _builtins.str
     """Output only. The app."""
     user_id: _builtins.str
-    """Output only. The user (empty for CATEGORY). Present for ERASED so that
-    followers can delete; the feed keeps no user id of an erased user longer
-    than its retention. Followers must apply ERASED idempotently: it may be
-    seen again after a resync, and a later change for the same user id (a new
+    """Output only. The user (empty for CATEGORY). An ERASED change carries the
+    user id only so that the other services can erase, and only for as long
+    as the feed retains the change: after that no trace of the id is left on
+    the feed (a follower past the retention resynchronises with
+    CheckErasure). Followers apply ERASED idempotently: it may be seen again
+    after a resync, and a later change for the same user id (a new
     registration) is a new person's data.
     """
     consent_source: Global___ConsentSource.ValueType
@@ -1168,7 +1213,9 @@ Global___Change: _TypeAlias = Change  # noqa: Y015
 
 @_typing.final
 class Erasure(_message.Message):
-    """An erasure, as published on the feed."""
+    """An erasure, as published on the feed. It names no person: the user id
+    travels only in `Change.user_id`, for the feed's retention.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1178,7 +1225,9 @@ class Erasure(_message.Message):
     """Output only. The erased user's pseudonym (the suppression record's key)."""
     @_builtins.property
     def erased_at(self) -> _timestamp_pb2.Timestamp:
-        """Output only. When it was erased."""
+        """Output only. When it was erased. Only an OPT_IN with scope ALL_MARKETING
+        or CHANNEL PUSH recorded after this instant lifts the suppression.
+        """
 
     def __init__(
         self,

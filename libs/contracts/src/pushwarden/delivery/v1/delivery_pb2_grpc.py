@@ -93,7 +93,9 @@ class DeliveryServiceServicer:
     def Deliver(self, request, context):
         """Batch: stores up to 1,000 sends before acknowledging them, then delivers
         each to the user's devices (resolved and re-checked at consent right
-        before the provider call). Idempotent by `send_id`: a send already
+        before the provider call). Nothing is sent after `expires_at` (EXPIRED)
+        or after `latest_send_at` (LATE, final: delivery never re-defers a send).
+        Idempotent by `send_id`: a send already
         accepted is UNCHANGED and never sent again (first body wins). A device
         whose provider has no credentials for the app fails permanently (FAILED,
         reason "no_credentials") without a provider call. Errors:
@@ -115,12 +117,15 @@ class DeliveryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RecordAssignments(self, request, context):
-        """Batch: records campaign assignments (variant or holdout per user), the
-        basis of holdout lift and of `targeted`: the scheduler records every
-        assigned user at fan-out, whether or not the policy later lets a send
-        through, so the figures are intent to treat. Idempotent (campaign and user are the key; a
-        different assignment for the same user is REJECTED per item). Errors:
-        INVALID_ARGUMENT (missing campaign, duplicate users, more than 10,000).
+        """Batch: records assignments, the basis of holdout lift and of `targeted`:
+        for a campaign, variant or holdout per user, every assigned user at
+        fan-out; for a trigger, one assignment per firing. Recorded whether or
+        not the policy later lets a send through, so the figures are intent to
+        treat. Idempotent (the key is campaign and user, or trigger and firing;
+        a different assignment for the same key is REJECTED per item). Errors:
+        INVALID_ARGUMENT (neither campaign nor trigger, duplicate keys, a
+        campaign item without a group or with a firing id, a trigger item
+        without a firing id, more than 10,000).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,17 +135,21 @@ class DeliveryServiceServicer:
         """Batch: records engagement (DELIVERED, OPENED, DISMISSED, CONVERTED with a
         value; conversions per user, send id optional). Idempotent by `event_id`
         (first write wins). Opens and dismissals count once per send in
-        statistics, whatever the number of events. Errors: INVALID_ARGUMENT
-        (missing kind, send id missing for non-conversions, more than 1,000 events).
+        statistics, whatever the number of events. An event with an unknown send
+        id, or an `occurred_at` more than 5 minutes in the future, is REJECTED
+        alone; the others are recorded. Errors: INVALID_ARGUMENT (missing kind,
+        send id missing for non-conversions, more than 1,000 events).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetCampaignStats(self, request, context):
-        """Per-campaign and per-variant statistics with holdout lift and its 95 %
-        interval, for an attribution window. Read-only. Errors: NOT_FOUND (no
-        send or assignment for the campaign).
+        """Statistics of one campaign (per variant) or one trigger (per firing):
+        delivery figures per send, and conversions with holdout lift, intent to
+        treat from each assignment's `assigned_at`, with a 95 % Newcombe hybrid
+        score interval (`ConfidenceInterval.method`). Read-only. Errors:
+        NOT_FOUND (no send or assignment for the campaign or trigger).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

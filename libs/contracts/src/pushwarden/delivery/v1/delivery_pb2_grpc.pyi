@@ -44,7 +44,9 @@ class DeliveryServiceStub:
     Deliver: _grpc.UnaryUnaryMultiCallable[_messages_pb2.DeliverRequest, _messages_pb2.DeliverResponse]
     """Batch: stores up to 1,000 sends before acknowledging them, then delivers
     each to the user's devices (resolved and re-checked at consent right
-    before the provider call). Idempotent by `send_id`: a send already
+    before the provider call). Nothing is sent after `expires_at` (EXPIRED)
+    or after `latest_send_at` (LATE, final: delivery never re-defers a send).
+    Idempotent by `send_id`: a send already
     accepted is UNCHANGED and never sent again (first body wins). A device
     whose provider has no credentials for the app fails permanently (FAILED,
     reason "no_credentials") without a provider call. Errors:
@@ -58,24 +60,31 @@ class DeliveryServiceStub:
     SchedulerService.GetSend).
     """
     RecordAssignments: _grpc.UnaryUnaryMultiCallable[_messages_pb2.RecordAssignmentsRequest, _messages_pb2.RecordAssignmentsResponse]
-    """Batch: records campaign assignments (variant or holdout per user), the
-    basis of holdout lift and of `targeted`: the scheduler records every
-    assigned user at fan-out, whether or not the policy later lets a send
-    through, so the figures are intent to treat. Idempotent (campaign and user are the key; a
-    different assignment for the same user is REJECTED per item). Errors:
-    INVALID_ARGUMENT (missing campaign, duplicate users, more than 10,000).
+    """Batch: records assignments, the basis of holdout lift and of `targeted`:
+    for a campaign, variant or holdout per user, every assigned user at
+    fan-out; for a trigger, one assignment per firing. Recorded whether or
+    not the policy later lets a send through, so the figures are intent to
+    treat. Idempotent (the key is campaign and user, or trigger and firing;
+    a different assignment for the same key is REJECTED per item). Errors:
+    INVALID_ARGUMENT (neither campaign nor trigger, duplicate keys, a
+    campaign item without a group or with a firing id, a trigger item
+    without a firing id, more than 10,000).
     """
     ReportEngagement: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ReportEngagementRequest, _messages_pb2.ReportEngagementResponse]
     """Batch: records engagement (DELIVERED, OPENED, DISMISSED, CONVERTED with a
     value; conversions per user, send id optional). Idempotent by `event_id`
     (first write wins). Opens and dismissals count once per send in
-    statistics, whatever the number of events. Errors: INVALID_ARGUMENT
-    (missing kind, send id missing for non-conversions, more than 1,000 events).
+    statistics, whatever the number of events. An event with an unknown send
+    id, or an `occurred_at` more than 5 minutes in the future, is REJECTED
+    alone; the others are recorded. Errors: INVALID_ARGUMENT (missing kind,
+    send id missing for non-conversions, more than 1,000 events).
     """
     GetCampaignStats: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetCampaignStatsRequest, _messages_pb2.GetCampaignStatsResponse]
-    """Per-campaign and per-variant statistics with holdout lift and its 95 %
-    interval, for an attribution window. Read-only. Errors: NOT_FOUND (no
-    send or assignment for the campaign).
+    """Statistics of one campaign (per variant) or one trigger (per firing):
+    delivery figures per send, and conversions with holdout lift, intent to
+    treat from each assignment's `assigned_at`, with a 95 % Newcombe hybrid
+    score interval (`ConfidenceInterval.method`). Read-only. Errors:
+    NOT_FOUND (no send or assignment for the campaign or trigger).
     """
     GetOpenHours: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetOpenHoursRequest, _messages_pb2.GetOpenHoursResponse]
     """Batch: opens per hour for up to 1,000 users plus the app-wide histogram,
@@ -104,7 +113,9 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     Deliver: _aio.UnaryUnaryMultiCallable[_messages_pb2.DeliverRequest, _messages_pb2.DeliverResponse]  # type: ignore[assignment]
     """Batch: stores up to 1,000 sends before acknowledging them, then delivers
     each to the user's devices (resolved and re-checked at consent right
-    before the provider call). Idempotent by `send_id`: a send already
+    before the provider call). Nothing is sent after `expires_at` (EXPIRED)
+    or after `latest_send_at` (LATE, final: delivery never re-defers a send).
+    Idempotent by `send_id`: a send already
     accepted is UNCHANGED and never sent again (first body wins). A device
     whose provider has no credentials for the app fails permanently (FAILED,
     reason "no_credentials") without a provider call. Errors:
@@ -118,24 +129,31 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     SchedulerService.GetSend).
     """
     RecordAssignments: _aio.UnaryUnaryMultiCallable[_messages_pb2.RecordAssignmentsRequest, _messages_pb2.RecordAssignmentsResponse]  # type: ignore[assignment]
-    """Batch: records campaign assignments (variant or holdout per user), the
-    basis of holdout lift and of `targeted`: the scheduler records every
-    assigned user at fan-out, whether or not the policy later lets a send
-    through, so the figures are intent to treat. Idempotent (campaign and user are the key; a
-    different assignment for the same user is REJECTED per item). Errors:
-    INVALID_ARGUMENT (missing campaign, duplicate users, more than 10,000).
+    """Batch: records assignments, the basis of holdout lift and of `targeted`:
+    for a campaign, variant or holdout per user, every assigned user at
+    fan-out; for a trigger, one assignment per firing. Recorded whether or
+    not the policy later lets a send through, so the figures are intent to
+    treat. Idempotent (the key is campaign and user, or trigger and firing;
+    a different assignment for the same key is REJECTED per item). Errors:
+    INVALID_ARGUMENT (neither campaign nor trigger, duplicate keys, a
+    campaign item without a group or with a firing id, a trigger item
+    without a firing id, more than 10,000).
     """
     ReportEngagement: _aio.UnaryUnaryMultiCallable[_messages_pb2.ReportEngagementRequest, _messages_pb2.ReportEngagementResponse]  # type: ignore[assignment]
     """Batch: records engagement (DELIVERED, OPENED, DISMISSED, CONVERTED with a
     value; conversions per user, send id optional). Idempotent by `event_id`
     (first write wins). Opens and dismissals count once per send in
-    statistics, whatever the number of events. Errors: INVALID_ARGUMENT
-    (missing kind, send id missing for non-conversions, more than 1,000 events).
+    statistics, whatever the number of events. An event with an unknown send
+    id, or an `occurred_at` more than 5 minutes in the future, is REJECTED
+    alone; the others are recorded. Errors: INVALID_ARGUMENT (missing kind,
+    send id missing for non-conversions, more than 1,000 events).
     """
     GetCampaignStats: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetCampaignStatsRequest, _messages_pb2.GetCampaignStatsResponse]  # type: ignore[assignment]
-    """Per-campaign and per-variant statistics with holdout lift and its 95 %
-    interval, for an attribution window. Read-only. Errors: NOT_FOUND (no
-    send or assignment for the campaign).
+    """Statistics of one campaign (per variant) or one trigger (per firing):
+    delivery figures per send, and conversions with holdout lift, intent to
+    treat from each assignment's `assigned_at`, with a 95 % Newcombe hybrid
+    score interval (`ConfidenceInterval.method`). Read-only. Errors:
+    NOT_FOUND (no send or assignment for the campaign or trigger).
     """
     GetOpenHours: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetOpenHoursRequest, _messages_pb2.GetOpenHoursResponse]  # type: ignore[assignment]
     """Batch: opens per hour for up to 1,000 users plus the app-wide histogram,
@@ -166,7 +184,9 @@ class DeliveryServiceServicer:
     ) -> _typing.Union[_messages_pb2.DeliverResponse, _abc.Awaitable[_messages_pb2.DeliverResponse]]:
         """Batch: stores up to 1,000 sends before acknowledging them, then delivers
         each to the user's devices (resolved and re-checked at consent right
-        before the provider call). Idempotent by `send_id`: a send already
+        before the provider call). Nothing is sent after `expires_at` (EXPIRED)
+        or after `latest_send_at` (LATE, final: delivery never re-defers a send).
+        Idempotent by `send_id`: a send already
         accepted is UNCHANGED and never sent again (first body wins). A device
         whose provider has no credentials for the app fails permanently (FAILED,
         reason "no_credentials") without a provider call. Errors:
@@ -190,12 +210,15 @@ class DeliveryServiceServicer:
         request: _messages_pb2.RecordAssignmentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.RecordAssignmentsResponse, _abc.Awaitable[_messages_pb2.RecordAssignmentsResponse]]:
-        """Batch: records campaign assignments (variant or holdout per user), the
-        basis of holdout lift and of `targeted`: the scheduler records every
-        assigned user at fan-out, whether or not the policy later lets a send
-        through, so the figures are intent to treat. Idempotent (campaign and user are the key; a
-        different assignment for the same user is REJECTED per item). Errors:
-        INVALID_ARGUMENT (missing campaign, duplicate users, more than 10,000).
+        """Batch: records assignments, the basis of holdout lift and of `targeted`:
+        for a campaign, variant or holdout per user, every assigned user at
+        fan-out; for a trigger, one assignment per firing. Recorded whether or
+        not the policy later lets a send through, so the figures are intent to
+        treat. Idempotent (the key is campaign and user, or trigger and firing;
+        a different assignment for the same key is REJECTED per item). Errors:
+        INVALID_ARGUMENT (neither campaign nor trigger, duplicate keys, a
+        campaign item without a group or with a firing id, a trigger item
+        without a firing id, more than 10,000).
         """
 
     def ReportEngagement(
@@ -206,8 +229,10 @@ class DeliveryServiceServicer:
         """Batch: records engagement (DELIVERED, OPENED, DISMISSED, CONVERTED with a
         value; conversions per user, send id optional). Idempotent by `event_id`
         (first write wins). Opens and dismissals count once per send in
-        statistics, whatever the number of events. Errors: INVALID_ARGUMENT
-        (missing kind, send id missing for non-conversions, more than 1,000 events).
+        statistics, whatever the number of events. An event with an unknown send
+        id, or an `occurred_at` more than 5 minutes in the future, is REJECTED
+        alone; the others are recorded. Errors: INVALID_ARGUMENT (missing kind,
+        send id missing for non-conversions, more than 1,000 events).
         """
 
     def GetCampaignStats(
@@ -215,9 +240,11 @@ class DeliveryServiceServicer:
         request: _messages_pb2.GetCampaignStatsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.GetCampaignStatsResponse, _abc.Awaitable[_messages_pb2.GetCampaignStatsResponse]]:
-        """Per-campaign and per-variant statistics with holdout lift and its 95 %
-        interval, for an attribution window. Read-only. Errors: NOT_FOUND (no
-        send or assignment for the campaign).
+        """Statistics of one campaign (per variant) or one trigger (per firing):
+        delivery figures per send, and conversions with holdout lift, intent to
+        treat from each assignment's `assigned_at`, with a 95 % Newcombe hybrid
+        score interval (`ConfidenceInterval.method`). Read-only. Errors:
+        NOT_FOUND (no send or assignment for the campaign or trigger).
         """
 
     def GetOpenHours(

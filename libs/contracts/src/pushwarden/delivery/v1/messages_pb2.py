@@ -28,13 +28,15 @@ from pushwarden.common.v1 import types_pb2 as pushwarden_dot_common_dot_v1_dot_t
 from pushwarden.delivery.v1 import resources_pb2 as pushwarden_dot_delivery_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%pushwarden/delivery/v1/messages.proto\x12\x16pushwarden.delivery.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a pushwarden/common/v1/types.proto\x1a&pushwarden/delivery/v1/resources.proto\"M\n\x0e\x44\x65liverRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12+\n\x05sends\x18\x02 \x03(\x0b\x32\x1c.pushwarden.delivery.v1.Send\"D\n\x0f\x44\x65liverResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .pushwarden.common.v1.ItemResult\"5\n\x12GetDeliveryRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x0f\n\x07send_id\x18\x02 \x01(\t\"I\n\x13GetDeliveryResponse\x12\x32\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32 .pushwarden.delivery.v1.Delivery\"x\n\x18RecordAssignmentsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x37\n\x0b\x61ssignments\x18\x03 \x03(\x0b\x32\".pushwarden.delivery.v1.Assignment\"N\n\x19RecordAssignmentsResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .pushwarden.common.v1.ItemResult\"b\n\x17ReportEngagementRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x37\n\x06\x65vents\x18\x02 \x03(\x0b\x32\'.pushwarden.delivery.v1.EngagementEvent\"M\n\x18ReportEngagementResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .pushwarden.common.v1.ItemResult\"u\n\x17GetCampaignStatsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x35\n\x12\x61ttribution_window\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"A\n\x12\x43onfidenceInterval\x12\r\n\x05lower\x18\x01 \x01(\x01\x12\r\n\x05upper\x18\x02 \x01(\x01\x12\r\n\x05level\x18\x03 \x01(\x01\"\xbd\x01\n\x04Lift\x12\x16\n\x0etreatment_rate\x18\x01 \x01(\x01\x12\x14\n\x0choldout_rate\x18\x02 \x01(\x01\x12\x15\n\rabsolute_lift\x18\x03 \x01(\x01\x12\x15\n\rrelative_lift\x18\x04 \x01(\x01\x12\x44\n\x10\x61\x62solute_lift_ci\x18\x05 \x01(\x0b\x32*.pushwarden.delivery.v1.ConfidenceInterval\x12\x13\n\x0bsignificant\x18\x06 \x01(\x08\",\n\x0bReasonCount\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\"\x95\x04\n\nGroupStats\x12\x12\n\nvariant_id\x18\x01 \x01(\t\x12\x10\n\x08targeted\x18\x02 \x01(\x04\x12\x0c\n\x04sent\x18\x03 \x01(\x04\x12\x11\n\tdelivered\x18\x04 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x04\x12=\n\x10\x66\x61iled_by_reason\x18\x06 \x03(\x0b\x32#.pushwarden.delivery.v1.ReasonCount\x12\x12\n\nsuppressed\x18\x07 \x01(\x04\x12\x0f\n\x07\x65xpired\x18\x08 \x01(\x04\x12\x1a\n\x12tokens_invalidated\x18\t \x01(\x04\x12\x18\n\x10\x64\x65vice_delivered\x18\n \x01(\x04\x12\x0e\n\x06opened\x18\x0b \x01(\x04\x12\x11\n\topen_rate\x18\x0c \x01(\x01\x12\x36\n\x13median_time_to_open\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tdismissed\x18\x0e \x01(\x04\x12\x17\n\x0f\x63onverted_users\x18\x0f \x01(\x04\x12\x13\n\x0b\x63onversions\x18\x10 \x01(\x04\x12\x18\n\x10\x63onversion_value\x18\x11 \x01(\x01\x12\x17\n\x0f\x63onversion_rate\x18\x12 \x01(\x01\x12\x1b\n\x13opt_outs_within_24h\x18\x13 \x01(\x04\x12*\n\x04lift\x18\x14 \x01(\x0b\x32\x1c.pushwarden.delivery.v1.Lift\"O\n\x0cHoldoutStats\x12\r\n\x05users\x18\x01 \x01(\x04\x12\x17\n\x0f\x63onverted_users\x18\x02 \x01(\x04\x12\x17\n\x0f\x63onversion_rate\x18\x03 \x01(\x01\"\xb7\x02\n\x18GetCampaignStatsResponse\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x35\n\x12\x61ttribution_window\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x05total\x18\x03 \x01(\x0b\x32\".pushwarden.delivery.v1.GroupStats\x12\x34\n\x08variants\x18\x04 \x03(\x0b\x32\".pushwarden.delivery.v1.GroupStats\x12\x35\n\x07holdout\x18\x05 \x01(\x0b\x32$.pushwarden.delivery.v1.HoldoutStats\x12/\n\x0b\x63omputed_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"d\n\x13GetOpenHoursRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08user_ids\x18\x02 \x03(\t\x12+\n\x08lookback\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\";\n\rUserOpenHours\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11opens_by_utc_hour\x18\x02 \x03(\r\"\x8c\x01\n\x14GetOpenHoursResponse\x12\x34\n\x05users\x18\x01 \x03(\x0b\x32%.pushwarden.delivery.v1.UserOpenHours\x12\x1d\n\x15\x61pp_opens_by_utc_hour\x18\x02 \x03(\x04\x12\x1f\n\x17\x61pp_opens_by_local_hour\x18\x03 \x03(\x04\"_\n\x15\x45xportUserDataRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xd5\x01\n\x16\x45xportUserDataResponse\x12\x34\n\ndeliveries\x18\x01 \x03(\x0b\x32 .pushwarden.delivery.v1.Delivery\x12;\n\nengagement\x18\x02 \x03(\x0b\x32\'.pushwarden.delivery.v1.EngagementEvent\x12/\n\x0b\x65xported_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%pushwarden/delivery/v1/messages.proto\x12\x16pushwarden.delivery.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a pushwarden/common/v1/types.proto\x1a&pushwarden/delivery/v1/resources.proto\"M\n\x0e\x44\x65liverRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12+\n\x05sends\x18\x02 \x03(\x0b\x32\x1c.pushwarden.delivery.v1.Send\"D\n\x0f\x44\x65liverResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .pushwarden.common.v1.ItemResult\"5\n\x12GetDeliveryRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x0f\n\x07send_id\x18\x02 \x01(\t\"I\n\x13GetDeliveryResponse\x12\x32\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32 .pushwarden.delivery.v1.Delivery\"\x9b\x01\n\x18RecordAssignmentsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x15\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\tH\x00\x12\x14\n\ntrigger_id\x18\x04 \x01(\tH\x00\x12\x37\n\x0b\x61ssignments\x18\x03 \x03(\x0b\x32\".pushwarden.delivery.v1.AssignmentB\t\n\x07subject\"N\n\x19RecordAssignmentsResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .pushwarden.common.v1.ItemResult\"b\n\x17ReportEngagementRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x37\n\x06\x65vents\x18\x02 \x03(\x0b\x32\'.pushwarden.delivery.v1.EngagementEvent\"M\n\x18ReportEngagementResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .pushwarden.common.v1.ItemResult\"\x98\x01\n\x17GetCampaignStatsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x15\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\tH\x00\x12\x14\n\ntrigger_id\x18\x04 \x01(\tH\x00\x12\x35\n\x12\x61ttribution_window\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\t\n\x07subject\"y\n\x12\x43onfidenceInterval\x12\r\n\x05lower\x18\x01 \x01(\x01\x12\r\n\x05upper\x18\x02 \x01(\x01\x12\r\n\x05level\x18\x03 \x01(\x01\x12\x36\n\x06method\x18\x04 \x01(\x0e\x32&.pushwarden.delivery.v1.IntervalMethod\"\xbd\x01\n\x04Lift\x12\x16\n\x0etreatment_rate\x18\x01 \x01(\x01\x12\x14\n\x0choldout_rate\x18\x02 \x01(\x01\x12\x15\n\rabsolute_lift\x18\x03 \x01(\x01\x12\x15\n\rrelative_lift\x18\x04 \x01(\x01\x12\x44\n\x10\x61\x62solute_lift_ci\x18\x05 \x01(\x0b\x32*.pushwarden.delivery.v1.ConfidenceInterval\x12\x13\n\x0bsignificant\x18\x06 \x01(\x08\",\n\x0bReasonCount\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\"\xa3\x04\n\nGroupStats\x12\x12\n\nvariant_id\x18\x01 \x01(\t\x12\x10\n\x08targeted\x18\x02 \x01(\x04\x12\x0c\n\x04sent\x18\x03 \x01(\x04\x12\x11\n\tdelivered\x18\x04 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x04\x12=\n\x10\x66\x61iled_by_reason\x18\x06 \x03(\x0b\x32#.pushwarden.delivery.v1.ReasonCount\x12\x12\n\nsuppressed\x18\x07 \x01(\x04\x12\x0f\n\x07\x65xpired\x18\x08 \x01(\x04\x12\x1a\n\x12tokens_invalidated\x18\t \x01(\x04\x12\x18\n\x10\x64\x65vice_delivered\x18\n \x01(\x04\x12\x0e\n\x06opened\x18\x0b \x01(\x04\x12\x11\n\topen_rate\x18\x0c \x01(\x01\x12\x36\n\x13median_time_to_open\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tdismissed\x18\x0e \x01(\x04\x12\x17\n\x0f\x63onverted_users\x18\x0f \x01(\x04\x12\x13\n\x0b\x63onversions\x18\x10 \x01(\x04\x12\x18\n\x10\x63onversion_value\x18\x11 \x01(\x01\x12\x17\n\x0f\x63onversion_rate\x18\x12 \x01(\x01\x12\x1b\n\x13opt_outs_within_24h\x18\x13 \x01(\x04\x12*\n\x04lift\x18\x14 \x01(\x0b\x32\x1c.pushwarden.delivery.v1.Lift\x12\x0c\n\x04late\x18\x15 \x01(\x04\"O\n\x0cHoldoutStats\x12\r\n\x05users\x18\x01 \x01(\x04\x12\x17\n\x0f\x63onverted_users\x18\x02 \x01(\x04\x12\x17\n\x0f\x63onversion_rate\x18\x03 \x01(\x01\"\xcb\x02\n\x18GetCampaignStatsResponse\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x12\n\ntrigger_id\x18\x07 \x01(\t\x12\x35\n\x12\x61ttribution_window\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x05total\x18\x03 \x01(\x0b\x32\".pushwarden.delivery.v1.GroupStats\x12\x34\n\x08variants\x18\x04 \x03(\x0b\x32\".pushwarden.delivery.v1.GroupStats\x12\x35\n\x07holdout\x18\x05 \x01(\x0b\x32$.pushwarden.delivery.v1.HoldoutStats\x12/\n\x0b\x63omputed_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"d\n\x13GetOpenHoursRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08user_ids\x18\x02 \x03(\t\x12+\n\x08lookback\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\";\n\rUserOpenHours\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11opens_by_utc_hour\x18\x02 \x03(\r\"\x8c\x01\n\x14GetOpenHoursResponse\x12\x34\n\x05users\x18\x01 \x03(\x0b\x32%.pushwarden.delivery.v1.UserOpenHours\x12\x1d\n\x15\x61pp_opens_by_utc_hour\x18\x02 \x03(\x04\x12\x1f\n\x17\x61pp_opens_by_local_hour\x18\x03 \x03(\x04\"_\n\x15\x45xportUserDataRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xd5\x01\n\x16\x45xportUserDataResponse\x12\x34\n\ndeliveries\x18\x01 \x03(\x0b\x32 .pushwarden.delivery.v1.Delivery\x12;\n\nengagement\x18\x02 \x03(\x0b\x32\'.pushwarden.delivery.v1.EngagementEvent\x12/\n\x0b\x65xported_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t*\\\n\x0eIntervalMethod\x12\x1f\n\x1bINTERVAL_METHOD_UNSPECIFIED\x10\x00\x12)\n%INTERVAL_METHOD_NEWCOMBE_HYBRID_SCORE\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pushwarden.delivery.v1.messages_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_INTERVALMETHOD']._serialized_start=3000
+  _globals['_INTERVALMETHOD']._serialized_end=3092
   _globals['_DELIVERREQUEST']._serialized_start=204
   _globals['_DELIVERREQUEST']._serialized_end=281
   _globals['_DELIVERRESPONSE']._serialized_start=283
@@ -43,36 +45,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETDELIVERYREQUEST']._serialized_end=406
   _globals['_GETDELIVERYRESPONSE']._serialized_start=408
   _globals['_GETDELIVERYRESPONSE']._serialized_end=481
-  _globals['_RECORDASSIGNMENTSREQUEST']._serialized_start=483
-  _globals['_RECORDASSIGNMENTSREQUEST']._serialized_end=603
-  _globals['_RECORDASSIGNMENTSRESPONSE']._serialized_start=605
-  _globals['_RECORDASSIGNMENTSRESPONSE']._serialized_end=683
-  _globals['_REPORTENGAGEMENTREQUEST']._serialized_start=685
-  _globals['_REPORTENGAGEMENTREQUEST']._serialized_end=783
-  _globals['_REPORTENGAGEMENTRESPONSE']._serialized_start=785
-  _globals['_REPORTENGAGEMENTRESPONSE']._serialized_end=862
-  _globals['_GETCAMPAIGNSTATSREQUEST']._serialized_start=864
-  _globals['_GETCAMPAIGNSTATSREQUEST']._serialized_end=981
-  _globals['_CONFIDENCEINTERVAL']._serialized_start=983
-  _globals['_CONFIDENCEINTERVAL']._serialized_end=1048
-  _globals['_LIFT']._serialized_start=1051
-  _globals['_LIFT']._serialized_end=1240
-  _globals['_REASONCOUNT']._serialized_start=1242
-  _globals['_REASONCOUNT']._serialized_end=1286
-  _globals['_GROUPSTATS']._serialized_start=1289
-  _globals['_GROUPSTATS']._serialized_end=1822
-  _globals['_HOLDOUTSTATS']._serialized_start=1824
-  _globals['_HOLDOUTSTATS']._serialized_end=1903
-  _globals['_GETCAMPAIGNSTATSRESPONSE']._serialized_start=1906
-  _globals['_GETCAMPAIGNSTATSRESPONSE']._serialized_end=2217
-  _globals['_GETOPENHOURSREQUEST']._serialized_start=2219
-  _globals['_GETOPENHOURSREQUEST']._serialized_end=2319
-  _globals['_USEROPENHOURS']._serialized_start=2321
-  _globals['_USEROPENHOURS']._serialized_end=2380
-  _globals['_GETOPENHOURSRESPONSE']._serialized_start=2383
-  _globals['_GETOPENHOURSRESPONSE']._serialized_end=2523
-  _globals['_EXPORTUSERDATAREQUEST']._serialized_start=2525
-  _globals['_EXPORTUSERDATAREQUEST']._serialized_end=2620
-  _globals['_EXPORTUSERDATARESPONSE']._serialized_start=2623
-  _globals['_EXPORTUSERDATARESPONSE']._serialized_end=2836
+  _globals['_RECORDASSIGNMENTSREQUEST']._serialized_start=484
+  _globals['_RECORDASSIGNMENTSREQUEST']._serialized_end=639
+  _globals['_RECORDASSIGNMENTSRESPONSE']._serialized_start=641
+  _globals['_RECORDASSIGNMENTSRESPONSE']._serialized_end=719
+  _globals['_REPORTENGAGEMENTREQUEST']._serialized_start=721
+  _globals['_REPORTENGAGEMENTREQUEST']._serialized_end=819
+  _globals['_REPORTENGAGEMENTRESPONSE']._serialized_start=821
+  _globals['_REPORTENGAGEMENTRESPONSE']._serialized_end=898
+  _globals['_GETCAMPAIGNSTATSREQUEST']._serialized_start=901
+  _globals['_GETCAMPAIGNSTATSREQUEST']._serialized_end=1053
+  _globals['_CONFIDENCEINTERVAL']._serialized_start=1055
+  _globals['_CONFIDENCEINTERVAL']._serialized_end=1176
+  _globals['_LIFT']._serialized_start=1179
+  _globals['_LIFT']._serialized_end=1368
+  _globals['_REASONCOUNT']._serialized_start=1370
+  _globals['_REASONCOUNT']._serialized_end=1414
+  _globals['_GROUPSTATS']._serialized_start=1417
+  _globals['_GROUPSTATS']._serialized_end=1964
+  _globals['_HOLDOUTSTATS']._serialized_start=1966
+  _globals['_HOLDOUTSTATS']._serialized_end=2045
+  _globals['_GETCAMPAIGNSTATSRESPONSE']._serialized_start=2048
+  _globals['_GETCAMPAIGNSTATSRESPONSE']._serialized_end=2379
+  _globals['_GETOPENHOURSREQUEST']._serialized_start=2381
+  _globals['_GETOPENHOURSREQUEST']._serialized_end=2481
+  _globals['_USEROPENHOURS']._serialized_start=2483
+  _globals['_USEROPENHOURS']._serialized_end=2542
+  _globals['_GETOPENHOURSRESPONSE']._serialized_start=2545
+  _globals['_GETOPENHOURSRESPONSE']._serialized_end=2685
+  _globals['_EXPORTUSERDATAREQUEST']._serialized_start=2687
+  _globals['_EXPORTUSERDATAREQUEST']._serialized_end=2782
+  _globals['_EXPORTUSERDATARESPONSE']._serialized_start=2785
+  _globals['_EXPORTUSERDATARESPONSE']._serialized_end=2998
 # @@protoc_insertion_point(module_scope)

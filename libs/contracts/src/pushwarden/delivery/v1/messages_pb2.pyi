@@ -9,6 +9,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from pushwarden.common.v1 import types_pb2 as _types_pb2
 from pushwarden.delivery.v1 import resources_pb2 as _resources_pb2
 import builtins as _builtins
@@ -21,6 +22,35 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _IntervalMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IntervalMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IntervalMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INTERVAL_METHOD_UNSPECIFIED: _IntervalMethod.ValueType  # 0
+    """Not set (no interval)."""
+    INTERVAL_METHOD_NEWCOMBE_HYBRID_SCORE: _IntervalMethod.ValueType  # 1
+    """Newcombe's hybrid score interval for a difference of two independent
+    proportions (Newcombe 1998, method 10), built from the two groups'
+    Wilson score intervals; well behaved at zero conversions and small groups.
+    """
+
+class IntervalMethod(_IntervalMethod, metaclass=_IntervalMethodEnumTypeWrapper):
+    """How a confidence interval was computed.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
+
+INTERVAL_METHOD_UNSPECIFIED: IntervalMethod.ValueType  # 0
+"""Not set (no interval)."""
+INTERVAL_METHOD_NEWCOMBE_HYBRID_SCORE: IntervalMethod.ValueType  # 1
+"""Newcombe's hybrid score interval for a difference of two independent
+proportions (Newcombe 1998, method 10), built from the two groups'
+Wilson score intervals; well behaved at zero conversions and small groups.
+"""
+Global___IntervalMethod: _TypeAlias = IntervalMethod  # noqa: Y015
 
 @_typing.final
 class DeliverRequest(_message.Message):
@@ -137,27 +167,35 @@ class RecordAssignmentsRequest(_message.Message):
 
     APP_ID_FIELD_NUMBER: _builtins.int
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    TRIGGER_ID_FIELD_NUMBER: _builtins.int
     ASSIGNMENTS_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Required. The app."""
     campaign_id: _builtins.str
-    """Required. The campaign."""
+    """A campaign: one assignment per user."""
+    trigger_id: _builtins.str
+    """A trigger: one assignment per firing (a user may have many)."""
     @_builtins.property
     def assignments(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Assignment]:
-        """Required. 1..10,000 assignments with distinct users."""
+        """Required. 1..10,000 assignments with distinct keys (users for a
+        campaign, firing ids for a trigger).
+        """
 
     def __init__(
         self,
         *,
         app_id: _builtins.str = ...,
         campaign_id: _builtins.str = ...,
+        trigger_id: _builtins.str = ...,
         assignments: _abc.Iterable[_resources_pb2.Assignment] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "subject", b"subject", "trigger_id", b"trigger_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "assignments", b"assignments", "campaign_id", b"campaign_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "assignments", b"assignments", "campaign_id", b"campaign_id", "subject", b"subject", "trigger_id", b"trigger_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_subject: _TypeAlias = _typing.Literal["campaign_id", "trigger_id"]  # noqa: Y015
+    _WhichOneofArgType_subject: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_subject) -> _WhichOneofReturnType_subject | None: ...
 
 Global___RecordAssignmentsRequest: _TypeAlias = RecordAssignmentsRequest  # noqa: Y015
 
@@ -170,8 +208,9 @@ class RecordAssignmentsResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ItemResult]:
-        """One result per assignment (`id` is the user id): UNCHANGED when already
-        recorded identically, REJECTED when recorded differently before.
+        """One result per assignment (`id` is the user id for a campaign, the firing
+        id for a trigger): UNCHANGED when already recorded identically, REJECTED
+        when recorded differently before.
         """
 
     def __init__(
@@ -225,7 +264,8 @@ class ReportEngagementResponse(_message.Message):
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ItemResult]:
         """One result per event (`id` is the event id): UNCHANGED for a resent id,
-        REJECTED for an unknown send id.
+        REJECTED (alone, the rest is recorded) for an unknown send id, a send of
+        another user, or an `occurred_at` more than 5 minutes in the future.
         """
 
     def __init__(
@@ -249,18 +289,22 @@ class GetCampaignStatsRequest(_message.Message):
 
     APP_ID_FIELD_NUMBER: _builtins.int
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    TRIGGER_ID_FIELD_NUMBER: _builtins.int
     ATTRIBUTION_WINDOW_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Required. The app."""
     campaign_id: _builtins.str
-    """Required. The campaign."""
+    """A campaign (per variant, with its holdout)."""
+    trigger_id: _builtins.str
+    """A trigger (every firing is one assignment)."""
     @_builtins.property
     def attribution_window(self) -> _duration_pb2.Duration:
-        """Optional. Conversions count when they fall within this window after the
-        user's first send of the campaign (after the assignment for holdout
-        users); default 72 h, at most 30 days. A conversion with a `send_id` of
-        the campaign counts when inside the window; one without counts for every
-        campaign whose window it falls in (no last-touch de-duplication).
+        """Optional. Conversions count when they occur within this window after the
+        assignment's `assigned_at` (the user's due time; for a trigger, the
+        firing's), for every assigned user, treatment and holdout alike, whether
+        or not a send was made; default 72 h, at most 30 days. A conversion
+        counts for every campaign or trigger whose window it falls in, with or
+        without a `send_id` (no last-touch de-duplication).
         """
 
     def __init__(
@@ -268,13 +312,16 @@ class GetCampaignStatsRequest(_message.Message):
         *,
         app_id: _builtins.str = ...,
         campaign_id: _builtins.str = ...,
+        trigger_id: _builtins.str = ...,
         attribution_window: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attribution_window", b"attribution_window"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attribution_window", b"attribution_window", "campaign_id", b"campaign_id", "subject", b"subject", "trigger_id", b"trigger_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "attribution_window", b"attribution_window", "campaign_id", b"campaign_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "attribution_window", b"attribution_window", "campaign_id", b"campaign_id", "subject", b"subject", "trigger_id", b"trigger_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_subject: _TypeAlias = _typing.Literal["campaign_id", "trigger_id"]  # noqa: Y015
+    _WhichOneofArgType_subject: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_subject) -> _WhichOneofReturnType_subject | None: ...
 
 Global___GetCampaignStatsRequest: _TypeAlias = GetCampaignStatsRequest  # noqa: Y015
 
@@ -287,22 +334,26 @@ class ConfidenceInterval(_message.Message):
     LOWER_FIELD_NUMBER: _builtins.int
     UPPER_FIELD_NUMBER: _builtins.int
     LEVEL_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
     lower: _builtins.float
     """Lower bound."""
     upper: _builtins.float
     """Upper bound."""
     level: _builtins.float
     """Confidence level, e.g. 0.95."""
+    method: Global___IntervalMethod.ValueType
+    """How it was computed."""
     def __init__(
         self,
         *,
         lower: _builtins.float = ...,
         upper: _builtins.float = ...,
         level: _builtins.float = ...,
+        method: Global___IntervalMethod.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["level", b"level", "lower", b"lower", "upper", b"upper"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["level", b"level", "lower", b"lower", "method", b"method", "upper", b"upper"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -310,7 +361,12 @@ Global___ConfidenceInterval: _TypeAlias = ConfidenceInterval  # noqa: Y015
 
 @_typing.final
 class Lift(_message.Message):
-    """Conversion lift of a group against the holdout."""
+    """Conversion lift of a group against the holdout, intent to treat: both
+    rates divide by every assigned user of their group (a treated user who was
+    never sent, being capped, opted out or without a device, stays in the
+    denominator), and conversions count from each user's `assigned_at`.
+    Per-send figures (open rate, time to open) never feed it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -321,9 +377,9 @@ class Lift(_message.Message):
     ABSOLUTE_LIFT_CI_FIELD_NUMBER: _builtins.int
     SIGNIFICANT_FIELD_NUMBER: _builtins.int
     treatment_rate: _builtins.float
-    """Conversion rate of the group (converting users / users)."""
+    """Conversion rate of the group: converted users / assigned users."""
     holdout_rate: _builtins.float
-    """Conversion rate of the holdout."""
+    """Conversion rate of the holdout: converted users / assigned users."""
     absolute_lift: _builtins.float
     """treatment_rate - holdout_rate."""
     relative_lift: _builtins.float
@@ -332,8 +388,9 @@ class Lift(_message.Message):
     """True when the interval excludes 0."""
     @_builtins.property
     def absolute_lift_ci(self) -> Global___ConfidenceInterval:
-        """95 % interval of the absolute lift (Wald interval of the difference of
-        two proportions); unset when a group is empty.
+        """95 % interval of the absolute lift: the Newcombe hybrid score interval
+        (`method` says so), defined also at zero conversions; unset when a
+        group has no assigned user.
         """
 
     def __init__(
@@ -382,9 +439,11 @@ Global___ReasonCount: _TypeAlias = ReasonCount  # noqa: Y015
 
 @_typing.final
 class GroupStats(_message.Message):
-    """Statistics of a campaign or one of its variants. Holdout users are never
-    counted here (see HoldoutStats). Computed from the rows delivery holds, so
-    a user erased since is no longer counted.
+    """Statistics of a campaign, one of its variants, or a trigger. Holdout users
+    are never counted here (see HoldoutStats). Computed from the rows delivery
+    holds, so a user erased since is no longer counted. For a trigger the unit
+    is the firing: `targeted` counts firings and `converted_users` firings
+    followed by a conversion of their user within the window.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -409,11 +468,12 @@ class GroupStats(_message.Message):
     CONVERSION_RATE_FIELD_NUMBER: _builtins.int
     OPT_OUTS_WITHIN_24H_FIELD_NUMBER: _builtins.int
     LIFT_FIELD_NUMBER: _builtins.int
+    LATE_FIELD_NUMBER: _builtins.int
     variant_id: _builtins.str
-    """The variant ("" for the whole campaign)."""
+    """The variant ("" for the whole campaign or trigger)."""
     targeted: _builtins.int
-    """Users assigned to it (RecordAssignments); for the whole campaign, every
-    non-holdout user.
+    """Assignments (RecordAssignments): users assigned to the variant; for the
+    whole campaign, every non-holdout user; for a trigger, every firing.
     """
     sent: _builtins.int
     """Sends accepted by delivery."""
@@ -436,7 +496,9 @@ class GroupStats(_message.Message):
     dismissed: _builtins.int
     """Sends dismissed."""
     converted_users: _builtins.int
-    """Users with an attributed conversion."""
+    """Assigned users with a conversion within the attribution window after
+    their `assigned_at`, whether or not they were sent.
+    """
     conversions: _builtins.int
     """Attributed conversion events."""
     conversion_value: _builtins.float
@@ -448,6 +510,8 @@ class GroupStats(_message.Message):
     """
     opt_outs_within_24h: _builtins.int
     """Users who opted out (any marketing scope) within 24 h after a send."""
+    late: _builtins.int
+    """Sends that reached their `latest_send_at` unsent (DELIVERY_STATUS_LATE)."""
     @_builtins.property
     def failed_by_reason(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReasonCount]:
         """Failures by reason."""
@@ -483,10 +547,11 @@ class GroupStats(_message.Message):
         conversion_rate: _builtins.float = ...,
         opt_outs_within_24h: _builtins.int = ...,
         lift: Global___Lift | None = ...,
+        late: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lift", b"lift", "median_time_to_open", b"median_time_to_open"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversion_rate", b"conversion_rate", "conversion_value", b"conversion_value", "conversions", b"conversions", "converted_users", b"converted_users", "delivered", b"delivered", "device_delivered", b"device_delivered", "dismissed", b"dismissed", "expired", b"expired", "failed", b"failed", "failed_by_reason", b"failed_by_reason", "lift", b"lift", "median_time_to_open", b"median_time_to_open", "open_rate", b"open_rate", "opened", b"opened", "opt_outs_within_24h", b"opt_outs_within_24h", "sent", b"sent", "suppressed", b"suppressed", "targeted", b"targeted", "tokens_invalidated", b"tokens_invalidated", "variant_id", b"variant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversion_rate", b"conversion_rate", "conversion_value", b"conversion_value", "conversions", b"conversions", "converted_users", b"converted_users", "delivered", b"delivered", "device_delivered", b"device_delivered", "dismissed", b"dismissed", "expired", b"expired", "failed", b"failed", "failed_by_reason", b"failed_by_reason", "late", b"late", "lift", b"lift", "median_time_to_open", b"median_time_to_open", "open_rate", b"open_rate", "opened", b"opened", "opt_outs_within_24h", b"opt_outs_within_24h", "sent", b"sent", "suppressed", b"suppressed", "targeted", b"targeted", "tokens_invalidated", b"tokens_invalidated", "variant_id", b"variant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -504,7 +569,9 @@ class HoldoutStats(_message.Message):
     users: _builtins.int
     """Users in the holdout."""
     converted_users: _builtins.int
-    """Of those, users with a conversion within the window after assignment."""
+    """Of those, users with a conversion within the window after their
+    `assigned_at` (measured exactly as for the treatment).
+    """
     conversion_rate: _builtins.float
     """converted_users / users."""
     def __init__(
@@ -529,13 +596,16 @@ class GetCampaignStatsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    TRIGGER_ID_FIELD_NUMBER: _builtins.int
     ATTRIBUTION_WINDOW_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
     VARIANTS_FIELD_NUMBER: _builtins.int
     HOLDOUT_FIELD_NUMBER: _builtins.int
     COMPUTED_AT_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.str
-    """The campaign."""
+    """The campaign (empty for a trigger)."""
+    trigger_id: _builtins.str
+    """The trigger (empty for a campaign)."""
     @_builtins.property
     def attribution_window(self) -> _duration_pb2.Duration:
         """The attribution window used."""
@@ -560,6 +630,7 @@ class GetCampaignStatsResponse(_message.Message):
         self,
         *,
         campaign_id: _builtins.str = ...,
+        trigger_id: _builtins.str = ...,
         attribution_window: _duration_pb2.Duration | None = ...,
         total: Global___GroupStats | None = ...,
         variants: _abc.Iterable[Global___GroupStats] | None = ...,
@@ -568,7 +639,7 @@ class GetCampaignStatsResponse(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attribution_window", b"attribution_window", "computed_at", b"computed_at", "holdout", b"holdout", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribution_window", b"attribution_window", "campaign_id", b"campaign_id", "computed_at", b"computed_at", "holdout", b"holdout", "total", b"total", "variants", b"variants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribution_window", b"attribution_window", "campaign_id", b"campaign_id", "computed_at", b"computed_at", "holdout", b"holdout", "total", b"total", "trigger_id", b"trigger_id", "variants", b"variants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

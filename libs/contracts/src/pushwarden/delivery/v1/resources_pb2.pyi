@@ -46,9 +46,16 @@ class _DeliveryStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Delive
     """Not sent: the re-check at consent said no (see `suppressed_reason`)."""
     DELIVERY_STATUS_DEAD_LETTERED: _DeliveryStatus.ValueType  # 7
     """Retries exhausted; kept with its history."""
+    DELIVERY_STATUS_LATE: _DeliveryStatus.ValueType  # 8
+    """Final: `Send.latest_send_at` passed before a provider call could start
+    (a backlog or retries ran into the user's quiet hours). Never re-deferred.
+    """
 
 class DeliveryStatus(_DeliveryStatus, metaclass=_DeliveryStatusEnumTypeWrapper):
-    """A send's overall status."""
+    """A send's overall status.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 DELIVERY_STATUS_UNSPECIFIED: DeliveryStatus.ValueType  # 0
 """Not set."""
@@ -66,6 +73,10 @@ DELIVERY_STATUS_SUPPRESSED: DeliveryStatus.ValueType  # 6
 """Not sent: the re-check at consent said no (see `suppressed_reason`)."""
 DELIVERY_STATUS_DEAD_LETTERED: DeliveryStatus.ValueType  # 7
 """Retries exhausted; kept with its history."""
+DELIVERY_STATUS_LATE: DeliveryStatus.ValueType  # 8
+"""Final: `Send.latest_send_at` passed before a provider call could start
+(a backlog or retries ran into the user's quiet hours). Never re-deferred.
+"""
 Global___DeliveryStatus: _TypeAlias = DeliveryStatus  # noqa: Y015
 
 class _AttemptOutcome:
@@ -88,7 +99,10 @@ class _AttemptOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attemp
     """Permanent failure (other 400s, 413, auth): no retry."""
 
 class AttemptOutcome(_AttemptOutcome, metaclass=_AttemptOutcomeEnumTypeWrapper):
-    """One provider attempt's outcome class (the retry table's rows)."""
+    """One provider attempt's outcome class (the retry table's rows).
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 ATTEMPT_OUTCOME_UNSPECIFIED: AttemptOutcome.ValueType  # 0
 """Not set."""
@@ -122,7 +136,10 @@ class _EngagementKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Engage
     """The user converted (with an optional value); `send_id` optional."""
 
 class EngagementKind(_EngagementKind, metaclass=_EngagementKindEnumTypeWrapper):
-    """Engagement kinds."""
+    """Engagement kinds.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 ENGAGEMENT_KIND_UNSPECIFIED: EngagementKind.ValueType  # 0
 """Not set: INVALID_ARGUMENT."""
@@ -159,6 +176,7 @@ class Send(_message.Message):
     DISPATCHED_AT_FIELD_NUMBER: _builtins.int
     TRACEPARENT_FIELD_NUMBER: _builtins.int
     TRACESTATE_FIELD_NUMBER: _builtins.int
+    LATEST_SEND_AT_FIELD_NUMBER: _builtins.int
     send_id: _builtins.str
     """Required. Caller-chosen id, unique per app (at most 128 characters): the
     idempotency key of the send and the seed of its stable `apns-id`. The
@@ -172,11 +190,13 @@ class Send(_message.Message):
     topic_id: _builtins.str
     """Optional. The topic."""
     campaign_id: _builtins.str
-    """Optional. The campaign (for statistics)."""
+    """Optional. The campaign (for statistics). At most one of `campaign_id` and
+    `trigger_id`; their ids are separate spaces.
+    """
     variant_id: _builtins.str
     """Optional. The variant within the campaign."""
     trigger_id: _builtins.str
-    """Optional. The trigger that fired it."""
+    """Optional. The trigger that fired it (for statistics)."""
     priority: _types_pb2.Priority.ValueType
     """Optional. Priority; default NORMAL."""
     respect_quiet_hours: _builtins.bool
@@ -204,6 +224,18 @@ class Send(_message.Message):
     def dispatched_at(self) -> _timestamp_pb2.Timestamp:
         """Optional. When the scheduler decided it (for latency figures)."""
 
+    @_builtins.property
+    def latest_send_at(self) -> _timestamp_pb2.Timestamp:
+        """Optional. The latest instant at which a provider call may start: for a
+        marketing send, the start of the user's next quiet window (set by the
+        scheduler, which owns timing). Delivery makes no provider call at or
+        after it, retries included, and ends the send in the final status LATE;
+        it never re-defers. The scheduler has recorded the contact when it
+        handed the send over, so a LATE send still counts toward caps, and
+        GetCampaignStats counts it (`GroupStats.late`). Unset: no bound but
+        `expires_at`.
+        """
+
     def __init__(
         self,
         *,
@@ -221,10 +253,11 @@ class Send(_message.Message):
         dispatched_at: _timestamp_pb2.Timestamp | None = ...,
         traceparent: _builtins.str = ...,
         tracestate: _builtins.str = ...,
+        latest_send_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "dispatched_at", b"dispatched_at", "expires_at", b"expires_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "dispatched_at", b"dispatched_at", "expires_at", b"expires_at", "latest_send_at", b"latest_send_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "category_id", b"category_id", "content", b"content", "dispatched_at", b"dispatched_at", "expires_at", b"expires_at", "priority", b"priority", "respect_quiet_hours", b"respect_quiet_hours", "send_id", b"send_id", "topic_id", b"topic_id", "traceparent", b"traceparent", "tracestate", b"tracestate", "trigger_id", b"trigger_id", "user_id", b"user_id", "variant_id", b"variant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "category_id", b"category_id", "content", b"content", "dispatched_at", b"dispatched_at", "expires_at", b"expires_at", "latest_send_at", b"latest_send_at", "priority", b"priority", "respect_quiet_hours", b"respect_quiet_hours", "send_id", b"send_id", "topic_id", b"topic_id", "traceparent", b"traceparent", "tracestate", b"tracestate", "trigger_id", b"trigger_id", "user_id", b"user_id", "variant_id", b"variant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -440,8 +473,8 @@ class EngagementEvent(_message.Message):
     """Optional. For CONVERTED: the app's conversion name, e.g. "purchase"."""
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
-        """Required. When it happened (device time as reported; not in the future
-        by more than 5 minutes).
+        """Required. When it happened (device time as reported). More than 5
+        minutes in the future: REJECTED for this item alone.
         """
 
     def __init__(
@@ -467,7 +500,10 @@ Global___EngagementEvent: _TypeAlias = EngagementEvent  # noqa: Y015
 
 @_typing.final
 class Assignment(_message.Message):
-    """A campaign assignment of one user."""
+    """One assignment: a campaign's user, or one firing of a trigger. Conversions
+    are attributed from `assigned_at` for every assignment, treatment and
+    holdout alike (intent to treat).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -475,18 +511,24 @@ class Assignment(_message.Message):
     VARIANT_ID_FIELD_NUMBER: _builtins.int
     HOLDOUT_FIELD_NUMBER: _builtins.int
     ASSIGNED_AT_FIELD_NUMBER: _builtins.int
+    FIRING_ID_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Required. The user."""
     variant_id: _builtins.str
     """The variant the user was assigned."""
     holdout: _builtins.bool
     """True: the user is in the holdout (must be true when set)."""
+    firing_id: _builtins.str
+    """For a trigger: required, the firing's id (the send id the scheduler
+    derives from trigger id and event id), the key of the assignment. For a
+    campaign: must be empty.
+    """
     @_builtins.property
     def assigned_at(self) -> _timestamp_pb2.Timestamp:
-        """Required. When the user was assigned (holdout attribution starts here).
-        For scheduled campaigns the scheduler passes the user's due time, so the
-        holdout's window starts when the user would have been sent, like the
-        treatment's.
+        """Required. The user's due time: when the send was (or, for the holdout,
+        would have been) due. Conversions count from here for every assigned
+        user, so treatment and holdout windows start alike and a treated user
+        who was never sent (capped, opted out, no device) still counts.
         """
 
     def __init__(
@@ -496,10 +538,11 @@ class Assignment(_message.Message):
         variant_id: _builtins.str = ...,
         holdout: _builtins.bool = ...,
         assigned_at: _timestamp_pb2.Timestamp | None = ...,
+        firing_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["assigned_at", b"assigned_at", "group", b"group", "holdout", b"holdout", "variant_id", b"variant_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned_at", b"assigned_at", "group", b"group", "holdout", b"holdout", "user_id", b"user_id", "variant_id", b"variant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned_at", b"assigned_at", "firing_id", b"firing_id", "group", b"group", "holdout", b"holdout", "user_id", b"user_id", "variant_id", b"variant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_group: _TypeAlias = _typing.Literal["variant_id", "holdout"]  # noqa: Y015
     _WhichOneofArgType_group: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015

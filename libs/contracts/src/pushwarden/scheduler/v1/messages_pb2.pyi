@@ -39,6 +39,7 @@ class SendTransactionalRequest(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     RESPECT_QUIET_HOURS_FIELD_NUMBER: _builtins.int
     TOPIC_ID_FIELD_NUMBER: _builtins.int
+    LOCALIZED_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Required. The app."""
     user_id: _builtins.str
@@ -61,11 +62,20 @@ class SendTransactionalRequest(_message.Message):
     """Optional. A topic."""
     @_builtins.property
     def content(self) -> _content_pb2.Content:
-        """Required. The content (already rendered; no placeholders)."""
+        """Required. The content (already rendered; no placeholders): the default
+        when no entry of `localized` matches the user's device locale.
+        """
 
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """Optional. Not delivered after this instant (EXPIRED); unset: never expires."""
+
+    @_builtins.property
+    def localized(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.LocalizedContent]:
+        """Optional. Translations (at most 50, locales unique), already rendered. The
+        user gets the one matching the locale of their most recently registered
+        usable device (exact tag first, then language), else `content`.
+        """
 
     def __init__(
         self,
@@ -79,10 +89,11 @@ class SendTransactionalRequest(_message.Message):
         priority: _types_pb2.Priority.ValueType = ...,
         respect_quiet_hours: _builtins.bool = ...,
         topic_id: _builtins.str = ...,
+        localized: _abc.Iterable[_resources_pb2.LocalizedContent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "category_id", b"category_id", "content", b"content", "expires_at", b"expires_at", "idempotency_key", b"idempotency_key", "priority", b"priority", "respect_quiet_hours", b"respect_quiet_hours", "topic_id", b"topic_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "category_id", b"category_id", "content", b"content", "expires_at", b"expires_at", "idempotency_key", b"idempotency_key", "localized", b"localized", "priority", b"priority", "respect_quiet_hours", b"respect_quiet_hours", "topic_id", b"topic_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -42,7 +42,10 @@ class _PlaceholderSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Pla
     """
 
 class PlaceholderSource(_PlaceholderSource, metaclass=_PlaceholderSourceEnumTypeWrapper):
-    """Where a placeholder's value comes from."""
+    """Where a placeholder's value comes from.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 PLACEHOLDER_SOURCE_UNSPECIFIED: PlaceholderSource.ValueType  # 0
 """Not set: INVALID_ARGUMENT."""
@@ -68,7 +71,10 @@ class _MissingValuePolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Mi
     """Do not send to this user (reason MISSING_TEMPLATE_VALUE)."""
 
 class MissingValuePolicy(_MissingValuePolicy, metaclass=_MissingValuePolicyEnumTypeWrapper):
-    """What to do when a placeholder has no value."""
+    """What to do when a placeholder has no value.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 MISSING_VALUE_POLICY_UNSPECIFIED: MissingValuePolicy.ValueType  # 0
 """Not set: treated as MISSING_VALUE_POLICY_USE_DEFAULT."""
@@ -96,6 +102,8 @@ class _PassedTimePolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Pass
 class PassedTimePolicy(_PassedTimePolicy, metaclass=_PassedTimePolicyEnumTypeWrapper):
     """What LOCAL_TIME does for users whose local time already passed when their
     intent is computed (e.g. 09:00 in Tokyo when the campaign starts at 10:00 Tokyo time).
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
     """
 
 PASSED_TIME_POLICY_UNSPECIFIED: PassedTimePolicy.ValueType  # 0
@@ -124,7 +132,10 @@ class _BestTimeFallbackEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Best
     """`fallback_time`, local."""
 
 class BestTimeFallback(_BestTimeFallback, metaclass=_BestTimeFallbackEnumTypeWrapper):
-    """What BEST_TIME uses for users without enough open history."""
+    """What BEST_TIME uses for users without enough open history.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 BEST_TIME_FALLBACK_UNSPECIFIED: BestTimeFallback.ValueType  # 0
 """Not set: treated as BEST_TIME_FALLBACK_APP_BEST_HOUR."""
@@ -158,7 +169,10 @@ class _CampaignStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Campaig
     """Cancelled: pending intents are dropped."""
 
 class CampaignState(_CampaignState, metaclass=_CampaignStateEnumTypeWrapper):
-    """Campaign lifecycle."""
+    """Campaign lifecycle.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 CAMPAIGN_STATE_UNSPECIFIED: CampaignState.ValueType  # 0
 """Not set."""
@@ -183,28 +197,35 @@ class _TimeZoneFallbackMode:
 class _TimeZoneFallbackModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TimeZoneFallbackMode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     TIME_ZONE_FALLBACK_MODE_UNSPECIFIED: _TimeZoneFallbackMode.ValueType  # 0
-    """Not set: treated as TIME_ZONE_FALLBACK_MODE_DEFAULT_ZONE."""
+    """Not set: treated as TIME_ZONE_FALLBACK_MODE_SKIP (no fallback zone; the
+    default is none, never UTC).
+    """
     TIME_ZONE_FALLBACK_MODE_DEFAULT_ZONE: _TimeZoneFallbackMode.ValueType  # 1
-    """Use `default_time_zone`."""
+    """Use `default_time_zone` for users without a zone."""
     TIME_ZONE_FALLBACK_MODE_SKIP: _TimeZoneFallbackMode.ValueType  # 2
     """No fallback zone: a MARKETING message to a user without a zone is dropped
     with NO_TIMEZONE (quiet hours, calendar caps, digests, LOCAL_TIME and
-    BEST_TIME all need one). Transactional messages are not affected unless
-    they opted in to quiet hours.
+    BEST_TIME all need one). Transactional sends are not bound to a time of
+    day and go, even those that opted in to quiet hours.
     """
 
 class TimeZoneFallbackMode(_TimeZoneFallbackMode, metaclass=_TimeZoneFallbackModeEnumTypeWrapper):
-    """What to do for users without a known time zone."""
+    """What to do for users without a known time zone.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 TIME_ZONE_FALLBACK_MODE_UNSPECIFIED: TimeZoneFallbackMode.ValueType  # 0
-"""Not set: treated as TIME_ZONE_FALLBACK_MODE_DEFAULT_ZONE."""
+"""Not set: treated as TIME_ZONE_FALLBACK_MODE_SKIP (no fallback zone; the
+default is none, never UTC).
+"""
 TIME_ZONE_FALLBACK_MODE_DEFAULT_ZONE: TimeZoneFallbackMode.ValueType  # 1
-"""Use `default_time_zone`."""
+"""Use `default_time_zone` for users without a zone."""
 TIME_ZONE_FALLBACK_MODE_SKIP: TimeZoneFallbackMode.ValueType  # 2
 """No fallback zone: a MARKETING message to a user without a zone is dropped
 with NO_TIMEZONE (quiet hours, calendar caps, digests, LOCAL_TIME and
-BEST_TIME all need one). Transactional messages are not affected unless
-they opted in to quiet hours.
+BEST_TIME all need one). Transactional sends are not bound to a time of
+day and go, even those that opted in to quiet hours.
 """
 Global___TimeZoneFallbackMode: _TypeAlias = TimeZoneFallbackMode  # noqa: Y015
 
@@ -284,7 +305,8 @@ class Template(_message.Message):
     @_builtins.property
     def localized(self) -> _containers.RepeatedCompositeFieldContainer[Global___LocalizedContent]:
         """Optional. Translations; a user gets the one matching the locale of their
-        most recently updated device (exact tag first, then language), else `content`.
+        most recently registered usable device (the first one CheckEligibility
+        lists; exact tag first, then language), else `content`.
         """
 
     def __init__(
@@ -375,9 +397,11 @@ class Audience(_message.Message):
     and none of the exclude segments or lists). At each user's due time the
     scheduler checks membership again in batches (CheckMembership), so a user
     who left an include segment or joined an exclude segment or list meanwhile
-    is dropped with NOT_IN_AUDIENCE. A segment or list deleted after creation
-    counts as "not a member", at fan-out and at due time alike: a deleted
-    include segment brings no one, a deleted exclusion excludes no one.
+    is dropped with NOT_IN_AUDIENCE. Deleting a segment never widens an
+    audience: CreateCampaign refuses a deleted segment, and a segment deleted
+    after creation keeps its rules, so fan-out and the due-time check evaluate
+    it exactly as before (include and exclude alike). The app's SUPPRESSION
+    lists need no naming here: they apply to every marketing send (SUPPRESSED).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -395,8 +419,10 @@ class Audience(_message.Message):
 
     @_builtins.property
     def exclude_list_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Optional. Users on any of these lists (suppression lists) are excluded
-        (at most 10). Limits keep the due-time check to one CheckMembership call.
+        """Optional. Users on any of these lists are excluded from this campaign
+        only (at most 10): a one-off exclusion, reason NOT_IN_AUDIENCE. A
+        SUPPRESSION list named here still suppresses everywhere. Limits keep the
+        due-time check to one CheckMembership call.
         """
 
     def __init__(
@@ -763,12 +789,17 @@ class Campaign(_message.Message):
     description: _builtins.str
     """Optional. Description."""
     category_id: _builtins.str
-    """Required, immutable. The category (its kind governs the policy)."""
+    """Required, immutable. A MARKETING category: a broadcast is marketing, so a
+    TRANSACTIONAL one is FAILED_PRECONDITION (CATEGORY_KIND_MISMATCH).
+    """
     topic_id: _builtins.str
     """Optional, immutable. A topic; only subscribers are targeted."""
     holdout_basis_points: _builtins.int
     """Optional, immutable. Holdout size in basis points (0..5,000 = 0..50 %):
-    those users are assigned, recorded with delivery, never sent.
+    those users are assigned, recorded with delivery, never sent. Every
+    assigned user, treatment and holdout, is recorded with delivery
+    (RecordAssignments) at fan-out with their due time as `assigned_at`, so
+    the lift is intent to treat.
     """
     priority: _types_pb2.Priority.ValueType
     """Optional. Priority in arbitration and at the provider."""
@@ -919,6 +950,14 @@ class Trigger(_message.Message):
       plus `ttl`.
     - Its send id derives from the trigger id and the event id, so an event seen
       twice (a restart, a resent event) never fires twice.
+    - Each firing is recorded with delivery as one assignment
+      (RecordAssignments with `trigger_id`, `Assignment.firing_id` = the send
+      id, `assigned_at` = the firing's due time), whether or not the policy
+      lets it through, so GetCampaignStats counts a trigger per firing.
+    - Under caps its sends are keyed by trigger id, apart from campaigns: a
+      CAMPAIGN-scope rule never counts them, even if a trigger id equals a
+      campaign id; ALL_MARKETING and CATEGORY rules count them (for a
+      MARKETING category). The app's SUPPRESSION lists apply (SUPPRESSED).
     - While a firing of this trigger is pending for a user, a further matching
       event of that user creates no second firing (reason NOT_REELIGIBLE).
     - A cancel event cancels a pending firing (TRIGGER_CANCELLED) when it is
@@ -1012,16 +1051,18 @@ Global___Trigger: _TypeAlias = Trigger  # noqa: Y015
 
 @_typing.final
 class TimeZoneFallback(_message.Message):
-    """The time-zone fallback."""
+    """The time-zone fallback. The default (unset) is no fallback zone."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     MODE_FIELD_NUMBER: _builtins.int
     DEFAULT_TIME_ZONE_FIELD_NUMBER: _builtins.int
     mode: Global___TimeZoneFallbackMode.ValueType
-    """Optional. The mode."""
+    """Optional. The mode; default SKIP (no fallback zone)."""
     default_time_zone: _builtins.str
-    """For DEFAULT_ZONE: an IANA zone; default "UTC"."""
+    """For DEFAULT_ZONE: required, an IANA zone (empty is INVALID_ARGUMENT;
+    nothing defaults to UTC). Must be empty for SKIP.
+    """
     def __init__(
         self,
         *,
@@ -1119,15 +1160,17 @@ class Policy(_message.Message):
     @_builtins.property
     def jitter_window(self) -> _duration_pb2.Duration:
         """Optional. Deferred sends are spread over this window after the instant
-        they were deferred to (deterministic per user and message). Unset: 30
-        minutes; an explicit 0s disables jitter. At most 6 hours, and less than
-        `digest_grace` (else INVALID_ARGUMENT: a jittered digest must still fall
-        inside its slot).
+        they were deferred to (deterministic per user and message), but only as
+        far as the allowed stretch they land in reaches (a short gap between two
+        quiet windows, a digest slot's grace). Unset: 30 minutes; an explicit 0s
+        disables jitter. At most 6 hours. Independent of `digest_grace`.
         """
 
     @_builtins.property
     def time_zone_fallback(self) -> Global___TimeZoneFallback:
-        """Optional. Users without a time zone."""
+        """Optional. Users without a time zone; unset: no fallback zone (marketing
+        to them drops with NO_TIMEZONE; transactional sends go).
+        """
 
     @_builtins.property
     def opt_out_confirmation(self) -> Global___OptOutConfirmation:
@@ -1143,7 +1186,10 @@ class Policy(_message.Message):
 
     @_builtins.property
     def digest_grace(self) -> _duration_pb2.Duration:
-        """Optional. How long after its slot a digest may still go out; default 2 h."""
+        """Optional. How long after its slot a digest may still go out; default 2 h,
+        positive. Independent of `jitter_window` (a digest is jittered only
+        within its grace).
+        """
 
     def __init__(
         self,
@@ -1195,7 +1241,9 @@ class ContactRecord(_message.Message):
     send_id: _builtins.str
     """The send id."""
     campaign_id: _builtins.str
-    """The campaign, if any."""
+    """The campaign, if any (at most one of campaign and trigger is set; their
+    ids are separate spaces).
+    """
     trigger_id: _builtins.str
     """The trigger, if any."""
     category_id: _builtins.str

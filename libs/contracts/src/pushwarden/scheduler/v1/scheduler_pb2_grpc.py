@@ -149,7 +149,10 @@ class SchedulerServiceServicer:
         """Accepts one transactional send: durably stored before the call returns,
         then dispatched at once in the transactional lane. The policy may still
         drop it (no device, no permission, expired): GetSend tells, since such a
-        send never reaches delivery. Idempotent by `idempotency_key` (same key:
+        send never reaches delivery. The content follows the locale of the
+        user's most recently registered usable device (`localized`, exact tag
+        first, then language, else `content`). Not bound to a time of day: a
+        user with no time zone still gets it. Idempotent by `idempotency_key` (same key:
         first result; same key, other body: ALREADY_EXISTS,
         IDEMPOTENCY_KEY_REUSED). Errors: INVALID_ARGUMENT (empty content, unknown
         category, expiry in the past), FAILED_PRECONDITION (the category is
@@ -162,8 +165,11 @@ class SchedulerServiceServicer:
     def CreateCampaign(self, request, context):
         """Creates a campaign in DRAFT. Idempotent by `idempotency_key` (same key,
         other body: ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors:
-        INVALID_ARGUMENT (unknown segment, list or category, weights not adding up
-        to 100, schedule in the past, empty content, undeclared placeholder).
+        INVALID_ARGUMENT (unknown or deleted segment, unknown list or category:
+        UNKNOWN_REFERENCE; weights not adding up to 100, schedule in the past,
+        empty content, undeclared placeholder), FAILED_PRECONDITION (a
+        TRANSACTIONAL category: CATEGORY_KIND_MISMATCH, since a broadcast is
+        marketing).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -171,11 +177,12 @@ class SchedulerServiceServicer:
 
     def StartCampaign(self, request, context):
         """Starts a DRAFT campaign (SCHEDULED, then RUNNING at its time; fan-out of
-        a LOCAL_TIME campaign starts early enough for the earliest zone).
-        Idempotent (a started campaign is returned as is). Errors: NOT_FOUND,
-        FAILED_PRECONDITION (INVALID_STATE: cancelled or completed; an AT or
-        LOCAL_TIME schedule already entirely in the past; UNKNOWN_REFERENCE: a
-        segment, list or category deleted since creation).
+        a LOCAL_TIME campaign starts early enough for the earliest zone). A
+        segment deleted since creation does not stop it and widens nothing: its
+        kept rules are evaluated exactly as before. Idempotent (a started
+        campaign is returned as is). Errors: NOT_FOUND, FAILED_PRECONDITION
+        (INVALID_STATE: cancelled or completed; an AT or LOCAL_TIME schedule
+        already entirely in the past).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -242,7 +249,8 @@ class SchedulerServiceServicer:
     def CreateTrigger(self, request, context):
         """Creates an event trigger (enabled). Idempotent by `idempotency_key` (same
         key, other body: ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors:
-        INVALID_ARGUMENT (unknown category, bad delay, empty content).
+        INVALID_ARGUMENT (unknown category: UNKNOWN_REFERENCE, bad delay, empty
+        content).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -266,8 +274,10 @@ class SchedulerServiceServicer:
 
     def SetPolicy(self, request, context):
         """Sets the app's policy: cap rules, default quiet hours, jitter window,
-        time-zone fallback, opt-out confirmation. Idempotent. Errors:
-        INVALID_ARGUMENT (bad rule, unknown zone), ABORTED (version mismatch).
+        digest settings, time-zone fallback, opt-out confirmation. Idempotent.
+        Errors: INVALID_ARGUMENT (bad rule, unknown zone, DEFAULT_ZONE without a
+        zone, a quiet-hours window whose end equals its start or whose days
+        include DAY_OF_WEEK_UNSPECIFIED), ABORTED (VERSION_MISMATCH).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,7 +45,10 @@ class SchedulerServiceStub:
     """Accepts one transactional send: durably stored before the call returns,
     then dispatched at once in the transactional lane. The policy may still
     drop it (no device, no permission, expired): GetSend tells, since such a
-    send never reaches delivery. Idempotent by `idempotency_key` (same key:
+    send never reaches delivery. The content follows the locale of the
+    user's most recently registered usable device (`localized`, exact tag
+    first, then language, else `content`). Not bound to a time of day: a
+    user with no time zone still gets it. Idempotent by `idempotency_key` (same key:
     first result; same key, other body: ALREADY_EXISTS,
     IDEMPOTENCY_KEY_REUSED). Errors: INVALID_ARGUMENT (empty content, unknown
     category, expiry in the past), FAILED_PRECONDITION (the category is
@@ -54,16 +57,20 @@ class SchedulerServiceStub:
     CreateCampaign: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CreateCampaignRequest, _messages_pb2.CreateCampaignResponse]
     """Creates a campaign in DRAFT. Idempotent by `idempotency_key` (same key,
     other body: ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors:
-    INVALID_ARGUMENT (unknown segment, list or category, weights not adding up
-    to 100, schedule in the past, empty content, undeclared placeholder).
+    INVALID_ARGUMENT (unknown or deleted segment, unknown list or category:
+    UNKNOWN_REFERENCE; weights not adding up to 100, schedule in the past,
+    empty content, undeclared placeholder), FAILED_PRECONDITION (a
+    TRANSACTIONAL category: CATEGORY_KIND_MISMATCH, since a broadcast is
+    marketing).
     """
     StartCampaign: _grpc.UnaryUnaryMultiCallable[_messages_pb2.StartCampaignRequest, _messages_pb2.StartCampaignResponse]
     """Starts a DRAFT campaign (SCHEDULED, then RUNNING at its time; fan-out of
-    a LOCAL_TIME campaign starts early enough for the earliest zone).
-    Idempotent (a started campaign is returned as is). Errors: NOT_FOUND,
-    FAILED_PRECONDITION (INVALID_STATE: cancelled or completed; an AT or
-    LOCAL_TIME schedule already entirely in the past; UNKNOWN_REFERENCE: a
-    segment, list or category deleted since creation).
+    a LOCAL_TIME campaign starts early enough for the earliest zone). A
+    segment deleted since creation does not stop it and widens nothing: its
+    kept rules are evaluated exactly as before. Idempotent (a started
+    campaign is returned as is). Errors: NOT_FOUND, FAILED_PRECONDITION
+    (INVALID_STATE: cancelled or completed; an AT or LOCAL_TIME schedule
+    already entirely in the past).
     """
     PauseCampaign: _grpc.UnaryUnaryMultiCallable[_messages_pb2.PauseCampaignRequest, _messages_pb2.PauseCampaignResponse]
     """Pauses a scheduled or running campaign: nothing more is dispatched.
@@ -97,7 +104,8 @@ class SchedulerServiceStub:
     CreateTrigger: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CreateTriggerRequest, _messages_pb2.CreateTriggerResponse]
     """Creates an event trigger (enabled). Idempotent by `idempotency_key` (same
     key, other body: ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors:
-    INVALID_ARGUMENT (unknown category, bad delay, empty content).
+    INVALID_ARGUMENT (unknown category: UNKNOWN_REFERENCE, bad delay, empty
+    content).
     """
     ListTriggers: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ListTriggersRequest, _messages_pb2.ListTriggersResponse]
     """Lists triggers. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
@@ -108,8 +116,10 @@ class SchedulerServiceStub:
     """
     SetPolicy: _grpc.UnaryUnaryMultiCallable[_messages_pb2.SetPolicyRequest, _messages_pb2.SetPolicyResponse]
     """Sets the app's policy: cap rules, default quiet hours, jitter window,
-    time-zone fallback, opt-out confirmation. Idempotent. Errors:
-    INVALID_ARGUMENT (bad rule, unknown zone), ABORTED (version mismatch).
+    digest settings, time-zone fallback, opt-out confirmation. Idempotent.
+    Errors: INVALID_ARGUMENT (bad rule, unknown zone, DEFAULT_ZONE without a
+    zone, a quiet-hours window whose end equals its start or whose days
+    include DAY_OF_WEEK_UNSPECIFIED), ABORTED (VERSION_MISMATCH).
     """
     GetPolicy: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetPolicyRequest, _messages_pb2.GetPolicyResponse]
     """Returns the app's policy (defaults when never set). Read-only. Errors:
@@ -150,7 +160,10 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     """Accepts one transactional send: durably stored before the call returns,
     then dispatched at once in the transactional lane. The policy may still
     drop it (no device, no permission, expired): GetSend tells, since such a
-    send never reaches delivery. Idempotent by `idempotency_key` (same key:
+    send never reaches delivery. The content follows the locale of the
+    user's most recently registered usable device (`localized`, exact tag
+    first, then language, else `content`). Not bound to a time of day: a
+    user with no time zone still gets it. Idempotent by `idempotency_key` (same key:
     first result; same key, other body: ALREADY_EXISTS,
     IDEMPOTENCY_KEY_REUSED). Errors: INVALID_ARGUMENT (empty content, unknown
     category, expiry in the past), FAILED_PRECONDITION (the category is
@@ -159,16 +172,20 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     CreateCampaign: _aio.UnaryUnaryMultiCallable[_messages_pb2.CreateCampaignRequest, _messages_pb2.CreateCampaignResponse]  # type: ignore[assignment]
     """Creates a campaign in DRAFT. Idempotent by `idempotency_key` (same key,
     other body: ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors:
-    INVALID_ARGUMENT (unknown segment, list or category, weights not adding up
-    to 100, schedule in the past, empty content, undeclared placeholder).
+    INVALID_ARGUMENT (unknown or deleted segment, unknown list or category:
+    UNKNOWN_REFERENCE; weights not adding up to 100, schedule in the past,
+    empty content, undeclared placeholder), FAILED_PRECONDITION (a
+    TRANSACTIONAL category: CATEGORY_KIND_MISMATCH, since a broadcast is
+    marketing).
     """
     StartCampaign: _aio.UnaryUnaryMultiCallable[_messages_pb2.StartCampaignRequest, _messages_pb2.StartCampaignResponse]  # type: ignore[assignment]
     """Starts a DRAFT campaign (SCHEDULED, then RUNNING at its time; fan-out of
-    a LOCAL_TIME campaign starts early enough for the earliest zone).
-    Idempotent (a started campaign is returned as is). Errors: NOT_FOUND,
-    FAILED_PRECONDITION (INVALID_STATE: cancelled or completed; an AT or
-    LOCAL_TIME schedule already entirely in the past; UNKNOWN_REFERENCE: a
-    segment, list or category deleted since creation).
+    a LOCAL_TIME campaign starts early enough for the earliest zone). A
+    segment deleted since creation does not stop it and widens nothing: its
+    kept rules are evaluated exactly as before. Idempotent (a started
+    campaign is returned as is). Errors: NOT_FOUND, FAILED_PRECONDITION
+    (INVALID_STATE: cancelled or completed; an AT or LOCAL_TIME schedule
+    already entirely in the past).
     """
     PauseCampaign: _aio.UnaryUnaryMultiCallable[_messages_pb2.PauseCampaignRequest, _messages_pb2.PauseCampaignResponse]  # type: ignore[assignment]
     """Pauses a scheduled or running campaign: nothing more is dispatched.
@@ -202,7 +219,8 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     CreateTrigger: _aio.UnaryUnaryMultiCallable[_messages_pb2.CreateTriggerRequest, _messages_pb2.CreateTriggerResponse]  # type: ignore[assignment]
     """Creates an event trigger (enabled). Idempotent by `idempotency_key` (same
     key, other body: ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors:
-    INVALID_ARGUMENT (unknown category, bad delay, empty content).
+    INVALID_ARGUMENT (unknown category: UNKNOWN_REFERENCE, bad delay, empty
+    content).
     """
     ListTriggers: _aio.UnaryUnaryMultiCallable[_messages_pb2.ListTriggersRequest, _messages_pb2.ListTriggersResponse]  # type: ignore[assignment]
     """Lists triggers. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
@@ -213,8 +231,10 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     """
     SetPolicy: _aio.UnaryUnaryMultiCallable[_messages_pb2.SetPolicyRequest, _messages_pb2.SetPolicyResponse]  # type: ignore[assignment]
     """Sets the app's policy: cap rules, default quiet hours, jitter window,
-    time-zone fallback, opt-out confirmation. Idempotent. Errors:
-    INVALID_ARGUMENT (bad rule, unknown zone), ABORTED (version mismatch).
+    digest settings, time-zone fallback, opt-out confirmation. Idempotent.
+    Errors: INVALID_ARGUMENT (bad rule, unknown zone, DEFAULT_ZONE without a
+    zone, a quiet-hours window whose end equals its start or whose days
+    include DAY_OF_WEEK_UNSPECIFIED), ABORTED (VERSION_MISMATCH).
     """
     GetPolicy: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetPolicyRequest, _messages_pb2.GetPolicyResponse]  # type: ignore[assignment]
     """Returns the app's policy (defaults when never set). Read-only. Errors:
@@ -257,7 +277,10 @@ class SchedulerServiceServicer:
         """Accepts one transactional send: durably stored before the call returns,
         then dispatched at once in the transactional lane. The policy may still
         drop it (no device, no permission, expired): GetSend tells, since such a
-        send never reaches delivery. Idempotent by `idempotency_key` (same key:
+        send never reaches delivery. The content follows the locale of the
+        user's most recently registered usable device (`localized`, exact tag
+        first, then language, else `content`). Not bound to a time of day: a
+        user with no time zone still gets it. Idempotent by `idempotency_key` (same key:
         first result; same key, other body: ALREADY_EXISTS,
         IDEMPOTENCY_KEY_REUSED). Errors: INVALID_ARGUMENT (empty content, unknown
         category, expiry in the past), FAILED_PRECONDITION (the category is
@@ -271,8 +294,11 @@ class SchedulerServiceServicer:
     ) -> _typing.Union[_messages_pb2.CreateCampaignResponse, _abc.Awaitable[_messages_pb2.CreateCampaignResponse]]:
         """Creates a campaign in DRAFT. Idempotent by `idempotency_key` (same key,
         other body: ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors:
-        INVALID_ARGUMENT (unknown segment, list or category, weights not adding up
-        to 100, schedule in the past, empty content, undeclared placeholder).
+        INVALID_ARGUMENT (unknown or deleted segment, unknown list or category:
+        UNKNOWN_REFERENCE; weights not adding up to 100, schedule in the past,
+        empty content, undeclared placeholder), FAILED_PRECONDITION (a
+        TRANSACTIONAL category: CATEGORY_KIND_MISMATCH, since a broadcast is
+        marketing).
         """
 
     def StartCampaign(
@@ -281,11 +307,12 @@ class SchedulerServiceServicer:
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.StartCampaignResponse, _abc.Awaitable[_messages_pb2.StartCampaignResponse]]:
         """Starts a DRAFT campaign (SCHEDULED, then RUNNING at its time; fan-out of
-        a LOCAL_TIME campaign starts early enough for the earliest zone).
-        Idempotent (a started campaign is returned as is). Errors: NOT_FOUND,
-        FAILED_PRECONDITION (INVALID_STATE: cancelled or completed; an AT or
-        LOCAL_TIME schedule already entirely in the past; UNKNOWN_REFERENCE: a
-        segment, list or category deleted since creation).
+        a LOCAL_TIME campaign starts early enough for the earliest zone). A
+        segment deleted since creation does not stop it and widens nothing: its
+        kept rules are evaluated exactly as before. Idempotent (a started
+        campaign is returned as is). Errors: NOT_FOUND, FAILED_PRECONDITION
+        (INVALID_STATE: cancelled or completed; an AT or LOCAL_TIME schedule
+        already entirely in the past).
         """
 
     def PauseCampaign(
@@ -359,7 +386,8 @@ class SchedulerServiceServicer:
     ) -> _typing.Union[_messages_pb2.CreateTriggerResponse, _abc.Awaitable[_messages_pb2.CreateTriggerResponse]]:
         """Creates an event trigger (enabled). Idempotent by `idempotency_key` (same
         key, other body: ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED). Errors:
-        INVALID_ARGUMENT (unknown category, bad delay, empty content).
+        INVALID_ARGUMENT (unknown category: UNKNOWN_REFERENCE, bad delay, empty
+        content).
         """
 
     def ListTriggers(
@@ -385,8 +413,10 @@ class SchedulerServiceServicer:
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.SetPolicyResponse, _abc.Awaitable[_messages_pb2.SetPolicyResponse]]:
         """Sets the app's policy: cap rules, default quiet hours, jitter window,
-        time-zone fallback, opt-out confirmation. Idempotent. Errors:
-        INVALID_ARGUMENT (bad rule, unknown zone), ABORTED (version mismatch).
+        digest settings, time-zone fallback, opt-out confirmation. Idempotent.
+        Errors: INVALID_ARGUMENT (bad rule, unknown zone, DEFAULT_ZONE without a
+        zone, a quiet-hours window whose end equals its start or whose days
+        include DAY_OF_WEEK_UNSPECIFIED), ABORTED (VERSION_MISMATCH).
         """
 
     def GetPolicy(

@@ -58,7 +58,10 @@ class UpsertProfilesResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ItemResult]:
-        """One result per update, in request order (`id` is the user id)."""
+        """One result per update, in request order (`id` is the user id): UNCHANGED
+        when nothing changed, also when every attribute it touched had a newer
+        write already (`client_time`).
+        """
 
     def __init__(
         self,
@@ -110,8 +113,9 @@ class TrackEventsResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ItemResult]:
-        """One result per event, in request order (`id` is the event id; UNCHANGED
-        for an id already recorded).
+        """One result per event, in request order (`id` is the event id): APPLIED,
+        UNCHANGED for an id already recorded, REJECTED for an `occurred_at` more
+        than 5 minutes in the future or older than the retention.
         """
 
     def __init__(
@@ -331,12 +335,19 @@ class DeleteSegmentResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segment(self) -> _resources_pb2.Segment:
+        """The segment after the call (`deleted_at` set; rules kept)."""
+
     def __init__(
         self,
+        *,
+        segment: _resources_pb2.Segment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -351,7 +362,7 @@ class SegmentTarget(_message.Message):
     SEGMENT_ID_FIELD_NUMBER: _builtins.int
     RULE_FIELD_NUMBER: _builtins.int
     segment_id: _builtins.str
-    """A saved segment."""
+    """A saved segment (a deleted one evaluates as before)."""
     @_builtins.property
     def rule(self) -> _resources_pb2.Rule:
         """An inline rule tree (dry runs, previews); validated like CreateSegment."""
@@ -535,19 +546,34 @@ class CheckMembershipRequest(_message.Message):
     SEGMENT_IDS_FIELD_NUMBER: _builtins.int
     LIST_IDS_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
+    INCLUDE_SUPPRESSION_LISTS_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Required. The app."""
+    include_suppression_lists: _builtins.bool
+    """Optional. Also check every SUPPRESSION list of the app, however many
+    (they do not count toward the 20-list limit), answered in
+    `UserMembership.suppression_list_ids`: the scheduler's due-time
+    suppression check for a batch of users in one call. Default false.
+    """
     @_builtins.property
     def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Required. 1..1,000 distinct user ids."""
+        """Required. 1..1,000 distinct user ids. A user segmentation has no
+        profile, event or list membership for matches no segment (not even one
+        under `negate` or OCCURRENCE_DID_NOT) and is on no list.
+        """
 
     @_builtins.property
     def segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Optional. Segments to check (at most 20)."""
+        """Optional. Segments to check (at most 20). Unknown ids are reported in
+        `unknown_segment_ids`; deleted segments evaluate as before.
+        """
 
     @_builtins.property
     def list_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Optional. Lists to check (at most 20). At least one segment or list is required."""
+        """Optional. Lists to check (at most 20). Unknown ids are reported in
+        `unknown_list_ids`. At least one segment or list is required, unless
+        `include_suppression_lists` is set.
+        """
 
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
@@ -561,10 +587,11 @@ class CheckMembershipRequest(_message.Message):
         segment_ids: _abc.Iterable[_builtins.str] | None = ...,
         list_ids: _abc.Iterable[_builtins.str] | None = ...,
         as_of: _timestamp_pb2.Timestamp | None = ...,
+        include_suppression_lists: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "as_of", b"as_of", "list_ids", b"list_ids", "segment_ids", b"segment_ids", "user_ids", b"user_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "as_of", b"as_of", "include_suppression_lists", b"include_suppression_lists", "list_ids", b"list_ids", "segment_ids", b"segment_ids", "user_ids", b"user_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -579,8 +606,14 @@ class UserMembership(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     SEGMENT_IDS_FIELD_NUMBER: _builtins.int
     LIST_IDS_FIELD_NUMBER: _builtins.int
+    SUPPRESSION_LIST_IDS_FIELD_NUMBER: _builtins.int
+    KNOWN_USER_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """The user."""
+    known_user: _builtins.bool
+    """False when segmentation has no profile, event or list membership for the
+    user (then every membership above is empty).
+    """
     @_builtins.property
     def segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The requested segments the user belongs to."""
@@ -589,16 +622,24 @@ class UserMembership(_message.Message):
     def list_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The requested lists the user is on."""
 
+    @_builtins.property
+    def suppression_list_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With `include_suppression_lists`: the app's SUPPRESSION lists the user is
+        on (empty: not suppressed by any list).
+        """
+
     def __init__(
         self,
         *,
         user_id: _builtins.str = ...,
         segment_ids: _abc.Iterable[_builtins.str] | None = ...,
         list_ids: _abc.Iterable[_builtins.str] | None = ...,
+        suppression_list_ids: _abc.Iterable[_builtins.str] | None = ...,
+        known_user: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["list_ids", b"list_ids", "segment_ids", b"segment_ids", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["known_user", b"known_user", "list_ids", b"list_ids", "segment_ids", b"segment_ids", "suppression_list_ids", b"suppression_list_ids", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -612,6 +653,8 @@ class CheckMembershipResponse(_message.Message):
 
     USERS_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
+    UNKNOWN_SEGMENT_IDS_FIELD_NUMBER: _builtins.int
+    UNKNOWN_LIST_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserMembership]:
         """One entry per requested user, in request order."""
@@ -620,15 +663,25 @@ class CheckMembershipResponse(_message.Message):
     def as_of(self) -> _timestamp_pb2.Timestamp:
         """The `as_of` used."""
 
+    @_builtins.property
+    def unknown_segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Requested segment ids the app never had (no one matches them)."""
+
+    @_builtins.property
+    def unknown_list_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Requested list ids the app never had (no one is on them)."""
+
     def __init__(
         self,
         *,
         users: _abc.Iterable[Global___UserMembership] | None = ...,
         as_of: _timestamp_pb2.Timestamp | None = ...,
+        unknown_segment_ids: _abc.Iterable[_builtins.str] | None = ...,
+        unknown_list_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "unknown_list_ids", b"unknown_list_ids", "unknown_segment_ids", b"unknown_segment_ids", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -707,6 +760,7 @@ class AddToListRequest(_message.Message):
     APP_ID_FIELD_NUMBER: _builtins.int
     LIST_ID_FIELD_NUMBER: _builtins.int
     USER_IDS_FIELD_NUMBER: _builtins.int
+    CLIENT_TIME_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Required. The app."""
     list_id: _builtins.str
@@ -715,16 +769,25 @@ class AddToListRequest(_message.Message):
     def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Required. 1..10,000 user ids."""
 
+    @_builtins.property
+    def client_time(self) -> _timestamp_pb2.Timestamp:
+        """Optional. When the caller made the change; keep it the same across
+        retries. Last write wins per (list, user): a user whose latest add or
+        removal is newer than this is left as it is. Default: the server's
+        receive time.
+        """
+
     def __init__(
         self,
         *,
         app_id: _builtins.str = ...,
         list_id: _builtins.str = ...,
         user_ids: _abc.Iterable[_builtins.str] | None = ...,
+        client_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["client_time", b"client_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "list_id", b"list_id", "user_ids", b"user_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "client_time", b"client_time", "list_id", b"list_id", "user_ids", b"user_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -738,19 +801,23 @@ class AddToListResponse(_message.Message):
 
     ADDED_FIELD_NUMBER: _builtins.int
     ALREADY_PRESENT_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_FIELD_NUMBER: _builtins.int
     added: _builtins.int
     """Users newly added."""
     already_present: _builtins.int
     """Users already on the list."""
+    superseded: _builtins.int
+    """Users left as they were because a newer add or removal exists."""
     def __init__(
         self,
         *,
         added: _builtins.int = ...,
         already_present: _builtins.int = ...,
+        superseded: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "already_present", b"already_present"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "already_present", b"already_present", "superseded", b"superseded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -765,6 +832,7 @@ class RemoveFromListRequest(_message.Message):
     APP_ID_FIELD_NUMBER: _builtins.int
     LIST_ID_FIELD_NUMBER: _builtins.int
     USER_IDS_FIELD_NUMBER: _builtins.int
+    CLIENT_TIME_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Required. The app."""
     list_id: _builtins.str
@@ -773,16 +841,24 @@ class RemoveFromListRequest(_message.Message):
     def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Required. 1..10,000 user ids."""
 
+    @_builtins.property
+    def client_time(self) -> _timestamp_pb2.Timestamp:
+        """Optional. When the caller made the change; keep it the same across
+        retries. Last write wins per (list, user), as for AddToList. Default: the
+        server's receive time.
+        """
+
     def __init__(
         self,
         *,
         app_id: _builtins.str = ...,
         list_id: _builtins.str = ...,
         user_ids: _abc.Iterable[_builtins.str] | None = ...,
+        client_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["client_time", b"client_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "list_id", b"list_id", "user_ids", b"user_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "client_time", b"client_time", "list_id", b"list_id", "user_ids", b"user_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -796,19 +872,23 @@ class RemoveFromListResponse(_message.Message):
 
     REMOVED_FIELD_NUMBER: _builtins.int
     NOT_PRESENT_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_FIELD_NUMBER: _builtins.int
     removed: _builtins.int
     """Users removed."""
     not_present: _builtins.int
     """Users that were not on the list."""
+    superseded: _builtins.int
+    """Users left as they were because a newer add or removal exists."""
     def __init__(
         self,
         *,
         removed: _builtins.int = ...,
         not_present: _builtins.int = ...,
+        superseded: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["not_present", b"not_present", "removed", b"removed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["not_present", b"not_present", "removed", b"removed", "superseded", b"superseded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -33,17 +33,26 @@ class _OccurrenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Occurrence
     OCCURRENCE_DID: _Occurrence.ValueType  # 1
     """The user did the event at least `min_count` times in the window."""
     OCCURRENCE_DID_NOT: _Occurrence.ValueType  # 2
-    """The user did NOT do it at least `min_count` times (includes users with no events)."""
+    """The user did NOT do it at least `min_count` times (includes known users
+    with no events of that name; a user segmentation knows nothing of
+    matches nothing).
+    """
 
 class Occurrence(_Occurrence, metaclass=_OccurrenceEnumTypeWrapper):
-    """Did / did not."""
+    """Did / did not.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 OCCURRENCE_UNSPECIFIED: Occurrence.ValueType  # 0
 """Not set: treated as OCCURRENCE_DID."""
 OCCURRENCE_DID: Occurrence.ValueType  # 1
 """The user did the event at least `min_count` times in the window."""
 OCCURRENCE_DID_NOT: Occurrence.ValueType  # 2
-"""The user did NOT do it at least `min_count` times (includes users with no events)."""
+"""The user did NOT do it at least `min_count` times (includes known users
+with no events of that name; a user segmentation knows nothing of
+matches nothing).
+"""
 Global___Occurrence: _TypeAlias = Occurrence  # noqa: Y015
 
 class _RecencyComparison:
@@ -62,7 +71,10 @@ class _RecencyComparisonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Rec
     """The last occurrence is at or after the reference."""
 
 class RecencyComparison(_RecencyComparison, metaclass=_RecencyComparisonEnumTypeWrapper):
-    """Before or after."""
+    """Before or after.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 RECENCY_COMPARISON_UNSPECIFIED: RecencyComparison.ValueType  # 0
 """Not set: INVALID_ARGUMENT."""
@@ -85,19 +97,30 @@ class _ListKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ListKind.Val
     LIST_KIND_GENERIC: _ListKind.ValueType  # 1
     """Any static list."""
     LIST_KIND_SUPPRESSION: _ListKind.ValueType  # 2
-    """Users who must not get marketing of the campaigns that exclude it."""
+    """Users who must get no marketing from the app at all: a suppression list
+    applies to every marketing send of its app, campaigns and triggers alike,
+    checked at due time with reason SUPPRESSED, without being named anywhere.
+    Transactional sends are not affected.
+    """
     LIST_KIND_SEED: _ListKind.ValueType  # 3
     """Internal test users (seed list)."""
 
 class ListKind(_ListKind, metaclass=_ListKindEnumTypeWrapper):
-    """What a static list is for."""
+    """What a static list is for.
+    New values may be added: a reader skips an unknown value and a follower
+    still advances its cursor.
+    """
 
 LIST_KIND_UNSPECIFIED: ListKind.ValueType  # 0
 """Not set: treated as LIST_KIND_GENERIC."""
 LIST_KIND_GENERIC: ListKind.ValueType  # 1
 """Any static list."""
 LIST_KIND_SUPPRESSION: ListKind.ValueType  # 2
-"""Users who must not get marketing of the campaigns that exclude it."""
+"""Users who must get no marketing from the app at all: a suppression list
+applies to every marketing send of its app, campaigns and triggers alike,
+checked at due time with reason SUPPRESSED, without being named anywhere.
+Transactional sends are not affected.
+"""
 LIST_KIND_SEED: ListKind.ValueType  # 3
 """Internal test users (seed list)."""
 Global___ListKind: _TypeAlias = ListKind  # noqa: Y015
@@ -194,6 +217,7 @@ class ProfileUpdate(_message.Message):
     SET_ATTRIBUTES_FIELD_NUMBER: _builtins.int
     REMOVE_ATTRIBUTES_FIELD_NUMBER: _builtins.int
     REPLACE_FIELD_NUMBER: _builtins.int
+    CLIENT_TIME_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Required. The user; the profile is created when missing."""
     replace: _builtins.bool
@@ -215,6 +239,15 @@ class ProfileUpdate(_message.Message):
         name both set and removed is INVALID_ARGUMENT.
         """
 
+    @_builtins.property
+    def client_time(self) -> _timestamp_pb2.Timestamp:
+        """Optional. When the caller made the change; keep it the same across
+        retries. Last write wins per attribute: setting or removing an attribute
+        whose latest write is newer than this changes nothing for that attribute
+        (a `replace` removes only attributes older than it), so a late retry
+        never undoes a newer write. Default: the server's receive time.
+        """
+
     def __init__(
         self,
         *,
@@ -222,10 +255,11 @@ class ProfileUpdate(_message.Message):
         set_attributes: _abc.Mapping[_builtins.str, _values_pb2.AttributeValue] | None = ...,
         remove_attributes: _abc.Iterable[_builtins.str] | None = ...,
         replace: _builtins.bool = ...,
+        client_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["client_time", b"client_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["remove_attributes", b"remove_attributes", "replace", b"replace", "set_attributes", b"set_attributes", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_time", b"client_time", "remove_attributes", b"remove_attributes", "replace", b"replace", "set_attributes", b"set_attributes", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -265,6 +299,7 @@ class Event(_message.Message):
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_FIELD_NUMBER: _builtins.int
     APP_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Required. Caller-chosen id, unique per app: resending the same id is a no-op."""
     user_id: _builtins.str
@@ -275,15 +310,22 @@ class Event(_message.Message):
     """Required. The event name, e.g. "add_to_cart" (1..128 characters)."""
     app_id: _builtins.str
     """Output only. The app (set on StreamEvents, which may span apps)."""
+    sequence: _builtins.int
+    """Output only. The event's position on the event stream: unique within the
+    deployment, increasing in commit order, not contiguous, the same on every
+    read. Followers may use it to order or de-duplicate (a cancel event
+    "comes after" a triggering event when its sequence is higher); resume
+    with the stream's cursor, never with this.
+    """
     @_builtins.property
     def properties(self) -> _containers.MessageMap[_builtins.str, _values_pb2.AttributeValue]:
         """Optional. Typed properties (at most 100; names as for attributes)."""
 
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
-        """Required. When it happened (not in the future by more than 5 minutes,
-        else INVALID_ARGUMENT; older than the retention: REJECTED for the item).
-        Segment windows, trigger delays and cancel windows use this instant.
+        """Required. When it happened. More than 5 minutes in the future, or older
+        than the retention: REJECTED for this item alone. Segment windows,
+        trigger delays and cancel windows use this instant.
         """
 
     @_builtins.property
@@ -300,10 +342,11 @@ class Event(_message.Message):
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
         received_at: _timestamp_pb2.Timestamp | None = ...,
         app_id: _builtins.str = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "received_at", b"received_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "event_id", b"event_id", "name", b"name", "occurred_at", b"occurred_at", "properties", b"properties", "received_at", b"received_at", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "event_id", b"event_id", "name", b"name", "occurred_at", b"occurred_at", "properties", b"properties", "received_at", b"received_at", "sequence", b"sequence", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -336,7 +379,10 @@ class Rule(_message.Message):
 
     @_builtins.property
     def negate(self) -> Global___Rule:
-        """Matches when the child does not ("not"; named so for Python)."""
+        """Matches when the child does not ("not"; named so for Python). Only users
+        segmentation knows (a profile, an event or a list membership) can
+        match: an unknown user matches nothing, inside `negate` too.
+        """
 
     @_builtins.property
     def attribute(self) -> Global___AttributePredicate:
@@ -601,7 +647,7 @@ Global___RecencyPredicate: _TypeAlias = RecencyPredicate  # noqa: Y015
 
 @_typing.final
 class ListMembership(_message.Message):
-    """Membership of a static list."""
+    """Membership of a static list (whatever its kind)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -656,6 +702,7 @@ class Segment(_message.Message):
     REFERENCED_SEGMENT_IDS_FIELD_NUMBER: _builtins.int
     REFERENCED_LIST_IDS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    DELETED_AT_FIELD_NUMBER: _builtins.int
     segment_id: _builtins.str
     """Immutable. Caller-chosen id, or server-assigned when empty on creation."""
     name: _builtins.str
@@ -680,6 +727,13 @@ class Segment(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """Output only. Creation time."""
 
+    @_builtins.property
+    def deleted_at(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When DeleteSegment hid it; unset while live. A deleted
+        segment keeps its rules and evaluates as before for every existing
+        reference; only new references are refused.
+        """
+
     def __init__(
         self,
         *,
@@ -690,10 +744,11 @@ class Segment(_message.Message):
         referenced_segment_ids: _abc.Iterable[_builtins.str] | None = ...,
         referenced_list_ids: _abc.Iterable[_builtins.str] | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        deleted_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "rule", b"rule"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deleted_at", b"deleted_at", "rule", b"rule"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "description", b"description", "name", b"name", "referenced_list_ids", b"referenced_list_ids", "referenced_segment_ids", b"referenced_segment_ids", "rule", b"rule", "segment_id", b"segment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deleted_at", b"deleted_at", "description", b"description", "name", b"name", "referenced_list_ids", b"referenced_list_ids", "referenced_segment_ids", b"referenced_segment_ids", "rule", b"rule", "segment_id", b"segment_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -137,8 +137,10 @@ class SegmentationServiceServicer:
 
     def UpsertProfiles(self, request, context):
         """Batch: creates or partially updates up to 1,000 profiles (set and remove
-        attributes), answered per item. Idempotent (setting the same values again
-        changes nothing). Errors: INVALID_ARGUMENT (bad names, too many items).
+        attributes), answered per item. Last write wins per attribute by
+        `ProfileUpdate.client_time`, so a late retry never undoes a newer write.
+        Idempotent (setting the same values again changes nothing). Errors:
+        INVALID_ARGUMENT (bad names, too many items).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -146,7 +148,10 @@ class SegmentationServiceServicer:
 
     def TrackEvents(self, request, context):
         """Batch: records up to 1,000 events; a resent `event_id` is a no-op
-        (UNCHANGED). Idempotent by event id. Errors: INVALID_ARGUMENT.
+        (UNCHANGED). An event whose `occurred_at` is more than 5 minutes in the
+        future, or older than the retention, is REJECTED alone; the others are
+        recorded. Idempotent by event id. Errors: INVALID_ARGUMENT (malformed
+        events, more than 1,000).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -155,35 +160,41 @@ class SegmentationServiceServicer:
     def CreateSegment(self, request, context):
         """Creates a segment from a rule tree. Idempotent by `idempotency_key` or the
         caller-chosen id (`replayed`). Errors: INVALID_ARGUMENT (unknown operator,
-        value type not fitting the operator, empty or negative window, unknown
-        list or segment, cycle: with the node's path), ALREADY_EXISTS (ID_TAKEN:
-        id taken by a different definition; IDEMPOTENCY_KEY_REUSED: key reused
-        with a different request).
+        value type not fitting the operator, empty or negative window, unknown or
+        deleted list or segment: UNKNOWN_REFERENCE, cycle: with the node's path),
+        ALREADY_EXISTS (ID_TAKEN: id taken by a different definition, a deleted
+        segment's id included; IDEMPOTENCY_KEY_REUSED: key reused with a
+        different request).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetSegment(self, request, context):
-        """Returns a segment. Read-only. Errors: NOT_FOUND.
+        """Returns a segment, also a deleted one (`deleted_at` set), so that a
+        running reference can be explained. Read-only. Errors: NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListSegments(self, request, context):
-        """Lists segments. Read-only. Errors: INVALID_ARGUMENT (bad page token).
+        """Lists segments; deleted ones are hidden. Read-only. Errors:
+        INVALID_ARGUMENT (bad page token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteSegment(self, request, context):
-        """Deletes a segment. Segmentation does not know about campaigns: a
-        campaign whose segment is deleted finds it NOT_FOUND at its next
-        evaluation (the scheduler then treats its users as not in the audience).
-        Idempotent in effect. Errors: NOT_FOUND, FAILED_PRECONDITION (IN_USE:
-        another segment references it).
+        """Deletes a segment without ever widening an audience: the segment is
+        hidden from ListSegments, CreateSegment and the scheduler's CreateCampaign
+        refuse new references to it (UNKNOWN_REFERENCE), but its
+        immutable rules are kept, so everything that already names it (a running
+        campaign, the scheduler's inline audience rule, EvaluateSegment,
+        CountSegment, CheckMembership) evaluates exactly as before. Idempotent
+        (deleting again is a no-op). Errors: NOT_FOUND (never existed),
+        FAILED_PRECONDITION (IN_USE: a segment that is not deleted references it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -191,15 +202,17 @@ class SegmentationServiceServicer:
 
     def EvaluateSegment(self, request, context):
         """Server stream of pages of member user ids in a stable order (ascending
-        id), as of an instant; resumable by cursor. Read-only. Errors: NOT_FOUND
-        (segment), INVALID_ARGUMENT (malformed cursor, bad inline rule).
+        id), as of an instant; resumable by cursor. A deleted segment evaluates
+        as before. Read-only. Errors: NOT_FOUND (segment never existed),
+        INVALID_ARGUMENT (malformed cursor, bad inline rule).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CountSegment(self, request, context):
-        """Counts a segment's members. Read-only. Errors: NOT_FOUND, INVALID_ARGUMENT.
+        """Counts a segment's members (a deleted segment as before). Read-only.
+        Errors: NOT_FOUND (segment never existed), INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -207,8 +220,14 @@ class SegmentationServiceServicer:
 
     def CheckMembership(self, request, context):
         """Batch: which of the given segments and lists each of up to 1,000 users
-        belongs to. Read-only. Errors: INVALID_ARGUMENT (too many users), NOT_FOUND
-        (unknown segment or list).
+        belongs to, and with `include_suppression_lists` which of all the app's
+        SUPPRESSION lists (however many) each is on. A segment or list id the app
+        never had is reported in the response (`unknown_segment_ids`,
+        `unknown_list_ids`) and matches no one, instead of failing the batch; a
+        deleted segment evaluates as before. A user segmentation knows nothing of
+        matches no segment, not even one under `negate`. Read-only. Errors:
+        INVALID_ARGUMENT (empty, repeated or more than 1,000 users, more than 20
+        segments or lists, nothing to check).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -231,14 +250,18 @@ class SegmentationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddToList(self, request, context):
-        """Adds users to a list (bulk). Idempotent (set semantics). Errors: NOT_FOUND (list).
+        """Adds users to a list (bulk). Last write wins per user by `client_time`: a
+        user removed by a newer RemoveFromList stays removed. Idempotent (set
+        semantics). Errors: NOT_FOUND (list).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveFromList(self, request, context):
-        """Removes users from a list (bulk). Idempotent. Errors: NOT_FOUND (list).
+        """Removes users from a list (bulk). Last write wins per user by
+        `client_time`: a user added by a newer AddToList stays on the list.
+        Idempotent. Errors: NOT_FOUND (list).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

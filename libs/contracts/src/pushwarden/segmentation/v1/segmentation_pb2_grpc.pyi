@@ -43,43 +43,65 @@ class SegmentationServiceStub:
     def __new__(cls, channel: _aio.Channel) -> SegmentationServiceAsyncStub: ...
     UpsertProfiles: _grpc.UnaryUnaryMultiCallable[_messages_pb2.UpsertProfilesRequest, _messages_pb2.UpsertProfilesResponse]
     """Batch: creates or partially updates up to 1,000 profiles (set and remove
-    attributes), answered per item. Idempotent (setting the same values again
-    changes nothing). Errors: INVALID_ARGUMENT (bad names, too many items).
+    attributes), answered per item. Last write wins per attribute by
+    `ProfileUpdate.client_time`, so a late retry never undoes a newer write.
+    Idempotent (setting the same values again changes nothing). Errors:
+    INVALID_ARGUMENT (bad names, too many items).
     """
     TrackEvents: _grpc.UnaryUnaryMultiCallable[_messages_pb2.TrackEventsRequest, _messages_pb2.TrackEventsResponse]
     """Batch: records up to 1,000 events; a resent `event_id` is a no-op
-    (UNCHANGED). Idempotent by event id. Errors: INVALID_ARGUMENT.
+    (UNCHANGED). An event whose `occurred_at` is more than 5 minutes in the
+    future, or older than the retention, is REJECTED alone; the others are
+    recorded. Idempotent by event id. Errors: INVALID_ARGUMENT (malformed
+    events, more than 1,000).
     """
     CreateSegment: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CreateSegmentRequest, _messages_pb2.CreateSegmentResponse]
     """Creates a segment from a rule tree. Idempotent by `idempotency_key` or the
     caller-chosen id (`replayed`). Errors: INVALID_ARGUMENT (unknown operator,
-    value type not fitting the operator, empty or negative window, unknown
-    list or segment, cycle: with the node's path), ALREADY_EXISTS (ID_TAKEN:
-    id taken by a different definition; IDEMPOTENCY_KEY_REUSED: key reused
-    with a different request).
+    value type not fitting the operator, empty or negative window, unknown or
+    deleted list or segment: UNKNOWN_REFERENCE, cycle: with the node's path),
+    ALREADY_EXISTS (ID_TAKEN: id taken by a different definition, a deleted
+    segment's id included; IDEMPOTENCY_KEY_REUSED: key reused with a
+    different request).
     """
     GetSegment: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetSegmentRequest, _messages_pb2.GetSegmentResponse]
-    """Returns a segment. Read-only. Errors: NOT_FOUND."""
+    """Returns a segment, also a deleted one (`deleted_at` set), so that a
+    running reference can be explained. Read-only. Errors: NOT_FOUND.
+    """
     ListSegments: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ListSegmentsRequest, _messages_pb2.ListSegmentsResponse]
-    """Lists segments. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
+    """Lists segments; deleted ones are hidden. Read-only. Errors:
+    INVALID_ARGUMENT (bad page token).
+    """
     DeleteSegment: _grpc.UnaryUnaryMultiCallable[_messages_pb2.DeleteSegmentRequest, _messages_pb2.DeleteSegmentResponse]
-    """Deletes a segment. Segmentation does not know about campaigns: a
-    campaign whose segment is deleted finds it NOT_FOUND at its next
-    evaluation (the scheduler then treats its users as not in the audience).
-    Idempotent in effect. Errors: NOT_FOUND, FAILED_PRECONDITION (IN_USE:
-    another segment references it).
+    """Deletes a segment without ever widening an audience: the segment is
+    hidden from ListSegments, CreateSegment and the scheduler's CreateCampaign
+    refuse new references to it (UNKNOWN_REFERENCE), but its
+    immutable rules are kept, so everything that already names it (a running
+    campaign, the scheduler's inline audience rule, EvaluateSegment,
+    CountSegment, CheckMembership) evaluates exactly as before. Idempotent
+    (deleting again is a no-op). Errors: NOT_FOUND (never existed),
+    FAILED_PRECONDITION (IN_USE: a segment that is not deleted references it).
     """
     EvaluateSegment: _grpc.UnaryStreamMultiCallable[_messages_pb2.EvaluateSegmentRequest, _messages_pb2.EvaluateSegmentResponse]
     """Server stream of pages of member user ids in a stable order (ascending
-    id), as of an instant; resumable by cursor. Read-only. Errors: NOT_FOUND
-    (segment), INVALID_ARGUMENT (malformed cursor, bad inline rule).
+    id), as of an instant; resumable by cursor. A deleted segment evaluates
+    as before. Read-only. Errors: NOT_FOUND (segment never existed),
+    INVALID_ARGUMENT (malformed cursor, bad inline rule).
     """
     CountSegment: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CountSegmentRequest, _messages_pb2.CountSegmentResponse]
-    """Counts a segment's members. Read-only. Errors: NOT_FOUND, INVALID_ARGUMENT."""
+    """Counts a segment's members (a deleted segment as before). Read-only.
+    Errors: NOT_FOUND (segment never existed), INVALID_ARGUMENT.
+    """
     CheckMembership: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CheckMembershipRequest, _messages_pb2.CheckMembershipResponse]
     """Batch: which of the given segments and lists each of up to 1,000 users
-    belongs to. Read-only. Errors: INVALID_ARGUMENT (too many users), NOT_FOUND
-    (unknown segment or list).
+    belongs to, and with `include_suppression_lists` which of all the app's
+    SUPPRESSION lists (however many) each is on. A segment or list id the app
+    never had is reported in the response (`unknown_segment_ids`,
+    `unknown_list_ids`) and matches no one, instead of failing the batch; a
+    deleted segment evaluates as before. A user segmentation knows nothing of
+    matches no segment, not even one under `negate`. Read-only. Errors:
+    INVALID_ARGUMENT (empty, repeated or more than 1,000 users, more than 20
+    segments or lists, nothing to check).
     """
     CreateList: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CreateListRequest, _messages_pb2.CreateListResponse]
     """Creates a static list. Idempotent by `idempotency_key` or the chosen id
@@ -89,9 +111,15 @@ class SegmentationServiceStub:
     ListLists: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ListListsRequest, _messages_pb2.ListListsResponse]
     """Lists the app's static lists. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
     AddToList: _grpc.UnaryUnaryMultiCallable[_messages_pb2.AddToListRequest, _messages_pb2.AddToListResponse]
-    """Adds users to a list (bulk). Idempotent (set semantics). Errors: NOT_FOUND (list)."""
+    """Adds users to a list (bulk). Last write wins per user by `client_time`: a
+    user removed by a newer RemoveFromList stays removed. Idempotent (set
+    semantics). Errors: NOT_FOUND (list).
+    """
     RemoveFromList: _grpc.UnaryUnaryMultiCallable[_messages_pb2.RemoveFromListRequest, _messages_pb2.RemoveFromListResponse]
-    """Removes users from a list (bulk). Idempotent. Errors: NOT_FOUND (list)."""
+    """Removes users from a list (bulk). Last write wins per user by
+    `client_time`: a user added by a newer AddToList stays on the list.
+    Idempotent. Errors: NOT_FOUND (list).
+    """
     StreamEvents: _grpc.UnaryStreamMultiCallable[_messages_pb2.StreamEventsRequest, _messages_pb2.StreamEventsResponse]
     """Server stream of events from a cursor, every event exactly once in commit
     order, resumable (followed by the scheduler's triggers). An empty `app_id`
@@ -125,43 +153,65 @@ class SegmentationServiceAsyncStub(SegmentationServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     UpsertProfiles: _aio.UnaryUnaryMultiCallable[_messages_pb2.UpsertProfilesRequest, _messages_pb2.UpsertProfilesResponse]  # type: ignore[assignment]
     """Batch: creates or partially updates up to 1,000 profiles (set and remove
-    attributes), answered per item. Idempotent (setting the same values again
-    changes nothing). Errors: INVALID_ARGUMENT (bad names, too many items).
+    attributes), answered per item. Last write wins per attribute by
+    `ProfileUpdate.client_time`, so a late retry never undoes a newer write.
+    Idempotent (setting the same values again changes nothing). Errors:
+    INVALID_ARGUMENT (bad names, too many items).
     """
     TrackEvents: _aio.UnaryUnaryMultiCallable[_messages_pb2.TrackEventsRequest, _messages_pb2.TrackEventsResponse]  # type: ignore[assignment]
     """Batch: records up to 1,000 events; a resent `event_id` is a no-op
-    (UNCHANGED). Idempotent by event id. Errors: INVALID_ARGUMENT.
+    (UNCHANGED). An event whose `occurred_at` is more than 5 minutes in the
+    future, or older than the retention, is REJECTED alone; the others are
+    recorded. Idempotent by event id. Errors: INVALID_ARGUMENT (malformed
+    events, more than 1,000).
     """
     CreateSegment: _aio.UnaryUnaryMultiCallable[_messages_pb2.CreateSegmentRequest, _messages_pb2.CreateSegmentResponse]  # type: ignore[assignment]
     """Creates a segment from a rule tree. Idempotent by `idempotency_key` or the
     caller-chosen id (`replayed`). Errors: INVALID_ARGUMENT (unknown operator,
-    value type not fitting the operator, empty or negative window, unknown
-    list or segment, cycle: with the node's path), ALREADY_EXISTS (ID_TAKEN:
-    id taken by a different definition; IDEMPOTENCY_KEY_REUSED: key reused
-    with a different request).
+    value type not fitting the operator, empty or negative window, unknown or
+    deleted list or segment: UNKNOWN_REFERENCE, cycle: with the node's path),
+    ALREADY_EXISTS (ID_TAKEN: id taken by a different definition, a deleted
+    segment's id included; IDEMPOTENCY_KEY_REUSED: key reused with a
+    different request).
     """
     GetSegment: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetSegmentRequest, _messages_pb2.GetSegmentResponse]  # type: ignore[assignment]
-    """Returns a segment. Read-only. Errors: NOT_FOUND."""
+    """Returns a segment, also a deleted one (`deleted_at` set), so that a
+    running reference can be explained. Read-only. Errors: NOT_FOUND.
+    """
     ListSegments: _aio.UnaryUnaryMultiCallable[_messages_pb2.ListSegmentsRequest, _messages_pb2.ListSegmentsResponse]  # type: ignore[assignment]
-    """Lists segments. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
+    """Lists segments; deleted ones are hidden. Read-only. Errors:
+    INVALID_ARGUMENT (bad page token).
+    """
     DeleteSegment: _aio.UnaryUnaryMultiCallable[_messages_pb2.DeleteSegmentRequest, _messages_pb2.DeleteSegmentResponse]  # type: ignore[assignment]
-    """Deletes a segment. Segmentation does not know about campaigns: a
-    campaign whose segment is deleted finds it NOT_FOUND at its next
-    evaluation (the scheduler then treats its users as not in the audience).
-    Idempotent in effect. Errors: NOT_FOUND, FAILED_PRECONDITION (IN_USE:
-    another segment references it).
+    """Deletes a segment without ever widening an audience: the segment is
+    hidden from ListSegments, CreateSegment and the scheduler's CreateCampaign
+    refuse new references to it (UNKNOWN_REFERENCE), but its
+    immutable rules are kept, so everything that already names it (a running
+    campaign, the scheduler's inline audience rule, EvaluateSegment,
+    CountSegment, CheckMembership) evaluates exactly as before. Idempotent
+    (deleting again is a no-op). Errors: NOT_FOUND (never existed),
+    FAILED_PRECONDITION (IN_USE: a segment that is not deleted references it).
     """
     EvaluateSegment: _aio.UnaryStreamMultiCallable[_messages_pb2.EvaluateSegmentRequest, _messages_pb2.EvaluateSegmentResponse]  # type: ignore[assignment]
     """Server stream of pages of member user ids in a stable order (ascending
-    id), as of an instant; resumable by cursor. Read-only. Errors: NOT_FOUND
-    (segment), INVALID_ARGUMENT (malformed cursor, bad inline rule).
+    id), as of an instant; resumable by cursor. A deleted segment evaluates
+    as before. Read-only. Errors: NOT_FOUND (segment never existed),
+    INVALID_ARGUMENT (malformed cursor, bad inline rule).
     """
     CountSegment: _aio.UnaryUnaryMultiCallable[_messages_pb2.CountSegmentRequest, _messages_pb2.CountSegmentResponse]  # type: ignore[assignment]
-    """Counts a segment's members. Read-only. Errors: NOT_FOUND, INVALID_ARGUMENT."""
+    """Counts a segment's members (a deleted segment as before). Read-only.
+    Errors: NOT_FOUND (segment never existed), INVALID_ARGUMENT.
+    """
     CheckMembership: _aio.UnaryUnaryMultiCallable[_messages_pb2.CheckMembershipRequest, _messages_pb2.CheckMembershipResponse]  # type: ignore[assignment]
     """Batch: which of the given segments and lists each of up to 1,000 users
-    belongs to. Read-only. Errors: INVALID_ARGUMENT (too many users), NOT_FOUND
-    (unknown segment or list).
+    belongs to, and with `include_suppression_lists` which of all the app's
+    SUPPRESSION lists (however many) each is on. A segment or list id the app
+    never had is reported in the response (`unknown_segment_ids`,
+    `unknown_list_ids`) and matches no one, instead of failing the batch; a
+    deleted segment evaluates as before. A user segmentation knows nothing of
+    matches no segment, not even one under `negate`. Read-only. Errors:
+    INVALID_ARGUMENT (empty, repeated or more than 1,000 users, more than 20
+    segments or lists, nothing to check).
     """
     CreateList: _aio.UnaryUnaryMultiCallable[_messages_pb2.CreateListRequest, _messages_pb2.CreateListResponse]  # type: ignore[assignment]
     """Creates a static list. Idempotent by `idempotency_key` or the chosen id
@@ -171,9 +221,15 @@ class SegmentationServiceAsyncStub(SegmentationServiceStub):
     ListLists: _aio.UnaryUnaryMultiCallable[_messages_pb2.ListListsRequest, _messages_pb2.ListListsResponse]  # type: ignore[assignment]
     """Lists the app's static lists. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
     AddToList: _aio.UnaryUnaryMultiCallable[_messages_pb2.AddToListRequest, _messages_pb2.AddToListResponse]  # type: ignore[assignment]
-    """Adds users to a list (bulk). Idempotent (set semantics). Errors: NOT_FOUND (list)."""
+    """Adds users to a list (bulk). Last write wins per user by `client_time`: a
+    user removed by a newer RemoveFromList stays removed. Idempotent (set
+    semantics). Errors: NOT_FOUND (list).
+    """
     RemoveFromList: _aio.UnaryUnaryMultiCallable[_messages_pb2.RemoveFromListRequest, _messages_pb2.RemoveFromListResponse]  # type: ignore[assignment]
-    """Removes users from a list (bulk). Idempotent. Errors: NOT_FOUND (list)."""
+    """Removes users from a list (bulk). Last write wins per user by
+    `client_time`: a user added by a newer AddToList stays on the list.
+    Idempotent. Errors: NOT_FOUND (list).
+    """
     StreamEvents: _aio.UnaryStreamMultiCallable[_messages_pb2.StreamEventsRequest, _messages_pb2.StreamEventsResponse]  # type: ignore[assignment]
     """Server stream of events from a cursor, every event exactly once in commit
     order, resumable (followed by the scheduler's triggers). An empty `app_id`
@@ -209,8 +265,10 @@ class SegmentationServiceServicer:
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.UpsertProfilesResponse, _abc.Awaitable[_messages_pb2.UpsertProfilesResponse]]:
         """Batch: creates or partially updates up to 1,000 profiles (set and remove
-        attributes), answered per item. Idempotent (setting the same values again
-        changes nothing). Errors: INVALID_ARGUMENT (bad names, too many items).
+        attributes), answered per item. Last write wins per attribute by
+        `ProfileUpdate.client_time`, so a late retry never undoes a newer write.
+        Idempotent (setting the same values again changes nothing). Errors:
+        INVALID_ARGUMENT (bad names, too many items).
         """
 
     def TrackEvents(
@@ -219,7 +277,10 @@ class SegmentationServiceServicer:
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.TrackEventsResponse, _abc.Awaitable[_messages_pb2.TrackEventsResponse]]:
         """Batch: records up to 1,000 events; a resent `event_id` is a no-op
-        (UNCHANGED). Idempotent by event id. Errors: INVALID_ARGUMENT.
+        (UNCHANGED). An event whose `occurred_at` is more than 5 minutes in the
+        future, or older than the retention, is REJECTED alone; the others are
+        recorded. Idempotent by event id. Errors: INVALID_ARGUMENT (malformed
+        events, more than 1,000).
         """
 
     def CreateSegment(
@@ -229,10 +290,11 @@ class SegmentationServiceServicer:
     ) -> _typing.Union[_messages_pb2.CreateSegmentResponse, _abc.Awaitable[_messages_pb2.CreateSegmentResponse]]:
         """Creates a segment from a rule tree. Idempotent by `idempotency_key` or the
         caller-chosen id (`replayed`). Errors: INVALID_ARGUMENT (unknown operator,
-        value type not fitting the operator, empty or negative window, unknown
-        list or segment, cycle: with the node's path), ALREADY_EXISTS (ID_TAKEN:
-        id taken by a different definition; IDEMPOTENCY_KEY_REUSED: key reused
-        with a different request).
+        value type not fitting the operator, empty or negative window, unknown or
+        deleted list or segment: UNKNOWN_REFERENCE, cycle: with the node's path),
+        ALREADY_EXISTS (ID_TAKEN: id taken by a different definition, a deleted
+        segment's id included; IDEMPOTENCY_KEY_REUSED: key reused with a
+        different request).
         """
 
     def GetSegment(
@@ -240,25 +302,32 @@ class SegmentationServiceServicer:
         request: _messages_pb2.GetSegmentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.GetSegmentResponse, _abc.Awaitable[_messages_pb2.GetSegmentResponse]]:
-        """Returns a segment. Read-only. Errors: NOT_FOUND."""
+        """Returns a segment, also a deleted one (`deleted_at` set), so that a
+        running reference can be explained. Read-only. Errors: NOT_FOUND.
+        """
 
     def ListSegments(
         self,
         request: _messages_pb2.ListSegmentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.ListSegmentsResponse, _abc.Awaitable[_messages_pb2.ListSegmentsResponse]]:
-        """Lists segments. Read-only. Errors: INVALID_ARGUMENT (bad page token)."""
+        """Lists segments; deleted ones are hidden. Read-only. Errors:
+        INVALID_ARGUMENT (bad page token).
+        """
 
     def DeleteSegment(
         self,
         request: _messages_pb2.DeleteSegmentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.DeleteSegmentResponse, _abc.Awaitable[_messages_pb2.DeleteSegmentResponse]]:
-        """Deletes a segment. Segmentation does not know about campaigns: a
-        campaign whose segment is deleted finds it NOT_FOUND at its next
-        evaluation (the scheduler then treats its users as not in the audience).
-        Idempotent in effect. Errors: NOT_FOUND, FAILED_PRECONDITION (IN_USE:
-        another segment references it).
+        """Deletes a segment without ever widening an audience: the segment is
+        hidden from ListSegments, CreateSegment and the scheduler's CreateCampaign
+        refuse new references to it (UNKNOWN_REFERENCE), but its
+        immutable rules are kept, so everything that already names it (a running
+        campaign, the scheduler's inline audience rule, EvaluateSegment,
+        CountSegment, CheckMembership) evaluates exactly as before. Idempotent
+        (deleting again is a no-op). Errors: NOT_FOUND (never existed),
+        FAILED_PRECONDITION (IN_USE: a segment that is not deleted references it).
         """
 
     def EvaluateSegment(
@@ -267,8 +336,9 @@ class SegmentationServiceServicer:
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_messages_pb2.EvaluateSegmentResponse], _abc.AsyncIterator[_messages_pb2.EvaluateSegmentResponse]]:
         """Server stream of pages of member user ids in a stable order (ascending
-        id), as of an instant; resumable by cursor. Read-only. Errors: NOT_FOUND
-        (segment), INVALID_ARGUMENT (malformed cursor, bad inline rule).
+        id), as of an instant; resumable by cursor. A deleted segment evaluates
+        as before. Read-only. Errors: NOT_FOUND (segment never existed),
+        INVALID_ARGUMENT (malformed cursor, bad inline rule).
         """
 
     def CountSegment(
@@ -276,7 +346,9 @@ class SegmentationServiceServicer:
         request: _messages_pb2.CountSegmentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.CountSegmentResponse, _abc.Awaitable[_messages_pb2.CountSegmentResponse]]:
-        """Counts a segment's members. Read-only. Errors: NOT_FOUND, INVALID_ARGUMENT."""
+        """Counts a segment's members (a deleted segment as before). Read-only.
+        Errors: NOT_FOUND (segment never existed), INVALID_ARGUMENT.
+        """
 
     def CheckMembership(
         self,
@@ -284,8 +356,14 @@ class SegmentationServiceServicer:
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.CheckMembershipResponse, _abc.Awaitable[_messages_pb2.CheckMembershipResponse]]:
         """Batch: which of the given segments and lists each of up to 1,000 users
-        belongs to. Read-only. Errors: INVALID_ARGUMENT (too many users), NOT_FOUND
-        (unknown segment or list).
+        belongs to, and with `include_suppression_lists` which of all the app's
+        SUPPRESSION lists (however many) each is on. A segment or list id the app
+        never had is reported in the response (`unknown_segment_ids`,
+        `unknown_list_ids`) and matches no one, instead of failing the batch; a
+        deleted segment evaluates as before. A user segmentation knows nothing of
+        matches no segment, not even one under `negate`. Read-only. Errors:
+        INVALID_ARGUMENT (empty, repeated or more than 1,000 users, more than 20
+        segments or lists, nothing to check).
         """
 
     def CreateList(
@@ -310,14 +388,20 @@ class SegmentationServiceServicer:
         request: _messages_pb2.AddToListRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.AddToListResponse, _abc.Awaitable[_messages_pb2.AddToListResponse]]:
-        """Adds users to a list (bulk). Idempotent (set semantics). Errors: NOT_FOUND (list)."""
+        """Adds users to a list (bulk). Last write wins per user by `client_time`: a
+        user removed by a newer RemoveFromList stays removed. Idempotent (set
+        semantics). Errors: NOT_FOUND (list).
+        """
 
     def RemoveFromList(
         self,
         request: _messages_pb2.RemoveFromListRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.RemoveFromListResponse, _abc.Awaitable[_messages_pb2.RemoveFromListResponse]]:
-        """Removes users from a list (bulk). Idempotent. Errors: NOT_FOUND (list)."""
+        """Removes users from a list (bulk). Last write wins per user by
+        `client_time`: a user added by a newer AddToList stays on the list.
+        Idempotent. Errors: NOT_FOUND (list).
+        """
 
     def StreamEvents(
         self,
