@@ -27,16 +27,19 @@ from aioapns.exceptions import MaxAttemptsExceeded
 
 from pushwarden.sandbox.apns import (
     REASON_STATUS,
+    TOKEN_UPDATE_INTERVAL,
     ApnsApp,
     ApnsKey,
     generate_signing_key,
     start_apns,
 )
-from pushwarden.sandbox.clients import ApnsCredentials, apns_client_for
+from pushwarden.sandbox.clients import ApnsCredentials, apns_client_for, apns_protocol_for
 from pushwarden.sandbox.core import SandboxServer
 from pushwarden.sandbox.faults import FaultSpec
 
+APNS_TOPIC = "com.example.app"
 TOKEN = "a1" * 32
+PAYLOAD = b'{"aps": {"alert": "hi"}}'
 OTHER = "b2" * 32
 ALERT = {"aps": {"alert": {"title": "Hello", "body": "World"}}}
 
@@ -480,3 +483,189 @@ async def test_probability_fault_with_seed_is_deterministic(
     assert 10 < expected < 50
     assert apns_server.recorder.count() == 100
     assert sum(r.status == 503 for r in apns_server.recorder.requests()) == expected
+
+
+# -- HTTP/2 as Apple serves it: no ALPN needed, HTTP/1.1 refused -------------------
+
+
+async def test_aioapns_as_shipped_is_served_http2_without_alpn(
+    apns_server: SandboxServer, apns_creds: ApnsCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No ssl_context: aioapns builds its own default one (no ALPN); the sandbox
+    # CA is trusted the way a deployment trusts a private CA, through OpenSSL's
+    # SSL_CERT_FILE.  Only the host and port differ from Apple's.
+    assert apns_server.ca_file is not None
+    monkeypatch.setenv("SSL_CERT_FILE", apns_server.ca_file)
+    apns = APNs(
+        key=apns_creds.key,
+        key_id=apns_creds.key_id,
+        team_id=apns_creds.team_id,
+        topic=apns_creds.topic,
+    )
+    apns.pool.protocol_class = apns_protocol_for(apns_server.host, apns_server.port)
+    try:
+        results = await asyncio.gather(*(apns.send_notification(note()) for _ in range(3)))
+    finally:
+        apns.pool.close()
+    assert [r.status for r in results] == ["200"] * 3
+    recs = apns_server.recorder.requests()
+    assert [r.http_version for r in recs] == ["2"] * 3
+    # The same default context really offers no ALPN: the server selected none.
+    _, writer = await asyncio.open_connection(
+        apns_server.host, apns_server.port, ssl=ssl.create_default_context()
+    )
+    assert writer.get_extra_info("ssl_object").selected_alpn_protocol() is None
+    writer.close()
+
+
+def _frames(data: bytes) -> list[tuple[int, bytes]]:
+    """(type, payload) of each HTTP/2 frame in ``data``."""
+    frames: list[tuple[int, bytes]] = []
+    while data:
+        length = int.from_bytes(data[:3], "big")
+        frames.append((data[3], data[9 : 9 + length]))
+        data = data[9 + length :]
+    return frames
+
+
+@pytest.mark.parametrize("alpn", [["http/1.1"], None], ids=["alpn-http1.1", "no-alpn"])
+async def test_an_http1_send_gets_http2_frames_not_an_answer(
+    apns_server: SandboxServer, apns_signing_key: str, alpn: list[str] | None
+) -> None:
+    context = ssl.create_default_context(cafile=apns_server.ca_file)
+    if alpn is not None:
+        context.set_alpn_protocols(alpn)
+    reader, writer = await asyncio.open_connection(apns_server.host, apns_server.port, ssl=context)
+    body = b'{"aps":{"alert":"hi"}}'
+    writer.write(
+        (
+            f"POST /3/device/{TOKEN} HTTP/1.1\r\nhost: api.push.apple.com\r\n"
+            f"authorization: bearer {_sign(apns_signing_key)}\r\n"
+            f"apns-topic: com.example.app\r\ncontent-length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+    )
+    received = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    assert not received.startswith(b"HTTP/")
+    # SETTINGS, then GOAWAY with PROTOCOL_ERROR (1) in its error-code field.
+    frames = _frames(received)
+    assert [kind for kind, _ in frames] == [0x4, 0x7]
+    assert int.from_bytes(frames[1][1][4:8], "big") == 1
+    assert apns_server.recorder.count() == 0
+
+
+async def test_httpx_over_http1_cannot_send_but_the_control_routes_answer(
+    apns_server: SandboxServer, apns_signing_key: str
+) -> None:
+    headers = {"authorization": f"bearer {_sign(apns_signing_key)}", "apns-topic": APNS_TOPIC}
+    async with httpx.AsyncClient(
+        http1=True, http2=False, verify=ssl.create_default_context(cafile=apns_server.ca_file)
+    ) as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.post(f"{apns_server.url}/3/device/{TOKEN}", headers=headers, content=PAYLOAD)
+        health = await http.get(f"{apns_server.url}/_sandbox/health")
+    assert health.http_version == "HTTP/1.1"
+    assert health.json()["requests"] == 0
+
+
+# -- TooManyProviderTokenUpdates ----------------------------------------------------
+
+
+async def test_a_new_provider_token_within_20_minutes_on_one_connection_is_refused(
+    apns_server: SandboxServer, apns_signing_key: str
+) -> None:
+    app = app_of(apns_server)
+    now = time.time()
+    app.clock = lambda: now
+    first, second = _sign(apns_signing_key, iat=now), _sign(apns_signing_key, iat=now - 1)
+    assert first != second
+
+    def post(http: httpx.AsyncClient, jwt_text: str) -> Any:
+        headers = {"authorization": f"bearer {jwt_text}", "apns-topic": APNS_TOPIC}
+        return http.post(f"{apns_server.url}/3/device/{TOKEN}", headers=headers, content=PAYLOAD)
+
+    verify = ssl.create_default_context(cafile=apns_server.ca_file)
+    async with httpx.AsyncClient(http2=True, verify=verify) as http:
+        answers = [await post(http, first), await post(http, second), await post(http, first)]
+        assert [(a.status_code, a.content) for a in answers] == [
+            (200, b""),
+            (429, b'{"reason": "TooManyProviderTokenUpdates"}'),
+            (200, b""),
+        ]
+        # Twenty minutes after the connection's token was set, a new one is taken;
+        # the old one is then itself an update too soon.
+        now += TOKEN_UPDATE_INTERVAL
+        assert (await post(http, second)).status_code == 200
+        assert (await post(http, first)).status_code == 429
+        # Another connection starts with whichever valid token it brings.
+        async with httpx.AsyncClient(http2=True, verify=verify) as other:
+            assert (await post(other, first)).status_code == 200
+    recs = apns_server.recorder.requests()
+    assert [r.reason for r in recs] == [
+        None,
+        "TooManyProviderTokenUpdates",
+        None,
+        None,
+        "TooManyProviderTokenUpdates",
+        None,
+    ]
+    assert len({r.connection_id for r in recs[:5]}) == 1
+    assert recs[5].connection_id != recs[0].connection_id
+    # Closed connections leave nothing behind.
+    for _ in range(200):
+        if not app._connection_tokens:
+            break
+        await asyncio.sleep(0.01)
+    assert app._connection_tokens == {}
+
+
+async def test_an_invalid_token_does_not_count_as_an_update(
+    apns_server: SandboxServer, apns_signing_key: str
+) -> None:
+    good = _sign(apns_signing_key)
+    forged = _sign(generate_signing_key())
+    verify = ssl.create_default_context(cafile=apns_server.ca_file)
+    async with httpx.AsyncClient(http2=True, verify=verify) as http:
+        statuses = []
+        for jwt_text in (forged, good, forged, good):
+            headers = {"authorization": f"bearer {jwt_text}", "apns-topic": APNS_TOPIC}
+            resp = await http.post(
+                f"{apns_server.url}/3/device/{TOKEN}", headers=headers, content=PAYLOAD
+            )
+            statuses.append((resp.status_code, resp.json()["reason"] if resp.content else None))
+    assert statuses == [
+        (403, "InvalidProviderToken"),
+        (200, None),
+        (403, "InvalidProviderToken"),
+        (200, None),
+    ]
+
+
+async def test_aioapns_keeps_one_token_per_connection_so_never_meets_the_limit(
+    apns_server: SandboxServer, apns_creds: ApnsCredentials
+) -> None:
+    apns = apns_client_for(apns_server, apns_creds, max_connections=3)
+    try:
+        results = await asyncio.gather(*(apns.send_notification(note()) for _ in range(300)))
+    finally:
+        apns.pool.close()
+    assert {r.status for r in results} == {"200"}
+    recs = apns_server.recorder.requests()
+    assert len(recs) == 300
+    by_connection: dict[int, set[str | None]] = {}
+    for rec in recs:
+        by_connection.setdefault(rec.connection_id, set()).add(rec.header("authorization"))
+    assert all(len(tokens) == 1 for tokens in by_connection.values())
+
+
+@pytest.mark.parametrize(
+    ("reason", "status"), [("Unregistered", 410), ("TooManyRequests", 429), ("Shutdown", 503)]
+)
+async def test_a_status_fault_may_name_only_the_reason(
+    client: APNs, apns_server: SandboxServer, reason: str, status: int
+) -> None:
+    apns_server.faults.add(FaultSpec.from_json({"effect": "status", "reason": reason, "times": 1}))
+    result = await client.send_notification(note())
+    assert (result.status, result.description) == (str(status), reason)
+    assert (await client.send_notification(note())).status == "200"

@@ -11,6 +11,9 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 import pytest
 from aioapns import NotificationRequest
@@ -65,6 +68,7 @@ def test_fault_spec_json_round_trip() -> None:
     [
         {"effect": "explode"},
         {"effect": "status"},
+        {"effect": "status", "token": "a"},
         {"effect": "status", "status": 500, "token": "a", "token_prefix": "a"},
         {"effect": "status", "status": 500, "probability": 1.5},
         {"effect": "delay"},
@@ -372,3 +376,77 @@ async def test_without_http1_handler_a_non_h2_connection_is_closed_cleanly(
             await http.get(f"{echo_server.url}/x")
     async with httpx.AsyncClient(http2=True, verify=_verify(echo_server)) as http:
         assert (await http.get(f"{echo_server.url}/x")).status_code == 200
+
+
+# -- protocol choice without ALPN ----------------------------------------------------
+
+
+async def _open_without_alpn(
+    server: SandboxServer,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(
+        server.host, server.port, ssl=ssl.create_default_context(cafile=server.ca_file)
+    )
+    assert writer.get_extra_info("ssl_object").selected_alpn_protocol() is None
+    return reader, writer
+
+
+async def test_without_alpn_the_http2_preface_selects_http2_even_byte_by_byte(
+    echo_server: SandboxServer,
+) -> None:
+    reader, writer = await _open_without_alpn(echo_server)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(
+        sid,
+        [(":method", "POST"), (":scheme", "https"), (":authority", "x"), (":path", "/prior")],
+    )
+    conn.send_data(sid, b"knowledge", end_stream=True)
+    for byte in conn.data_to_send():
+        writer.write(bytes([byte]))
+        await writer.drain()
+    answer: dict[str, object] = {}
+    while "body" not in answer:
+        data = await asyncio.wait_for(reader.read(65536), timeout=10)
+        assert data, "connection closed before the answer"
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                answer["status"] = dict(event.headers)[b":status"]
+            elif isinstance(event, h2.events.DataReceived):
+                answer["body"] = json.loads(event.data)
+        writer.write(conn.data_to_send())
+    writer.close()
+    assert answer == {
+        "status": b"200",
+        "body": {"path": "/prior", "version": "2", "body": "knowledge"},
+    }
+
+
+async def test_without_alpn_anything_else_is_http1(echo_server: SandboxServer) -> None:
+    reader, writer = await _open_without_alpn(echo_server)
+    # "P" is where both a POST and the preface start: the choice waits for "O".
+    writer.write(b"P")
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(b"OST /plain HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+    assert head.startswith(b"HTTP/1.1 200")
+    fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:] if line)
+    body = json.loads(await reader.readexactly(int(fields[b"content-length"])))
+    assert body == {"path": "/plain", "version": "1.1", "body": "hi"}
+    writer.close()
+
+
+async def test_without_alpn_a_silent_client_that_leaves_is_forgotten(
+    echo_server: SandboxServer,
+) -> None:
+    _, writer = await _open_without_alpn(echo_server)
+    writer.write(b"PRI * HT")
+    await writer.drain()
+    writer.close()
+    for _ in range(200):
+        if echo_server.connection_count == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert echo_server.connection_count == 0

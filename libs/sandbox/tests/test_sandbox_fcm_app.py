@@ -8,6 +8,7 @@ TLS is in ``test_sandbox_fcm_client.py``.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from pushwarden.sandbox.core import (
     ResetStream,
     Response,
 )
-from pushwarden.sandbox.faults import FaultSpec
+from pushwarden.sandbox.faults import FaultPlan, FaultSpec, parse_specs
 
 PROJECT = "unit-project"
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -488,3 +489,68 @@ def test_cli_accepts_given_service_account_files(tmp_path: Path, sandbox_state_d
     assert (loaded.client_email, loaded.project_id) == (account.client_email, "given-project")
     assert loaded.public_key.public_numbers() == account.public_key.public_numbers()
     assert not (tmp_path / "fcm-service-account.json").exists()
+
+
+# -- the README's fault syntax ---------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_fault_blocks() -> list[Any]:
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", README.read_text(), re.S)]
+    return [
+        b
+        for b in blocks
+        if all(isinstance(i, dict) and "effect" in i for i in (b if isinstance(b, list) else [b]))
+    ]
+
+
+def _readme_fcm_codes() -> list[tuple[str, int]]:
+    rows = re.findall(r"^\| `([A-Z_]+)` \| (\d{3})\b", README.read_text(), re.M)
+    return [(code, int(status)) for code, status in rows]
+
+
+def test_every_fault_example_in_the_readme_is_accepted() -> None:
+    blocks = _readme_fault_blocks()
+    assert len(blocks) == 2, "the APNs --faults example and the FCM status example"
+    for block in blocks:
+        plan = FaultPlan.from_specs(parse_specs(block))
+        assert len(plan) == len(block)
+
+
+@pytest.mark.parametrize("form", ["reason", "status"])
+async def test_the_readme_fcm_code_table_holds_for_either_form(
+    app: fcm.FcmApp,
+    account_key: tuple[fcm.ServiceAccount, rsa.RSAPrivateKey],
+    clock: Clock,
+    form: str,
+) -> None:
+    rows = _readme_fcm_codes()
+    assert [code for code, _ in rows] == [
+        "UNREGISTERED",
+        "INVALID_ARGUMENT",
+        "QUOTA_EXCEEDED",
+        "UNAVAILABLE",
+        "INTERNAL",
+        "THIRD_PARTY_AUTH_ERROR",
+        "SENDER_ID_MISMATCH",
+    ]
+    token = await access_token(app, account_key[1], clock)
+    for code, status in rows:
+        given = {"reason": code} if form == "reason" else {"status": status}
+        app.faults.add(FaultSpec.from_json({"effect": "status", "token": code, **given}))
+        got, payload, headers = answer(await send(app, token, {"message": {"token": code}}))
+        assert got == status
+        assert payload["error"]["details"][0]["errorCode"] == code
+        assert ("retry-after" in headers) == (code == "QUOTA_EXCEEDED")
+    assert [r.reason for r in app.recorder.requests() if r.token] == [c for c, _ in rows]
+
+
+async def test_a_delay_naming_only_a_reason_answers_that_error_late(
+    app: fcm.FcmApp, account_key: tuple[fcm.ServiceAccount, rsa.RSAPrivateKey], clock: Clock
+) -> None:
+    token = await access_token(app, account_key[1], clock)
+    app.faults.add(FaultSpec.from_json({"effect": "delay", "seconds": 0.2, "reason": "INTERNAL"}))
+    delayed = await send(app, token, {"message": {"token": "late"}})
+    assert isinstance(delayed, Delay)
+    assert answer(delayed.then)[0] == 500

@@ -460,10 +460,15 @@ def fcm_ssl(fake: ThreadedSandbox) -> ssl.SSLContext:
 # -- control routes and the command line ----------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "given",
+    [{"status": 404, "reason": "UNREGISTERED"}, {"reason": "UNREGISTERED"}, {"status": 404}],
+    ids=["both", "reason", "status"],
+)
 async def test_faults_added_through_the_control_route_apply(
-    fake: ThreadedSandbox, fb_app: Any
+    fake: ThreadedSandbox, fb_app: Any, given: dict[str, Any]
 ) -> None:
-    spec = {"effect": "status", "token_prefix": "gone-", "status": 404, "reason": "UNREGISTERED"}
+    spec = {"effect": "status", "token_prefix": "gone-", **given}
     async with httpx.AsyncClient(verify=fcm_ssl(fake)) as client:
         added = await client.post(f"{fake.url}/_sandbox/faults", json=spec)
         assert added.status_code < 300

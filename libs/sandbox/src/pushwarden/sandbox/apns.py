@@ -4,7 +4,11 @@
 token (an ES256 JWT whose ``kid`` and ``iss`` name a configured key, at most
 an hour old), the ``apns-*`` headers against the key's topics and Apple's
 value rules, the device token's format and the payload's size for its push
-type.  Answers are Apple's: 200 with the ``apns-id`` echoed (or assigned), or
+type.  A connection that changes its provider token again within 20 minutes
+gets ``TooManyProviderTokenUpdates``.  The provider API is served over HTTP/2
+only (ALPN ``h2`` or, as aioapns connects, no ALPN and the HTTP/2 preface); a
+request over HTTP/1.1 gets what an HTTP/2-only server sends, never an answer.
+Answers are Apple's: 200 with the ``apns-id`` echoed (or assigned), or
 the error status with ``{"reason": ...}`` (and ``timestamp`` on 410).  Faults
 from the :class:`~pushwarden.sandbox.faults.FaultPlan` come first, so every
 row of Apple's error table can be produced on demand.
@@ -33,6 +37,7 @@ from pushwarden.sandbox.core import (
     DEFAULT_MAX_STREAMS,
     Action,
     Delay,
+    Http2Only,
     Request,
     Response,
     SandboxServer,
@@ -45,6 +50,9 @@ from pushwarden.sandbox.recording import RecordedRequest, Recorder
 
 #: Apple refuses provider tokens older than one hour.
 TOKEN_MAX_AGE = 3600.0
+#: Apple refuses a connection's new provider token within 20 minutes of its last one
+#: ("update the authentication token no more than once every 20 minutes").
+TOKEN_UPDATE_INTERVAL = 20 * 60.0
 #: Payload limits by push type (bytes); Apple allows 5 KB for VoIP, 4 KB otherwise.
 PAYLOAD_LIMITS: Mapping[str, int] = {"voip": 5120}
 DEFAULT_PAYLOAD_LIMIT = 4096
@@ -246,13 +254,25 @@ class ApnsApp:
         }
         self._jwt_cache: dict[str, _Verified | str] = {}
         self._error_bodies: dict[str, bytes] = {}
+        #: Per open connection: the provider token it last established, and since when.
+        self._connection_tokens: dict[int, tuple[str, float]] = {}
 
     def bind_token(self, token: str, topic: str) -> None:
         """Declare that ``token`` belongs to the app ``topic``."""
         self.device_topics[token] = topic
 
+    def connection_closed(self, connection_id: int) -> None:
+        """Forget what a closed connection held (its provider token)."""
+        self._connection_tokens.pop(connection_id, None)
+
     async def handle(self, request: Request) -> Action:
-        """Answer one provider API request (and record it)."""
+        """Answer one provider API request (and record it).
+
+        A request over HTTP/1.1 is refused as Apple's HTTP/2-only endpoint
+        refuses it, and not recorded: it never reaches the provider API.
+        """
+        if request.http_version != "2":
+            return Http2Only()
         token: str | None = None
         fault: FaultSpec | None = None
         headers = dict(request.headers)
@@ -301,6 +321,7 @@ class ApnsApp:
             window = self.faults.match(token, issued_at=verified.issued_at, effects=_WINDOW_EFFECTS)
             if window is not None:
                 raise _Refused("ExpiredProviderToken", window)
+        self._check_token_update(request.connection_id, headers["authorization"])
         push_type = headers.get("apns-push-type")
         if push_type is not None and push_type not in PUSH_TYPES:
             raise _Refused("InvalidPushType")
@@ -333,6 +354,15 @@ class ApnsApp:
         if not _TOKEN_RE.fullmatch(token):
             raise _Refused("BadDeviceToken")
         self._check_payload(request.body, push_type)
+
+    def _check_token_update(self, connection_id: int, authorization: str) -> None:
+        held = self._connection_tokens.get(connection_id)
+        if held is not None and held[0] == authorization:
+            return
+        now = self.clock()
+        if held is not None and now - held[1] < TOKEN_UPDATE_INTERVAL:
+            raise _Refused("TooManyProviderTokenUpdates")
+        self._connection_tokens[connection_id] = (authorization, now)
 
     @staticmethod
     def _duplicated(request: Request) -> bool:
@@ -412,8 +442,12 @@ class ApnsApp:
     def _fault_error(self, spec: FaultSpec, apns_id: str | None) -> Response:
         if spec.effect == "expired_token_window":
             status, reason = 403, spec.reason or "ExpiredProviderToken"
+        elif spec.status is None:
+            # A fault may name only Apple's reason: its status is Apple's too.
+            reason = spec.reason or "InternalServerError"
+            status = REASON_STATUS.get(reason, 400)
         else:
-            status = spec.status or 500
+            status = spec.status
             reason = spec.reason or DEFAULT_REASONS.get(status, "InternalServerError")
         headers: list[tuple[str, str]] = [("apns-id", apns_id or str(uuid.uuid4())), _JSON_CT]
         if spec.retry_after is not None:

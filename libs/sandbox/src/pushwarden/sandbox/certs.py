@@ -148,7 +148,11 @@ def server_ssl_context(material: TlsMaterial) -> ssl.SSLContext:
 
 
 def client_ssl_context(ca_file: Path | str) -> ssl.SSLContext:
-    """Client-side TLS context that trusts the sandbox CA (and only it)."""
+    """Client-side TLS context that trusts the sandbox CA (and only it), offering ALPN.
+
+    For HTTP clients that negotiate (httpx sets its own ALPN anyway); aioapns
+    offers none, and ``clients.apns_client`` keeps it that way.
+    """
     ctx = ssl.create_default_context(cafile=str(ca_file))
     ctx.set_alpn_protocols(ALPN_PROTOCOLS)
     return ctx

@@ -8,6 +8,7 @@ client is aimed at a fake by giving its pool a protocol class naming it.
 from __future__ import annotations
 
 import functools
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,6 @@ from typing import Any
 from aioapns import APNs
 from aioapns.connection import APNsProductionClientProtocol
 from h2.settings import SettingCodes
-
-from pushwarden.sandbox.certs import client_ssl_context
 
 
 @functools.cache
@@ -66,6 +65,9 @@ def apns_client(
 
     Call it inside the running event loop (aioapns binds to the loop at build).
     ``max_streams``: see :func:`apns_protocol_for` (None keeps aioapns' behaviour).
+    The TLS context is the one aioapns builds by default (no ALPN offered),
+    trusting ``ca_file`` instead of the system's CAs: the fake serves it
+    HTTP/2 by the connection preface, as Apple does.
     """
     client = APNs(
         key=key,
@@ -73,7 +75,7 @@ def apns_client(
         team_id=team_id,
         topic=topic,
         max_connections=max_connections,
-        ssl_context=client_ssl_context(ca_file),
+        ssl_context=ssl.create_default_context(cafile=str(ca_file)),
         **kwargs,
     )
     client.pool.protocol_class = apns_protocol_for(host, port, max_streams)

@@ -2,8 +2,11 @@
 
 One TLS listener per fake.  After the handshake the negotiated ALPN protocol
 picks the connection handler: ``h2`` is served here (a lean ``asyncio.Protocol``
-around an ``h2`` state machine), anything else goes to
-``pushwarden.sandbox.http1.serve_http1`` over asyncio streams.  Both hand each
+around an ``h2`` state machine), ``http/1.1`` goes to
+``pushwarden.sandbox.http1.serve_http1`` over asyncio streams.  A client that
+offers no ALPN at all (aioapns, as shipped) is told apart by its first bytes:
+the HTTP/2 connection preface means HTTP/2 with prior knowledge, as Apple
+serves it; anything else is HTTP/1.1.  Both handlers hand each
 complete request to one dispatch function: the control routes
 (``/_sandbox/...``) first, then the provider app, whose answer is an
 :data:`Action` (a response, or a fault the core carries out).
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -109,11 +113,27 @@ class GoAway:
     then: Response | None = None
 
 
-Action = Union[Response, Delay, NoAnswer, ResetStream, DropConnection, GoAway]  # noqa: UP007
+@dataclass(frozen=True, slots=True)
+class Http2Only:
+    """Refuse a request that did not come over HTTP/2, as an HTTP/2-only server does.
+
+    Such a server reads a client's first bytes as the HTTP/2 connection
+    preface: an HTTP/1.1 request line is not one, so it answers with its
+    SETTINGS and a GOAWAY (PROTOCOL_ERROR) and hangs up.  An HTTP/1.1 client
+    gets no HTTP/1.1 answer at all.  On an HTTP/2 stream it is a GOAWAY.
+    """
+
+
+Action = Union[Response, Delay, NoAnswer, ResetStream, DropConnection, GoAway, Http2Only]  # noqa: UP007
 
 
 class App(Protocol):
-    """A provider behind the core."""
+    """A provider behind the core.
+
+    An app that keeps state per connection may also define
+    ``connection_closed(connection_id: int) -> None``; the core calls it when
+    a connection ends.
+    """
 
     name: str
 
@@ -125,6 +145,8 @@ class App(Protocol):
 Dispatch = Callable[[Request], Awaitable[Action]]
 
 CONTROL_PREFIX = "/_sandbox/"
+#: What an HTTP/2 client sends first (RFC 9113, section 3.4).
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: Streams a client may open at once on one connection (Apple advertises 1000).
 DEFAULT_MAX_STREAMS = 1000
 _STREAM_WINDOW = 1 << 20
@@ -376,6 +398,8 @@ class _H2Handler:
                 self.transport.abort()
             elif isinstance(action, GoAway):
                 self._goaway(stream_id, action)
+            elif isinstance(action, Http2Only):
+                self._goaway(stream_id, GoAway(h2.errors.ErrorCodes.PROTOCOL_ERROR))
             # NoAnswer: leave the stream open for ever.
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             # The client reset or closed the stream meanwhile; nothing to answer.
@@ -471,7 +495,11 @@ class _H2Handler:
 
 
 class _SandboxProtocol(asyncio.Protocol):
-    """Accepts one TLS connection and hands it to the handler for its ALPN protocol."""
+    """Accepts one TLS connection and hands it to the handler for its protocol.
+
+    ALPN decides when the client offered it; without ALPN the first bytes do
+    (``sniffed`` holds them until they match the HTTP/2 preface or cannot).
+    """
 
     def __init__(self, server: SandboxServer) -> None:
         self.server = server
@@ -479,18 +507,33 @@ class _SandboxProtocol(asyncio.Protocol):
         self.stream_protocol: asyncio.StreamReaderProtocol | None = None
         self.transport: asyncio.Transport | None = None
         self.http1_task: asyncio.Task[None] | None = None
+        self.connection_id = 0
+        self.sniffed: bytes | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         server = self.server
         server._connections.add(self)
-        cid = next(server._ids)
+        self.connection_id = next(server._ids)
         ssl_object = transport.get_extra_info("ssl_object")
         alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         if alpn == "h2":
-            self.h2 = _H2Handler(transport, server.dispatch, cid, server.max_streams)
-            return
+            self._serve_h2()
+        elif alpn is None:
+            self.sniffed = b""
+        else:
+            self._serve_http1()
+
+    def _serve_h2(self) -> None:
+        assert self.transport is not None
+        self.h2 = _H2Handler(
+            self.transport, self.server.dispatch, self.connection_id, self.server.max_streams
+        )
+
+    def _serve_http1(self) -> None:
+        transport = self.transport
+        assert transport is not None
         try:
             from pushwarden.sandbox.http1 import serve_http1
         except ImportError:
@@ -503,13 +546,32 @@ class _SandboxProtocol(asyncio.Protocol):
         protocol.connection_made(transport)
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         self.stream_protocol = protocol
-        self.http1_task = loop.create_task(serve_http1(reader, writer, server.dispatch, cid))
+        self.http1_task = loop.create_task(
+            serve_http1(reader, writer, self.server.dispatch, self.connection_id)
+        )
+
+    def _sniff(self, data: bytes) -> None:
+        seen = (self.sniffed or b"") + data
+        if len(seen) < len(H2_PREFACE) and H2_PREFACE.startswith(seen):
+            self.sniffed = seen
+            return
+        self.sniffed = None
+        if seen.startswith(H2_PREFACE):
+            self._serve_h2()
+            if self.h2 is not None:
+                self.h2.data_received(seen)
+        else:
+            self._serve_http1()
+            if self.stream_protocol is not None:
+                self.stream_protocol.data_received(seen)
 
     def data_received(self, data: bytes) -> None:
         if self.h2 is not None:
             self.h2.data_received(data)
         elif self.stream_protocol is not None:
             self.stream_protocol.data_received(data)
+        elif self.sniffed is not None:
+            self._sniff(data)
 
     def eof_received(self) -> bool | None:
         if self.stream_protocol is not None:
@@ -525,20 +587,27 @@ class _SandboxProtocol(asyncio.Protocol):
             self.stream_protocol.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server._connections.discard(self)
+        self._forget()
         if self.h2 is not None:
             self.h2.connection_lost()
         if self.stream_protocol is not None:
             self.stream_protocol.connection_lost(exc)
 
     def abort(self) -> None:
-        self.server._connections.discard(self)
+        self._forget()
         if self.http1_task is not None:
             self.http1_task.cancel()
         if self.h2 is not None:
             self.h2.connection_lost()
         if self.transport is not None:
             self.transport.abort()
+
+    def _forget(self) -> None:
+        if self in self.server._connections:
+            self.server._connections.discard(self)
+            closed = getattr(self.server.app, "connection_closed", None)
+            if closed is not None:
+                closed(self.connection_id)
 
 
 class SandboxServer:

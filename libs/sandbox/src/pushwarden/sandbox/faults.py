@@ -32,8 +32,8 @@ from pushwarden.sandbox.core import (
 
 #: Effects a spec may have; the value documents which fields it reads.
 EFFECTS: Mapping[str, str] = {
-    "status": "status, reason, retry_after, timestamp_ms",
-    "delay": "seconds (then the normal answer, or the error when status is set)",
+    "status": "status and/or reason (each implies the other), retry_after, timestamp_ms",
+    "delay": "seconds (then the normal answer, or the error when status or reason is set)",
     "no_answer": "",
     "reset_stream": "error_code",
     "drop_connection": "",
@@ -83,8 +83,8 @@ class FaultSpec:
             raise FaultSpecError("probability must be within 0..1")
         if self.times is not None and self.times < 0:
             raise FaultSpecError("times must be >= 0 or null")
-        if self.effect == "status" and self.status is None:
-            raise FaultSpecError("a status effect needs a status")
+        if self.effect == "status" and self.status is None and self.reason is None:
+            raise FaultSpecError("a status effect needs a status, a reason or both")
         if self.effect == "delay" and (self.seconds is None or self.seconds < 0):
             raise FaultSpecError("a delay needs seconds >= 0")
         if self.effect == "expired_token_window" and (
@@ -243,7 +243,8 @@ _ACTIONS: Mapping[str, _Builder] = {
     "status": lambda spec, normal, error: error(spec),
     "expired_token_window": lambda spec, normal, error: error(spec),
     "delay": lambda spec, normal, error: Delay(
-        spec.seconds or 0.0, error(spec) if spec.status is not None else normal()
+        spec.seconds or 0.0,
+        normal() if spec.status is None and spec.reason is None else error(spec),
     ),
     "no_answer": lambda spec, normal, error: NoAnswer(),
     "reset_stream": lambda spec, normal, error: ResetStream(

@@ -5,7 +5,9 @@ token refresh and firebase-admin's synchronous ``send`` both use ``requests``,
 which speaks HTTP/1.1 only). One request at a time per connection, keep-alive,
 ``Content-Length`` or chunked request bodies. Fault actions are carried out as
 far as HTTP/1.1 can express them: there are no streams, so resetting a stream
-or sending GOAWAY both end the connection.
+or sending GOAWAY both end the connection. A request a provider serves over
+HTTP/2 only (APNs) is refused with :class:`~pushwarden.sandbox.core.Http2Only`:
+HTTP/2 SETTINGS and GOAWAY frames where the client expects a status line.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import contextlib
 import logging
 import time
 
+import h2.config
+import h2.connection
+import h2.errors
 import h11
 
 from pushwarden.sandbox.core import (
@@ -23,6 +28,7 @@ from pushwarden.sandbox.core import (
     Dispatch,
     DropConnection,
     GoAway,
+    Http2Only,
     NoAnswer,
     Request,
     ResetStream,
@@ -154,6 +160,18 @@ async def _carry_out(
             )
             await _send_response(conn, writer, closing)
         raise _Close()
+    elif isinstance(action, Http2Only):
+        writer.write(_http2_refusal())
+        await writer.drain()
+        raise _Close()
+
+
+def _http2_refusal() -> bytes:
+    """What an HTTP/2-only server writes to a client whose first bytes are not the preface."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    conn.initiate_connection()
+    conn.close_connection(error_code=h2.errors.ErrorCodes.PROTOCOL_ERROR)
+    return conn.data_to_send()
 
 
 async def _send_response(
