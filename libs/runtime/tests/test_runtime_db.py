@@ -3,13 +3,15 @@ unit of work rolls back unless committed, unreachable databases stop the process
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import (
@@ -24,17 +26,21 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import NullPool, QueuePool
 
 from pushwarden.runtime.db import (
     DatabaseUnavailable,
+    UtcDateTime,
     check_connection,
     connect,
     connect_or_exit,
     conventional_metadata,
+    create_async_engine_for,
     create_engine_for,
+    insert_ignoring_duplicates,
     session_factory,
     unit_of_work,
 )
@@ -64,6 +70,12 @@ class Pet(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("owners.id"))
     name: Mapped[str] = mapped_column(String(50))
+
+
+class Stamp(Base):
+    __tablename__ = "stamps"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class Counter(Base):
@@ -115,35 +127,89 @@ def test_postgresql_pool_is_small_and_pre_pinged(any_database_url: str) -> None:
         engine.dispose()
 
 
-def test_foreign_keys_are_enforced(engine: Engine) -> None:
-    factory = session_factory(engine)
-    with unit_of_work(factory) as session:
+@pytest.fixture
+async def async_engine(engine: Engine, any_database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The asyncio engine the services run on, over the same (created) tables."""
+    async_engine = create_async_engine_for(DatabaseSettings(url=any_database_url, pool_size=2))
+    try:
+        yield async_engine
+    finally:
+        await async_engine.dispose()
+
+
+async def test_the_async_engine_applies_the_same_pragmas(tmp_path: Path) -> None:
+    engine = create_async_engine_for(DatabaseSettings(url=f"sqlite:///{tmp_path}/a.db"))
+    try:
+        async with engine.connect() as first, engine.connect() as second:
+            for connection in (first, second):
+                pragma = connection.exec_driver_sql
+                assert (await pragma("PRAGMA journal_mode")).scalar() == "wal"
+                assert (await pragma("PRAGMA foreign_keys")).scalar() == 1
+                assert (await pragma("PRAGMA synchronous")).scalar() == 2
+                assert (await pragma("PRAGMA busy_timeout")).scalar() == 5000
+    finally:
+        await engine.dispose()
+
+
+async def test_foreign_keys_are_enforced(async_engine: AsyncEngine) -> None:
+    factory = session_factory(async_engine)
+    async with unit_of_work(factory) as session:
         session.add(Pet(owner_id=999, name="ghost"))
         with pytest.raises(IntegrityError):
-            session.flush()
+            await session.flush()
 
 
-def add_then_fail(factory: sessionmaker[Session]) -> None:
-    with unit_of_work(factory) as session:
+async def add_then_fail(factory: async_sessionmaker[AsyncSession]) -> None:
+    async with unit_of_work(factory) as session:
         session.add(Owner(name="failed"))
-        session.flush()
+        await session.flush()
         session.add(Owner(name="kept"))
-        session.flush()  # duplicate name: the whole unit is rolled back
+        await session.flush()  # duplicate name: the whole unit is rolled back
 
 
-def test_unit_of_work_rolls_back_unless_committed(engine: Engine) -> None:
-    factory = session_factory(engine)
-    with unit_of_work(factory) as session:
+async def test_unit_of_work_rolls_back_unless_committed(async_engine: AsyncEngine) -> None:
+    factory = session_factory(async_engine)
+    async with unit_of_work(factory) as session:
         session.add(Owner(name="forgotten"))
-        session.flush()
-    with unit_of_work(factory) as session:
+        await session.flush()
+    async with unit_of_work(factory) as session:
         session.add(Owner(name="kept"))
-        session.commit()
+        await session.commit()
         session.add(Owner(name="after-commit"))
     with pytest.raises(IntegrityError):
-        add_then_fail(factory)
-    with unit_of_work(factory) as session:
-        assert session.scalars(select(Owner.name)).all() == ["kept"]
+        await add_then_fail(factory)
+    async with unit_of_work(factory) as session:
+        assert (await session.scalars(select(Owner.name))).all() == ["kept"]
+
+
+async def test_insert_ignoring_duplicates_counts_what_it_inserted(
+    async_engine: AsyncEngine,
+) -> None:
+    factory = session_factory(async_engine)
+    table = Owner
+    async with unit_of_work(factory) as session:
+        assert await insert_ignoring_duplicates(session, table, [{"id": 1, "name": "a"}]) == 1
+        rows = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"}]
+        assert await insert_ignoring_duplicates(session, table, rows) == 2
+        await session.commit()
+
+
+async def test_utc_datetime_round_trips_aware_instants(async_engine: AsyncEngine) -> None:
+    async with async_engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+    factory = session_factory(async_engine)
+    instant = datetime(2026, 3, 29, 1, 30, tzinfo=ZoneInfo("Europe/Berlin"))
+    async with unit_of_work(factory) as session:
+        session.add(Stamp(id=1, at=instant))
+        await session.commit()
+    async with unit_of_work(factory, read_only=True) as session:
+        stored = (await session.get_one(Stamp, 1)).at
+    assert stored == instant
+    assert stored.tzinfo == UTC
+    async with unit_of_work(factory) as session:
+        session.add(Stamp(id=2, at=datetime(2026, 1, 1)))
+        with pytest.raises(StatementError, match="naive datetime"):
+            await session.flush()
 
 
 def test_naming_convention_names_constraints(engine: Engine) -> None:
@@ -157,38 +223,32 @@ def test_naming_convention_names_constraints(engine: Engine) -> None:
             assert {"pk_pets", "uq_pets_owner_id_name", "fk_pets_owner_id_owners"} <= set(found)
 
 
-def test_sqlite_read_then_write_transactions_queue_instead_of_failing(tmp_path: Path) -> None:
+async def test_sqlite_read_then_write_transactions_queue_instead_of_failing(
+    tmp_path: Path,
+) -> None:
     # Deferred transactions that read and then write fail with "database is locked" when
     # they race; BEGIN IMMEDIATE makes them wait for each other instead.
-    engine = create_engine_for(DatabaseSettings(url=f"sqlite:///{tmp_path}/c.db", pool_size=4))
-    Base.metadata.create_all(engine)
+    url = f"sqlite:///{tmp_path}/c.db"
+    sync_engine = create_engine_for(DatabaseSettings(url=url))
+    Base.metadata.create_all(sync_engine)
+    sync_engine.dispose()
+    engine = create_async_engine_for(DatabaseSettings(url=url, pool_size=4))
     factory = session_factory(engine)
-    with unit_of_work(factory) as session:
+    async with unit_of_work(factory) as session:
         session.add(Counter(id=1, value=0))
-        session.commit()
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
+        await session.commit()
 
-    def increment() -> None:
-        try:
-            barrier.wait(timeout=30)
-            for _ in range(15):
-                with unit_of_work(factory) as session:
-                    counter = session.get_one(Counter, 1)
-                    counter.value += 1
-                    session.commit()
-        except BaseException as exc:  # reported below: a thread cannot fail the test itself
-            errors.append(exc)
+    async def increment() -> None:
+        for _ in range(15):
+            async with unit_of_work(factory) as session:
+                counter = await session.get_one(Counter, 1)
+                counter.value += 1
+                await session.commit()
 
-    threads = [threading.Thread(target=increment) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    with unit_of_work(factory) as session:
-        total = session.scalar(select(func.sum(Counter.value)))
-    engine.dispose()
-    assert errors == []
+    await asyncio.gather(*(increment() for _ in range(4)))
+    async with unit_of_work(factory) as session:
+        total = await session.scalar(select(func.sum(Counter.value)))
+    await engine.dispose()
     assert total == 60
 
 

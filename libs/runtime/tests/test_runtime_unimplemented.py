@@ -35,7 +35,7 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
         (
-            service_handler(HEALTH, HalfHealth(), pending_issue=99),
+            service_handler(HEALTH, HalfHealth()),
             service_handler(REFLECTION, object()),
         )
     )
@@ -48,12 +48,11 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
         await server.stop(0)
 
 
-def test_the_message_names_the_rpc_and_the_issue() -> None:
+def test_the_message_names_the_rpc() -> None:
     assert (
-        unimplemented_message("pushwarden.consent.v1.ConsentService/RegisterDevice", 4)
-        == "pushwarden.consent.v1.ConsentService/RegisterDevice is not implemented yet (issue 4)"
+        unimplemented_message("pushwarden.consent.v1.ConsentService/RegisterDevice")
+        == "pushwarden.consent.v1.ConsentService/RegisterDevice is not implemented yet"
     )
-    assert unimplemented_message("a.B/C", None) == "a.B/C is not implemented yet"
 
 
 def test_implemented_methods_are_the_ones_the_servicer_defines() -> None:
@@ -72,7 +71,7 @@ async def test_a_defined_method_is_served_with_the_descriptor_s_messages(
 @pytest.mark.parametrize(
     ("service", "method", "message"),
     [
-        (HEALTH, "Watch", "grpc.health.v1.Health/Watch is not implemented yet (issue 99)"),
+        (HEALTH, "Watch", "grpc.health.v1.Health/Watch is not implemented yet"),
         (
             REFLECTION,
             "ServerReflectionInfo",

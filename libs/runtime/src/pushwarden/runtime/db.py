@@ -1,21 +1,46 @@
-"""Database engine, sessions and unit of work (SQLAlchemy 2.x), for SQLite and PostgreSQL.
+"""Database engines, sessions and unit of work (SQLAlchemy 2.x), for SQLite and PostgreSQL.
 
 SQLite is the zero-setup default: a file whose directory is created on start, in WAL mode
 with foreign keys enforced and ``synchronous=FULL`` on every connection. PostgreSQL is the
 production database, reached through psycopg 3 with a small pool.
+
+Services serve RPCs on the asyncio engine (:func:`create_async_engine_for`: aiosqlite on
+SQLite, psycopg's async mode on PostgreSQL), so a query that waits on a lock never blocks
+the event loop. The synchronous engine (:func:`create_engine_for`) remains for what runs
+before the server starts (the connection check and the Alembic migrations) and for tools.
+Both apply the same pragmas, transaction modes and pool limits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, TypeVar
 
-from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Dialect,
+    Engine,
+    MetaData,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.types import TypeDecorator
 
 from pushwarden.runtime.config import ConfigError, exit_with_config_error
 from pushwarden.runtime.settings import DatabaseSettings
@@ -32,15 +57,25 @@ NAMING_CONVENTION: Final[dict[str, str]] = {
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 PG_CONNECT_TIMEOUT_S: Final = 10
+# A statement waiting longer than this for a row or table lock fails (UNAVAILABLE to the
+# caller, who may retry) instead of holding a pooled connection indefinitely; the same
+# bound SQLite's busy_timeout sets.
+PG_LOCK_TIMEOUT_MS: Final = SQLITE_BUSY_TIMEOUT_MS
 
-# Every SQLite connection gets these; WAL lets readers run beside the one writer.
-# busy_timeout comes first so that switching a new file to WAL also waits for a lock.
-SQLITE_PRAGMAS: Final[tuple[tuple[str, str], ...]] = (
-    ("busy_timeout", str(SQLITE_BUSY_TIMEOUT_MS)),
-    ("journal_mode", "WAL"),
-    ("foreign_keys", "ON"),
-    ("synchronous", "FULL"),
-)
+
+def sqlite_pragmas(busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> tuple[tuple[str, str], ...]:
+    """The pragmas every SQLite connection gets."""
+    # WAL lets readers run beside the one writer. busy_timeout comes first so that
+    # switching a new file to WAL also waits for a lock.
+    return (
+        ("busy_timeout", str(busy_timeout_ms)),
+        ("journal_mode", "WAL"),
+        ("foreign_keys", "ON"),
+        ("synchronous", "FULL"),
+    )
+
+
+SQLITE_PRAGMAS: Final = sqlite_pragmas()
 
 SqliteBegin = Literal["DEFERRED", "IMMEDIATE"]
 # Execution option that picks how a SQLite transaction begins (ignored on PostgreSQL).
@@ -99,8 +134,15 @@ def create_engine_for(
         max_overflow=0,
         pool_timeout=30,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
+        connect_args=_pg_connect_args(),
     )
+
+
+def _pg_connect_args() -> dict[str, Any]:
+    return {
+        "connect_timeout": PG_CONNECT_TIMEOUT_S,
+        "options": f"-c lock_timeout={PG_LOCK_TIMEOUT_MS}",
+    }
 
 
 def _sqlite_engine(url: URL, settings: DatabaseSettings, begin: SqliteBegin) -> Engine:
@@ -114,16 +156,25 @@ def _sqlite_engine(url: URL, settings: DatabaseSettings, begin: SqliteBegin) -> 
         pool_size=settings.pool_size,
         max_overflow=0,
         pool_timeout=30,
-        # The driver's own transaction handling issues BEGIN lazily and only before DML;
-        # turning it off lets the "begin" hook below start every transaction explicitly.
-        connect_args={"isolation_level": None, "check_same_thread": False},
+        connect_args={"check_same_thread": False},
     )
+
+    _install_sqlite_hooks(engine, begin, SQLITE_BUSY_TIMEOUT_MS)
+    return engine
+
+
+def _install_sqlite_hooks(engine: Engine, begin: SqliteBegin, busy_timeout_ms: int) -> None:
+    """Pragmas on every new connection; an explicit BEGIN of the chosen mode."""
+    pragmas = sqlite_pragmas(busy_timeout_ms)
 
     @event.listens_for(engine, "connect")
     def _apply_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's own transaction handling issues BEGIN lazily and only before DML;
+        # turning it off lets the "begin" hook below start every transaction explicitly.
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            for name, value in SQLITE_PRAGMAS:
+            for name, value in pragmas:
                 cursor.execute(f"PRAGMA {name}={value}")
         finally:
             cursor.close()
@@ -135,7 +186,44 @@ def _sqlite_engine(url: URL, settings: DatabaseSettings, begin: SqliteBegin) -> 
             raise ValueError(f"{SQLITE_BEGIN_OPTION} must be DEFERRED or IMMEDIATE, not {mode!r}")
         connection.exec_driver_sql(f"BEGIN {mode}")
 
-    return engine
+
+def create_async_engine_for(
+    settings: DatabaseSettings,
+    *,
+    sqlite_begin: SqliteBegin = "DEFERRED",
+    busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+) -> AsyncEngine:
+    """The asyncio engine for ``settings.url``, with the same pragmas, transaction modes
+    and pool limits as :func:`create_engine_for`.
+
+    ``sqlite+aiosqlite`` / ``postgresql+psycopg`` are chosen from the URL's backend, so a
+    service's one ``DATABASE_URL`` serves both engines. Raises ``OSError`` when the SQLite
+    directory cannot be made.
+    """
+    url = make_url(settings.url)
+    if url.get_backend_name() == "sqlite":
+        path = sqlite_path(url)
+        if path is None:
+            raise ValueError(f"in-memory SQLite is not supported: {url}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(
+            url.set(drivername="sqlite+aiosqlite"),
+            echo=settings.echo,
+            pool_size=settings.pool_size,
+            max_overflow=0,
+            pool_timeout=30,
+        )
+        _install_sqlite_hooks(engine.sync_engine, sqlite_begin, busy_timeout_ms)
+        return engine
+    return create_async_engine(
+        url.set(drivername="postgresql+psycopg"),
+        echo=settings.echo,
+        pool_size=settings.pool_size,
+        max_overflow=0,
+        pool_timeout=30,
+        pool_pre_ping=True,
+        connect_args=_pg_connect_args(),
+    )
 
 
 def check_connection(engine: Engine, *, env_name: str) -> None:
@@ -173,14 +261,16 @@ def connect_or_exit(settings: DatabaseSettings, *, env_name: str) -> Engine:
         exit_with_config_error(exc)
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions bound to ``engine``; objects stay readable after commit."""
-    return sessionmaker(bind=engine, expire_on_commit=False)
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Async sessions bound to ``engine``; objects stay readable after commit."""
+    return async_sessionmaker(bind=engine, expire_on_commit=False)
 
 
-@contextmanager
-def unit_of_work(factory: sessionmaker[Session], *, read_only: bool = False) -> Iterator[Session]:
-    """A session whose work is rolled back unless the block calls ``session.commit()``.
+@asynccontextmanager
+async def unit_of_work(
+    factory: async_sessionmaker[AsyncSession], *, read_only: bool = False
+) -> AsyncIterator[AsyncSession]:
+    """A session whose work is rolled back unless the block awaits ``session.commit()``.
 
     Leaving the block (normally or by an exception) rolls back whatever was not committed
     and closes the session. Unless ``read_only``, a SQLite transaction takes the write lock
@@ -189,10 +279,102 @@ def unit_of_work(factory: sessionmaker[Session], *, read_only: bool = False) -> 
     session = factory()
     try:
         if not read_only:
-            session.connection(execution_options={SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+            await session.connection(execution_options={SQLITE_BEGIN_OPTION: "IMMEDIATE"})
         yield session
     finally:
         try:
-            session.rollback()
+            await session.rollback()
         finally:
-            session.close()
+            await session.close()
+
+
+class Database:
+    """A service's asyncio engine and its sessions: what repositories run on."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.sessions = session_factory(engine)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    def unit_of_work(self, *, read_only: bool = False) -> AbstractAsyncContextManager[AsyncSession]:
+        """:func:`unit_of_work` on this database's sessions."""
+        return unit_of_work(self.sessions, read_only=read_only)
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+class UnitOfWork:
+    """One transaction with a service's repositories on it; a service subclasses it and
+    builds its repositories in ``__init__`` from :attr:`session`. Work is rolled back
+    unless :meth:`commit` is awaited (see :func:`unit_of_work`)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def commit(self) -> None:
+        """Make the transaction's changes durable."""
+        await self.session.commit()
+
+
+UnitOfWorkT = TypeVar("UnitOfWorkT", bound=UnitOfWork)
+
+
+class UnitOfWorkFactory(Generic[UnitOfWorkT]):
+    """Opens units of work of one kind on a :class:`Database`; what handlers receive
+    from the composition root (``async with uow() as work: ...``)."""
+
+    def __init__(self, database: Database, make: Callable[[AsyncSession], UnitOfWorkT]) -> None:
+        self.database = database
+        self._make = make
+
+    @asynccontextmanager
+    async def __call__(self, *, read_only: bool = False) -> AsyncIterator[UnitOfWorkT]:
+        async with self.database.unit_of_work(read_only=read_only) as session:
+            yield self._make(session)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC instant on both backends: ``timestamptz`` on PostgreSQL, an
+    ISO text column on SQLite (which keeps no zone); naive values are refused."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Store UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: store timezone-aware UTC instants")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Read back an aware UTC instant."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+async def insert_ignoring_duplicates(
+    session: AsyncSession, table: type[Any], rows: Sequence[Mapping[str, Any]]
+) -> int:
+    """``INSERT ... ON CONFLICT DO NOTHING`` of ``rows`` into the mapped class ``table`` in
+    one statement, on SQLite and PostgreSQL alike; returns how many rows were inserted
+    (the rest already existed)."""
+    if not rows:
+        return 0
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    # One multi-row VALUES statement; RETURNING counts the inserted rows on both backends
+    # (the drivers' rowcount is not reliable for ORM-level or multi-row inserts).
+    keys = [column for column in inspect(table).primary_key]
+    statement = insert(table).values(list(rows)).on_conflict_do_nothing().returning(*keys)
+    result = await session.execute(statement)
+    return len(result.all())

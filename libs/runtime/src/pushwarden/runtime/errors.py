@@ -20,6 +20,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status  # type: ignore[import-untyped]
+from sqlalchemy import exc as sa_exc
 
 from pushwarden.runtime._wrap import WrappingInterceptor, iterate_response, rewrap
 from pushwarden.runtime.context import current_caller
@@ -256,10 +257,87 @@ def internal_status(error_id: str) -> status_pb2.Status:
     return build_status(grpc.StatusCode.INTERNAL, message, [info])
 
 
+# SQLSTATEs (PostgreSQL) by the status they become; anything else from the database
+# driver that is an OperationalError counts as "database unavailable".
+_PG_ABORTED = {"40001": "SERIALIZATION_FAILURE", "40P01": "DEADLOCK"}
+_PG_UNIQUE, _PG_FOREIGN_KEY = "23505", "23503"
+_PG_BUSY = {"55P03": "lock timeout", "57014": "statement timeout"}
+DATABASE_RETRY_AFTER_S = 1.0
+
+
+def database_error(exc: BaseException) -> DomainError | None:
+    """The domain error a database failure means to the caller, or None when ``exc``
+    is not one.
+
+    A unique or foreign-key violation that escaped the handler's own checks is a lost
+    race with a concurrent request: ABORTED (retry the whole call, which then sees the
+    other write). A lock or statement timeout, a busy SQLite file, an exhausted pool or a
+    lost connection is UNAVAILABLE with a retry delay. Serialization failures and
+    deadlocks are ABORTED. Other constraint failures are FAILED_PRECONDITION, bad values
+    INVALID_ARGUMENT. None of them is INTERNAL.
+    """
+    if isinstance(exc, sa_exc.TimeoutError):  # the pool had no free connection in time
+        return Unavailable(
+            "the database is busy; retry shortly",
+            reason="DATABASE_BUSY",
+            retry_after_s=DATABASE_RETRY_AFTER_S,
+        )
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return None
+    orig = exc.orig
+    sqlstate = str(getattr(orig, "sqlstate", "") or "")
+    text = str(orig).lower()
+    if isinstance(exc, sa_exc.IntegrityError):
+        if (
+            sqlstate in (_PG_UNIQUE, _PG_FOREIGN_KEY)
+            or "unique constraint" in text
+            or ("foreign key constraint" in text)
+        ):
+            return Aborted(
+                "a concurrent request changed the same data; retry the call",
+                reason="CONCURRENT_WRITE",
+            )
+        return FailedPrecondition(
+            "the change breaks a database constraint", reason="CONSTRAINT_VIOLATION"
+        )
+    if sqlstate in _PG_ABORTED:
+        return Aborted(
+            "the transaction lost a race with a concurrent one; retry the call",
+            reason=_PG_ABORTED[sqlstate],
+        )
+    if sqlstate in _PG_BUSY or "database is locked" in text or "database table is locked" in text:
+        return Unavailable(
+            "the database is busy (lock wait timed out); retry shortly",
+            reason="DATABASE_BUSY",
+            retry_after_s=DATABASE_RETRY_AFTER_S,
+        )
+    if isinstance(exc, sa_exc.DataError):
+        return InvalidArgument("a value does not fit its column", reason="INVALID_VALUE")
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or (
+        exc.connection_invalidated
+    ):
+        return Unavailable(
+            "the database is unavailable; retry shortly",
+            reason="DATABASE_UNAVAILABLE",
+            retry_after_s=DATABASE_RETRY_AFTER_S,
+        )
+    return None
+
+
 async def abort_for(exc: Exception, context: Context, method: str) -> None:
     """Abort the RPC with the status ``exc`` maps to (always raises AbortError)."""
+    translated = None if isinstance(exc, DomainError) else database_error(exc)
     if isinstance(exc, DomainError):
         status = exc.to_status()
+    elif translated is not None:
+        logger.warning(
+            "database error in %s: %s",
+            method,
+            translated.reason,
+            exc_info=exc,
+            extra={"method": method, "caller": current_caller.get()},
+        )
+        status = translated.to_status()
     else:
         error_id = uuid.uuid4().hex
         logger.error(

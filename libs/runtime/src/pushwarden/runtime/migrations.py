@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final, cast
+from typing import Any, Final, Literal, cast
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -37,6 +37,7 @@ from alembic.migration import MigrationContext
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import Script, ScriptDirectory
 from sqlalchemy import Connection, Engine, MetaData, text
+from sqlalchemy.types import TypeDecorator
 
 from pushwarden.runtime.db import SQLITE_BEGIN_OPTION, create_engine_for, is_sqlite
 from pushwarden.runtime.settings import DatabaseSettings
@@ -49,7 +50,16 @@ _PG_MIGRATION_LOCK_KEY: Final = zlib.crc32(b"pushwarden.runtime.migrations")
 
 _IN_PROCESS_LOCK: Final = threading.Lock()
 
-COMPARE_OPTIONS: Final[dict[str, Any]] = {"compare_type": True}
+
+def _render_item(type_: str, obj: Any, _autogen_context: Any) -> str | Literal[False]:
+    """Render a column type that wraps another (``UtcDateTime``) as the type it wraps,
+    so revisions never import the runtime's Python types."""
+    if type_ == "type" and isinstance(obj, TypeDecorator):
+        return f"sa.{obj.impl!r}"
+    return False
+
+
+COMPARE_OPTIONS: Final[dict[str, Any]] = {"compare_type": True, "render_item": _render_item}
 
 
 def alembic_config(script_location: Path, url: str | None = None) -> Config:
@@ -134,7 +144,7 @@ def head_revisions(script_location: Path) -> tuple[str, ...]:
 
 
 def schema_diff(
-    engine: Engine,
+    engine_or_url: Engine | str,
     metadata: MetaData,
     script_location: Path | None = None,
     *,
@@ -147,6 +157,20 @@ def schema_diff(
     (``("not_at_head", current, heads)``), so "migrate, then diff" cannot pass on a
     database that skipped revisions.
     """
+    engine, owned = _engine(engine_or_url)
+    try:
+        return _schema_diff(engine, metadata, script_location, include_object)
+    finally:
+        if owned:
+            engine.dispose()
+
+
+def _schema_diff(
+    engine: Engine,
+    metadata: MetaData,
+    script_location: Path | None,
+    include_object: IncludeObject | None,
+) -> list[Any]:
     with engine.connect() as connection:
         opts: dict[str, Any] = {**COMPARE_OPTIONS, "target_metadata": metadata}
         if include_object is not None:

@@ -1,8 +1,9 @@
 """Composition root of the consent service: the one place that wires it together.
 
-:func:`bootstrap` turns a :class:`ConsentConfig` into a ready app (database connected and
-migrated, servicer built); the entrypoint and the tests both call it, so what the tests
-exercise is what production runs.
+:func:`bootstrap` turns a :class:`ConsentConfig` into a ready app: the database
+connected and migrated, the unit-of-work factory, the handlers on it and the service's
+clock, the servicer on the handlers. The entrypoint and the tests both call it, so what
+the tests exercise is what production runs.
 """
 
 from __future__ import annotations
@@ -10,25 +11,34 @@ from __future__ import annotations
 from pathlib import Path
 
 from pushwarden.runtime.app import ServiceApp, open_database
+from pushwarden.runtime.clock import clock_for
 from pushwarden.runtime.unimplemented import service_handler
 from pushwarden.services.consent.config import ConsentConfig
+from pushwarden.services.consent.handlers.categories import CategoryHandlers
 from pushwarden.services.consent.servicer import (
-    PENDING_ISSUE,
     SERVICE_DESCRIPTOR,
     SERVICE_NAME,
     ConsentServicer,
 )
+from pushwarden.services.consent.storage.uow import unit_of_work_factory
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def bootstrap(config: ConsentConfig) -> ServiceApp[ConsentConfig]:
-    """Connect to the database, apply pending migrations and build the servicer.
+    """Connect to the database, apply pending migrations and wire the service.
 
     Raises :class:`pushwarden.runtime.db.DatabaseUnavailable` (a one-line config error
     naming the database variable) when the database cannot be reached.
     """
-    engine = open_database(config, MIGRATIONS)
-    servicer = ConsentServicer()
-    handler = service_handler(SERVICE_DESCRIPTOR, servicer, pending_issue=PENDING_ISSUE)
-    return ServiceApp(config, engine, handlers=(handler,), service_names=(SERVICE_NAME,))
+    database = open_database(config, MIGRATIONS)
+    clock = clock_for(config.clock_file)
+    uow = unit_of_work_factory(database)
+    servicer = ConsentServicer(categories=CategoryHandlers(uow, clock))
+    return ServiceApp(
+        config,
+        database,
+        handlers=(service_handler(SERVICE_DESCRIPTOR, servicer),),
+        service_names=(SERVICE_NAME,),
+        clock=clock,
+    )

@@ -13,7 +13,6 @@ from pushwarden.runtime.app import ServiceApp, open_database
 from pushwarden.runtime.unimplemented import service_handler
 from pushwarden.services.segmentation.config import SegmentationConfig
 from pushwarden.services.segmentation.servicer import (
-    PENDING_ISSUE,
     SERVICE_DESCRIPTOR,
     SERVICE_NAME,
     SegmentationServicer,
@@ -28,7 +27,7 @@ def bootstrap(config: SegmentationConfig) -> ServiceApp[SegmentationConfig]:
     Raises :class:`pushwarden.runtime.db.DatabaseUnavailable` (a one-line config error
     naming the database variable) when the database cannot be reached.
     """
-    engine = open_database(config, MIGRATIONS)
+    database = open_database(config, MIGRATIONS)
     servicer = SegmentationServicer()
-    handler = service_handler(SERVICE_DESCRIPTOR, servicer, pending_issue=PENDING_ISSUE)
-    return ServiceApp(config, engine, handlers=(handler,), service_names=(SERVICE_NAME,))
+    handler = service_handler(SERVICE_DESCRIPTOR, servicer)
+    return ServiceApp(config, database, handlers=(handler,), service_names=(SERVICE_NAME,))

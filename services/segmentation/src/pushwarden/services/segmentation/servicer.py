@@ -1,24 +1,22 @@
 """The gRPC face of the segmentation service.
 
-:class:`SegmentationServicer` holds one ``async`` method per implemented RPC of
-``pushwarden.segmentation.v1.SegmentationService`` (same name as the RPC); each converts the
-request, calls one handler and converts the result. RPCs it does not define yet
-answer UNIMPLEMENTED, naming themselves and :data:`PENDING_ISSUE`.
+:class:`SegmentationServicer` subclasses the generated ``SegmentationServiceServicer``,
+so mypy checks every method against the contract. Each method checks the caller may use the app,
+converts the request, calls one handler and converts the result. RPCs it does not
+override answer UNIMPLEMENTED, naming themselves.
 """
 
 from __future__ import annotations
 
 from google.protobuf.descriptor import ServiceDescriptor
 
-from pushwarden.segmentation.v1 import segmentation_pb2
+from pushwarden.segmentation.v1 import segmentation_pb2, segmentation_pb2_grpc
 
 SERVICE_DESCRIPTOR: ServiceDescriptor = segmentation_pb2.DESCRIPTOR.services_by_name[
     "SegmentationService"
 ]
 SERVICE_NAME: str = SERVICE_DESCRIPTOR.full_name
-# The issue that implements this service's RPCs.
-PENDING_ISSUE = 5
 
 
-class SegmentationServicer:
+class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
     """Implements ``pushwarden.segmentation.v1.SegmentationService``; no RPC is implemented yet."""
