@@ -165,6 +165,8 @@ def messages(draw: st.DrawFn, now: datetime, kind: MessageKind | None = None) ->
         message_id=draw(st.sampled_from(["m1", "m2", "m3"])),
         category=category,
         campaign_id=draw(st.none() | st.sampled_from(CAMPAIGNS)),
+        # Trigger ids that equal campaign ids: the two are keyed apart.
+        trigger_id=draw(st.none() | st.sampled_from(["camp-a", "trig-1"])),
         topic_id=draw(st.none() | st.sampled_from(["t1", "t2"])),
         priority=draw(st.integers(0, 3)),
         expires_at=None if expiry is None else now + timedelta(minutes=expiry),
@@ -211,9 +213,11 @@ def histories(draw: st.DrawFn, now: datetime) -> list[ContactEntry]:
             ContactEntry(
                 at=now - timedelta(minutes=draw(st.integers(0, 10 * 24 * 60))),
                 category_id=category.category_id,
-                kind=category.kind,
+                # Now and then a kind that contradicts the category's: it counts as sent.
+                kind=draw(st.sampled_from([category.kind] * 3 + list(MessageKind))),
                 campaign_id=draw(st.none() | st.sampled_from(CAMPAIGNS)),
                 send_key=draw(st.none() | st.sampled_from(["k1", "k9"])),
+                trigger_id=draw(st.none() | st.sampled_from(["camp-a", "trig-1"])),
             )
         )
     return entries
@@ -287,13 +291,26 @@ def _window_violations(
 
 def _counts(rule: CapRule, entry: ContactEntry, new: ContactEntry) -> bool:
     """Whether ``rule`` counts ``entry`` against a send like ``new``."""
-    if rule.scope is CapScope.ALL_MARKETING:
-        return entry.kind is MessageKind.MARKETING or rule.count_transactional
-    key = entry.category_id if rule.scope is CapScope.CATEGORY else entry.campaign_id
-    new_key = new.category_id if rule.scope is CapScope.CATEGORY else new.campaign_id
-    if key is None or key != new_key:
+    if entry.kind is not MessageKind.MARKETING and not rule.count_transactional:
         return False
-    return rule.target_id is None or key == rule.target_id
+    if rule.scope is CapScope.ALL_MARKETING:
+        return True
+    if rule.scope is CapScope.CATEGORY:
+        key: object = entry.category_id
+        new_key: object = new.category_id
+        target: object = new.category_id
+    else:
+        key, new_key = _source(entry), _source(new)
+        target = new.campaign_id
+    if new_key is None or key != new_key:
+        return False
+    return rule.target_id is None or target == rule.target_id
+
+
+def _source(entry: ContactEntry) -> tuple[str, str] | None:
+    if entry.campaign_id is not None:
+        return ("campaign", entry.campaign_id)
+    return None if entry.trigger_id is None else ("trigger", entry.trigger_id)
 
 
 def _same_window(rule: CapRule, at: datetime, end: datetime, zone: ZoneInfo) -> bool:
@@ -356,9 +373,10 @@ def test_caps_hold_over_simulated_weeks(
                     now,
                     message.category.category_id,
                     message.category.kind,
-                    message.source_id,
+                    message.campaign_id,
                     # Each arrival is its own send; keys would turn repeats into DUPLICATE.
                     None,
+                    message.trigger_id,
                 )
             )
         elif decision.outcome is Outcome.DEFER:
@@ -617,5 +635,5 @@ def test_inlined_cap_evaluation_matches_evaluate_cap(
     ordinal = now.astimezone(zone).toordinal()
     for step in decision.trace:
         if isinstance(step, CapStep):
-            times = hist.times_for(step.rule, message.category.category_id, message.source_id)
+            times = hist.times_for(step.rule, message)
             assert step == evaluate_cap(step.rule, times, now, zone, ordinal)

@@ -66,8 +66,9 @@ def arbitrate(
                 at=now,
                 category_id=message.category.category_id,
                 kind=message.category.kind,
-                campaign_id=message.source_id,
+                campaign_id=message.campaign_id,
                 send_key=message.send_key,
+                trigger_id=message.trigger_id,
             )
             hist = hist.with_sends((sent,))
     return results

@@ -24,8 +24,9 @@ def rule_applies(rule: CapRule, message: Message) -> bool:
     target = rule.target_id
     scope = rule.scope
     if scope is CapScope.CAMPAIGN:
-        source = message.source_id
-        return source is not None and (target is None or target == source)
+        if target is None:
+            return message.source_id is not None
+        return target == message.campaign_id
     if target is None:
         return True
     return scope is CapScope.CATEGORY and target == message.category.category_id

@@ -48,7 +48,9 @@ from .clock import (
 from .history import ContactHistory, as_history
 from .model import (
     SELECT_ALL,
+    SELECT_CAMPAIGN_ALL,
     SELECT_CATEGORY,
+    SELECT_CATEGORY_ALL,
     SELECT_MARKETING,
     CapRule,
     ContactEntry,
@@ -598,10 +600,16 @@ def decide(
                     times = hist.marketing
             elif selector == SELECT_ALL:
                 times = hist.all
-            else:
-                if source_id is None or (target is not None and target != source_id):
+            elif selector == SELECT_CATEGORY_ALL:
+                if target is not None and target != category_id:
                     continue
-                times = hist.campaign_times(source_id)
+                times = hist.category_times(category_id, True)
+            else:
+                if source_id is None or (target is not None and target != message.campaign_id):
+                    continue
+                times = hist.source_times(
+                    message.campaign_id, message.trigger_id, selector == SELECT_CAMPAIGN_ALL
+                )
             if len(times) < limit:
                 continue  # fewer sends in all the history than the limit: cannot be full
             kth = times[-limit]
@@ -804,13 +812,11 @@ def _traced_timed(
     caps_free = now
     if marketing:
         caps = rules.caps_for(recipient.frequency, recipient.frequency_max)
-        category_id = message.category.category_id
-        source_id = message.source_id
         dropped_by: Reason | None = None
         for rule in caps:
             if not rule_applies(rule, message):
                 continue
-            times = hist.times_for(rule, category_id, source_id)
+            times = hist.times_for(rule, message)
             step = evaluate_cap(rule, times, now, zone, ordinal)
             steps.append(step)
             if step.passed:
@@ -885,7 +891,7 @@ def remaining_budget(
             continue
         if zone is None and not isinstance(rule.window, timedelta):
             return Budget(0, rule, tuple(steps))
-        times = hist.times_for(rule, message.category.category_id, message.source_id)
+        times = hist.times_for(rule, message)
         ordinal = now.astimezone(zone).toordinal() if zone is not None else 0
         step = evaluate_cap(rule, times, now, zone, ordinal)
         steps.append(step)

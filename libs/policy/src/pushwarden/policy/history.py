@@ -15,14 +15,7 @@ from datetime import UTC, datetime
 from operator import attrgetter
 from typing import cast
 
-from .model import (
-    SELECT_ALL,
-    SELECT_CATEGORY,
-    SELECT_MARKETING,
-    CapRule,
-    ContactEntry,
-    MessageKind,
-)
+from .model import CapRule, CapScope, ContactEntry, Message, MessageKind
 
 __all__ = ["ContactHistory", "Times", "as_history"]
 
@@ -51,17 +44,40 @@ def _sorted_utc(times: list[datetime]) -> Times:
     return tuple(times)
 
 
+# What a scoped list holds: sends of one category, campaign or trigger, with or without
+# the transactional ones (``CapRule.count_transactional``).
+_CATEGORY, _CATEGORY_ALL, _CAMPAIGN, _CAMPAIGN_ALL, _TRIGGER, _TRIGGER_ALL = range(6)
+_Key = tuple[int, str]
+
+
+def _in_scope(code: int, name: str, entry: ContactEntry) -> bool:
+    """Whether ``entry`` belongs to the scoped list ``(code, name)``."""
+    if not code & 1 and entry.kind is not _MARKETING:
+        return False  # the entry's own kind decides: it is what was sent
+    if code <= _CATEGORY_ALL:
+        return entry.category_id == name
+    if code <= _CAMPAIGN_ALL:
+        return entry.campaign_id == name
+    # A trigger's sends are the ones with no campaign: a campaign id equal to a trigger
+    # id names another thing.
+    return entry.campaign_id is None and entry.trigger_id == name
+
+
 class ContactHistory:
     """Past sends to one recipient, indexed by scope.
 
     Immutable from the outside: ``with_sends`` returns a new history. Entries may come in
-    any order. The per-scope lists (``marketing``, ``category_times``, ...) are built on
-    first use and then kept; ``marketing_times`` and ``categories`` hold ``None`` until
-    then (the engine reads those slots directly on its hot path). ``send_keys`` holds the
-    sends' deduplication keys as the keys of a dict (values ``None``).
+    any order. Each scope's sorted instants are built on first use and then kept.
+    ``marketing_times`` and ``categories`` (the marketing list and the per-category
+    marketing lists, the two a decision's hot path reads) hold ``None`` until built.
+    ``send_keys`` holds the sends' deduplication keys as the keys of a dict.
+
+    An entry counts by its own ``kind``: a transactional send in a marketing category (or
+    the reverse) counts as what it was sent as, so caps that count marketing sends skip a
+    transactional entry whatever its category, campaign or trigger.
     """
 
-    __slots__ = ("campaigns", "categories", "entries", "every", "marketing_times", "send_keys")
+    __slots__ = ("categories", "entries", "every", "marketing_times", "scoped", "send_keys")
 
     def __init__(self, entries: Iterable[ContactEntry] = ()) -> None:
         self.entries: tuple[ContactEntry, ...] = tuple(entries)
@@ -73,7 +89,7 @@ class ContactHistory:
         self.every: Times | None = None
         self.marketing_times: Times | None = None
         self.categories: dict[str, Times] | None = None
-        self.campaigns: dict[str, Times] | None = None
+        self.scoped: dict[_Key, Times] | None = None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -96,8 +112,11 @@ class ContactHistory:
             )
         return times
 
-    def category_times(self, category_id: str) -> Times:
-        """Sorted UTC instants of the sends in one category."""
+    def category_times(self, category_id: str, transactional: bool = False) -> Times:
+        """Sorted UTC instants of the marketing sends (all sends if ``transactional``) in
+        one category."""
+        if transactional:
+            return self._scoped((_CATEGORY_ALL, category_id))
         built = self.categories
         if built is None:
             built = self.categories = {}
@@ -105,55 +124,61 @@ class ContactHistory:
             times = built.get(category_id)
             if times is not None:
                 return times
-        times = _sorted_utc([e.at for e in self.entries if e.category_id == category_id])
-        built[category_id] = times
+        times = built[category_id] = self._build((_CATEGORY, category_id))
         return times
 
-    def campaign_times(self, campaign_id: str) -> Times:
-        """Sorted UTC instants of the sends of one campaign."""
-        built = self.campaigns
+    def source_times(
+        self, campaign_id: str | None, trigger_id: str | None, transactional: bool = False
+    ) -> Times:
+        """Sorted UTC instants of the marketing sends (all if ``transactional``) of one
+        campaign, or, for a message with no campaign, of one trigger."""
+        tx = 1 if transactional else 0
+        if campaign_id is not None:
+            return self._scoped((_CAMPAIGN + tx, campaign_id))
+        if trigger_id is not None:
+            return self._scoped((_TRIGGER + tx, trigger_id))
+        return _EMPTY
+
+    def _scoped(self, key: _Key) -> Times:
+        built = self.scoped
         if built is None:
-            built = self.campaigns = {}
+            built = self.scoped = {}
         else:
-            times = built.get(campaign_id)
+            times = built.get(key)
             if times is not None:
                 return times
-        times = _sorted_utc([e.at for e in self.entries if e.campaign_id == campaign_id])
-        built[campaign_id] = times
+        times = built[key] = self._build(key)
         return times
+
+    def _build(self, key: _Key) -> Times:
+        code, name = key
+        return _sorted_utc([e.at for e in self.entries if _in_scope(code, name, e)])
 
     @property
     def by_category(self) -> dict[str, Times]:
-        """Every category's sorted instants (builds all of them; for inspection)."""
+        """Every category's marketing instants (builds all of them; for inspection)."""
         return {e.category_id: self.category_times(e.category_id) for e in self.entries}
 
     @property
     def by_campaign(self) -> dict[str, Times]:
-        """Every campaign's sorted instants (builds all of them; for inspection)."""
+        """Every campaign's marketing instants (builds all of them; for inspection)."""
         return {
-            e.campaign_id: self.campaign_times(e.campaign_id)
+            e.campaign_id: self.source_times(e.campaign_id, None)
             for e in self.entries
             if e.campaign_id is not None
         }
 
-    def times_for(self, rule: CapRule, category_id: str, campaign_id: str | None) -> Times:
-        """Sorted instants of the sends that ``rule`` counts for a message.
+    def times_for(self, rule: CapRule, message: Message) -> Times:
+        """Sorted instants of the sends that ``rule`` counts for ``message``.
 
         The caller has already checked that the rule applies to the message.
         """
-        selector = rule.selector
-        if selector == SELECT_MARKETING:
-            times = self.marketing_times
-            return times if times is not None else self.marketing
-        if selector == SELECT_ALL:
-            return self.all
-        if selector == SELECT_CATEGORY:
-            built = self.categories
-            found = built.get(category_id) if built is not None else None
-            return found if found is not None else self.category_times(category_id)
-        if campaign_id is None:
-            return _EMPTY
-        return self.campaign_times(campaign_id)
+        transactional = rule.count_transactional
+        if rule.scope is CapScope.ALL_MARKETING:
+            return self.all if transactional else self.marketing
+        if rule.scope is CapScope.CATEGORY:
+            return self.category_times(message.category.category_id, transactional)
+        return self.source_times(message.campaign_id, message.trigger_id, transactional)
 
     def with_sends(self, entries: Iterable[ContactEntry]) -> ContactHistory:
         """A new history with ``entries`` added (used by arbitration for tentative sends)."""
@@ -167,53 +192,47 @@ class ContactHistory:
             **{entry.send_key: None for entry in extra if entry.send_key is not None},
         }
         # Lists already built are extended in place of rebuilding; the others stay lazy.
-        new.every = _with(self.every, extra, None)
+        new.every = _with(self.every, extra, _is_any)
         new.marketing_times = _with(self.marketing_times, extra, _is_marketing)
-        new.categories = _with_each(self.categories, extra, _category_of)
-        new.campaigns = _with_each(self.campaigns, extra, _campaign_of)
+        new.categories = new.scoped = None
+        if self.categories is not None:
+            new.categories = {
+                name: _grown(times, extra, _CATEGORY, name)
+                for name, times in self.categories.items()
+            }
+        if self.scoped is not None:
+            new.scoped = {key: _grown(times, extra, *key) for key, times in self.scoped.items()}
         return new
+
+
+def _is_any(entry: ContactEntry) -> bool:
+    return True
 
 
 def _is_marketing(entry: ContactEntry) -> bool:
     return entry.kind is _MARKETING
 
 
-def _category_of(entry: ContactEntry) -> str | None:
-    return entry.category_id
-
-
-def _campaign_of(entry: ContactEntry) -> str | None:
-    return entry.campaign_id
-
-
 def _with(
     times: Times | None,
     extra: tuple[ContactEntry, ...],
-    keep: Callable[[ContactEntry], bool] | None,
+    keep: Callable[[ContactEntry], bool],
 ) -> Times | None:
     if times is None:
         return None
     grown = list(times)
     for entry in extra:
-        if keep is None or keep(entry):
+        if keep(entry):
             insort(grown, _utc(entry.at))
     return tuple(grown)
 
 
-def _with_each(
-    built: dict[str, Times] | None,
-    extra: tuple[ContactEntry, ...],
-    key: Callable[[ContactEntry], str | None],
-) -> dict[str, Times] | None:
-    if built is None:
-        return None
-    grown = {k: list(v) for k, v in built.items()}
+def _grown(times: Times, extra: tuple[ContactEntry, ...], code: int, name: str) -> Times:
+    grown = list(times)
     for entry in extra:
-        name = key(entry)
-        times = None if name is None else grown.get(name)
-        if times is not None:
-            insort(times, _utc(entry.at))
-    return {k: tuple(v) for k, v in grown.items()}
+        if _in_scope(code, name, entry):
+            insort(grown, _utc(entry.at))
+    return tuple(grown)
 
 
 def as_history(history: ContactHistory | Iterable[ContactEntry]) -> ContactHistory:

@@ -182,13 +182,23 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class ContactEntry:
-    """One past send to the recipient (the scheduler's contact history)."""
+    """One past send to the recipient (the scheduler's contact history).
+
+    ``kind`` is the kind the send went out as, and it alone decides how caps count the
+    entry: a transactional entry is never counted by a cap unless the rule says
+    ``count_transactional``, even when its category id names a marketing category
+    (categories are immutable, so such an entry comes from a stale or hand-made record,
+    and what was sent is what counts). ``campaign_id`` and ``trigger_id`` are the send's
+    source; a send with a campaign counts for that campaign, one with only a trigger for
+    that trigger, and the two id spaces never meet.
+    """
 
     at: datetime
     category_id: str
     kind: MessageKind
     campaign_id: str | None = None
     send_key: str | None = None
+    trigger_id: str | None = None
 
     def __post_init__(self) -> None:
         _require_aware(self.at, "ContactEntry.at")
@@ -346,6 +356,8 @@ SELECT_MARKETING = 0
 SELECT_ALL = 1
 SELECT_CATEGORY = 2
 SELECT_CAMPAIGN = 3
+SELECT_CATEGORY_ALL = 4
+SELECT_CAMPAIGN_ALL = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,8 +367,11 @@ class CapRule:
     ``window`` is a rolling ``timedelta`` or a ``CalendarWindow`` in the recipient's zone.
     For CATEGORY and CAMPAIGN scope, ``target_id=None`` applies the cap to each category
     (campaign) separately, counting the one the message belongs to; a set ``target_id``
-    limits the rule to that one. ``count_transactional`` makes an ALL_MARKETING rule count
-    transactional sends too (they are never capped by it). ``name`` shows in explanations.
+    limits the rule to that one. CAMPAIGN scope counts the message's campaign, or, for a
+    message with only a trigger, that trigger's sends (a ``target_id`` names a campaign).
+    Only marketing sends count unless ``count_transactional`` is set; then transactional
+    sends in the scope count too (they are never capped themselves). ``name`` shows in
+    explanations.
     ``user_preference`` marks the rule a user's opt-down adds (``Rules.caps_for`` builds
     it, named ``OPT_DOWN_RULE``); an exceeded one reports ``Reason.FREQUENCY_PREFERENCE``.
     """
@@ -387,10 +402,13 @@ class CapRule:
             raise ValueError("a rolling window must be positive")
         if self.scope is CapScope.ALL_MARKETING and self.target_id is not None:
             raise ValueError("target_id only applies to CATEGORY and CAMPAIGN scope")
+        every = self.count_transactional
         if self.scope is CapScope.ALL_MARKETING:
-            selector = SELECT_ALL if self.count_transactional else SELECT_MARKETING
+            selector = SELECT_ALL if every else SELECT_MARKETING
+        elif self.scope is CapScope.CATEGORY:
+            selector = SELECT_CATEGORY_ALL if every else SELECT_CATEGORY
         else:
-            selector = SELECT_CATEGORY if self.scope is CapScope.CATEGORY else SELECT_CAMPAIGN
+            selector = SELECT_CAMPAIGN_ALL if every else SELECT_CAMPAIGN
         rolling = self.window if isinstance(self.window, timedelta) else None
         object.__setattr__(self, "selector", selector)
         object.__setattr__(self, "rolling", rolling)
