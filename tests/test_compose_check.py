@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "compose_check.py"
@@ -97,6 +98,26 @@ def test_make_compose_check_default_is_the_real_file() -> None:
             ],
         ),
         ("missing-healthcheck.yml", ["segmentation: has no healthcheck"]),
+        (
+            "segmentation-without-consent.yml",
+            ["segmentation: must depend on consent (segmentation calls consent)"],
+        ),
+        (
+            "published-on-every-interface.yml",
+            [
+                "consent: '50051:50051' publishes on every interface "
+                "(publish on 127.0.0.1, e.g. '127.0.0.1:50051:50051')"
+            ],
+        ),
+        (
+            "password-in-the-file.yml",
+            [
+                "postgres: POSTGRES_PASSWORD must come from the environment with no default "
+                "(${POSTGRES_PASSWORD:?...}), not '${POSTGRES_PASSWORD:-pushwarden}'",
+                "delivery: PUSHWARDEN_DELIVERY_DATABASE_URL must take its password from the "
+                "environment (${POSTGRES_PASSWORD}), not from a literal or a default",
+            ],
+        ),
     ],
 )
 def test_a_broken_compose_file_is_rejected_with_a_message_per_problem(
@@ -120,6 +141,44 @@ def test_values_are_checked_through_the_config_classes(tmp_path: Path) -> None:
         "PUSHWARDEN_CONSENT_DATABASE_URL is a PostgreSQL URL" in found
     )
     assert any(p.startswith("segmentation: PUSHWARDEN_SEGMENTATION_PORT: '5oo52'") for p in found)
+
+
+def test_segmentation_reaches_consent_for_its_feed_and_nothing_else_calls_it(
+    tmp_path: Path,
+) -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    segmentation = compose["services"]["segmentation"]
+    assert segmentation["environment"]["PUSHWARDEN_SEGMENTATION_CONSENT_ADDR"] == (
+        "dns:///consent:50051"
+    )
+    assert set(segmentation["depends_on"]) == {"postgres", "consent"}
+    # A segmentation that also waited for the scheduler would close a cycle.
+    text = (ROOT / "docker-compose.yml").read_text().replace("context: .\n", f"context: {ROOT}\n")
+    cyclic = text.replace(
+        "      consent:\n        condition: service_healthy\n    healthcheck:\n"
+        '      test: ["CMD", "python", "-m", "pushwarden.runtime.healthprobe", "--addr", '
+        '"127.0.0.1:50052"]',
+        "      consent:\n        condition: service_healthy\n      scheduler:\n"
+        "        condition: service_healthy\n    healthcheck:\n"
+        '      test: ["CMD", "python", "-m", "pushwarden.runtime.healthprobe", "--addr", '
+        '"127.0.0.1:50052"]',
+    )
+    assert cyclic != text
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(cyclic)
+    assert problems_in(path) == [
+        "segmentation: depends on scheduler, which the call graph does not allow "
+        "(segmentation calls consent)"
+    ]
+
+
+def test_every_published_port_is_on_loopback_and_the_password_has_no_default() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, spec in compose["services"].items():
+        for entry in spec.get("ports", []):
+            assert str(entry).startswith("127.0.0.1:"), (name, entry)
+    password = compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert password.startswith("${POSTGRES_PASSWORD:?")
 
 
 def test_a_file_without_services_is_rejected(tmp_path: Path) -> None:

@@ -54,6 +54,9 @@ def test_the_table_names_every_variable_of_every_service() -> None:
             assert f"`{doc.env_name}`" in table or f"`{shared}`" in table, doc.env_name
     assert "`PUSHWARDEN_CONSENT_PSEUDONYM_KEY` | consent |" in table
     assert "`PUSHWARDEN_SCHEDULER_DELIVERY_ADDR` | scheduler |" in table
+    assert "`PUSHWARDEN_SEGMENTATION_CONSENT_ADDR` | segmentation |" in table
+    # The client side of TLS: which CA a service trusts when it calls its peers.
+    assert "`PUSHWARDEN_<SERVICE>_PEER_CA` | all |" in table
 
 
 def test_a_stale_table_is_caught_and_write_repairs_it(tmp_path: Path) -> None:

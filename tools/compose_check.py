@@ -5,11 +5,16 @@ the services' config classes and the call graph:
 
 - every service is present (postgres and the four Pushwarden services);
 - each ``PUSHWARDEN_*`` variable is one the service's config reads, with its own prefix;
-- published host ports are unique, and each container port is the service's PORT (also
-  in its Dockerfile's EXPOSE and its health check's address);
+- published host ports are unique and bound to 127.0.0.1 (or ::1) only, and each
+  container port is the service's PORT (also in its Dockerfile's EXPOSE and its health
+  check's address);
+- the database password comes from the environment with no default written here
+  (``${POSTGRES_PASSWORD:?...}`` or ``${POSTGRES_PASSWORD}``), in postgres and in every
+  database URL;
 - ``depends_on`` names existing services with ``condition: service_healthy`` and follows
   the call graph (scheduler -> consent, segmentation, delivery; delivery -> consent;
-  everyone -> postgres), no more and no less;
+  segmentation -> consent, for its change feed only; everyone -> postgres), no more and
+  no less;
 - each build's Dockerfile exists, is the service's own, is multi-stage, copies every
   library the service depends on, EXPOSEs its port, runs as a non-root user and has a
   HEALTHCHECK through the gRPC health probe;
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import ipaddress
 import re
 import sys
 import tomllib
@@ -55,10 +61,11 @@ SERVICE_CONFIGS: dict[str, type[ServiceConfig]] = {
 }
 
 # Whom each Pushwarden service calls (DESIGN.md): its depends_on must be exactly these
-# plus the database, so compose starts callees first and never a cycle.
+# plus the database, so compose starts callees first and never a cycle. Segmentation
+# calls consent only to follow its change feed (WatchChanges) for erasure.
 CALLS: dict[str, frozenset[str]] = {
     "consent": frozenset(),
-    "segmentation": frozenset(),
+    "segmentation": frozenset({"consent"}),
     "delivery": frozenset({"consent"}),
     "scheduler": frozenset({"consent", "segmentation", "delivery"}),
 }
@@ -127,6 +134,33 @@ def published_ports(spec: Mapping[str, Any]) -> list[tuple[str | None, int | Non
         host = parts[-2] if len(parts) >= 2 else None
         result.append((host, _int(parts[-1])))
     return result
+
+
+def published_host_ips(spec: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """``(entry, host address)`` of each ``ports`` entry; None when the entry names no
+    address, which publishes the port on every interface."""
+    result: list[tuple[str, str | None]] = []
+    for entry in spec.get("ports") or []:
+        if isinstance(entry, Mapping):
+            ip = entry.get("host_ip")
+            result.append((str(dict(entry)), None if ip is None else str(ip)))
+            continue
+        text = str(entry).split("/", 1)[0]
+        if text.startswith("["):
+            result.append((str(entry), text[1 : text.index("]")]))
+            continue
+        parts = text.rsplit(":", 2)
+        result.append((str(entry), parts[0] if len(parts) == 3 else None))
+    return result
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def _int(text: str) -> int | None:
@@ -209,6 +243,52 @@ def check_ports(compose: Compose) -> list[str]:
     for service, spec in compose.pushwarden():
         if not published_ports(spec):
             problems.append(f"{service}: publishes no port")
+    return problems
+
+
+def check_loopback_ports(compose: Compose) -> list[str]:
+    """Every published port is bound to a loopback address: a service with auth off
+    (the default) must not answer the network."""
+    problems = []
+    for service, spec in compose.services.items():
+        if not isinstance(spec, Mapping):
+            continue
+        for entry, address in published_host_ips(spec):
+            if address is None:
+                problems.append(
+                    f"{service}: {entry!r} publishes on every interface "
+                    f"(publish on 127.0.0.1, e.g. '127.0.0.1:{entry}')"
+                )
+            elif not _is_loopback(address):
+                problems.append(f"{service}: {entry!r} publishes on {address}, not on 127.0.0.1")
+    return problems
+
+
+_FROM_ENVIRONMENT = re.compile(r"^\$\{\w+(?::?\?[^}]*)?\}$")
+PASSWORD_VARIABLE = "POSTGRES_PASSWORD"
+
+
+def check_password_from_environment(compose: Compose) -> list[str]:
+    """The database password is supplied by whoever runs compose: no literal and no
+    default in the file, which would otherwise become every deployment's password."""
+    problems = []
+    database = compose.services.get(DATABASE)
+    if isinstance(database, Mapping):
+        value = environment(database).get(PASSWORD_VARIABLE, "")
+        if not _FROM_ENVIRONMENT.match(value):
+            problems.append(
+                f"{DATABASE}: {PASSWORD_VARIABLE} must come from the environment with no "
+                f"default (${{{PASSWORD_VARIABLE}:?...}}), not {value!r}"
+            )
+    for service, spec in compose.pushwarden():
+        name = f"PUSHWARDEN_{service.upper()}_DATABASE_URL"
+        url = environment(spec).get(name, "")
+        password = urlsplit(url).password if "://" in url else None
+        if password is not None and not _FROM_ENVIRONMENT.match(password):
+            problems.append(
+                f"{service}: {name} must take its password from the environment "
+                f"(${{{PASSWORD_VARIABLE}}}), not from a literal or a default"
+            )
     return problems
 
 
@@ -411,6 +491,8 @@ CHECKS: tuple[Callable[[Compose], list[str]], ...] = (
     check_presence,
     check_environment,
     check_ports,
+    check_loopback_ports,
+    check_password_from_environment,
     check_dependencies,
     check_builds,
     check_healthchecks,

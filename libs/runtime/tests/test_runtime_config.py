@@ -145,6 +145,54 @@ def test_other_services_variables_are_ignored() -> None:
     assert config.port == 50099
 
 
+@pytest.mark.parametrize(
+    ("variable", "expected"),
+    [
+        (
+            "PUSHWARDEN_CONSNET_PORT",
+            "PUSHWARDEN_CONSNET_PORT: unknown setting: CONSNET looks like a misspelling of the "
+            "service name CONSENT (did you mean PUSHWARDEN_CONSENT_PORT?)",
+        ),
+        (
+            "PUSHWARDEN_CONSET_TLS_CERT",
+            "PUSHWARDEN_CONSET_TLS_CERT: unknown setting: CONSET looks like a misspelling of "
+            "the service name CONSENT (did you mean PUSHWARDEN_CONSENT_TLS_CERT?)",
+        ),
+        (
+            "PUSHWARDEN_CONSENTT_PSEUDONYM_KYE",
+            "PUSHWARDEN_CONSENTT_PSEUDONYM_KYE: unknown setting: CONSENTT looks like a "
+            "misspelling of the service name CONSENT (settings of it start PUSHWARDEN_CONSENT_)",
+        ),
+        (
+            "PUSHWARDEN_COMSEMT_PORT",
+            "PUSHWARDEN_COMSEMT_PORT: unknown setting: COMSEMT looks like a misspelling of the "
+            "service name CONSENT (did you mean PUSHWARDEN_CONSENT_PORT?)",
+        ),
+    ],
+)
+def test_a_prefix_one_or_two_edits_from_the_service_name_is_refused(
+    variable: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(SampleConfig, "consent", {variable: "1"})
+    assert str(caught.value) == expected
+
+
+def test_prefixes_of_other_services_and_tools_are_not_taken_for_misspellings() -> None:
+    others = {
+        f"PUSHWARDEN_{name}_PORT": "1"
+        for name in ("CONSENT", "SEGMENTATION", "SCHEDULER", "DELIVERY", "SANDBOX", "TEST")
+    }
+    others |= {"PUSHWARDEN_TEST_PG_URL": "x", "PUSHWARDEN_CONSNT": "no setting part"}
+    for service in ("consent", "segmentation", "scheduler", "delivery"):
+        env = {
+            k: v for k, v in others.items() if not k.startswith(f"PUSHWARDEN_{service.upper()}_")
+        }
+        assert load_config(SampleConfig, service, env).service == service
+    # Three edits away is another name, not a typo.
+    assert load_config(SampleConfig, "consent", {"PUSHWARDEN_CONTACT_PORT": "1"}).port == 50099
+
+
 def test_service_name_can_be_passed_instead_of_declared() -> None:
     config = load_config(SampleConfig, "other", {"PUSHWARDEN_OTHER_PORT": "7"})
     assert (config.service, config.port, config.database_url) == (

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import pytest
 
-from pushwarden.runtime.client import ClientTls, open_channel
-from pushwarden.runtime.config import ConfigError
+from pushwarden.runtime.client import ClientTls, open_channel, open_peer_channel
+from pushwarden.runtime.config import ConfigError, ServiceConfig, load_config, setting
 from pushwarden.runtime.server import RuntimeServer, create_server
 from pushwarden.runtime.settings import ServerEnvNames, ServerSettings, TlsSettings
 from pushwarden.runtime.tlsgen import TestPki, generate_test_pki
@@ -191,3 +192,44 @@ async def test_a_key_of_another_certificate_is_refused(pki: TestPki) -> None:
     assert "is not the private key of the certificate in PUSHWARDEN_CONSENT_TLS_CERT" in str(
         caught.value
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallerConfig(ServiceConfig):
+    """A service that calls a peer, as scheduler or delivery do."""
+
+    SERVICE: ClassVar[str] = "caller"
+    peer_addr: str = setting("127.0.0.1:1", help="Where the peer listens.")
+
+
+async def test_a_service_with_peer_ca_calls_its_peers_over_tls(
+    tls_server: RuntimeServer, pki: TestPki
+) -> None:
+    target = f"localhost:{tls_server.port}"
+    config = load_config(CallerConfig, environ={"PUSHWARDEN_CALLER_PEER_CA": str(pki.ca_cert)})
+    async with open_peer_channel(config, target) as ch:
+        assert await _ping_over(ch) == b"pong"
+    # Without PEER_CA the service speaks plain text, which a TLS server refuses.
+    plain = load_config(CallerConfig, environ={})
+    assert plain.peer_tls() is None
+    async with open_peer_channel(plain, target) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await unary(ch, METHOD)(b"", timeout=5)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_service_offers_its_own_certificate_to_a_peer_requiring_mtls(
+    mtls_server: RuntimeServer, pki: TestPki, tmp_path: Path
+) -> None:
+    # The caller's own TLS_CERT/TLS_KEY double as its client certificate.
+    config = load_config(
+        CallerConfig,
+        environ={
+            "PUSHWARDEN_CALLER_PEER_CA": str(pki.ca_cert),
+            "PUSHWARDEN_CALLER_TLS_CERT": str(pki.client_cert),
+            "PUSHWARDEN_CALLER_TLS_KEY": str(pki.client_key),
+        },
+    )
+    assert config.peer_tls() == ClientTls(pki.ca_cert, pki.client_cert, pki.client_key)
+    async with open_peer_channel(config, f"localhost:{mtls_server.port}") as ch:
+        assert await _ping_over(ch) == b"pong"

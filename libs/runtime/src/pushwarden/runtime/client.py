@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,21 +18,23 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.descriptor_pb2 import MethodOptions
 
 from pushwarden.runtime._wrap import client_interceptors
-from pushwarden.runtime.settings import DEFAULT_MAX_MESSAGE_BYTES
+from pushwarden.runtime.config import ServiceConfig
+from pushwarden.runtime.settings import DEFAULT_MAX_MESSAGE_BYTES, ClientTls
 from pushwarden.runtime.telemetry import Telemetry
 
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "CallDefaults",
+    "ClientTls",
+    "RetryPolicy",
+    "channel_credentials",
+    "idempotent_methods",
+    "open_channel",
+    "open_peer_channel",
+    "service_config",
+]
+
 DEFAULT_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class ClientTls:
-    """Client-side TLS: the CA that signed the server's certificate, and a client
-    certificate and key for servers that require mTLS."""
-
-    ca_file: Path
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    server_name_override: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,4 +164,30 @@ def open_channel(
         options.append(("grpc.ssl_target_name_override", tls.server_name_override))
     return grpc.aio.secure_channel(
         target, channel_credentials(tls), options=options, interceptors=interceptors
+    )
+
+
+def open_peer_channel(
+    config: ServiceConfig,
+    target: str,
+    *,
+    token: str | None = None,
+    default_timeout_s: float = DEFAULT_TIMEOUT_S,
+    idempotent_methods: Sequence[str] = (),
+    retry: RetryPolicy = RetryPolicy(),
+    telemetry: Telemetry | None = None,
+) -> grpc.aio.Channel:
+    """A channel from the service ``config`` describes to one of its peers (``target``
+    is one of its ``*_ADDR`` settings): TLS verified against ``PEER_CA`` when that is
+    set, with the service's own certificate offered to peers that require mTLS, and the
+    service's message size limit."""
+    return open_channel(
+        target,
+        tls=config.peer_tls(),
+        token=token,
+        default_timeout_s=default_timeout_s,
+        idempotent_methods=idempotent_methods,
+        retry=retry,
+        telemetry=telemetry,
+        max_message_bytes=config.max_message_bytes,
     )

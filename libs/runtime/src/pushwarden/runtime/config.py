@@ -40,6 +40,7 @@ from sqlalchemy.exc import ArgumentError
 from pushwarden.runtime.settings import (
     DEFAULT_MAX_MESSAGE_BYTES,
     CallerGrant,
+    ClientTls,
     DatabaseSettings,
     LogSettings,
     ServerEnvNames,
@@ -443,6 +444,14 @@ class ServiceConfig:
         "(needs TLS_CERT and TLS_KEY).",
         must_exist=True,
     )
+    peer_ca: Path | None = setting(  # noqa: RUF009
+        None,
+        help="PEM CA certificate(s) of the services this one calls (its *_ADDR targets); "
+        "when set, those calls use TLS verified against it (plain text when unset), and "
+        "TLS_CERT/TLS_KEY, when set, are offered to peers that require client "
+        "certificates. make run's readiness probe trusts it too.",
+        must_exist=True,
+    )
     callers: tuple[CallerGrant, ...] = setting(
         (),
         env="AUTH_TOKENS_FILE",
@@ -515,6 +524,14 @@ class ServiceConfig:
                 tls_client_ca=self.env_name("tls_client_ca"),
             ),
         )
+
+    def peer_tls(self) -> ClientTls | None:
+        """How this service's clients reach its peers: TLS trusting ``PEER_CA`` (with the
+        service's own certificate as client certificate when it has one), or None for
+        plain text."""
+        if self.peer_ca is None:
+            return None
+        return ClientTls(self.peer_ca, cert_file=self.tls_cert, key_file=self.tls_key)
 
     def telemetry_settings(self) -> TelemetrySettings:
         """What telemetry set-up needs; the OTel service name is ``pushwarden-<service>``."""
@@ -603,6 +620,50 @@ def _reject_unknown(specs: list[_FieldSpec], service: str, environ: Mapping[str,
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(name, f"unknown setting{hint}")
+        misspelt = _misspelt_service_prefix(name, service)
+        if misspelt is not None:
+            meant = prefix + name.removeprefix(f"{ENV_PREFIX}_{misspelt}_")
+            hint = f"did you mean {meant}?" if meant in known else f"settings of it start {prefix}"
+            raise ConfigError(
+                name,
+                f"unknown setting: {misspelt} looks like a misspelling of the service "
+                f"name {service.upper()} ({hint})",
+            )
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Edits (insert, delete, substitute, swap two neighbours) that turn ``a`` into ``b``."""
+    rows = [list(range(len(b) + 1))]
+    for i, left in enumerate(a, 1):
+        row = [i]
+        for j, right in enumerate(b, 1):
+            best = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (left != right))
+            if i > 1 and j > 1 and left == b[j - 2] and a[i - 2] == right:
+                best = min(best, rows[-2][j - 2] + 1)
+            row.append(best)
+        rows.append(row)
+    return rows[-1][-1]
+
+
+def _misspelt_service_prefix(name: str, service: str) -> str | None:
+    """The service part of ``PUSHWARDEN_<part>_...`` when it is one or two edits from
+    ``service`` (one for names of four letters or fewer), else None.
+
+    ``PUSHWARDEN_CONSNET_PORT`` is meant for consent, which would otherwise never look at
+    it: the misspelt prefix hides the variable from the unknown-setting check.
+    """
+    head = f"{ENV_PREFIX}_"
+    if not name.startswith(head):
+        return None
+    rest = name.removeprefix(head)
+    # A service name may hold underscores, so try every cut before one.
+    parts = [rest[:cut] for cut, char in enumerate(rest) if char == "_" and cut]
+    if service.upper() in parts:
+        return None
+    allowed = 1 if len(service) <= 4 else 2
+    scored = [(_edit_distance(part.lower(), service), part) for part in parts]
+    near = [(distance, part) for distance, part in scored if 0 < distance <= allowed]
+    return min(near)[1] if near else None
 
 
 def load_config(

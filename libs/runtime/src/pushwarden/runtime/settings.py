@@ -25,6 +25,17 @@ class TlsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientTls:
+    """Client-side TLS: the CA that signed the server's certificate, and a client
+    certificate and key for servers that require mTLS."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name_override: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CallerGrant:
     """One caller allowed to use a service: the SHA-256 (hex) of its bearer token and the
     methods it may call. A method entry is a full method name

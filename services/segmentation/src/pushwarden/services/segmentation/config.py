@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pushwarden.runtime.config import ServiceConfig, port_setting
+from pushwarden.runtime.config import ServiceConfig, port_setting, setting
 
 SERVICE = "segmentation"
 DEFAULT_PORT = 50052
@@ -13,9 +13,17 @@ DEFAULT_PORT = 50052
 
 @dataclass(frozen=True, kw_only=True)
 class SegmentationConfig(ServiceConfig):
-    """The segmentation service's configuration: the runtime's settings with its own
-    default port. Segmentation calls no other service."""
+    """The segmentation service's configuration: the runtime's settings plus where
+    consent listens. Segmentation calls consent for one thing only: it follows consent's
+    change feed (``WatchChanges``) and erases a user's profile, events and list
+    memberships when the feed says ERASED."""
 
     SERVICE: ClassVar[str] = SERVICE
 
     port: int = port_setting(DEFAULT_PORT)
+    consent_addr: str = setting(
+        "127.0.0.1:50051",
+        help="gRPC target of the consent service, whose change feed segmentation follows "
+        "to erase users: host:port, or dns:///host:port to balance over every replica the "
+        "name resolves to.",
+    )
