@@ -374,7 +374,7 @@ async def insert_ignoring_duplicates(
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     # One multi-row VALUES statement; RETURNING counts the inserted rows on both backends
     # (the drivers' rowcount is not reliable for ORM-level or multi-row inserts).
-    keys = [column for column in inspect(table).primary_key]
+    keys = list(inspect(table).primary_key)
     statement = insert(table).values(list(rows)).on_conflict_do_nothing().returning(*keys)
     result = await session.execute(statement)
     return len(result.all())

@@ -12,12 +12,15 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf.descriptor import ServiceDescriptor
+from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+from grpc_status import rpc_status  # type: ignore[import-untyped]
 
 from pushwarden.runtime.app import ConfigT, ServiceApp
 from pushwarden.runtime.config import load_config
@@ -108,3 +111,46 @@ def assert_one_line_refusal(result: subprocess.CompletedProcess[str], starts_wit
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(starts_with), lines[0]
     return lines[0]
+
+
+@dataclass(frozen=True, slots=True)
+class RichError:
+    """What a caller can read from a failed RPC: code, message, field violations (field
+    path to description), ErrorInfo reason and metadata, precondition violation types."""
+
+    code: grpc.StatusCode
+    message: str
+    fields: dict[str, str]
+    reason: str | None
+    metadata: dict[str, str]
+    preconditions: tuple[str, ...]
+
+
+def rich_error(error: grpc.aio.AioRpcError) -> RichError:
+    """Unpack the ``google.rpc.Status`` details a Pushwarden service sent with ``error``."""
+    status = rpc_status.from_call(error)
+    fields: dict[str, str] = {}
+    reason: str | None = None
+    metadata: dict[str, str] = {}
+    preconditions: list[str] = []
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields.update({v.field: v.description for v in bad.field_violations})
+        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            failure = error_details_pb2.PreconditionFailure()
+            detail.Unpack(failure)
+            preconditions.extend(v.type for v in failure.violations)
+    return RichError(
+        code=error.code(),
+        message=error.details() or "",
+        fields=fields,
+        reason=reason,
+        metadata=metadata,
+        preconditions=tuple(preconditions),
+    )

@@ -35,6 +35,8 @@ class Violations:
 
     def __init__(self) -> None:
         self.items: list[tuple[str, str]] = []
+        # The ErrorInfo reason of the refusal, when a check sets one (BATCH_SIZE).
+        self.reason: str | None = None
 
     def add(self, field: str, description: str) -> None:
         """Record that ``field`` is wrong, and why."""
@@ -47,7 +49,7 @@ class Violations:
         """Raise :class:`InvalidArgument` listing every violation, if there is any."""
         if self.items:
             fields = ", ".join(dict.fromkeys(field for field, _ in self.items))
-            raise InvalidArgument(f"{message}: {fields}", self.items)
+            raise InvalidArgument(f"{message}: {fields}", self.items, reason=self.reason)
 
     def required(self, field: str, present: bool) -> bool:
         """``present`` or a "required" violation; returns ``present``."""
@@ -71,15 +73,15 @@ class Violations:
     def caller_ids(self, field: str, values: Iterable[str], *, limit: int) -> list[str]:
         """A batch of ids: 1..``limit`` of them, each valid, none repeated."""
         items = list(values)
-        if not items:
-            self.add(field, "required: at least one")
-        elif len(items) > limit:
-            self.add(field, f"at most {limit:,} per call, got {len(items):,}")
+        if not items or len(items) > limit:
+            self.add(field, f"1 to {limit:,} per call, got {len(items):,}")
+            self.reason = "BATCH_SIZE"
             return items
         seen: set[str] = set()
         for index, value in enumerate(items):
             if self.caller_id(f"{field}[{index}]", value) and value in seen:
                 self.add(f"{field}[{index}]", f"repeats {value!r}")
+                self.reason = "BATCH_SIZE"
             seen.add(value)
         return items
 

@@ -18,6 +18,7 @@ from pushwarden.consent.v1 import consent_pb2, consent_pb2_grpc, messages_pb2
 from pushwarden.runtime.auth import require_app
 from pushwarden.runtime.validation import Violations, decode_page_token, encode_page_token
 from pushwarden.services.consent.domain.categories import (
+    MAX_BATCH_GET,
     MAX_PAGE_SIZE,
     CategoryKind,
     CategorySpec,
@@ -47,6 +48,21 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         )
         return messages_pb2.DefineCategoryResponse(
             category=defined.category.to_proto(), created=defined.created
+        )
+
+    async def BatchGetCategories(
+        self, request: messages_pb2.BatchGetCategoriesRequest, context: Context
+    ) -> messages_pb2.BatchGetCategoriesResponse:
+        """Categories by id in request order; unknown ids are listed, not an error."""
+        require_app(request.app_id)
+        problems = Violations()
+        problems.caller_id("app_id", request.app_id)
+        ids = problems.caller_ids("category_ids", request.category_ids, limit=MAX_BATCH_GET)
+        problems.raise_if_any()
+        found = await self._categories.get_many(request.app_id, ids)
+        return messages_pb2.BatchGetCategoriesResponse(
+            categories=[found[i].to_proto() for i in ids if i in found],
+            unknown_category_ids=[i for i in ids if i not in found],
         )
 
     async def ListCategories(
