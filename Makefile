@@ -44,10 +44,23 @@ node_modules/.installed: package.json package-lock.json
 	@npm ci --silent --no-audit --no-fund
 	@touch $@
 
-# buf comes pinned from the npm registry; only this target (and buf curl) needs Node.js.
+# buf comes pinned from the npm registry; only these targets (and buf curl) need Node.js.
+# The v1 contracts are frozen: PROTO_IMAGE is the buf image of the accepted contracts
+# (schema only, without comments), and every change must pass `buf breaking` against it.
+PROTO_IMAGE := protos/v1.binpb
+BUF := node_modules/.bin/buf
 proto-lint: node_modules/.installed
-	@node_modules/.bin/buf lint protos
-	@node_modules/.bin/buf build protos -o /dev/null
+	@$(BUF) lint protos
+	@$(BUF) breaking protos --against $(PROTO_IMAGE)
+	@$(BUF) build protos --exclude-source-info -o - | cmp -s - $(PROTO_IMAGE) \
+	  || { echo "$(PROTO_IMAGE) is stale: run 'make proto-image' and commit it" >&2; exit 1; }
+
+# After an additive change: refresh the image. Refused when the change is breaking, so a
+# refresh can never launder a breaking change into the baseline.
+.PHONY: proto-image
+proto-image: node_modules/.installed
+	@if [ -f $(PROTO_IMAGE) ]; then $(BUF) breaking protos --against $(PROTO_IMAGE); fi
+	@$(BUF) build protos --exclude-source-info -o $(PROTO_IMAGE)
 
 # Starts the platform and reaches every service with `buf curl` through reflection.
 buf-curl-check: install node_modules/.installed
