@@ -56,6 +56,8 @@ class ServiceApp(Generic[ConfigT]):
     clock: Clock | None = None
     closers: list[Closer] = field(default_factory=list)
     host: WorkerHost = field(init=False)
+    # The server once it serves (workers may read its port), None before.
+    runtime: RuntimeServer | None = field(default=None, init=False)
     _closed: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -88,7 +90,8 @@ class ServiceApp(Generic[ConfigT]):
         finally:
             await self._after_stop(runtime, grace)
 
-    async def _after_start(self, _runtime: RuntimeServer) -> None:
+    async def _after_start(self, runtime: RuntimeServer) -> None:
+        self.runtime = runtime
         self.host.start()
 
     async def _after_stop(self, _runtime: RuntimeServer, grace_s: float) -> None:

@@ -138,10 +138,10 @@ def create_engine_for(
     )
 
 
-def _pg_connect_args() -> dict[str, Any]:
+def _pg_connect_args(lock_timeout_ms: int = PG_LOCK_TIMEOUT_MS) -> dict[str, Any]:
     return {
         "connect_timeout": PG_CONNECT_TIMEOUT_S,
-        "options": f"-c lock_timeout={PG_LOCK_TIMEOUT_MS}",
+        "options": f"-c lock_timeout={lock_timeout_ms}",
     }
 
 
@@ -191,14 +191,15 @@ def create_async_engine_for(
     settings: DatabaseSettings,
     *,
     sqlite_begin: SqliteBegin = "DEFERRED",
-    busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+    lock_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
 ) -> AsyncEngine:
     """The asyncio engine for ``settings.url``, with the same pragmas, transaction modes
     and pool limits as :func:`create_engine_for`.
 
     ``sqlite+aiosqlite`` / ``postgresql+psycopg`` are chosen from the URL's backend, so a
-    service's one ``DATABASE_URL`` serves both engines. Raises ``OSError`` when the SQLite
-    directory cannot be made.
+    service's one ``DATABASE_URL`` serves both engines. A statement waits at most
+    ``lock_timeout_ms`` for a lock (SQLite's busy_timeout, PostgreSQL's lock_timeout).
+    Raises ``OSError`` when the SQLite directory cannot be made.
     """
     url = make_url(settings.url)
     if url.get_backend_name() == "sqlite":
@@ -213,7 +214,7 @@ def create_async_engine_for(
             max_overflow=0,
             pool_timeout=30,
         )
-        _install_sqlite_hooks(engine.sync_engine, sqlite_begin, busy_timeout_ms)
+        _install_sqlite_hooks(engine.sync_engine, sqlite_begin, lock_timeout_ms)
         return engine
     return create_async_engine(
         url.set(drivername="postgresql+psycopg"),
@@ -222,7 +223,7 @@ def create_async_engine_for(
         max_overflow=0,
         pool_timeout=30,
         pool_pre_ping=True,
-        connect_args=_pg_connect_args(),
+        connect_args=_pg_connect_args(lock_timeout_ms),
     )
 
 
