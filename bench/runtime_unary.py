@@ -16,7 +16,13 @@ header (the bare server ignores it), after a warm-up. Variants:
   message sizes; telemetry exporter ``none`` as configured by default, so no
   telemetry interceptor is installed;
 - ``runtime_traced``: the same with telemetry ON (a span and metrics per RPC; spans go
-  to an exporter that discards them, so only the instrumentation cost is measured).
+  to an exporter that discards them, so only the instrumentation cost is measured);
+- ``bare_db``: the bare server whose handler reads one row (by primary key) of a SQLite
+  file through a bare SQLAlchemy ``AsyncSession`` on ``sqlite+aiosqlite``;
+- ``runtime_db``: the runtime server (as ``runtime``) whose handler reads the same row of
+  the same file through the runtime's storage (``create_async_engine_for``, its pragmas,
+  and a read-only unit of work). Both database variants use the same pool size
+  (``--pool-size``) and the same client concurrency.
 
 Variants alternate over rounds. RPC/s figures are the best round and CPU figures the
 lowest (the machine is shared; those rounds are the least disturbed by other work);
@@ -34,6 +40,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,7 +51,8 @@ import grpc
 SERVICE = "bench.runtime.Noop"
 METHOD = f"/{SERVICE}/Call"
 TOKEN = "bench-token"
-VARIANTS = ("bare", "runtime", "runtime_traced")
+VARIANTS = ("bare", "runtime", "runtime_traced", "bare_db", "runtime_db")
+DB_VARIANTS = ("bare_db", "runtime_db")
 
 
 def _same(data: bytes) -> bytes:
@@ -55,17 +63,64 @@ async def _noop(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> 
     return b""
 
 
-def _register(server: grpc.aio.Server) -> None:
+def _register(server: grpc.aio.Server, behavior: Any = _noop) -> None:
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
-                SERVICE, {"Call": grpc.unary_unary_rpc_method_handler(_noop)}
+                SERVICE, {"Call": grpc.unary_unary_rpc_method_handler(behavior)}
             ),
         )
     )
 
 
-async def _serve(variant: str) -> None:
+def _prepare_database(path: str) -> None:
+    """A SQLite file with the one row both database variants read."""
+    import sqlite3
+
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT)")
+        connection.execute("INSERT OR REPLACE INTO items VALUES (1, 'the row')")
+    connection.close()
+
+
+def _db_reader(variant: str, path: str, pool_size: int) -> Any:
+    """The handler of a database variant: read row 1 and answer its name."""
+    from sqlalchemy import column, select, table
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    items = table("items", column("id"), column("name"))
+    query = select(items.c.name).where(items.c.id == 1)
+    if variant == "bare_db":
+        engine = create_async_engine(
+            f"sqlite+aiosqlite:///{path}", pool_size=pool_size, max_overflow=0
+        )
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+        async def bare(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            async with sessions() as session:
+                name = await session.scalar(query)
+            return str(name).encode()
+
+        return bare
+
+    from pushwarden.runtime.db import Database, create_async_engine_for
+    from pushwarden.runtime.settings import DatabaseSettings
+
+    database = Database(
+        create_async_engine_for(DatabaseSettings(url=f"sqlite:///{path}", pool_size=pool_size))
+    )
+
+    async def through_runtime(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        async with database.unit_of_work(read_only=True) as session:
+            name = await session.scalar(query)
+        return str(name).encode()
+
+    return through_runtime
+
+
+async def _serve(variant: str, db_path: str, pool_size: int) -> None:
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -78,9 +133,10 @@ async def _serve(variant: str) -> None:
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    if variant == "bare":
+    behavior = _db_reader(variant, db_path, pool_size) if variant in DB_VARIANTS else _noop
+    if variant in ("bare", "bare_db"):
         server = grpc.aio.server()
-        _register(server)
+        _register(server, behavior)
         port = server.add_insecure_port("127.0.0.1:0")
     else:
         telemetry = setup_telemetry(
@@ -93,7 +149,10 @@ async def _serve(variant: str) -> None:
             callers=(CallerGrant("bench", token_sha256(TOKEN), (f"/{SERVICE}/*",)),),
         )
         runtime = create_server(
-            settings, register=_register, service_names=[SERVICE], telemetry=telemetry
+            settings,
+            register=lambda server: _register(server, behavior),
+            service_names=[SERVICE],
+            telemetry=telemetry,
         )
         server, port = runtime.server, runtime.port
     await server.start()
@@ -153,9 +212,18 @@ async def _drive(
 class ServerProcess:
     """A variant's server in its own child process; it stops when its stdin closes."""
 
-    def __init__(self, variant: str) -> None:
+    def __init__(self, variant: str, db_path: str, pool_size: int) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, __file__, "--serve", variant],
+            [
+                sys.executable,
+                __file__,
+                "--serve",
+                variant,
+                "--db",
+                db_path,
+                "--pool-size",
+                str(pool_size),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -194,7 +262,19 @@ _LABELS = {
         "runtime_traced",
         "as runtime, plus telemetry on (span + metrics per RPC, spans discarded)",
     ),
+    "bare_db": (
+        "bare_db",
+        "bare grpc.aio server reading one row by primary key from a SQLite file with a bare "
+        "SQLAlchemy AsyncSession (sqlite+aiosqlite)",
+    ),
+    "runtime_db": (
+        "runtime_db",
+        "runtime create_server (as runtime) reading the same row of the same file through "
+        "the runtime's storage (create_async_engine_for, read-only unit of work)",
+    ),
 }
+# Which variant each one is compared with.
+_BASELINE = {"runtime": "bare", "runtime_traced": "bare", "runtime_db": "bare_db"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -202,18 +282,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a ~5 s run")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--pool-size", type=int, default=5, help="database pool size")
     parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        asyncio.run(_serve(args.serve))
+        asyncio.run(_serve(args.serve, args.db, args.pool_size))
         return 0
 
-    variants = ("bare", "runtime") if args.quick else VARIANTS
+    variants = ("bare", "runtime", "bare_db", "runtime_db") if args.quick else VARIANTS
     rounds, warmup_s, duration_s = (2, 0.3, 1.0) if args.quick else (5, 0.5, 2.0)
     results: dict[str, list[Round]] = {v: [] for v in variants}
+    scratch = tempfile.TemporaryDirectory(prefix="pw-bench-")
+    db_path = os.path.join(scratch.name, "bench.db")
+    _prepare_database(db_path)
     # All servers start together (saving start-up time) but only the one being measured
     # receives traffic; the others sit idle in their own processes.
-    servers = {v: ServerProcess(v) for v in variants}
+    servers = {v: ServerProcess(v, db_path, args.pool_size) for v in variants}
     try:
         for _ in range(rounds):
             for v, server in servers.items():
@@ -227,13 +312,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for server in servers.values():
             server.close()
+        scratch.cleanup()
     rate = {v: max(r.rpc_per_s for r in rs) for v, rs in results.items()}
     cpu = {v: min(r.server_cpu_us_per_rpc for r in rs) for v, rs in results.items()}
     # A ratio compares rounds run back to back (similar background load), and the
     # median over rounds drops the ones a burst of other work disturbed.
     ratio = {
         v: statistics.median(
-            r.rpc_per_s / b.rpc_per_s for r, b in zip(results[v], results["bare"], strict=True)
+            r.rpc_per_s / b.rpc_per_s
+            for r, b in zip(results[v], results[_BASELINE.get(v, v)], strict=True)
         )
         for v in variants
     }
@@ -243,15 +330,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{v:<16} {rate[v]:>12.0f} {ratio[v]:>8.2f} {cpu[v]:>18.1f}")
 
     setup = (
-        f"no-op unary, empty messages, {args.concurrency} concurrent callers over one "
-        f"grpc.aio channel, server in its own process; best of {rounds} alternating rounds "
-        f"of {duration_s:g} s after {warmup_s:g} s warm-up"
+        f"unary, empty requests, {args.concurrency} concurrent callers over one "
+        f"grpc.aio channel, server in its own process, database pool {args.pool_size}; best "
+        f"of {rounds} alternating rounds of {duration_s:g} s after {warmup_s:g} s warm-up"
     )
     for v in variants:
         prefix, label = _LABELS[v]
-        baseline = None if v == "bare" else round(rate["bare"], 3)
+        base = _BASELINE.get(v)
+        baseline = None if base is None else round(rate[base], 3)
         _bench(f"{prefix}.unary_rpc_per_s", rate[v], "rpc/s", baseline, f"{label}; {setup}")
-        cpu_baseline = None if v == "bare" else round(cpu["bare"], 3)
+        cpu_baseline = None if base is None else round(cpu[base], 3)
         _bench(
             f"{prefix}.server_cpu_us_per_rpc",
             cpu[v],
@@ -260,23 +348,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"server process CPU time per RPC (lowest round; steadier than RPC/s on a "
             f"shared machine); {label}; {setup}",
         )
-        if v != "bare":
+        if base is not None:
+            base_prefix = _LABELS[base][0]
             _bench(
                 f"{prefix}.server_capacity_ratio_to_bare",
-                cpu["bare"] / cpu[v],
+                cpu[base] / cpu[v],
                 "ratio",
                 None,
-                f"bare_grpc.server_cpu_us_per_rpc / {prefix}.server_cpu_us_per_rpc: the "
+                f"{base_prefix}.server_cpu_us_per_rpc / {prefix}.server_cpu_us_per_rpc: the "
                 "throughput ratio of CPU-bound servers, less sensitive to a busy machine "
                 "and to the client's own limit than the RPC/s ratio",
             )
+            goal = v in ("runtime", "runtime_db")
+            name = "db_read_rpc_ratio_to_bare" if v == "runtime_db" else "unary_rpc_ratio_to_bare"
             _bench(
-                f"{prefix}.unary_rpc_ratio_to_bare",
+                f"runtime.{name}" if v == "runtime_db" else f"{prefix}.{name}",
                 ratio[v],
                 "ratio",
-                0.7 if v == "runtime" else None,
-                f"median over rounds of {prefix} RPC/s / bare RPC/s measured back to back"
-                + ("; goal >= 0.7" if v == "runtime" else ""),
+                0.7 if goal else None,
+                f"median over rounds of {prefix} RPC/s / {base_prefix} RPC/s measured back "
+                "to back" + ("; goal >= 0.7" if goal else ""),
             )
     return 0
 
