@@ -95,8 +95,8 @@ class DeliveryServiceServicer:
         each to the user's devices (resolved and re-checked at consent right
         before the provider call). Nothing is sent after `expires_at` (EXPIRED)
         or after `latest_send_at` (LATE, final: delivery never re-defers a send).
-        Idempotent by `send_id`: a send already
-        accepted is UNCHANGED and never sent again (first body wins). A device
+        Idempotent by `send_id`: a send already accepted is UNCHANGED and never
+        sent again (first body wins). A device
         whose provider has no credentials for the app fails permanently (FAILED,
         reason "no_credentials") without a provider call. Errors:
         INVALID_ARGUMENT (empty content, duplicate send ids, more than 1,000

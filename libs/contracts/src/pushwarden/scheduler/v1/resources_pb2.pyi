@@ -950,10 +950,11 @@ class Trigger(_message.Message):
       plus `ttl`.
     - Its send id derives from the trigger id and the event id, so an event seen
       twice (a restart, a resent event) never fires twice.
-    - Each firing is recorded with delivery as one assignment
-      (RecordAssignments with `trigger_id`, `Assignment.firing_id` = the send
-      id, `assigned_at` = the firing's due time), whether or not the policy
-      lets it through, so GetCampaignStats counts a trigger per firing.
+    - Each firing that reaches its due time (one cancelled before is not a
+      firing) is recorded with delivery as one assignment (RecordAssignments
+      with `trigger_id`, `Assignment.firing_id` = the send id, `assigned_at` =
+      the due time), whether or not the policy then lets it through, so
+      GetCampaignStats counts a trigger per firing, intent to treat.
     - Under caps its sends are keyed by trigger id, apart from campaigns: a
       CAMPAIGN-scope rule never counts them, even if a trigger id equals a
       campaign id; ALL_MARKETING and CATEGORY rules count them (for a

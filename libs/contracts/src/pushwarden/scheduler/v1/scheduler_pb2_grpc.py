@@ -152,8 +152,8 @@ class SchedulerServiceServicer:
         send never reaches delivery. The content follows the locale of the
         user's most recently registered usable device (`localized`, exact tag
         first, then language, else `content`). Not bound to a time of day: a
-        user with no time zone still gets it. Idempotent by `idempotency_key` (same key:
-        first result; same key, other body: ALREADY_EXISTS,
+        user with no time zone still gets it. Idempotent by `idempotency_key`
+        (same key: first result; same key, other body: ALREADY_EXISTS,
         IDEMPOTENCY_KEY_REUSED). Errors: INVALID_ARGUMENT (empty content, unknown
         category, expiry in the past), FAILED_PRECONDITION (the category is
         MARKETING: CATEGORY_KIND_MISMATCH).
