@@ -31,6 +31,7 @@ from pushwarden.policy import (
     Reason,
     Recipient,
     Rules,
+    ScheduleStep,
     ZoneSource,
     ZoneStep,
     decide,
@@ -124,8 +125,9 @@ def test_expired_because_the_deferral_lands_after_expiry() -> None:
     short = replace(AD, expires_at=night + timedelta(hours=2))
     decision = decide(short, USER, [], RULES, night)
     assert (decision.outcome, decision.reason) == (Outcome.DROP, Reason.EXPIRED)
-    assert decision.until is not None
-    assert decision.until >= datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+    assert decision.until is None  # a DROP carries no instant; the trace shows the search
+    (schedule,) = [s for s in decision.trace if isinstance(s, ScheduleStep)]
+    assert schedule.hops[-1].to == datetime(2026, 11, 24, 6, 0, tzinfo=UTC)  # 07:00 CET
 
 
 def test_quiet_hours_defer_to_window_end_plus_jitter() -> None:
@@ -350,8 +352,10 @@ def test_weekly_digest_slot() -> None:
         frequency=FrequencyPreference.DIGEST,
         digest=DigestSlot(DigestPeriod.WEEKLY, time(9, 0), weekday=5),
     )
-    decision = decide(AD, digest_user, [], replace(RULES, jitter=timedelta(0)), NOW)
+    forever = replace(AD, expires_at=None)
+    decision = decide(forever, digest_user, [], replace(RULES, jitter=timedelta(0)), NOW)
     assert decision.until == datetime(2026, 11, 28, 8, 0, tzinfo=UTC)  # Saturday 09:00 CET
+    assert decide(AD, digest_user, [], RULES, NOW)[:3] == (Outcome.DROP, Reason.EXPIRED, None)
 
 
 def test_transactional_exemptions_and_limits() -> None:
@@ -446,7 +450,9 @@ def test_naive_inputs_are_rejected() -> None:
         lambda: CapRule(CapScope.ALL_MARKETING, 1, timedelta(0)),
         lambda: CapRule(CapScope.ALL_MARKETING, 1, timedelta(hours=1), target_id="x"),
         lambda: Category("promo", MessageKind.MARKETING, opt_out_allowed=False),
-        lambda: Rules(jitter=timedelta(hours=3)),
+        lambda: Rules(jitter=timedelta(milliseconds=500)),
+        lambda: Rules(jitter=timedelta(seconds=90, microseconds=1)),
+        lambda: Rules(digest_grace=timedelta(0)),
         lambda: DigestSlot(weekday=9),
     ],
 )

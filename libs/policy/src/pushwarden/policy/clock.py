@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
+from typing import NamedTuple
 from zlib import crc32
 from zoneinfo import ZoneInfo
 
@@ -18,6 +19,7 @@ from .model import DigestPeriod, DigestSlot, QuietHours
 from .zones import day_bounds, day_split, local_ordinal, localize
 
 __all__ = [
+    "NEVER",
     "DayView",
     "QuietDay",
     "add_seconds",
@@ -26,6 +28,7 @@ __all__ = [
     "jitter_seconds",
     "jitter_seed",
     "next_digest",
+    "next_quiet",
     "posix_seconds",
     "quiet_day",
     "quiet_spans",
@@ -75,26 +78,40 @@ def quiet_spans(quiet: QuietHours, zone: ZoneInfo, ordinal: int) -> tuple[Span, 
     return spans
 
 
-DayView = tuple[
-    int, datetime, datetime, tuple[Span, ...], tuple[datetime, ...] | None, tuple[datetime, ...]
-]
-"""One local day as the engine reads it: (ordinal, start, end, the quiet spans that can
-contain its instants, and, when those spans are disjoint, their edges in order and for
-each span the first quiet instant at or after its end; else None and ())."""
+class DayView(NamedTuple):
+    """One local day as the engine reads it (unpack it once; its fields are positional)."""
+
+    ordinal: int
+    start: datetime
+    end: datetime
+    spans: tuple[Span, ...]
+    """The quiet spans that can contain an instant of the day, in order when disjoint."""
+    edges: tuple[datetime, ...] | None
+    """When the spans are disjoint, their edges in order (one ``bisect`` finds the span
+    holding an instant); else None."""
+    clears: tuple[datetime, ...]
+    """For each span when disjoint: the first quiet instant at or after its end."""
+    rooms: tuple[int, ...]
+    """For each span when disjoint: whole seconds from its end to that instant (how far
+    a deferral to the span's end may be spread)."""
+
 
 QuietDay = tuple[datetime, DayView, DayView]
 """One UTC day: instants before the first item are on the second's local day, the others
 on the third's (see ``zones.day_split``)."""
 
 _DAYS_CACHE_LIMIT = 1 << 15
-_NEVER = datetime.max.replace(tzinfo=UTC)
+NEVER = datetime.max.replace(tzinfo=UTC)
+"""Later than any instant: what ``next_quiet`` returns when no window comes."""
 
 
-def _next_quiet(quiet: QuietHours, zone: ZoneInfo, ordinal: int, at: datetime) -> datetime:
-    """The first instant at or after ``at`` (on local day ``ordinal`` or the next eight)
-    that lies inside a quiet window; ``_NEVER`` if none does."""
-    found = _NEVER
-    for day in range(ordinal, ordinal + 9):
+def next_quiet(quiet: QuietHours, zone: ZoneInfo, at: datetime) -> datetime:
+    """The first instant at or after ``at`` that lies inside a quiet window, looking
+    eight local days ahead (every weekly window comes round within them); ``NEVER`` if
+    none does."""
+    found = NEVER
+    ordinal = local_ordinal(zone, at)
+    for day in range(ordinal - 1, ordinal + 8):
         for start, end in quiet_spans(quiet, zone, day):
             if end > at:
                 found = min(found, max(start, at))
@@ -121,13 +138,14 @@ def _day_view(quiet: QuietHours, zone: ZoneInfo, ordinal: int) -> DayView:
     start, end = day_bounds(zone, ordinal)
     ordered = sorted(spans)
     if not all(a[1] <= b[0] for a, b in pairwise(ordered)):
-        return (ordinal, start, end, spans, None, ())
+        return DayView(ordinal, start, end, spans, None, (), ())
     edges = tuple(edge for span in ordered for edge in span)
     # A window ends on its own local day or the next one (windows last under a day).
-    clears = tuple(
-        _next_quiet(quiet, zone, local_ordinal(zone, stop) - 1, stop) for _, stop in ordered
+    clears = tuple(next_quiet(quiet, zone, stop) for _, stop in ordered)
+    rooms = tuple(
+        (clear - stop) // _SECOND for clear, (_, stop) in zip(clears, ordered, strict=True)
     )
-    return (ordinal, start, end, tuple(ordered), edges, clears)
+    return DayView(ordinal, start, end, tuple(ordered), edges, clears, rooms)
 
 
 def quiet_day(quiet: QuietHours, zone: ZoneInfo, utc_ordinal: int) -> QuietDay | None:

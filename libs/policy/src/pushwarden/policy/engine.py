@@ -35,12 +35,14 @@ from .caps import calendar_free_at, evaluate_cap, rule_applies
 from .clock import (
     _MASK32,
     _MIX32,
+    _SECOND,
     _SECONDS,
     _SEEDS,
     add_seconds,
     digest_period,
     jitter_seconds,
     jitter_seed,
+    next_quiet,
     quiet_day,
     quiet_window_at,
     view_at,
@@ -342,10 +344,8 @@ class _Search:
         self.digest = digest
         self.grace = rules.digest_grace
 
-    def jitter(self, anchor: datetime) -> int:
-        return jitter_seconds(
-            self.recipient.user_id, self.message.message_id, anchor, self.rules.jitter_seconds
-        )
+    def jitter(self, anchor: datetime, width: int) -> int:
+        return jitter_seconds(self.recipient.user_id, self.message.message_id, anchor, width)
 
     def quiet_span(self, at: datetime) -> tuple[datetime, datetime] | None:
         return quiet_window_at(self.quiet, self.zone, at, local_ordinal(self.zone, at))
@@ -392,20 +392,23 @@ class _Search:
         _DIGESTS[key] = periods
         return periods
 
-    def digest_free(self, at: datetime) -> tuple[datetime, int]:
-        """First instant at or after ``at`` inside an unused, open digest slot, and its jitter."""
+    def digest_open(self, at: datetime) -> tuple[datetime, datetime]:
+        """First instant at or after ``at`` inside an unused, open digest slot, and the
+        instant that slot closes."""
         assert self.digest is not None
         _, opens, sent, nxt = self.digest_state(at)
         for _ in range(_MAX_HOPS):
             if sent == 0 and opens < nxt:
+                closes = opens + self.grace
+                if closes > nxt:
+                    closes = nxt
                 if at < opens:
-                    jitter = self.jitter(opens)
-                    return add_seconds(opens, jitter), jitter
-                if at < opens + self.grace:
-                    return at, 0
+                    return opens, closes
+                if at < closes:
+                    return at, closes
             at = max(at, nxt)
             _, opens, sent, nxt = self.digest_state(nxt)
-        return at + _HORIZON, 0
+        return at + _HORIZON, at + _HORIZON
 
     def earliest(
         self,
@@ -414,17 +417,25 @@ class _Search:
         span: tuple[datetime, datetime] | None,
         deadline: datetime,
     ) -> tuple[datetime, tuple[Hop, ...], bool]:
-        """Earliest instant >= ``caps_free`` at which quiet hours and the digest allow too.
+        """The deferral instant: the earliest instant every rule allows, spread by jitter.
 
         ``caps_free`` is the first instant every cap allows. Counts only fall with time, so
         caps keep allowing after it and only quiet hours and the digest slot can still move
-        the instant; they are applied until neither moves it (a fixed point). ``span`` is
-        the quiet window already found at ``caps_free``, if any. The search stops without
-        an answer (``False``) once the instant reaches ``deadline`` (the message's expiry or
-        the search horizon): past it the exact instant no longer matters.
+        the instant; they are applied until neither moves it (a fixed point): that is the
+        earliest allowed instant E. ``span`` is the quiet window already found at
+        ``caps_free``, if any. The search stops without an answer (``False``) once the
+        instant reaches ``deadline`` (the message's expiry or the search horizon).
+
+        When a window end or a digest slot set E, the answer is spread to
+        ``E + jitter_seconds(...)`` within ``[E, E + width)``: ``width`` is the app's jitter
+        cut to the allowed stretch that starts at E (up to the next quiet window, the
+        digest slot's close and the deadline), so the answer is always allowed and never
+        jumps over a short gap between windows.
         """
         at = caps_free
         hops: list[Hop] = []
+        moved_by: Check | None = None  # what set the instant last (None: caps or now)
+        closes: datetime | None = None  # the open digest slot's close, for digest users
         if at > now:
             hops.append(_new(Hop, (_C_CAP, at, 0)))
             if at >= deadline:
@@ -432,28 +443,36 @@ class _Search:
             span = self.quiet_span(at)
         for _ in range(_MAX_HOPS):
             if span is not None:
-                end = span[1]
-                if end >= deadline:
-                    hops.append(_new(Hop, (_C_QUIET_HOURS, end, 0)))
-                    return end, tuple(hops), False
-                jitter = self.jitter(end)
-                at = add_seconds(end, jitter)
-                hops.append(_new(Hop, (_C_QUIET_HOURS, at, jitter)))
+                at = span[1]
+                moved_by = _C_QUIET_HOURS
+                hops.append(_new(Hop, (_C_QUIET_HOURS, at, 0)))
                 if at >= deadline:
                     return at, tuple(hops), False
                 span = self.quiet_span(at)
                 continue
             if self.digest is not None:
-                moved, jitter = self.digest_free(at)
-                if moved > at:
-                    at = moved
-                    hops.append(Hop(_C_DIGEST, at, jitter))
+                opened, closes = self.digest_open(at)
+                if opened > at:
+                    at = opened
+                    moved_by = _C_DIGEST
+                    hops.append(_new(Hop, (_C_DIGEST, at, 0)))
                     if at >= deadline:
                         return at, tuple(hops), False
                     span = self.quiet_span(at)
                     continue
-            return at, tuple(hops), True
-        return at, tuple(hops), False
+            break
+        else:
+            return at, tuple(hops), False
+        if moved_by is not None and self.rules.jitter_seconds:
+            stretch_end = min(next_quiet(self.quiet, self.zone, at), deadline)
+            if closes is not None and closes < stretch_end:
+                stretch_end = closes
+            width = min(self.rules.jitter_seconds, (stretch_end - at) // _SECOND)
+            jitter = self.jitter(at, width)
+            if jitter:
+                at = add_seconds(at, jitter)
+                hops[-1] = _new(Hop, (moved_by, at, jitter))
+        return at, tuple(hops), True
 
 
 def decide(
@@ -523,6 +542,7 @@ def decide(
         day = quiet_day(quiet, zone, now.toordinal())
     # (``day`` is None on a UTC day in which the zone changes its offset.)
     local = view_at(quiet, zone, now) if day is None else day[1] if now < day[0] else day[2]
+    ordinal, day_start, day_end, spans, edges, clears, rooms = local
 
     reason: Reason | None = None
     caps_free = now
@@ -571,11 +591,11 @@ def decide(
                     if frees <= now:
                         continue
                 elif calendar_day:
-                    if kth < local[1]:
+                    if kth < day_start:
                         continue
-                    frees = calendar_free_at(True, limit, times, local[2], zone)
+                    frees = calendar_free_at(True, limit, times, day_end, zone)
                 else:
-                    week = week_bounds(zone, local[0])
+                    week = week_bounds(zone, ordinal)
                     if kth < week[0]:
                         continue
                     frees = calendar_free_at(False, limit, times, week[1], zone)
@@ -619,9 +639,9 @@ def decide(
                 frees = kth + window
             else:
                 if calendar_day:
-                    period_start, period_end = local[1], local[2]
+                    period_start, period_end = day_start, day_end
                 else:
-                    period_start, period_end = week_bounds(zone, local[0])
+                    period_start, period_end = week_bounds(zone, ordinal)
                 if kth < period_start:
                     continue
                 frees = calendar_free_at(calendar_day, limit, times, period_end, zone)
@@ -636,16 +656,15 @@ def decide(
 
     # ``clock.quiet_window_at``, inlined: one bisect when the day's spans are disjoint.
     span: tuple[datetime, datetime] | None = None
-    clear: datetime | None = None  # the first quiet instant at or after ``span``'s end
-    edges = local[4]
+    place = -1  # the span's place among the day's disjoint spans
     if edges is not None:
         if edges:
             index = bisect_right(edges, now)
             if index & 1:
-                span = local[3][index >> 1]
-                clear = local[5][index >> 1]
+                place = index >> 1
+                span = spans[place]
     else:
-        for candidate in local[3]:
+        for candidate in spans:
             if candidate[0] <= now < candidate[1] and (span is None or candidate[1] > span[1]):
                 span = candidate
 
@@ -670,31 +689,34 @@ def decide(
             trace._source = (_expand, message, recipient, hist, rules, now, _ALLOW, None, None)
             return _new(Decision, (_ALLOW, None, None, trace))
     elif reason is None:
-        # Quiet hours alone, the common deferral: the first round of ``_Search.earliest``,
-        # inlined. It ends here when the jittered window end lies outside every window.
-        # A window lasts under a day, so its end is well inside the search horizon.
+        # Quiet hours alone, the common deferral: ``_Search.earliest`` for a window whose
+        # end is allowed (the next window starts later) and whose spread the expiry does
+        # not cut; anything else takes the general search below.
         end = span[1]
         if expires is not None and end >= expires:
-            return _lazy(_DROP, _R_EXPIRED, end, message, recipient, hist, rules, now)
-        at = end
+            return _lazy(_DROP, _R_EXPIRED, None, message, recipient, hist, rules, now)
         jitter_span = rules.jitter_seconds
-        if jitter_span:
-            # ``clock.jitter_seconds`` and ``clock.add_seconds``, inlined.
-            message_id = message.message_id
-            seed = _SEEDS.get((message_id, end))
-            if seed is None:
-                seed = jitter_seed(message_id, end)
-            word = crc32(recipient.user_id.encode(), seed) * _MIX32 & _MASK32
-            jitter = word * jitter_span >> 32
-            try:
-                at = end + _SECONDS[jitter]
-            except IndexError:
-                at = add_seconds(end, jitter)
-        # Done when the jittered end comes before the next quiet instant (and, for a
-        # jitter window of a day or more, inside the horizon); else the search goes on.
-        if clear is not None and at < clear and (jitter_span < 86400 or at < now + _HORIZON):
-            if expires is not None and at >= expires:
-                return _lazy(_DROP, _R_EXPIRED, at, message, recipient, hist, rules, now)
+        if (
+            place >= 0
+            and clears[place] > end
+            and jitter_span < 86400
+            and (expires is None or end + rules.jitter <= expires)
+        ):
+            at = end
+            room = rooms[place]
+            spread = jitter_span if jitter_span < room else room
+            if spread:
+                # ``clock.jitter_seconds`` and ``clock.add_seconds``, inlined.
+                message_id = message.message_id
+                seed = _SEEDS.get((message_id, end))
+                if seed is None:
+                    seed = jitter_seed(message_id, end)
+                word = crc32(recipient.user_id.encode(), seed) * _MIX32 & _MASK32
+                jitter = word * spread >> 32
+                try:
+                    at = end + _SECONDS[jitter]
+                except IndexError:
+                    at = add_seconds(end, jitter)
             trace = Trace()
             trace._steps = None
             trace._source = (
@@ -762,8 +784,9 @@ def _settle(
     if found:
         return _DEFER, reason, until, step
     if expires is not None and until >= expires:
-        # ``until`` is where the search passed the expiry, a lower bound of the real answer.
-        return _DROP, _R_EXPIRED, until, step
+        # The earliest allowed instant is at or past the expiry (the trace's last hop
+        # shows where the search passed it). A DROP carries no ``until``.
+        return _DROP, _R_EXPIRED, None, step
     return _DROP, reason, None, step
 
 

@@ -487,8 +487,10 @@ class Rules:
     ``preference_on_exceed`` is what the caps added by a user's opt-down do;
     ``opt_down_daily_max`` / ``opt_down_weekly_max`` are their limits for users who chose
     no number (the contract's defaults: 1 a day, 3 a week).
-    ``digest_grace`` is how long after the slot a DIGEST send may still go out; it must
-    exceed the jitter window so a jittered slot is still open.
+    ``digest_grace`` is how long after the slot a DIGEST send may still go out.
+    ``jitter`` (whole seconds) spreads deferrals that a quiet window's end or a digest
+    slot set; it is independent of ``digest_grace``: a spread is always cut to the
+    allowed stretch it starts (a digest's spread ends when its slot closes).
     """
 
     caps: tuple[CapRule, ...] = ()
@@ -516,8 +518,11 @@ class Rules:
         _member(self, "preference_on_exceed", CapAction)
         if self.jitter < timedelta(0):
             raise ValueError("jitter must not be negative")
-        if self.digest_grace <= self.jitter:
-            raise ValueError("digest_grace must exceed the jitter window")
+        if self.jitter.microseconds:
+            # Offsets are whole seconds: a fraction would be dropped without a word.
+            raise ValueError("jitter must be a whole number of seconds")
+        if self.digest_grace <= timedelta(0):
+            raise ValueError("digest_grace must be positive")
         if self.opt_down_daily_max < 1 or self.opt_down_weekly_max < 1:
             raise ValueError("opt-down defaults must be at least 1")
         if any(rule.user_preference for rule in self.caps):
