@@ -22,19 +22,26 @@ from typing import Protocol
 import grpc
 import pytest
 
+from pushwarden.runtime.config import ConfigError
 from pushwarden.runtime.healthprobe import check
 from pushwarden.runtime.supervisor import (
     CHILDREN,
     PSEUDONYM_KEY_FILE,
+    PSEUDONYM_KEY_VARIABLE,
     build_plan,
     child_environment,
+    next_steps,
+    probe_credentials,
     pseudonym_key,
 )
+from pushwarden.runtime.tlsgen import generate_test_pki
 
 SERVICES = ("consent", "segmentation", "delivery", "scheduler")
 SERVING_DEADLINE_S = 30.0
 STOP_DEADLINE_S = 30.0
-STARTED = re.compile(r"^supervisor\s+\| started (\w+) pid=(\d+) listening on ([\d.]+:\d+)$")
+STARTED = re.compile(
+    r"^supervisor\s+\| started (\w+) pid=(\d+) listening on ([\d.]+:\d+)( with TLS)?$"
+)
 
 
 def free_ports(count: int) -> list[int]:
@@ -99,19 +106,24 @@ class Run:
 
 
 class StartSupervisor(Protocol):
-    def __call__(self, extra_env: Mapping[str, str] | None = None) -> tuple[Run, list[int]]: ...
+    def __call__(
+        self, extra_env: Mapping[str, str] | None = None, *, ports_on_command_line: bool = True
+    ) -> tuple[Run, list[int]]: ...
 
 
 @pytest.fixture
 def start_supervisor(tmp_path: Path) -> Iterator[StartSupervisor]:
     runs: list[Run] = []
 
-    def start(extra_env: Mapping[str, str] | None = None) -> tuple[Run, list[int]]:
+    def start(
+        extra_env: Mapping[str, str] | None = None, *, ports_on_command_line: bool = True
+    ) -> tuple[Run, list[int]]:
         ports = free_ports(len(SERVICES))
         argv = [sys.executable, "-m", "pushwarden.runtime.supervisor"]
         argv += ["--var-dir", str(tmp_path / "var"), "--stop-timeout", "20"]
-        for name, port in zip(SERVICES, ports, strict=True):
-            argv += ["--port", f"{name}={port}"]
+        if ports_on_command_line:
+            for name, port in zip(SERVICES, ports, strict=True):
+                argv += ["--port", f"{name}={port}"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHWARDEN_")}
         run = Run(
             subprocess.Popen(
@@ -232,3 +244,137 @@ def test_the_plan_keeps_the_port_layout_and_wires_peers(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="unknown child"):
         build_plan(tmp_path / "var", ports={"billing": 1})
+
+
+def test_the_plan_honours_each_services_port_and_host_variables(tmp_path: Path) -> None:
+    environ = {
+        "PUSHWARDEN_CONSENT_PORT": "41901",
+        "PUSHWARDEN_DELIVERY_HOST": "0.0.0.0",
+        "PUSHWARDEN_DELIVERY_PORT": "41904",
+        "PUSHWARDEN_SCHEDULER_PORT": "41903",
+    }
+    plan = build_plan(tmp_path / "var", ports={"scheduler": 41999}, environ=environ)
+    # The command line wins over the variable; the variable over the default.
+    assert dict(plan.ports) == {
+        "consent": 41901,
+        "segmentation": 50052,
+        "delivery": 41904,
+        "scheduler": 41999,
+    }
+    assert plan.bind("delivery") == "0.0.0.0:41904"
+    assert plan.addr("delivery") == "127.0.0.1:41904"  # a wildcard is no address to call
+    scheduler = next(child for child in CHILDREN if child.name == "scheduler")
+    env = child_environment(scheduler, plan, environ)
+    assert env["PUSHWARDEN_SCHEDULER_PORT"] == "41999"
+    assert env["PUSHWARDEN_SCHEDULER_CONSENT_ADDR"] == "127.0.0.1:41901"
+    assert env["PUSHWARDEN_SCHEDULER_DELIVERY_ADDR"] == "127.0.0.1:41904"
+    delivery = next(child for child in CHILDREN if child.name == "delivery")
+    assert child_environment(delivery, plan, environ)["PUSHWARDEN_DELIVERY_HOST"] == "0.0.0.0"
+    # Segmentation follows consent's change feed: it is told where consent listens.
+    segmentation = next(child for child in CHILDREN if child.name == "segmentation")
+    seg_env = child_environment(segmentation, plan, environ)
+    assert seg_env["PUSHWARDEN_SEGMENTATION_CONSENT_ADDR"] == "127.0.0.1:41901"
+
+
+@pytest.mark.parametrize("value", ["0", "http", "70000"])
+def test_a_port_variable_make_run_cannot_use_is_named(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^PUSHWARDEN_SEGMENTATION_PORT: "):
+        build_plan(tmp_path / "var", environ={"PUSHWARDEN_SEGMENTATION_PORT": value})
+
+
+def test_two_services_on_one_port_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="consent and delivery would both listen on port 41950"):
+        build_plan(
+            tmp_path / "var",
+            environ={"PUSHWARDEN_CONSENT_PORT": "41950", "PUSHWARDEN_DELIVERY_PORT": "41950"},
+        )
+
+
+def test_the_plan_says_what_it_created_and_leaves_a_supplied_key_alone(tmp_path: Path) -> None:
+    first = build_plan(tmp_path / "var")
+    assert first.created == (tmp_path / "var" / PSEUDONYM_KEY_FILE,)
+    again = build_plan(tmp_path / "var")
+    assert again.created == ()
+    assert again.pseudonym_key == first.pseudonym_key
+    supplied = build_plan(tmp_path / "elsewhere", environ={PSEUDONYM_KEY_VARIABLE: "k" * 64})
+    assert supplied.pseudonym_key is None
+    assert not (tmp_path / "elsewhere" / PSEUDONYM_KEY_FILE).exists()
+    consent = next(child for child in CHILDREN if child.name == "consent")
+    assert PSEUDONYM_KEY_VARIABLE not in child_environment(consent, supplied, {})
+
+
+def test_the_probe_speaks_tls_to_a_service_with_tls_only(tmp_path: Path) -> None:
+    pki = generate_test_pki(tmp_path / "pki")
+    assert probe_credentials("consent", {}) is None
+    tls_env = {
+        "PUSHWARDEN_CONSENT_TLS_CERT": str(pki.server_cert),
+        "PUSHWARDEN_CONSENT_TLS_KEY": str(pki.server_key),
+        "PUSHWARDEN_CONSENT_PEER_CA": str(pki.ca_cert),
+    }
+    assert probe_credentials("consent", tls_env) is not None
+    # Another service's TLS settings say nothing about consent.
+    other = {k.replace("CONSENT", "DELIVERY"): v for k, v in tls_env.items()}
+    assert probe_credentials("consent", other) is None
+
+
+def test_next_steps_follow_consents_tls_and_auth(tmp_path: Path) -> None:
+    plan = build_plan(tmp_path / "var", environ={"PUSHWARDEN_CONSENT_PORT": "41951"})
+    plain = "\n".join(next_steps(plan, {}))
+    assert "--http2-prior-knowledge" in plain
+    assert "http://127.0.0.1:41951/pushwarden.consent.v1.ConsentService/ListCategories" in plain
+    assert 'grpc.insecure_channel("127.0.0.1:41951")' in plain
+    assert "authorization" not in plain
+    secured = "\n".join(
+        next_steps(
+            plan,
+            {
+                "PUSHWARDEN_CONSENT_TLS_CERT": "/etc/pw/cert.pem",
+                "PUSHWARDEN_CONSENT_PEER_CA": "/etc/pw/ca.pem",
+                "PUSHWARDEN_CONSENT_AUTH_TOKENS_FILE": "/etc/pw/tokens.toml",
+            },
+        )
+    )
+    assert "--cacert /etc/pw/ca.pem" in secured
+    assert "https://127.0.0.1:41951/" in secured
+    assert "-H 'authorization: Bearer <token>'" in secured
+    assert 'metadata=[("authorization", "Bearer <token>")]' in secured
+    assert "--http2-prior-knowledge" not in secured
+
+
+@pytest.mark.slow
+def test_tls_and_port_variables_are_honoured_by_the_probe_the_lines_and_the_hints(
+    start_supervisor: StartSupervisor, tmp_path: Path
+) -> None:
+    pki = generate_test_pki(tmp_path / "pki")
+    ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
+    env: dict[str, str] = {}
+    for name, port in ports.items():
+        prefix = f"PUSHWARDEN_{name.upper()}_"
+        env |= {
+            f"{prefix}PORT": str(port),
+            f"{prefix}TLS_CERT": str(pki.server_cert),
+            f"{prefix}TLS_KEY": str(pki.server_key),
+            f"{prefix}PEER_CA": str(pki.ca_cert),
+        }
+    run, _ = start_supervisor(env, ports_on_command_line=False)
+    # The first lines say what the run created and where each service listens.
+    run.wait_for(rf"^supervisor\s+\| created .*{PSEUDONYM_KEY_FILE}: consent's pseudonym key", 20)
+    children = run.started()
+    assert {name: children[name][1] for name in SERVICES} == {
+        name: f"127.0.0.1:{port}" for name, port in ports.items()
+    }
+    assert all(line.endswith(" with TLS") for line in run.seen if STARTED.match(line))
+    # The readiness probe reached every service over TLS.
+    run.wait_for(r"^supervisor\s+\| all 4 services SERVING after [\d.]+ s$", SERVING_DEADLINE_S)
+    for name, port in ports.items():
+        assert check(f"127.0.0.1:{port}", ca_file=pki.ca_cert) == "SERVING", name
+    hint = run.wait_for(r"or from Python: \.venv/bin/python -c '(.*)'$", 5).group(1)
+    assert f'open("{pki.ca_cert}", "rb")' in hint
+    # The printed Python line reaches consent over TLS (whatever ListCategories answers).
+    tried = subprocess.run(
+        [sys.executable, "-c", hint], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert "UNAVAILABLE" not in tried.stderr, tried.stderr
+    assert "StatusCode." not in tried.stderr or "UNIMPLEMENTED" in tried.stderr, tried.stderr
+    run.process.send_signal(signal.SIGTERM)
+    assert run.process.wait(timeout=STOP_DEADLINE_S) == 0, run.output()

@@ -3,8 +3,15 @@
 ``python -m pushwarden.runtime.supervisor`` starts every process of the
 :data:`CHILDREN` table as a child, each with its own SQLite database under the var
 directory, and merges their output into one stream on stdout, each line prefixed by
-the child's name (``consent      | ...``). It prints at start where each child
-listens, and one line once every service reports SERVING.
+the child's name (``consent      | ...``). Its first lines say what it created under
+the var directory (consent's pseudonym key, the databases) and where each child
+listens; once every service reports SERVING it says so and what to try next.
+
+Each service listens where its own ``PUSHWARDEN_<SERVICE>_HOST`` / ``_PORT`` say
+(``--port NAME=PORT`` wins over them, ``--port-base`` and ``--host`` only fill in what
+they leave unset), and the supervisor tells every peer that address. A service with
+TLS (``PUSHWARDEN_<SERVICE>_TLS_CERT``) is probed over TLS, trusting the service's
+``PUSHWARDEN_<SERVICE>_PEER_CA``, the CA its peers trust too.
 
 Stopping: SIGTERM or SIGINT makes it send SIGTERM to every child, wait for them
 (SIGKILL after ``--stop-timeout`` seconds, or at once on a second SIGINT) and exit
@@ -33,42 +40,78 @@ from typing import Any, TextIO
 
 import grpc
 
+from pushwarden.runtime.config import ConfigError, exit_with_config_error
 from pushwarden.runtime.healthprobe import health_status
 
-__all__ = ["CHILDREN", "ChildSpec", "Plan", "build_plan", "main", "pseudonym_key"]
+__all__ = [
+    "CHILDREN",
+    "ChildSpec",
+    "Plan",
+    "build_plan",
+    "ensure_pseudonym_key",
+    "main",
+    "next_steps",
+    "probe_credentials",
+    "pseudonym_key",
+]
 
 PSEUDONYM_KEY_FILE = "consent-pseudonym.key"
+PSEUDONYM_KEY_VARIABLE = "PUSHWARDEN_CONSENT_PSEUDONYM_KEY"
 DEFAULT_STOP_TIMEOUT_S = 20.0
 LINE_LIMIT_BYTES = 1024 * 1024
 SELF = "supervisor"
 
 
+def _env_prefix(service: str) -> str:
+    return f"PUSHWARDEN_{service.upper()}_"
+
+
+def _host_port(host: str, port: int) -> str:
+    # An IPv6 literal needs brackets before the port.
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# A wildcard bind address is no address to call: peers and the probe use loopback.
+_REACHABLE_FROM_HERE = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1", "[::]": "::1"}
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Where everything lives for one run: the var directory, the host children bind,
-    each child's port, and the consent pseudonym key."""
+    """Where everything lives for one run: the var directory, the address and port each
+    child binds, consent's pseudonym key (None when the environment supplies it) and
+    what this run created under the var directory."""
 
     var_dir: Path
-    host: str
+    hosts: Mapping[str, str]
     ports: Mapping[str, int]
-    pseudonym_key: str
+    pseudonym_key: str | None
+    created: tuple[Path, ...] = ()
+
+    def bind(self, name: str) -> str:
+        """``host:port`` child ``name`` binds (possibly a wildcard address)."""
+        return _host_port(self.hosts[name], self.ports[name])
 
     def addr(self, name: str) -> str:
-        """``host:port`` where child ``name`` listens."""
-        return f"{self.host}:{self.ports[name]}"
+        """``host:port`` where child ``name`` is reached from this machine."""
+        host = self.hosts[name]
+        return _host_port(_REACHABLE_FROM_HERE.get(host, host).strip("[]"), self.ports[name])
 
     def sqlite_url(self, name: str) -> str:
         """The default database of child ``name``: a SQLite file under the var directory."""
-        return f"sqlite:///{(self.var_dir / f'{name}.db').resolve()}"
+        return f"sqlite:///{self.sqlite_path(name).resolve()}"
+
+    def sqlite_path(self, name: str) -> Path:
+        """The SQLite file of child ``name``."""
+        return self.var_dir / f"{name}.db"
 
 
 def _service_env(service: str, *peers: str) -> Callable[[Plan], dict[str, str]]:
     """The variables a Pushwarden service needs from the plan: where to listen and
     where its peers are (``PUSHWARDEN_SCHEDULER_CONSENT_ADDR`` ...)."""
-    prefix = f"PUSHWARDEN_{service.upper()}_"
+    prefix = _env_prefix(service)
 
     def env(plan: Plan) -> dict[str, str]:
-        values = {f"{prefix}HOST": plan.host, f"{prefix}PORT": str(plan.ports[service])}
+        values = {f"{prefix}HOST": plan.hosts[service], f"{prefix}PORT": str(plan.ports[service])}
         values.update({f"{prefix}{peer.upper()}_ADDR": plan.addr(peer) for peer in peers})
         return values
 
@@ -87,10 +130,10 @@ def _service_defaults(service: str) -> Callable[[Plan], dict[str, str]]:
 
 
 def _consent_defaults(plan: Plan) -> dict[str, str]:
-    return {
-        **_service_defaults("consent")(plan),
-        "PUSHWARDEN_CONSENT_PSEUDONYM_KEY": plan.pseudonym_key,
-    }
+    defaults = _service_defaults("consent")(plan)
+    if plan.pseudonym_key is not None:
+        defaults[PSEUDONYM_KEY_VARIABLE] = plan.pseudonym_key
+    return defaults
 
 
 def _no_env(_plan: Plan) -> dict[str, str]:
@@ -129,7 +172,7 @@ CHILDREN: tuple[ChildSpec, ...] = (
         "segmentation",
         ("-m", "pushwarden.services.segmentation"),
         50052,
-        env=_service_env("segmentation"),
+        env=_service_env("segmentation", "consent"),
         defaults=_service_defaults("segmentation"),
     ),
     ChildSpec(
@@ -149,20 +192,37 @@ CHILDREN: tuple[ChildSpec, ...] = (
 )
 
 
-def pseudonym_key(var_dir: Path) -> str:
-    """The consent pseudonym key of this var directory, created on first use.
+def ensure_pseudonym_key(var_dir: Path) -> tuple[str, bool]:
+    """The consent pseudonym key of this var directory, and whether this call created it.
 
     The key names users in the consent ledger and the suppression records, so it must
-    survive restarts: it is written once (owner-only) and read back afterwards.
+    survive restarts: it is written once (owner-only, 64 hex digits) and read back
+    afterwards.
     """
     path = var_dir / PSEUDONYM_KEY_FILE
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return path.read_text(encoding="ascii").strip()
+        return path.read_text(encoding="ascii").strip(), False
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(secrets.token_hex(32) + "\n")
-    return path.read_text(encoding="ascii").strip()
+    return path.read_text(encoding="ascii").strip(), True
+
+
+def pseudonym_key(var_dir: Path) -> str:
+    """The consent pseudonym key of this var directory, created on first use."""
+    return ensure_pseudonym_key(var_dir)[0]
+
+
+def _env_port(name: str, environ: Mapping[str, str]) -> int | None:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise ConfigError(
+            name, f"{raw!r} is not a port make run can use (expected 1-65535: peers need it)"
+        )
+    return int(raw)
 
 
 def build_plan(
@@ -172,19 +232,108 @@ def build_plan(
     port_base: int | None = None,
     ports: Mapping[str, int] | None = None,
     children: Sequence[ChildSpec] = CHILDREN,
+    environ: Mapping[str, str] | None = None,
 ) -> Plan:
-    """Create the var directory and the pseudonym key, and settle every child's port:
-    its default, or shifted so that the first child's default lands on ``port_base``
-    (the default layout is kept: consent base, segmentation base+1, scheduler base+2,
-    delivery base+3), each overridden by ``ports``."""
-    var_dir.mkdir(parents=True, exist_ok=True)
-    shift = 0 if port_base is None else port_base - children[0].default_port
-    chosen = {child.name: child.default_port + shift for child in children}
-    unknown = set(ports or {}) - set(chosen)
+    """Create the var directory and the pseudonym key, and settle where every child
+    listens.
+
+    A child's port is, first to last: ``ports`` (the command line), its
+    ``PUSHWARDEN_<SERVICE>_PORT`` in ``environ``, its default shifted so that the first
+    child's default lands on ``port_base`` (the layout is kept: consent base,
+    segmentation base+1, scheduler base+2, delivery base+3). Its address is its
+    ``PUSHWARDEN_<SERVICE>_HOST``, else ``host``. Raises :class:`ConfigError` for a
+    variable make run cannot use and ValueError for a bad argument.
+    """
+    env = environ or {}
+    unknown = set(ports or {}) - {child.name for child in children}
     if unknown:
         raise ValueError(f"unknown child in --port: {', '.join(sorted(unknown))}")
-    chosen.update(ports or {})
-    return Plan(var_dir=var_dir, host=host, ports=chosen, pseudonym_key=pseudonym_key(var_dir))
+    shift = 0 if port_base is None else port_base - children[0].default_port
+    chosen: dict[str, int] = {}
+    hosts: dict[str, str] = {}
+    for child in children:
+        prefix = _env_prefix(child.name)
+        from_env = _env_port(f"{prefix}PORT", env) if child.is_grpc_service else None
+        chosen[child.name] = (ports or {}).get(
+            child.name, from_env if from_env is not None else child.default_port + shift
+        )
+        hosts[child.name] = env.get(f"{prefix}HOST", "").strip() or host
+    taken: dict[int, str] = {}
+    for name, port in chosen.items():
+        if port in taken:
+            raise ValueError(f"{taken[port]} and {name} would both listen on port {port}")
+        taken[port] = name
+    var_dir.mkdir(parents=True, exist_ok=True)
+    created: list[Path] = []
+    key: str | None = None
+    if not env.get(PSEUDONYM_KEY_VARIABLE, "").strip():
+        key, new = ensure_pseudonym_key(var_dir)
+        if new:
+            created.append(var_dir / PSEUDONYM_KEY_FILE)
+    return Plan(
+        var_dir=var_dir, hosts=hosts, ports=chosen, pseudonym_key=key, created=tuple(created)
+    )
+
+
+def probe_credentials(service: str, env: Mapping[str, str]) -> grpc.ChannelCredentials | None:
+    """How the readiness probe reaches ``service`` whose environment is ``env``: None
+    (plain text) unless the service has TLS on; then TLS trusting its ``PEER_CA`` (the
+    system's roots when unset), offering its own certificate to a server that wants
+    one (mTLS)."""
+    prefix = _env_prefix(service)
+    if not env.get(f"{prefix}TLS_CERT", "").strip():
+        return None
+
+    def read(suffix: str) -> bytes | None:
+        path = env.get(f"{prefix}{suffix}", "").strip()
+        if not path:
+            return None
+        try:
+            return Path(path).expanduser().read_bytes()
+        except OSError:
+            return None  # the service itself names the unreadable file and exits 2
+
+    key, chain = read("TLS_KEY"), read("TLS_CERT")
+    return grpc.ssl_channel_credentials(
+        root_certificates=read("PEER_CA"),
+        private_key=key if chain else None,
+        certificate_chain=chain if key else None,
+    )
+
+
+def next_steps(plan: Plan, consent_env: Mapping[str, str]) -> list[str]:
+    """What to try once everything serves: one RPC through ``buf curl`` (reflection) and
+    the same from Python, shaped by consent's TLS and auth settings."""
+    prefix = _env_prefix("consent")
+    addr = plan.addr("consent")
+    tls = bool(consent_env.get(f"{prefix}TLS_CERT", "").strip())
+    ca = consent_env.get(f"{prefix}PEER_CA", "").strip()
+    auth = bool(consent_env.get(f"{prefix}AUTH_TOKENS_FILE", "").strip())
+    method = "pushwarden.consent.v1.ConsentService/ListCategories"
+    transport = (f"--cacert {ca} " if ca else "") if tls else "--http2-prior-knowledge "
+    header = "-H 'authorization: Bearer <token>' " if auth else ""
+    scheme = "https" if tls else "http"
+    metadata = ', metadata=[("authorization", "Bearer <token>")]' if auth else ""
+    channel = (
+        f'grpc.secure_channel("{addr}", grpc.ssl_channel_credentials(open("{ca}", "rb").read()))'
+        if tls and ca
+        else f'grpc.secure_channel("{addr}", grpc.ssl_channel_credentials())'
+        if tls
+        else f'grpc.insecure_channel("{addr}")'
+    )
+    python = (
+        "from pushwarden.consent.v1 import consent_pb2_grpc as g, messages_pb2 as m; "
+        f"print(g.ConsentServiceStub({channel}).ListCategories("
+        f'm.ListCategoriesRequest(app_id="shop"){metadata}, timeout=5))'
+    )
+    return [
+        "try (buf from `npm ci`): node_modules/.bin/buf curl --protocol grpc "
+        f'{transport}{header}-d \'{{"app_id": "shop"}}\' {scheme}://{addr}/{method}',
+        f"or from Python: .venv/bin/python -c 'import grpc; {python}'",
+        "list every RPC: node_modules/.bin/buf curl --protocol grpc "
+        f"{transport}{header}--list-methods {scheme}://{addr}",
+        "more in README.md (Calling a service, Next steps); Ctrl-C stops everything",
+    ]
 
 
 def child_environment(child: ChildSpec, plan: Plan, inherited: Mapping[str, str]) -> dict[str, str]:
@@ -233,6 +382,7 @@ class Supervisor:
         self._plan = plan
         self._children = tuple(children)
         self._inherited = dict(os.environ if inherited_env is None else inherited_env)
+        self._envs = {c.name: child_environment(c, plan, self._inherited) for c in self._children}
         self._stop_timeout_s = stop_timeout_s
         self._out = out
         self._width = max(len(name) for name in (SELF, *(c.name for c in self._children)))
@@ -275,7 +425,7 @@ class Supervisor:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             *spec.argv,
-            env=child_environment(spec, self._plan, self._inherited),
+            env=self._envs[spec.name],
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -285,7 +435,11 @@ class Supervisor:
         )
         assert process.stdout is not None
         pump = asyncio.create_task(self._pump(spec.name, process.stdout))
-        where = f"listening on {self._plan.addr(spec.name)}" if spec.is_grpc_service else ""
+        where = ""
+        if spec.is_grpc_service:
+            where = f"listening on {self._plan.bind(spec.name)}"
+            if probe_credentials(spec.name, self._envs[spec.name]) is not None:
+                where += " with TLS"
         self.say(SELF, f"started {spec.name} pid={process.pid} {where}".rstrip())
         return _Running(spec, process, pump)
 
@@ -321,7 +475,7 @@ class Supervisor:
         started = loop.time()
         services = [c for c in self._children if c.is_grpc_service]
         for spec in services:
-            async with grpc.aio.insecure_channel(self._plan.addr(spec.name)) as channel:
+            async with self._probe_channel(spec.name) as channel:
                 while True:
                     with contextlib.suppress(grpc.aio.AioRpcError):
                         if await health_status(channel, timeout_s=1.0) == "SERVING":
@@ -329,13 +483,66 @@ class Supervisor:
                     await asyncio.sleep(0.2)
         elapsed = loop.time() - started
         self.say(SELF, f"all {len(services)} services SERVING after {elapsed:.1f} s")
+        if "consent" in self._envs:
+            for line in next_steps(self._plan, self._envs["consent"]):
+                self.say(SELF, line)
+
+    def _probe_channel(self, name: str) -> grpc.aio.Channel:
+        # The probe starts before the child listens; gRPC's default reconnect backoff
+        # (1 s growing to 2 min) would announce SERVING long after it is true.
+        options = [
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
+        credentials = probe_credentials(name, self._envs[name])
+        if credentials is None:
+            return grpc.aio.insecure_channel(self._plan.addr(name), options=options)
+        return grpc.aio.secure_channel(self._plan.addr(name), credentials, options=options)
+
+    def _announce_plan(self) -> None:
+        """The first lines: the var directory, what this run created in it, what it
+        reuses, and anything about TLS the person watching should know."""
+        plan = self._plan
+        self.say(SELF, f"var directory {plan.var_dir.resolve()}")
+        key_file = plan.var_dir / PSEUDONYM_KEY_FILE
+        if key_file in plan.created:
+            self.say(
+                SELF,
+                f"created {key_file}: consent's pseudonym key ({PSEUDONYM_KEY_VARIABLE}); "
+                "kept and reused on every run, since a new key forgets every suppression",
+            )
+        elif plan.pseudonym_key is not None:
+            self.say(SELF, f"reusing consent's pseudonym key {key_file}")
+        else:
+            self.say(SELF, f"consent's pseudonym key comes from {PSEUDONYM_KEY_VARIABLE}")
+        fresh: list[str] = []
+        kept: list[str] = []
+        for child in self._children:
+            prefix = _env_prefix(child.name)
+            if self._envs[child.name].get(f"{prefix}DATABASE_URL") != plan.sqlite_url(child.name):
+                continue  # the environment moved it elsewhere
+            path = plan.sqlite_path(child.name)
+            (kept if path.exists() else fresh).append(str(path))
+        if fresh:
+            self.say(SELF, f"creating SQLite databases {', '.join(fresh)}")
+        if kept:
+            self.say(SELF, f"reusing SQLite databases {', '.join(kept)}")
+        for child in self._children:
+            env, prefix = self._envs[child.name], _env_prefix(child.name)
+            if env.get(f"{prefix}TLS_CERT", "").strip() and not env.get(f"{prefix}PEER_CA"):
+                self.say(
+                    SELF,
+                    f"{child.name} uses TLS but {prefix}PEER_CA is unset: the readiness "
+                    "probe trusts the system's root certificates only",
+                )
 
     async def run(self) -> int:
         """Run until a signal or a child's unexpected exit; returns the exit code."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signum)
-        self.say(SELF, f"var directory {self._plan.var_dir.resolve()}")
+        self._announce_plan()
         failed: list[_Running] = []
         try:
             for spec in self._children:
@@ -386,11 +593,16 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("var"),
         help="where databases and the pseudonym key live (default: var)",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address children bind")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address children bind unless their PUSHWARDEN_<SERVICE>_HOST says otherwise",
+    )
     parser.add_argument(
         "--port-base",
         type=int,
-        help="shift every default port so that the first child's (consent) lands here",
+        help="shift every default port so that the first child's (consent) lands here "
+        "(a PUSHWARDEN_<SERVICE>_PORT still wins)",
     )
     parser.add_argument(
         "--port",
@@ -398,7 +610,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=PORT",
-        help="port of one child (repeatable)",
+        help="port of one child (repeatable; wins over PUSHWARDEN_<SERVICE>_PORT)",
     )
     parser.add_argument(
         "--stop-timeout",
@@ -415,8 +627,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         plan = build_plan(
-            args.var_dir, host=args.host, port_base=args.port_base, ports=dict(args.port)
+            args.var_dir,
+            host=args.host,
+            port_base=args.port_base,
+            ports=dict(args.port),
+            environ=os.environ,
         )
+    except ConfigError as error:
+        exit_with_config_error(error)
     except ValueError as error:
         parser.error(str(error))
     supervisor_ = Supervisor(plan, stop_timeout_s=args.stop_timeout)
