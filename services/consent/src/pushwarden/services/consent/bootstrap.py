@@ -14,12 +14,16 @@ from pushwarden.runtime.app import ServiceApp, open_database
 from pushwarden.runtime.clock import clock_for
 from pushwarden.runtime.unimplemented import service_handler
 from pushwarden.services.consent.config import ConsentConfig
+from pushwarden.services.consent.domain.subjects import Pseudonyms
 from pushwarden.services.consent.handlers.categories import CategoryHandlers
+from pushwarden.services.consent.handlers.common import ConsentDeps
 from pushwarden.services.consent.servicer import (
     SERVICE_DESCRIPTOR,
     SERVICE_NAME,
+    ConsentHandlers,
     ConsentServicer,
 )
+from pushwarden.services.consent.storage.state import local_pseudonym_key
 from pushwarden.services.consent.storage.uow import unit_of_work_factory
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -32,13 +36,17 @@ def bootstrap(config: ConsentConfig) -> ServiceApp[ConsentConfig]:
     naming the database variable) when the database cannot be reached.
     """
     database = open_database(config, MIGRATIONS)
-    clock = clock_for(config.clock_file)
-    uow = unit_of_work_factory(database)
-    servicer = ConsentServicer(categories=CategoryHandlers(uow, clock))
+    key = config.pseudonym_key or local_pseudonym_key(config.database_settings())
+    deps = ConsentDeps(
+        uow=unit_of_work_factory(database),
+        clock=clock_for(config.clock_file),
+        pseudonyms=Pseudonyms(key),
+    )
+    servicer = ConsentServicer(ConsentHandlers(categories=CategoryHandlers(deps)))
     return ServiceApp(
         config,
         database,
         handlers=(service_handler(SERVICE_DESCRIPTOR, servicer),),
         service_names=(SERVICE_NAME,),
-        clock=clock,
+        clock=deps.clock,
     )

@@ -236,11 +236,11 @@ class PromptEventRow(Base):
     request_digest: Mapped[str] = mapped_column(HASH)
 
 
-class ServiceSecretRow(Base):
-    """Secrets the service makes for itself (the SQLite pseudonym key when none is
-    configured), kept in its own database so that restarts keep them."""
+class ServiceStateRow(Base):
+    """Small named values the service keeps for itself: the pseudonym key it made when
+    none is configured (SQLite only), the feed's retention watermark."""
 
-    __tablename__ = "service_secrets"
+    __tablename__ = "service_state"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(256))

@@ -1,89 +1,35 @@
 """The gRPC face of the consent service.
 
-:class:`ConsentServicer` subclasses the generated ``ConsentServiceServicer``, so mypy
-checks every method against the contract. Each method checks the caller may use the
-app, converts the request to domain values, calls one handler and converts the result;
-nothing else. RPCs it does not override answer UNIMPLEMENTED, naming themselves.
+:class:`ConsentServicer` composes one mixin per area (``rpc/``); each subclasses the
+generated ``ConsentServiceServicer``, so mypy checks every method against the contract.
+A method checks that the caller may use the app, converts the request to domain values,
+calls one handler and converts the result; nothing else. RPCs no mixin overrides answer
+UNIMPLEMENTED, naming themselves.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
-import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from pushwarden.common.v1 import types_pb2
-from pushwarden.consent.v1 import consent_pb2, consent_pb2_grpc, messages_pb2
-from pushwarden.runtime.auth import require_app
-from pushwarden.runtime.validation import Violations, decode_page_token, encode_page_token
-from pushwarden.services.consent.domain.categories import (
-    MAX_BATCH_GET,
-    MAX_PAGE_SIZE,
-    CategoryKind,
-    CategorySpec,
-)
+from pushwarden.consent.v1 import consent_pb2
 from pushwarden.services.consent.handlers.categories import CategoryHandlers
+from pushwarden.services.consent.rpc.categories import CategoryRpcs
 
 SERVICE_DESCRIPTOR: ServiceDescriptor = consent_pb2.DESCRIPTOR.services_by_name["ConsentService"]
 SERVICE_NAME: str = SERVICE_DESCRIPTOR.full_name
 
-Context = grpc.aio.ServicerContext[Any, Any]
-_KINDS = (types_pb2.CATEGORY_KIND_TRANSACTIONAL, types_pb2.CATEGORY_KIND_MARKETING)
+
+@dataclass(frozen=True, slots=True)
+class ConsentHandlers:
+    """Every area's handlers, as the composition root builds them."""
+
+    categories: CategoryHandlers
 
 
-class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
+class ConsentServicer(CategoryRpcs):
     """Implements ``pushwarden.consent.v1.ConsentService``."""
 
-    def __init__(self, categories: CategoryHandlers) -> None:
-        self._categories = categories
-
-    async def DefineCategory(
-        self, request: messages_pb2.DefineCategoryRequest, context: Context
-    ) -> messages_pb2.DefineCategoryResponse:
-        """Create or update a category (its kind never changes)."""
-        require_app(request.app_id)
-        defined = await self._categories.define(
-            CategorySpec.from_proto(request.app_id, request.category)
-        )
-        return messages_pb2.DefineCategoryResponse(
-            category=defined.category.to_proto(), created=defined.created
-        )
-
-    async def BatchGetCategories(
-        self, request: messages_pb2.BatchGetCategoriesRequest, context: Context
-    ) -> messages_pb2.BatchGetCategoriesResponse:
-        """Categories by id in request order; unknown ids are listed, not an error."""
-        require_app(request.app_id)
-        problems = Violations()
-        problems.caller_id("app_id", request.app_id)
-        ids = problems.caller_ids("category_ids", request.category_ids, limit=MAX_BATCH_GET)
-        problems.raise_if_any()
-        found = await self._categories.get_many(request.app_id, ids)
-        return messages_pb2.BatchGetCategoriesResponse(
-            categories=[found[i].to_proto() for i in ids if i in found],
-            unknown_category_ids=[i for i in ids if i not in found],
-        )
-
-    async def ListCategories(
-        self, request: messages_pb2.ListCategoriesRequest, context: Context
-    ) -> messages_pb2.ListCategoriesResponse:
-        """A page of the app's categories, ordered by id."""
-        require_app(request.app_id)
-        problems = Violations()
-        problems.caller_id("app_id", request.app_id)
-        problems.enum("kind", request.kind, _KINDS, required=False)
-        size = problems.page_size("page_size", request.page_size, maximum=MAX_PAGE_SIZE)
-        filters = {"app_id": request.app_id, "kind": request.kind}
-        cursor = decode_page_token(request.page_token, filters, problems)
-        problems.raise_if_any()
-        kind = CategoryKind.from_proto(request.kind) if request.kind else None
-        page = await self._categories.list(
-            request.app_id, kind, cursor.after[0] if cursor else None, size
-        )
-        return messages_pb2.ListCategoriesResponse(
-            categories=[category.to_proto() for category in page.categories],
-            next_page_token=(
-                encode_page_token([page.last_id], filters) if page.last_id is not None else ""
-            ),
-        )
+    def __init__(self, handlers: ConsentHandlers) -> None:
+        self._categories = handlers.categories

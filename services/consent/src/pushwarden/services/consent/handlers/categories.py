@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from pushwarden.runtime.clock import Clock
+from pushwarden.consent.v1 import resources_pb2
 from pushwarden.runtime.errors import FailedPrecondition
 from pushwarden.services.consent.domain.categories import Category, CategoryKind, CategorySpec
-from pushwarden.services.consent.storage.uow import ConsentUow
+from pushwarden.services.consent.domain.changes import ChangeKind
+from pushwarden.services.consent.handlers.common import ConsentDeps, publish
+from pushwarden.services.consent.storage.uow import ConsentUnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,22 +31,28 @@ class Page:
 
 
 class CategoryHandlers:
-    """The category use cases on a unit-of-work factory and the service's clock."""
+    """The category use cases."""
 
-    def __init__(self, uow: ConsentUow, clock: Clock) -> None:
-        self._uow = uow
-        self._clock = clock
+    def __init__(self, deps: ConsentDeps) -> None:
+        self._deps = deps
+        self._uow = deps.uow
+        self._clock = deps.clock
 
     async def define(self, spec: CategorySpec) -> Defined:
         """Create the category, or update its mutable fields; a different kind for an
         existing id is FAILED_PRECONDITION (CATEGORY_KIND_IMMUTABLE) and changes nothing.
-        Defining it again unchanged writes nothing (``updated_at`` stays)."""
+        Defining it again unchanged writes nothing (``updated_at`` stays). Every effective
+        change is a CATEGORY change on the feed."""
         async with self._uow() as work:
+            await work.lock_appends()
             now = self._clock.now()
             stored = await work.categories.get_for_update(spec.app_id, spec.category_id)
             if stored is None and await work.categories.insert(spec, now):
+                created = Category.from_spec(spec, now, now)
+                await self._publish(work, created, now)
                 await work.commit()
-                return Defined(Category.from_spec(spec, now, now), created=True)
+                self._deps.signal.notify()
+                return Defined(created, created=True)
             if stored is None:  # a concurrent define inserted it between our read and write
                 stored = await work.categories.get_for_update(spec.app_id, spec.category_id)
                 if stored is None:
@@ -59,8 +68,21 @@ class CategoryHandlers:
             if stored.same_settings(spec):
                 return Defined(stored, created=False)
             await work.categories.update_settings(spec, now)
+            updated = Category.from_spec(spec, stored.created_at, now)
+            await self._publish(work, updated, now)
             await work.commit()
-            return Defined(Category.from_spec(spec, stored.created_at, now), created=False)
+            self._deps.signal.notify()
+            return Defined(updated, created=False)
+
+    async def _publish(self, work: ConsentUnitOfWork, category: Category, now: datetime) -> None:
+        await publish(
+            work,
+            app_id=category.app_id,
+            user_id="",
+            kind=ChangeKind.CATEGORY,
+            change=resources_pb2.Change(category=category.to_proto()),
+            now=now,
+        )
 
     async def list(
         self, app_id: str, kind: CategoryKind | None, after: str | None, size: int

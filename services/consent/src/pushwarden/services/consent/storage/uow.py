@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import zlib
+from typing import Final
+
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.runtime.db import Database, UnitOfWork, UnitOfWorkFactory
 from pushwarden.services.consent.storage.categories import CategoryRepository
+from pushwarden.services.consent.storage.feed import ChangeFeedRepository
+from pushwarden.services.consent.storage.idempotency import IdempotencyRepository
+from pushwarden.services.consent.storage.ledger import LedgerRepository
+from pushwarden.services.consent.storage.state import ServiceStateRepository
+
+# One lock for every append to the ledger and the change feed of this database.
+_APPEND_LOCK_KEY: Final = zlib.crc32(b"pushwarden.consent.appends")
 
 
 class ConsentUnitOfWork(UnitOfWork):
@@ -14,6 +25,28 @@ class ConsentUnitOfWork(UnitOfWork):
     def __init__(self, session: AsyncSession) -> None:
         super().__init__(session)
         self.categories = CategoryRepository(session)
+        self.ledger = LedgerRepository(session)
+        self.feed = ChangeFeedRepository(session)
+        self.idempotency = IdempotencyRepository(session)
+        self.state = ServiceStateRepository(session)
+        self._appending = False
+
+    async def lock_appends(self) -> None:
+        """Serialise this transaction with every other one that appends to the ledger or
+        the change feed, until it ends. Take it before reading what the append depends
+        on (the chain head, the current state), and before any other row lock.
+
+        PostgreSQL: a transaction-scoped advisory lock, released at commit or rollback,
+        so sequence numbers are handed out in commit order. SQLite: the write
+        transaction (BEGIN IMMEDIATE) already excludes every other writer.
+        """
+        if self._appending:
+            return
+        if self.session.bind is not None and self.session.bind.dialect.name == "postgresql":
+            await self.session.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY}
+            )
+        self._appending = True
 
 
 ConsentUow = UnitOfWorkFactory[ConsentUnitOfWork]

@@ -1,5 +1,5 @@
 """Devices, consent choices, preferences, the ledger and its payloads, the change feed,
-idempotency keys, suppressions, prompt events and service secrets.
+idempotency keys, suppressions, prompt events and the service's own state.
 
 On PostgreSQL the database itself refuses UPDATE, DELETE and TRUNCATE of ledger
 entries and UPDATE of ledger payloads (erasure deletes payloads, never entries).
@@ -201,10 +201,10 @@ def upgrade() -> None:
         )
 
     op.create_table(
-        "service_secrets",
+        "service_state",
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("value", sa.String(length=256), nullable=False),
-        sa.PrimaryKeyConstraint("name", name=op.f("pk_service_secrets")),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_service_state")),
     )
     op.create_table(
         "suppressions",
@@ -240,7 +240,7 @@ def downgrade() -> None:
         op.execute(LEDGER_GUARD_DROP)
     op.drop_table("ledger_payloads")
     op.drop_table("suppressions")
-    op.drop_table("service_secrets")
+    op.drop_table("service_state")
     with op.batch_alter_table("prompt_events", schema=None) as batch_op:
         batch_op.drop_index("ix_prompt_events_app_id_user_id")
         batch_op.drop_index("ix_prompt_events_app_id_occurred_at")

@@ -1,0 +1,99 @@
+"""The change feed repository: appends changes in commit order and reads them back.
+
+Appends run under the unit of work's append lock, which is held until the transaction
+commits; a sequence number is therefore only ever handed out after every smaller one has
+committed (or rolled back, leaving no row), so a follower that reads ``sequence >
+cursor`` sees every change exactly once and in commit order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pushwarden.services.consent.models import ChangeRow
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChange:
+    """One change as read back."""
+
+    sequence: int
+    app_id: str
+    user_id: str
+    kind: str
+    committed_at: datetime
+    detail: bytes
+
+
+def _change(row: ChangeRow) -> StoredChange:
+    return StoredChange(
+        row.sequence, row.app_id, row.user_id, row.kind, row.committed_at, row.detail
+    )
+
+
+class ChangeFeedRepository:
+    """The ``changes`` table."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def append(
+        self, *, app_id: str, user_id: str, kind: str, committed_at: datetime, detail: bytes
+    ) -> int:
+        """Append one change; returns its sequence. The caller holds the append lock."""
+        last = await self._session.scalar(select(func.max(ChangeRow.sequence)))
+        sequence = (last or 0) + 1
+        self._session.add(
+            ChangeRow(
+                sequence=sequence,
+                app_id=app_id,
+                user_id=user_id,
+                kind=kind,
+                committed_at=committed_at,
+                detail=detail,
+            )
+        )
+        await self._session.flush()
+        return sequence
+
+    async def read_after(
+        self, app_id: str | None, after: int, limit: int, kinds: Collection[str] = ()
+    ) -> tuple[list[StoredChange], int]:
+        """Up to ``limit`` changes after ``after`` (of one app, or all), and the sequence
+        the reader may resume after: past filtered-out changes too, so a filtered
+        follower never reads them again."""
+        query = select(ChangeRow).where(ChangeRow.sequence > after)
+        if app_id:
+            query = query.where(ChangeRow.app_id == app_id)
+        rows = list(await self._session.scalars(query.order_by(ChangeRow.sequence).limit(limit)))
+        resume = rows[-1].sequence if rows else after
+        wanted = [_change(row) for row in rows if not kinds or row.kind in kinds]
+        return wanted, resume
+
+    async def head(self) -> int:
+        """The latest sequence (0 when the feed is empty)."""
+        return int(await self._session.scalar(select(func.max(ChangeRow.sequence))) or 0)
+
+    async def oldest(self) -> int | None:
+        """The oldest retained sequence (None when empty)."""
+        value = await self._session.scalar(select(func.min(ChangeRow.sequence)))
+        return None if value is None else int(value)
+
+    async def purge_before(self, instant: datetime) -> int:
+        """Retention: delete changes committed before ``instant``."""
+        result = await self._session.execute(
+            delete(ChangeRow).where(ChangeRow.committed_at < instant)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def delete_user(self, app_id: str, user_id: str) -> int:
+        """Erasure: delete a user's earlier changes (they carry personal data)."""
+        result = await self._session.execute(
+            delete(ChangeRow).where(ChangeRow.app_id == app_id, ChangeRow.user_id == user_id)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
