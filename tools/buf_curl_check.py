@@ -2,8 +2,9 @@
 
 Starts the platform with the supervisor's own command on free ports, waits for every
 service to be SERVING, then for each service runs `buf curl --list-methods` (which
-resolves the schema through reflection) and calls one RPC with a JSON body, expecting
-the UNIMPLEMENTED answer that names the RPC. Exits 1 with one line per problem.
+resolves the schema through reflection) and calls one read-only RPC with a JSON body,
+expecting a JSON answer, or, while the service does not implement it yet, the
+UNIMPLEMENTED answer that names the RPC. Exits 1 with one line per problem.
 Needs the pinned buf from the npm registry (`npm ci`), like `make proto-lint`.
 """
 
@@ -71,10 +72,23 @@ def check_service(name: str, addr: str) -> list[str]:
     if listed.returncode != 0 or f"{service}/{rpc}" not in listed.stdout:
         problems.append(f"{name}: --list-methods did not list {service}/{rpc}: {listed.stderr}")
     called = _buf_curl("-d", json.dumps({"app_id": "demo"}), f"http://{addr}/{service}/{rpc}")
-    answer = called.stdout + called.stderr
-    if "unimplemented" not in answer.lower() or rpc not in answer:
-        problems.append(f"{name}: {rpc} did not answer UNIMPLEMENTED naming the RPC: {answer!r}")
+    if not _answered(called, rpc):
+        answer = called.stdout + called.stderr
+        problems.append(
+            f"{name}: {rpc} answered neither JSON nor UNIMPLEMENTED naming the RPC: {answer!r}"
+        )
     return problems
+
+
+def _answered(called: subprocess.CompletedProcess[str], rpc: str) -> bool:
+    """A JSON response, or UNIMPLEMENTED naming the RPC (a service still being built)."""
+    if called.returncode == 0:
+        try:
+            return isinstance(json.loads(called.stdout), dict)
+        except json.JSONDecodeError:
+            return False
+    answer = called.stdout + called.stderr
+    return "unimplemented" in answer.lower() and rpc in answer
 
 
 def main() -> int:
