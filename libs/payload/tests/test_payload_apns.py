@@ -10,6 +10,7 @@ import pytest
 
 import pushwarden.payload
 from pushwarden.common.v1 import content_pb2, types_pb2
+from pushwarden.delivery.v1 import resources_pb2
 from pushwarden.payload import APNS_LIMIT, APNS_VOIP_LIMIT, DeliveryOptions, render_apns
 
 Content = content_pb2.Content
@@ -242,6 +243,24 @@ def test_options_refuse_naive_datetimes_and_expiry_without_now() -> None:
         DeliveryOptions(expires_at=dt.datetime(2026, 1, 1), now=NOW)
     with pytest.raises(ValueError, match="now is required"):
         DeliveryOptions(expires_at=NOW)
+
+
+def test_options_for_a_delivery_send() -> None:
+    send = resources_pb2.Send(
+        send_id="s-9", campaign_id="c-1", variant_id="B", priority=types_pb2.PRIORITY_LOW
+    )
+    send.expires_at.FromDatetime(NOW + dt.timedelta(minutes=5))
+    options = DeliveryOptions.for_send(send, now=NOW, apns_topic="com.example.app")
+    assert options == DeliveryOptions(
+        priority=types_pb2.PRIORITY_LOW,
+        expires_at=NOW + dt.timedelta(minutes=5),
+        now=NOW,
+        apns_topic="com.example.app",
+        send_id="s-9",
+        campaign_id="c-1",
+        variant_id="B",
+    )
+    assert DeliveryOptions.for_send(resources_pb2.Send(), now=NOW).expires_at is None
 
 
 def test_the_package_docstring_example_holds() -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pushwarden.common.v1 import types_pb2
+from pushwarden.delivery.v1 import resources_pb2
 
 Provider = Literal["apns", "fcm"]
 
@@ -46,6 +47,22 @@ class DeliveryOptions:
                 raise ValueError(f"{name} must be timezone-aware")
         if self.expires_at is not None and self.now is None:
             raise ValueError("now is required with expires_at (the FCM TTLs count from it)")
+
+    @classmethod
+    def for_send(
+        cls, send: resources_pb2.Send, *, now: dt.datetime, apns_topic: str = ""
+    ) -> DeliveryOptions:
+        """The options a delivery ``Send`` carries: priority, expiry and the ids it reports."""
+        expires_at = send.expires_at.ToDatetime(dt.UTC) if send.HasField("expires_at") else None
+        return cls(
+            priority=send.priority,
+            expires_at=expires_at,
+            now=now,
+            apns_topic=apns_topic,
+            send_id=send.send_id,
+            campaign_id=send.campaign_id,
+            variant_id=send.variant_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)
