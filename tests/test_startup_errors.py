@@ -17,9 +17,6 @@ from pushwarden.runtime.config import CONFIG_ERROR_EXIT_STATUS
 from pushwarden.runtime.tlsgen import generate_test_pki
 
 START_DEADLINE_S = 60.0
-NEEDS_RUN_MAIN = pytest.mark.xfail(
-    strict=False, reason="needs run_main to catch start-up ConfigError"
-)
 
 
 @pytest.fixture
@@ -51,7 +48,6 @@ def assert_one_line_exit_2(result: subprocess.CompletedProcess[str], expected: s
     assert "Traceback" not in result.stderr
 
 
-@NEEDS_RUN_MAIN
 def test_a_port_in_use_ends_with_one_line_naming_the_port_setting(
     tmp_path: Path, held_port: int
 ) -> None:
@@ -62,7 +58,6 @@ def test_a_port_in_use_ends_with_one_line_naming_the_port_setting(
     )
 
 
-@NEEDS_RUN_MAIN
 def test_a_key_that_is_not_the_certificates_ends_with_one_line_naming_the_key_setting(
     tmp_path: Path,
 ) -> None:
