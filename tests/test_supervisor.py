@@ -378,3 +378,23 @@ def test_tls_and_port_variables_are_honoured_by_the_probe_the_lines_and_the_hint
     assert "StatusCode." not in tried.stderr or "UNIMPLEMENTED" in tried.stderr, tried.stderr
     run.process.send_signal(signal.SIGTERM)
     assert run.process.wait(timeout=STOP_DEADLINE_S) == 0, run.output()
+
+
+def test_a_misspelt_service_prefix_stops_make_run_before_anything_starts(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHWARDEN_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pushwarden.runtime.supervisor", "--var-dir", str(tmp_path)],
+        env={**env, "PUSHWARDEN_CONSNET_PORT": "50061"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "PUSHWARDEN_CONSNET_PORT: unknown setting: CONSNET looks like a misspelling of the "
+        "service name CONSENT (did you mean PUSHWARDEN_CONSENT_PORT?)\n"
+    )
+    assert "started" not in result.stdout
+    with pytest.raises(ConfigError, match=r"^PUSHWARDEN_SHEDULER_DELIVERY_ADDR: .* SCHEDULER"):
+        build_plan(tmp_path, environ={"PUSHWARDEN_SHEDULER_DELIVERY_ADDR": "x:1"})

@@ -620,15 +620,21 @@ def _reject_unknown(specs: list[_FieldSpec], service: str, environ: Mapping[str,
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(name, f"unknown setting{hint}")
-        misspelt = _misspelt_service_prefix(name, service)
+        misspelt = misspelt_service_prefix(name, service)
         if misspelt is not None:
             meant = prefix + name.removeprefix(f"{ENV_PREFIX}_{misspelt}_")
             hint = f"did you mean {meant}?" if meant in known else f"settings of it start {prefix}"
-            raise ConfigError(
-                name,
-                f"unknown setting: {misspelt} looks like a misspelling of the service "
-                f"name {service.upper()} ({hint})",
-            )
+            raise misspelt_service_error(name, misspelt, service, hint)
+
+
+def misspelt_service_error(name: str, misspelt: str, service: str, hint: str) -> ConfigError:
+    """The one line that refuses ``name``, whose prefix ``misspelt`` is a near miss of
+    ``service``; ``hint`` says what was probably meant."""
+    return ConfigError(
+        name,
+        f"unknown setting: {misspelt} looks like a misspelling of the service "
+        f"name {service.upper()} ({hint})",
+    )
 
 
 def _edit_distance(a: str, b: str) -> int:
@@ -645,7 +651,7 @@ def _edit_distance(a: str, b: str) -> int:
     return rows[-1][-1]
 
 
-def _misspelt_service_prefix(name: str, service: str) -> str | None:
+def misspelt_service_prefix(name: str, service: str) -> str | None:
     """The service part of ``PUSHWARDEN_<part>_...`` when it is one or two edits from
     ``service`` (one for names of four letters or fewer), else None.
 

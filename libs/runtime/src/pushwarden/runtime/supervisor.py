@@ -40,7 +40,12 @@ from typing import Any, TextIO
 
 import grpc
 
-from pushwarden.runtime.config import ConfigError, exit_with_config_error
+from pushwarden.runtime.config import (
+    ConfigError,
+    exit_with_config_error,
+    misspelt_service_error,
+    misspelt_service_prefix,
+)
 from pushwarden.runtime.healthprobe import health_status
 
 __all__ = [
@@ -225,6 +230,18 @@ def _env_port(name: str, environ: Mapping[str, str]) -> int | None:
     return int(raw)
 
 
+def _refuse_misspelt_prefixes(environ: Mapping[str, str], children: Sequence[ChildSpec]) -> None:
+    """Refuse ``PUSHWARDEN_CONSNET_PORT`` before anything starts: the service it was
+    meant for would refuse it too, but only after the others had started."""
+    names = [child.name for child in children if child.is_grpc_service]
+    for variable in sorted(environ):
+        for name in names:
+            misspelt = misspelt_service_prefix(variable, name)
+            if misspelt is not None and misspelt.lower() not in names:
+                meant = _env_prefix(name) + variable.removeprefix(f"PUSHWARDEN_{misspelt}_")
+                raise misspelt_service_error(variable, misspelt, name, f"did you mean {meant}?")
+
+
 def build_plan(
     var_dir: Path,
     *,
@@ -245,6 +262,7 @@ def build_plan(
     variable make run cannot use and ValueError for a bad argument.
     """
     env = environ or {}
+    _refuse_misspelt_prefixes(env, children)
     unknown = set(ports or {}) - {child.name for child in children}
     if unknown:
         raise ValueError(f"unknown child in --port: {', '.join(sorted(unknown))}")
