@@ -7,13 +7,15 @@ import asyncio
 import socket
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
 
 from pushwarden.runtime.healthprobe import health_status, reflected_services
 from pushwarden.runtime.server import RuntimeServer, create_server
-from pushwarden.runtime.settings import ServerSettings
+from pushwarden.runtime.settings import ServerSettings, TlsSettings
+from pushwarden.runtime.tlsgen import generate_test_pki
 
 
 def register_nothing(_server: grpc.aio.Server) -> None:
@@ -81,3 +83,30 @@ async def test_the_async_helpers_see_health_and_reflection(server: RuntimeServer
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         assert await health_status(channel, "example.v1.Example") == "SERVING"
         assert "grpc.health.v1.Health" in await reflected_services(channel)
+
+
+async def test_an_mtls_server_is_probed_with_a_client_certificate(tmp_path: Path) -> None:
+    pki = generate_test_pki(tmp_path / "pki")
+    runtime = create_server(
+        ServerSettings(
+            host="127.0.0.1",
+            port=0,
+            tls=TlsSettings(pki.server_cert, pki.server_key, client_ca_file=pki.ca_cert),
+        ),
+        register=register_nothing,
+        service_names=("example.v1.Example",),
+    )
+    await runtime.start()
+    try:
+        addr = f"localhost:{runtime.port}"
+        tls = ("--ca-file", str(pki.ca_cert))
+        client = ("--cert-file", str(pki.client_cert), "--key-file", str(pki.client_key))
+        assert await probe("--addr", addr, *tls, *client, "--timeout", "10") == (0, "")
+        code, stderr = await probe("--addr", addr, *tls, "--timeout", "2")
+        assert code == 1
+        assert stderr.startswith(f"healthprobe: {addr}: ")  # refused at the handshake
+        code, stderr = await probe("--addr", addr, "--cert-file", str(pki.client_cert))
+        assert code == 2
+        assert "--cert-file and --key-file go together" in stderr
+    finally:
+        await runtime.stop(0)

@@ -28,22 +28,36 @@ from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
 __all__ = ["check", "health_status", "main", "reflected_services"]
 
 
-def _channel(addr: str, ca_file: Path | None) -> grpc.Channel:
+def _channel(
+    addr: str, ca_file: Path | None, cert_file: Path | None, key_file: Path | None
+) -> grpc.Channel:
     if ca_file is None:
         return grpc.insecure_channel(addr)
-    credentials = grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca_file.read_bytes(),
+        private_key=key_file.read_bytes() if key_file else None,
+        certificate_chain=cert_file.read_bytes() if cert_file else None,
+    )
     return grpc.secure_channel(addr, credentials)
 
 
 def check(
-    addr: str, service: str = "", *, timeout_s: float = 3.0, ca_file: Path | None = None
+    addr: str,
+    service: str = "",
+    *,
+    timeout_s: float = 3.0,
+    ca_file: Path | None = None,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
 ) -> str:
     """Ask ``addr`` for the health of ``service`` ("" is the whole server).
 
-    Returns the status name (``SERVING``, ``NOT_SERVING`` ...); raises
-    :class:`grpc.RpcError` when the server cannot be reached or does not know the service.
+    ``ca_file`` switches to TLS trusting that CA; ``cert_file`` and ``key_file`` add a
+    client certificate for a server that requires mTLS. Returns the status name
+    (``SERVING``, ``NOT_SERVING`` ...); raises :class:`grpc.RpcError` when the server
+    cannot be reached or does not know the service.
     """
-    with _channel(addr, ca_file) as channel:
+    with _channel(addr, ca_file, cert_file, key_file) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         reply = stub.Check(
             health_pb2.HealthCheckRequest(service=service), timeout=timeout_s, wait_for_ready=True
@@ -79,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--service", default="", help='service name to check ("" = whole server)')
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds before giving up")
     parser.add_argument("--ca-file", type=Path, help="CA certificate: use TLS and trust this CA")
+    parser.add_argument(
+        "--cert-file", type=Path, help="client certificate for a server that requires mTLS"
+    )
+    parser.add_argument("--key-file", type=Path, help="private key of --cert-file")
     return parser
 
 
@@ -92,10 +110,28 @@ def _describe(error: grpc.RpcError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if (args.cert_file is None) != (args.key_file is None):
+        parser.error("--cert-file and --key-file go together")
+    if args.cert_file is not None and args.ca_file is None:
+        parser.error("--cert-file needs --ca-file (mTLS is TLS with a client certificate)")
     target = f"{args.addr} {args.service!r}" if args.service else args.addr
     try:
-        status = check(args.addr, args.service, timeout_s=args.timeout, ca_file=args.ca_file)
+        status = check(
+            args.addr,
+            args.service,
+            timeout_s=args.timeout,
+            ca_file=args.ca_file,
+            cert_file=args.cert_file,
+            key_file=args.key_file,
+        )
+    except OSError as error:
+        print(
+            f"healthprobe: {target}: cannot read {error.filename}: {error.strerror}",
+            file=sys.stderr,
+        )
+        return 1
     except grpc.RpcError as error:
         print(f"healthprobe: {target}: {_describe(error)}", file=sys.stderr)
         return 1
