@@ -3,6 +3,7 @@ and the interceptor order."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -221,3 +222,26 @@ def test_interceptor_chain_order() -> None:
     # Auth off and telemetry off leave only the error mapping.
     assert [type(i) for i in build_interceptors(ServerSettings())] == [ErrorInterceptor]
     telemetry.shutdown()
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+async def test_an_ipv6_address_binds(host: str) -> None:
+    runtime = create_server(
+        ServerSettings(host=host, port=0), register=_register, service_names=[ALPHA]
+    )
+    await runtime.start()
+    try:
+        async with grpc.aio.insecure_channel(f"[::1]:{runtime.port}") as ch:
+            assert await unary(ch, f"/{ALPHA}/Echo")(b"six", timeout=10) == b"six"
+    finally:
+        await runtime.stop(0)

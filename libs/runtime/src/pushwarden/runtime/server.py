@@ -257,7 +257,9 @@ def _bind_problem(host: str, port: int) -> tuple[bool, str]:
 
 
 def _bind(server: grpc.aio.Server, settings: ServerSettings) -> int:
-    address = f"{settings.host}:{settings.port}"
+    # An IPv6 literal needs brackets, or gRPC reads its last group as the port.
+    bare = settings.host.strip("[]")
+    address = f"[{bare}]:{settings.port}" if ":" in bare else f"{bare}:{settings.port}"
     names = settings.env_names
     credentials = server_credentials(settings.tls, names) if settings.tls is not None else None
     try:
@@ -271,7 +273,7 @@ def _bind(server: grpc.aio.Server, settings: ServerSettings) -> int:
     else:
         cause = None
     if port == 0:
-        host_at_fault, reason = _bind_problem(settings.host, settings.port)
+        host_at_fault, reason = _bind_problem(bare, settings.port)
         raise BindError(
             names.host if host_at_fault else names.port, f"cannot listen on {address}: {reason}"
         ) from cause
