@@ -30,7 +30,11 @@ async def test_a_write_waiting_on_a_sqlite_lock_blocks_neither_health_nor_reads(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "consent.db"
-    config = local_test_config(ConsentConfig, f"sqlite:///{path}", PSEUDONYM_KEY=KEY)
+    # Room in the pool for the waiting write, a hosted worker's write and the reads:
+    # this test is about the event loop, not about a starved pool.
+    config = local_test_config(
+        ConsentConfig, f"sqlite:///{path}", PSEUDONYM_KEY=KEY, DB_POOL_SIZE="4"
+    )
     async with serving(bootstrap(config)) as channel:
         stub = consent_pb2_grpc.ConsentServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
@@ -101,12 +105,21 @@ def test_private_helpers_and_real_rpcs_are_accepted() -> None:
     service_handler(SERVICE_DESCRIPTOR, Helpful.__new__(Helpful))
 
 
-async def test_the_generated_base_placeholder_counts_as_unimplemented(tmp_path: Path) -> None:
-    config = local_test_config(ConsentConfig, f"sqlite:///{tmp_path}/c.db", PSEUDONYM_KEY=KEY)
-    async with serving(bootstrap(config)) as channel:
-        stub = consent_pb2_grpc.ConsentServiceStub(channel)
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await stub.GetLedger(messages_pb2.GetLedgerRequest(app_id="shop"))
+async def test_the_generated_base_placeholder_counts_as_unimplemented() -> None:
+    class Bare(consent_pb2_grpc.ConsentServiceServicer):
+        """Overrides nothing: every RPC is the generated base's placeholder."""
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((service_handler(SERVICE_DESCRIPTOR, Bare()),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = consent_pb2_grpc.ConsentServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.GetLedger(messages_pb2.GetLedgerRequest(app_id="shop"))
+    finally:
+        await server.stop(0)
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert raised.value.details() == (
         "pushwarden.consent.v1.ConsentService/GetLedger is not implemented yet"

@@ -8,15 +8,22 @@ the tests exercise is what production runs.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pushwarden.runtime.app import ServiceApp, open_database
 from pushwarden.runtime.clock import clock_for
 from pushwarden.runtime.unimplemented import service_handler
+from pushwarden.runtime.workers import Worker
 from pushwarden.services.consent.config import ConsentConfig
 from pushwarden.services.consent.domain.subjects import Pseudonyms
 from pushwarden.services.consent.handlers.categories import CategoryHandlers
 from pushwarden.services.consent.handlers.common import ConsentDeps
+from pushwarden.services.consent.handlers.consent import ChoiceHandlers
+from pushwarden.services.consent.handlers.devices import DeviceHandlers
+from pushwarden.services.consent.handlers.feed import FeedHandlers, FeedSettings
+from pushwarden.services.consent.handlers.ledger import LedgerHandlers
+from pushwarden.services.consent.handlers.prompts import PromptHandlers
 from pushwarden.services.consent.servicer import (
     SERVICE_DESCRIPTOR,
     SERVICE_NAME,
@@ -42,11 +49,29 @@ def bootstrap(config: ConsentConfig) -> ServiceApp[ConsentConfig]:
         clock=clock_for(config.clock_file),
         pseudonyms=Pseudonyms(key),
     )
-    servicer = ConsentServicer(ConsentHandlers(categories=CategoryHandlers(deps)))
+    feed = FeedHandlers(
+        deps,
+        FeedSettings(
+            retention=timedelta(days=config.feed_retention_days),
+            heartbeat_s=config.feed_heartbeat_s,
+            poll_s=config.feed_poll_s,
+        ),
+    )
+    servicer = ConsentServicer(
+        ConsentHandlers(
+            categories=CategoryHandlers(deps),
+            devices=DeviceHandlers(deps),
+            consent=ChoiceHandlers(deps),
+            ledger=LedgerHandlers(deps),
+            feed=feed,
+            prompts=PromptHandlers(deps),
+        )
+    )
     return ServiceApp(
         config,
         database,
         handlers=(service_handler(SERVICE_DESCRIPTOR, servicer),),
         service_names=(SERVICE_NAME,),
         clock=deps.clock,
+        workers=(Worker("feed-retention", feed.retention_worker),),
     )

@@ -40,6 +40,26 @@ class ConsentConfig(ServiceConfig):
         parse=parse_pseudonym_key,
         type_doc="secret string (optional with SQLite)",
     )
+    feed_retention_days: int = setting(
+        7,
+        help="Days the change feed keeps changes (WatchChanges); an older cursor is "
+        "CURSOR_EXPIRED. ERASED changes carry the user id for this long, no longer.",
+        minimum=7,
+        maximum=365,
+    )
+    feed_heartbeat_s: float = setting(
+        10.0,
+        help="Seconds between heartbeats of an idle WatchChanges stream.",
+        minimum=0.05,
+        maximum=30,
+    )
+    feed_poll_s: float = setting(
+        0.5,
+        help="Seconds between checks for changes committed by other replicas while a "
+        "WatchChanges stream is idle (changes of this process wake it at once).",
+        minimum=0.01,
+        maximum=10,
+    )
 
     def validate(self) -> None:
         """The runtime's rules, and a pseudonym key whenever the database is PostgreSQL:

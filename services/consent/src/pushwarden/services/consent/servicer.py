@@ -15,7 +15,16 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from pushwarden.consent.v1 import consent_pb2
 from pushwarden.services.consent.handlers.categories import CategoryHandlers
+from pushwarden.services.consent.handlers.consent import ChoiceHandlers
+from pushwarden.services.consent.handlers.devices import DeviceHandlers
+from pushwarden.services.consent.handlers.feed import FeedHandlers
+from pushwarden.services.consent.handlers.ledger import LedgerHandlers
+from pushwarden.services.consent.handlers.prompts import PromptHandlers
 from pushwarden.services.consent.rpc.categories import CategoryRpcs
+from pushwarden.services.consent.rpc.consent import ConsentRpcs
+from pushwarden.services.consent.rpc.devices import DeviceRpcs
+from pushwarden.services.consent.rpc.ledger import HistoryRpcs
+from pushwarden.services.consent.rpc.prompts import PromptRpcs
 
 SERVICE_DESCRIPTOR: ServiceDescriptor = consent_pb2.DESCRIPTOR.services_by_name["ConsentService"]
 SERVICE_NAME: str = SERVICE_DESCRIPTOR.full_name
@@ -26,10 +35,20 @@ class ConsentHandlers:
     """Every area's handlers, as the composition root builds them."""
 
     categories: CategoryHandlers
+    devices: DeviceHandlers
+    consent: ChoiceHandlers
+    ledger: LedgerHandlers
+    feed: FeedHandlers
+    prompts: PromptHandlers
 
 
-class ConsentServicer(CategoryRpcs):
+class ConsentServicer(CategoryRpcs, ConsentRpcs, HistoryRpcs, PromptRpcs, DeviceRpcs):
     """Implements ``pushwarden.consent.v1.ConsentService``."""
 
     def __init__(self, handlers: ConsentHandlers) -> None:
         self._categories = handlers.categories
+        self._devices = handlers.devices
+        self._consent = handlers.consent
+        self._ledger = handlers.ledger
+        self._feed = handlers.feed
+        self._prompts = handlers.prompts

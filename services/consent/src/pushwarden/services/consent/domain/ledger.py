@@ -1,13 +1,14 @@
 """The consent ledger's hash chain, as pure functions.
 
 Each entry names its user by the keyed pseudonym (``subject``) and keeps its personal
-details in a payload beside it. The entry's hash covers its own fields, the previous
-entry of the same subject (``previous_hash``) and the SHA-256 of its payload
-(``payload_digest``), so:
+details in a payload beside it. The entry's hash is an HMAC-SHA256, keyed with a secret
+derived from the deployment's pseudonym key, over its own fields, the previous entry of
+the same subject (``previous_hash``) and the SHA-256 of its payload (``payload_digest``),
+so:
 
-- editing an entry breaks its own hash (ENTRY_HASH_MISMATCH), even when the editor
-  recomputed that hash, because the next entry's ``previous_hash`` no longer matches
-  (PREVIOUS_HASH_MISMATCH);
+- editing an entry breaks its own hash (ENTRY_HASH_MISMATCH); someone with write access
+  to the database but not the key cannot compute a valid one, and even with the key a
+  recomputed hash breaks the next entry's ``previous_hash`` (PREVIOUS_HASH_MISMATCH);
 - removing, inserting or reordering entries breaks the ``previous_hash`` links;
 - editing a payload breaks its digest (PAYLOAD_DIGEST_MISMATCH);
 - deleting a payload (erasure) breaks nothing: the digest stays in the entry.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,8 +72,9 @@ def _instant(value: datetime | None) -> str:
     return str(round(value.timestamp() * 1_000_000))
 
 
-def entry_hash(fields: EntryFields) -> str:
-    """The hash an entry must carry: SHA-256 over a versioned, unambiguous encoding."""
+def entry_hash(fields: EntryFields, key: bytes) -> str:
+    """The hash an entry must carry: HMAC-SHA256 with ``key`` over a versioned,
+    unambiguous (length-prefixed) encoding of its fields."""
     parts = (
         "pushwarden-ledger-v1",
         str(fields.sequence),
@@ -86,7 +89,7 @@ def entry_hash(fields: EntryFields) -> str:
         fields.payload_digest,
     )
     encoded = b"".join(len(p.encode()).to_bytes(4, "big") + p.encode() for p in parts)
-    return hashlib.sha256(encoded).hexdigest()
+    return hmac.new(key, encoded, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +111,7 @@ class Verification:
     fault: ChainFault | None = None
 
 
-def verify_chain(entries: Iterable[StoredEntry]) -> Verification:
+def verify_chain(entries: Iterable[StoredEntry], key: bytes) -> Verification:
     """Walk a subject's entries in sequence order and report the first fault."""
     previous = GENESIS_HASH
     checked = 0
@@ -117,7 +120,7 @@ def verify_chain(entries: Iterable[StoredEntry]) -> Verification:
         fields = entry.fields
         if fields.previous_hash != previous:
             return Verification(False, checked, fields.sequence, ChainFault.PREVIOUS_HASH_MISMATCH)
-        if entry_hash(fields) != entry.entry_hash:
+        if not hmac.compare_digest(entry_hash(fields, key), entry.entry_hash):
             return Verification(False, checked, fields.sequence, ChainFault.ENTRY_HASH_MISMATCH)
         if entry.payload is not None and payload_digest(entry.payload) != fields.payload_digest:
             return Verification(False, checked, fields.sequence, ChainFault.PAYLOAD_DIGEST_MISMATCH)

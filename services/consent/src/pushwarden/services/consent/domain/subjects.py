@@ -19,6 +19,11 @@ class Pseudonyms:
             raise ValueError("the pseudonym key must have at least 32 characters")
         self._key = key.encode()
 
+    @property
+    def ledger_key(self) -> bytes:
+        """The key of the ledger's entry hashes, derived from the same secret."""
+        return hmac.new(self._key, b"pushwarden-ledger-v1", hashlib.sha256).digest()
+
     def subject(self, app_id: str, user_id: str) -> str:
         """The user's pseudonym (64 hex digits)."""
         message = app_id.encode() + b"\0" + user_id.encode()

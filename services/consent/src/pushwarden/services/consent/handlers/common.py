@@ -94,7 +94,8 @@ async def record(
             scope_key=scope_key,
             action=action,
             payload=payload.SerializeToString(deterministic=True),
-        )
+        ),
+        deps.pseudonyms.ledger_key,
     )
 
 

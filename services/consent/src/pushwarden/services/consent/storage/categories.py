@@ -87,6 +87,20 @@ class CategoryRepository:
         rows = await self._session.scalars(query.order_by(CategoryRow.category_id).limit(limit))
         return [_category(row) for row in rows]
 
+    async def all_of_app(self, app_id: str) -> list[Category]:
+        """Every category of the app, ordered by id."""
+        rows = await self._session.scalars(
+            select(CategoryRow)
+            .where(CategoryRow.app_id == app_id)
+            .order_by(CategoryRow.category_id)
+        )
+        return [_category(row) for row in rows]
+
+    async def get(self, app_id: str, category_id: str) -> Category | None:
+        """One category, or None."""
+        row = await self._session.get(CategoryRow, (app_id, category_id))
+        return None if row is None else _category(row)
+
     async def get_many(self, app_id: str, category_ids: Sequence[str]) -> dict[str, Category]:
         """The categories among ``category_ids`` that exist, by id (one query)."""
         if not category_ids:

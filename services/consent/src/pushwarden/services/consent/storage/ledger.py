@@ -54,9 +54,10 @@ class LedgerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def append(self, entry: NewEntry) -> StoredEntry:
+    async def append(self, entry: NewEntry, key: bytes) -> StoredEntry:
         """Append ``entry`` to its subject's chain; returns it as stored. The caller
-        holds the append lock, so the next sequence and the chain head cannot race."""
+        holds the append lock, so the next sequence and the chain head cannot race;
+        ``key`` signs the entry's hash."""
         last = await self._session.scalar(select(func.max(LedgerEntryRow.sequence)))
         head = await self._session.scalar(
             select(LedgerEntryRow.entry_hash)
@@ -76,7 +77,7 @@ class LedgerRepository:
             previous_hash=head or GENESIS_HASH,
             payload_digest=payload_digest(entry.payload),
         )
-        digest = entry_hash(fields)
+        digest = entry_hash(fields, key)
         self._session.add(
             LedgerEntryRow(
                 sequence=fields.sequence,

@@ -10,9 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.runtime.db import Database, UnitOfWork, UnitOfWorkFactory
 from pushwarden.services.consent.storage.categories import CategoryRepository
+from pushwarden.services.consent.storage.choices import ChoiceRepository, SuppressionRepository
+from pushwarden.services.consent.storage.devices import DeviceRepository
 from pushwarden.services.consent.storage.feed import ChangeFeedRepository
 from pushwarden.services.consent.storage.idempotency import IdempotencyRepository
 from pushwarden.services.consent.storage.ledger import LedgerRepository
+from pushwarden.services.consent.storage.prompts import PromptEventRepository
 from pushwarden.services.consent.storage.state import ServiceStateRepository
 
 # One lock for every append to the ledger and the change feed of this database.
@@ -25,10 +28,14 @@ class ConsentUnitOfWork(UnitOfWork):
     def __init__(self, session: AsyncSession) -> None:
         super().__init__(session)
         self.categories = CategoryRepository(session)
+        self.devices = DeviceRepository(session)
+        self.choices = ChoiceRepository(session)
+        self.suppressions = SuppressionRepository(session)
         self.ledger = LedgerRepository(session)
         self.feed = ChangeFeedRepository(session)
         self.idempotency = IdempotencyRepository(session)
         self.state = ServiceStateRepository(session)
+        self.prompts = PromptEventRepository(session)
         self._appending = False
 
     async def lock_appends(self) -> None:

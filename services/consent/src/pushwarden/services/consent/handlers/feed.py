@@ -1,0 +1,144 @@
+"""WatchChanges: every change exactly once, in commit order, from a cursor; and the
+feed's retention.
+
+Appends are serialised under the append lock held until commit (see
+:mod:`..storage.feed`), so reading ``sequence > cursor`` in order never skips a change
+that commits later with a smaller sequence. An idle stream sends a heartbeat (an empty
+``caught_up`` message) every ``heartbeat_s``; it notices changes committed in this
+process at once and those of other replicas within ``poll_s``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
+from datetime import timedelta
+
+from pushwarden.consent.v1 import messages_pb2, resources_pb2
+from pushwarden.runtime.errors import OutOfRange
+from pushwarden.runtime.workers import WorkerContext
+from pushwarden.services.consent.domain.changes import encode_cursor
+from pushwarden.services.consent.handlers.common import ConsentDeps
+from pushwarden.services.consent.storage.feed import StoredChange
+from pushwarden.services.consent.storage.uow import ConsentUnitOfWork
+
+PURGED_THROUGH = "feed_purged_through"
+RETENTION_INTERVAL_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSettings:
+    """How the feed behaves (from the service's config)."""
+
+    retention: timedelta
+    heartbeat_s: float
+    poll_s: float
+
+
+def change_proto(change: StoredChange, app_filter: str) -> resources_pb2.Change:
+    """A stored change as the contract's Change, with its cursor."""
+    proto = resources_pb2.Change.FromString(change.detail)
+    proto.sequence = change.sequence
+    proto.cursor = encode_cursor(app_filter, change.sequence)
+    return proto
+
+
+class FeedHandlers:
+    """Serve the change feed and keep its retention."""
+
+    def __init__(self, deps: ConsentDeps, settings: FeedSettings) -> None:
+        self._deps = deps
+        self._settings = settings
+
+    async def start_sequence(self, cursor: int | None, from_head: bool) -> int:
+        """Where a stream starts: after ``cursor`` (OUT_OF_RANGE CURSOR_EXPIRED when
+        retention dropped changes after it), at the head, or before the oldest."""
+        async with self._deps.uow(read_only=True) as work:
+            purged = int(await work.state.get(PURGED_THROUGH) or 0)
+            if cursor is not None:
+                if cursor < purged:
+                    raise OutOfRange(
+                        "the cursor is older than the feed's retention; resynchronise "
+                        "(e.g. CheckErasure) and follow from the head",
+                        reason="CURSOR_EXPIRED",
+                        metadata={"purged_through": str(purged)},
+                    )
+                return cursor
+            if from_head:
+                return await work.feed.head()
+            return purged
+
+    async def watch(
+        self,
+        app_id: str,
+        after: int,
+        kinds: Collection[str],
+        batch: int,
+        stop_at_head: bool,
+        announce: bool,
+    ) -> AsyncIterator[messages_pb2.WatchChangesResponse]:
+        """Stream changes after ``after``; ``announce`` sends a first empty caught-up
+        message (a from-head start, so the follower can store its cursor)."""
+        deps, settings = self._deps, self._settings
+        position = after
+        if announce:
+            yield messages_pb2.WatchChangesResponse(
+                cursor=encode_cursor(app_id, position), caught_up=True
+            )
+        idle_for = 0.0
+        while True:
+            async with deps.uow(read_only=True) as work:
+                changes, resume, complete = await self._read(work, app_id, position, batch, kinds)
+            if resume != position or changes:
+                position = resume
+                idle_for = 0.0
+                yield messages_pb2.WatchChangesResponse(
+                    changes=[change_proto(change, app_id) for change in changes],
+                    cursor=encode_cursor(app_id, position),
+                    caught_up=complete,
+                )
+                if not complete:
+                    continue
+            if stop_at_head:
+                if not changes:
+                    yield messages_pb2.WatchChangesResponse(
+                        cursor=encode_cursor(app_id, position), caught_up=True
+                    )
+                return
+            if idle_for >= settings.heartbeat_s:
+                idle_for = 0.0
+                yield messages_pb2.WatchChangesResponse(
+                    cursor=encode_cursor(app_id, position), caught_up=True
+                )
+            await deps.signal.wait(settings.poll_s)
+            idle_for += settings.poll_s
+
+    @staticmethod
+    async def _read(
+        work: ConsentUnitOfWork, app_id: str, after: int, batch: int, kinds: Collection[str]
+    ) -> tuple[list[StoredChange], int, bool]:
+        """A batch after ``after``, where to resume, and whether that reaches the head."""
+        changes, resume = await work.feed.read_after(app_id or None, after, batch, kinds)
+        return changes, resume, resume >= await work.feed.head()
+
+    async def purge(self) -> int:
+        """Drop changes older than the retention; remember how far (for CURSOR_EXPIRED)."""
+        deps = self._deps
+        async with deps.uow() as work:
+            await work.lock_appends()
+            cutoff = deps.clock.now() - self._settings.retention
+            oldest_kept_before = await work.feed.head()
+            purged = await work.feed.purge_before(cutoff)
+            if purged:
+                oldest = await work.feed.oldest()
+                through = (oldest - 1) if oldest is not None else oldest_kept_before
+                await work.state.put(PURGED_THROUGH, str(through))
+            await work.commit()
+        return purged
+
+    async def retention_worker(self, ctx: WorkerContext) -> None:
+        """The hosted worker that applies the retention every hour."""
+        while not ctx.stopping:
+            await self.purge()
+            if await ctx.sleep(RETENTION_INTERVAL_S):
+                return

@@ -1,0 +1,169 @@
+"""The devices repository: rows of ``devices`` in and out as domain objects."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from sqlalchemy import Row, Select, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pushwarden.runtime.db import insert_ignoring_duplicates
+from pushwarden.services.consent.domain.devices import (
+    Device,
+    DeviceFilter,
+    DeviceStatus,
+    InvalidReason,
+    Permission,
+    Platform,
+    Provider,
+)
+from pushwarden.services.consent.models import DeviceRow
+
+# Users per devices_of_users call: one IN list, well under every driver's parameter limit.
+MAX_USERS_PER_LOOKUP = 1000
+
+
+# Rows are read through Core (no ORM identity map): eligibility loads thousands per call.
+_TABLE = DeviceRow.__table__
+_PLATFORMS = {member.value: member for member in Platform}
+_PROVIDERS = {member.value: member for member in Provider}
+_PERMISSIONS = {member.value: member for member in Permission}
+_STATUSES = {member.value: member for member in DeviceStatus}
+_REASONS = {member.value: member for member in InvalidReason}
+
+
+def _device(row: Row[Any]) -> Device:
+    return Device(
+        device_id=row.device_id,
+        app_id=row.app_id,
+        token=row.token,
+        platform=_PLATFORMS[row.platform],
+        provider=_PROVIDERS[row.provider],
+        user_id=row.user_id,
+        time_zone=row.time_zone,
+        locale=row.locale,
+        app_version=row.app_version,
+        permission=_PERMISSIONS[row.permission],
+        os_version=row.os_version,
+        model=row.model,
+        status=_STATUSES[row.status],
+        invalid_reason=None if row.invalid_reason is None else _REASONS[row.invalid_reason],
+        invalid_detail=row.invalid_detail,
+        invalidated_at=row.invalidated_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        registered_at=row.registered_at,
+        changed_at=row.changed_at,
+    )
+
+
+def _values(device: Device) -> dict[str, Any]:
+    """Every column of ``device`` (enumerations by name)."""
+    return {
+        "device_id": device.device_id,
+        "app_id": device.app_id,
+        "token": device.token,
+        "platform": device.platform.value,
+        "provider": device.provider.value,
+        "user_id": device.user_id,
+        "time_zone": device.time_zone,
+        "locale": device.locale,
+        "app_version": device.app_version,
+        "permission": device.permission.value,
+        "os_version": device.os_version,
+        "model": device.model,
+        "status": device.status.value,
+        "invalid_reason": None if device.invalid_reason is None else device.invalid_reason.value,
+        "invalid_detail": device.invalid_detail,
+        "invalidated_at": device.invalidated_at,
+        "created_at": device.created_at,
+        "updated_at": device.updated_at,
+        "registered_at": device.registered_at,
+        "changed_at": device.changed_at,
+    }
+
+
+# What a save may overwrite: never the key, the app, the token, platform or provider.
+_IMMUTABLE = frozenset({"device_id", "app_id", "token", "platform", "provider", "created_at"})
+
+
+class DeviceRepository:
+    """Devices of every app, keyed by device id and unique by (app, token)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def _one(self, query: Select[Any], for_update: bool) -> Device | None:
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._session.execute(query)).one_or_none()
+        return None if row is None else _device(row)
+
+    async def get(self, app_id: str, device_id: str, *, for_update: bool = False) -> Device | None:
+        """The app's device with this id (another app's device is None)."""
+        query = select(_TABLE).where(DeviceRow.app_id == app_id, DeviceRow.device_id == device_id)
+        return await self._one(query, for_update)
+
+    async def get_by_token(
+        self, app_id: str, token: str, *, for_update: bool = False
+    ) -> Device | None:
+        """The app's device with this push token."""
+        query = select(_TABLE).where(DeviceRow.app_id == app_id, DeviceRow.token == token)
+        return await self._one(query, for_update)
+
+    async def insert(self, device: Device) -> bool:
+        """Insert a new device; False when (app, token) or the id exists already."""
+        return await insert_ignoring_duplicates(self._session, DeviceRow, [_values(device)]) == 1
+
+    async def save(self, device: Device) -> None:
+        """Overwrite the mutable columns of a stored device."""
+        changes = {k: v for k, v in _values(device).items() if k not in _IMMUTABLE}
+        result = await self._session.execute(
+            update(DeviceRow)
+            .where(DeviceRow.device_id == device.device_id, DeviceRow.app_id == device.app_id)
+            .values(**changes)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 1) != 1:
+            raise LookupError(f"device {device.device_id!r} vanished inside its transaction")
+
+    async def list_page(self, where: DeviceFilter, after: str | None, limit: int) -> list[Device]:
+        """Up to ``limit`` devices matching ``where``, ordered by id, after ``after``."""
+        query = select(_TABLE).where(DeviceRow.app_id == where.app_id)
+        if where.user_id is not None:
+            query = query.where(DeviceRow.user_id == where.user_id)
+        query = query.where(DeviceRow.status.in_(sorted(s.value for s in where.statuses)))
+        if where.platform is not None:
+            query = query.where(DeviceRow.platform == where.platform.value)
+        if after is not None:
+            query = query.where(DeviceRow.device_id > after)
+        rows = await self._session.execute(query.order_by(DeviceRow.device_id).limit(limit))
+        return [_device(row) for row in rows]
+
+    async def devices_of_users(
+        self,
+        app_id: str,
+        user_ids: Sequence[str],
+        statuses: Collection[DeviceStatus] | None = None,
+    ) -> dict[str, list[Device]]:
+        """The devices of up to 1,000 users of one app in one query, by user (users
+        without a device are absent), each list most recently registered first; only
+        those in ``statuses`` when given."""
+        if len(user_ids) > MAX_USERS_PER_LOOKUP:
+            raise ValueError(f"at most {MAX_USERS_PER_LOOKUP} users per lookup")
+        if not user_ids:
+            return {}
+        query = select(_TABLE).where(
+            DeviceRow.app_id == app_id, DeviceRow.user_id.in_(list(dict.fromkeys(user_ids)))
+        )
+        if statuses is not None:
+            query = query.where(DeviceRow.status.in_(sorted(s.value for s in statuses)))
+        query = query.order_by(
+            DeviceRow.user_id, DeviceRow.registered_at.desc(), DeviceRow.device_id
+        )
+        found: defaultdict[str, list[Device]] = defaultdict(list)
+        for row in await self._session.execute(query):
+            found[row.user_id].append(_device(row))
+        return dict(found)
