@@ -3,7 +3,7 @@
 ``zones.day_split`` / ``local_day`` (the local day of an instant without converting it)
 are checked against ``astimezone``; ``clock.day_view`` (a local day's quiet spans, their
 edges for one bisect, and the first quiet instant after each span) against a scan of
-``quiet_window_at``; ``model.split_plan`` against the declared rule order; and the fast
+``quiet_window_at``; ``plan.compile_caps`` against the declared rule order; and the fast
 quiet-hours deferral against the tracing evaluator where its shortcut must not apply.
 """
 
@@ -33,7 +33,14 @@ from pushwarden.policy import (
     decide,
 )
 from pushwarden.policy.clock import NEVER, day_view, quiet_window_at, view_at
-from pushwarden.policy.model import split_plan
+from pushwarden.policy.plan import (
+    CategoryCap,
+    OtherCap,
+    RollingCap,
+    caps_plan,
+    compile_caps,
+    rules_plan,
+)
 from pushwarden.policy.zones import day_bounds, day_split, local_day, local_ordinal
 
 # London changes offset at 01:00Z, so on its spring day one UTC day holds two local
@@ -127,9 +134,9 @@ def test_day_view_edges_and_clears_match_a_scan(quiet: QuietHours, name: str) ->
         first = start.astimezone(zone).toordinal()
         for ordinal in range(first, first + 7):
             view = day_view(quiet, zone, ordinal)
-            assert view[0] == ordinal
-            assert view[1:3] == day_bounds(zone, ordinal)
-            spans, edges, clears = view[3], view[4], view[5]
+            assert view.ordinal == ordinal
+            assert (view.start, view.end) == day_bounds(zone, ordinal)
+            spans, edges, clears = view.spans, view.edges, view.clears
             assert edges is not None  # these windows never overlap
             assert list(edges) == [edge for span in spans for edge in span]
             assert list(edges) == sorted(edges)
@@ -141,8 +148,8 @@ def test_day_view_edges_and_clears_match_a_scan(quiet: QuietHours, name: str) ->
 def test_overlapping_windows_have_no_edges() -> None:
     quiet = QuietHours((window("22:00", "07:00"), window("06:00", "08:00")))
     view = day_view(quiet, ZoneInfo("Europe/Berlin"), datetime(2026, 3, 27).toordinal())
-    assert view[4] is None
-    assert view[5] == ()
+    assert view.edges is None
+    assert view.clears == ()
 
 
 def test_view_at_takes_the_exact_path_on_a_transition_day() -> None:
@@ -152,10 +159,10 @@ def test_view_at_takes_the_exact_path_on_a_transition_day() -> None:
     assert day_split(zone, utc_day) is None
     for hour in range(24):
         at = datetime(2026, 3, 29, hour, 30, tzinfo=UTC)
-        assert view_at(quiet, zone, at)[0] == at.astimezone(zone).toordinal()
+        assert view_at(quiet, zone, at).ordinal == at.astimezone(zone).toordinal()
 
 
-def test_split_plan_groups_rules_and_keeps_the_rest_in_order() -> None:
+def test_compiled_caps_group_rules_and_keep_the_rest_in_order() -> None:
     rules = Rules(
         caps=(
             CapRule(CapScope.CAMPAIGN, 1, CalendarWindow.DAY, name="a"),
@@ -164,18 +171,26 @@ def test_split_plan_groups_rules_and_keeps_the_rest_in_order() -> None:
             CapRule(CapScope.ALL_MARKETING, 5, CalendarWindow.WEEK, name="d"),
             CapRule(CapScope.CATEGORY, 2, timedelta(hours=6), target_id="x", name="e"),
             CapRule(CapScope.ALL_MARKETING, 9, timedelta(days=7), CapAction.DROP, name="f"),
+            CapRule(CapScope.CATEGORY, 2, timedelta(hours=6), count_transactional=True, name="g"),
         )
     )
-    rolling, per_category, rest = split_plan(rules.plan)
-    assert rolling == ((3, timedelta(hours=24), False, False), (9, timedelta(days=7), True, False))
-    assert per_category == ((1, None, True, True, False),)
-    assert rest == (rules.caps[0].plan, rules.caps[3].plan, rules.caps[4].plan)
-    assert rules.parts == (rolling, per_category, rest)
+    rolling, per_category, other = compile_caps(rules.caps)
+    assert rolling == (
+        RollingCap(3, timedelta(hours=24), False, False),
+        RollingCap(9, timedelta(days=7), True, False),
+    )
+    assert per_category == (CategoryCap(1, None, True, True, False),)
+    assert [rule.target for rule in other] == [None, None, "x", None]
+    assert [rule.limit for rule in other] == [1, 5, 2, 2]
+    assert isinstance(other[0], OtherCap)
+    plan = rules_plan(rules)
+    assert plan.caps == (rolling, per_category, other)
+    assert rules_plan(rules) is plan  # memoised by identity
     # The opt-down rule a user adds is always evaluated last.
-    parts = rules.parts_for(FrequencyPreference.DAILY_MAX)
+    parts = caps_plan(rules, plan, FrequencyPreference.DAILY_MAX, 0)
     assert parts[:2] == (rolling, per_category)
-    assert parts[2][:-1] == rest
-    assert parts[2][-1][-1] is True  # (user preference)
+    assert parts[2][:-1] == other
+    assert parts[2][-1].preference is True
 
 
 def test_empty_id_sets_are_shared() -> None:

@@ -41,12 +41,12 @@ from pushwarden.policy import (
     Rules,
     clock,
     decide,
-    engine,
-    model,
+    reference,
     zones,
 )
 from pushwarden.policy.caps import evaluate_cap
 from pushwarden.policy.clock import quiet_window_at
+from pushwarden.policy.memo import clear_all
 
 ZONES = sorted(available_timezones())
 YEAR_START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -470,24 +470,13 @@ def test_transactional_skips_marketing_opt_out_and_caps(
 # 5. The same inputs always give the same decision.
 
 
-def _clear_caches() -> None:
-    zones.localize.cache_clear()
-    zones._DAYS.clear()
-    zones._WEEKS.clear()
-    zones._SPLITS.clear()
-    clock._SEEDS.clear()
-    engine._RESOLVED.clear()
-    engine._DIGESTS.clear()
-    model._SHARED_MEMOS.clear()
-
-
 @given(scenarios())
 def test_same_inputs_same_decision(
     scenario: tuple[Message, Recipient, list[ContactEntry], Rules, datetime],
 ) -> None:
     message, recipient, history, rules, now = scenario
     first = decide(message, recipient, history, rules, now)
-    _clear_caches()
+    clear_all()
     fresh_quiet = (
         None if recipient.quiet_hours is None else QuietHours(recipient.quiet_hours.windows)
     )
@@ -506,7 +495,7 @@ def _same_trace(a: Decision, b: Decision) -> bool:
     return [type(s) for s in a.trace] == [type(s) for s in b.trace] and a.trace == b.trace
 
 
-# The fast evaluator (``decide``) and the tracing one (``engine._traced``) must agree.
+# The fast path (``decide``) and the reference evaluator (``reference.evaluate``) agree.
 
 
 @given(scenarios())
@@ -516,7 +505,7 @@ def test_decide_agrees_with_the_tracing_evaluator(
     message, recipient, history, rules, now = scenario
     hist = ContactHistory(history)
     decision = decide(message, recipient, hist, rules, now)
-    outcome, reason, until, steps = engine._traced(message, recipient, hist, rules, now)
+    outcome, reason, until, steps = reference.evaluate(message, recipient, hist, rules, now)
     assert (decision.outcome, decision.reason, decision.until) == (outcome, reason, until)
     assert decision.trace == steps
     assert decision.trace.expanded
@@ -531,7 +520,7 @@ def test_decide_agrees_on_reachable_marketing(
     message, recipient, history, rules, now = scenario
     hist = ContactHistory(history)
     decision = decide(message, recipient, hist, rules, now)
-    outcome, reason, until, steps = engine._traced(message, recipient, hist, rules, now)
+    outcome, reason, until, steps = reference.evaluate(message, recipient, hist, rules, now)
     assert (decision.outcome, decision.reason, decision.until) == (outcome, reason, until)
     assert tuple(decision.trace) == steps
 
@@ -543,7 +532,7 @@ def test_fast_gate_check_matches_gate_table(
     message, recipient, history, rules, now = scenario
     hist = ContactHistory(history)
     marketing = message.category.kind is MessageKind.MARKETING
-    table = engine._MARKETING_GATES if marketing else engine._TRANSACTIONAL_GATES
+    table = reference.MARKETING_GATES if marketing else reference.TRANSACTIONAL_GATES
     failing = [reason for _, reason, blocked in table if blocked(message, recipient, hist, now)]
     decision = decide(message, recipient, hist, rules, now)
     if failing:

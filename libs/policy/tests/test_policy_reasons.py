@@ -308,14 +308,16 @@ def test_the_deciding_cap_names_the_reason() -> None:
     assert outcome(recipient=daily, history=history, rules=drop) == (Outcome.DROP, Reason.CAPPED)
 
 
-def test_inputs_convert_like_plain_dataclasses() -> None:
-    """Derived hot-path fields hold no cycles, so ``asdict`` and ``replace`` still work."""
+def test_inputs_are_plain_values() -> None:
+    """No derived or cached fields: ``asdict``, ``replace`` and equality see the inputs."""
     as_dict = dataclasses.asdict(RULES)
     assert as_dict["caps"][0]["limit"] == 3
-    fewer = replace(USER, marketing_opt_out=True)
-    assert fewer.marketing_blocked
-    assert not USER.marketing_blocked
+    assert set(as_dict) == {f.name for f in dataclasses.fields(Rules)}
+    assert [f.name for f in dataclasses.fields(QuietHours)] == ["windows"]
+    assert "marketing_blocked" not in {f.name for f in dataclasses.fields(Recipient)}
     assert replace(AD, campaign_id=None, trigger_id="t-9").source_id == "t-9"
+    assert QuietHours(NIGHT.windows) == NIGHT
+    assert hash(QuietHours(NIGHT.windows)) == hash(NIGHT)
 
 
 def test_opt_down_validation() -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from .model import CapRule, CapScope, Message
+from .model import CalendarWindow, CapRule, CapScope, Message
 from .trace import CapStep, Check
 from .zones import day_bounds, week_bounds
 
@@ -40,9 +40,9 @@ def evaluate_cap(
     rule: CapRule, times: Sequence[datetime], now: datetime, zone: ZoneInfo | None, ordinal: int
 ) -> CapStep:
     """The rule's numbers at ``now`` (local day ``ordinal``) over the instants it counts."""
-    window = rule.rolling
+    window = rule.window
     limit = rule.limit
-    if window is not None:
+    if isinstance(window, timedelta):
         start = now - window
         first = bisect_right(times, start)
         count = len(times) - first
@@ -54,7 +54,8 @@ def evaluate_cap(
         frees = times[first + count - limit] + window
         return _new(CapStep, (_CAP, False, rule, count, limit, start, oldest_leaves, frees))
     assert zone is not None, "calendar windows need the recipient's zone"
-    start, end = day_bounds(zone, ordinal) if rule.calendar_day else week_bounds(zone, ordinal)
+    day = window is CalendarWindow.DAY
+    start, end = day_bounds(zone, ordinal) if day else week_bounds(zone, ordinal)
     count = len(times) - bisect_left(times, start)
     if count < limit:
         resets = end if count else None
@@ -67,16 +68,16 @@ def cap_free_at(
     rule: CapRule, times: Sequence[datetime], at: datetime, zone: ZoneInfo | None
 ) -> datetime:
     """The first instant at or after ``at`` at which ``rule`` allows one more send."""
-    window = rule.rolling
+    window = rule.window
     limit = rule.limit
-    if window is not None:
+    if isinstance(window, timedelta):
         first = bisect_right(times, at - window)
         count = len(times) - first
         if count < limit:
             return at
         return times[first + count - limit] + window
     assert zone is not None, "calendar windows need the recipient's zone"
-    return calendar_free_at(rule.calendar_day, limit, times, at, zone)
+    return calendar_free_at(window is CalendarWindow.DAY, limit, times, at, zone)
 
 
 def calendar_free_at(

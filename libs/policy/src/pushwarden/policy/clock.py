@@ -5,23 +5,34 @@ with D' = D + 1 when it crosses midnight. Edges inside a DST gap move to the end
 gap, repeated wall times use their first occurrence (see ``zones.localize``), so a window
 may be an hour shorter or longer on a transition night, and one lying wholly inside a gap
 vanishes that night.
+
+The instants of a set of quiet hours are memoised per zone and day in ``QuietTables``,
+found by the identity of the ``QuietHours`` value (one dict lookup) and shared by every
+equal value (so the copies a caller builds per recipient find them warm).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
-from typing import NamedTuple
+from typing import NamedTuple, cast
 from zlib import crc32
 from zoneinfo import ZoneInfo
 
-from .model import DigestPeriod, DigestSlot, QuietHours
+from .memo import Memo
+from .model import DigestPeriod, DigestSlot, QuietHours, QuietWindow
 from .zones import day_bounds, day_split, local_ordinal, localize
 
 __all__ = [
+    "JITTER_MULTIPLIER",
+    "MASK32",
     "NEVER",
+    "SECONDS",
+    "SEEDS",
+    "TABLES_OF",
     "DayView",
     "QuietDay",
+    "QuietTables",
     "add_seconds",
     "day_view",
     "digest_period",
@@ -32,6 +43,7 @@ __all__ = [
     "posix_seconds",
     "quiet_day",
     "quiet_spans",
+    "quiet_tables",
     "quiet_window_at",
     "view_at",
     "windows_on",
@@ -41,45 +53,12 @@ Span = tuple[datetime, datetime]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
-
-
-def windows_on(quiet: QuietHours, zone: ZoneInfo, ordinal: int) -> tuple[Span, ...]:
-    """UTC spans of the quiet windows that start on local day ``ordinal``."""
-    day = date.fromordinal(ordinal)
-    spans = []
-    for window in quiet.by_weekday[day.weekday()]:
-        start = localize(zone, day, window.start)
-        end_day = day + timedelta(days=1) if window.crosses_midnight else day
-        end = localize(zone, end_day, window.end)
-        if end > start:
-            spans.append((start, end))
-    return tuple(spans)
-
-
-_SPANS_CACHE_LIMIT = 1 << 15
-
-
-def quiet_spans(quiet: QuietHours, zone: ZoneInfo, ordinal: int) -> tuple[Span, ...]:
-    """Spans of the windows that can contain an instant of local day ``ordinal``.
-
-    Every window is shorter than a day, so only those starting on that day or the day
-    before qualify. Memoised on the ``QuietHours`` object (keyed by zone and day).
-    """
-    cache = quiet.spans_cache
-    key = (zone, ordinal)
-    try:
-        return cache[key]
-    except KeyError:
-        pass
-    spans = windows_on(quiet, zone, ordinal - 1) + windows_on(quiet, zone, ordinal)
-    if len(cache) >= _SPANS_CACHE_LIMIT:
-        cache.clear()
-    cache[key] = spans
-    return spans
+NEVER = datetime.max.replace(tzinfo=UTC)
+"""Later than any instant: what ``next_quiet`` returns when no window comes."""
 
 
 class DayView(NamedTuple):
-    """One local day as the engine reads it (unpack it once; its fields are positional)."""
+    """One local day as the engine reads it (unpack it once)."""
 
     ordinal: int
     start: datetime
@@ -96,13 +75,97 @@ class DayView(NamedTuple):
     a deferral to the span's end may be spread)."""
 
 
-QuietDay = tuple[datetime, DayView, DayView]
-"""One UTC day: instants before the first item are on the second's local day, the others
-on the third's (see ``zones.day_split``)."""
+class QuietDay(NamedTuple):
+    """One UTC day in a zone: instants before ``switch`` lie on ``before``'s local day,
+    the others on ``after``'s (see ``zones.day_split``)."""
 
-_DAYS_CACHE_LIMIT = 1 << 15
-NEVER = datetime.max.replace(tzinfo=UTC)
-"""Later than any instant: what ``next_quiet`` returns when no window comes."""
+    switch: datetime
+    before: DayView
+    after: DayView
+
+
+class QuietTables(NamedTuple):
+    """The memoised instants of one set of quiet windows."""
+
+    by_weekday: tuple[tuple[QuietWindow, ...], ...]
+    """The windows that start on each weekday (Monday = 0)."""
+    spans: Memo[tuple[ZoneInfo, int], tuple[Span, ...]]
+    """``quiet_spans`` per (zone, local day)."""
+    views: Memo[tuple[ZoneInfo, int], DayView]
+    """``day_view`` per (zone, local day)."""
+    days: Memo[ZoneInfo, Memo[int, QuietDay | None]]
+    """``quiet_day`` per zone, then UTC day (two lookups of an object and an int cost
+    less than hashing a tuple)."""
+
+
+_TABLES: Memo[tuple[QuietWindow, ...], QuietTables] = Memo("quiet tables", 4096)
+TABLES_OF: Memo[int, tuple[QuietHours, QuietTables]] = Memo("quiet tables by identity", 4096)
+"""``quiet_tables`` by ``id(quiet)``, with the ``QuietHours`` they were found for."""
+_PER_ZONE_LIMIT = 1 << 15
+
+
+def quiet_tables(quiet: QuietHours) -> QuietTables:
+    """The tables of ``quiet``: found by identity, else by its windows (memoised).
+
+    The identity memo keeps the value it was keyed by, so its ``id`` is not reused while
+    the entry lives.
+    """
+    pair = TABLES_OF.get(id(quiet))
+    if pair is not None and pair[0] is quiet:
+        return pair[1]
+    tables = _TABLES.get(quiet.windows)
+    if tables is None:
+        by_weekday = tuple(tuple(w for w in quiet.windows if day in w.weekdays) for day in range(7))
+        tables = _TABLES.put(
+            quiet.windows,
+            QuietTables(
+                by_weekday,
+                Memo("quiet spans", _PER_ZONE_LIMIT, register=False),
+                Memo("day views", _PER_ZONE_LIMIT, register=False),
+                Memo("quiet days", 1024, register=False),
+            ),
+        )
+    TABLES_OF.put(id(quiet), (quiet, tables))
+    return tables
+
+
+def windows_on(quiet: QuietHours, zone: ZoneInfo, ordinal: int) -> tuple[Span, ...]:
+    """UTC spans of the quiet windows that start on local day ``ordinal``."""
+    day = date.fromordinal(ordinal)
+    spans = []
+    for window in quiet_tables(quiet).by_weekday[day.weekday()]:
+        start = localize(zone, day, window.start)
+        end_day = day + timedelta(days=1) if window.crosses_midnight else day
+        end = localize(zone, end_day, window.end)
+        if end > start:
+            spans.append((start, end))
+    return tuple(spans)
+
+
+def quiet_spans(quiet: QuietHours, zone: ZoneInfo, ordinal: int) -> tuple[Span, ...]:
+    """Spans of the windows that can contain an instant of local day ``ordinal``.
+
+    Every window is shorter than a day, so only those starting on that day or the day
+    before qualify. Memoised per zone and day.
+    """
+    memo = quiet_tables(quiet).spans
+    key = (zone, ordinal)
+    spans = memo.get(key)
+    if spans is None:
+        spans = windows_on(quiet, zone, ordinal - 1) + windows_on(quiet, zone, ordinal)
+        memo.put(key, spans)
+    return spans
+
+
+def quiet_window_at(quiet: QuietHours, zone: ZoneInfo, at: datetime, ordinal: int) -> Span | None:
+    """The quiet window containing ``at`` (local day ``ordinal``), latest-ending if several."""
+    if not quiet.windows:
+        return None
+    found: Span | None = None
+    for span in quiet_spans(quiet, zone, ordinal):
+        if span[0] <= at < span[1] and (found is None or span[1] > found[1]):
+            found = span
+    return found
 
 
 def next_quiet(quiet: QuietHours, zone: ZoneInfo, at: datetime) -> datetime:
@@ -119,17 +182,12 @@ def next_quiet(quiet: QuietHours, zone: ZoneInfo, at: datetime) -> datetime:
 
 
 def day_view(quiet: QuietHours, zone: ZoneInfo, ordinal: int) -> DayView:
-    """Local day ``ordinal`` with its bounds and quiet spans (memoised on ``quiet``)."""
-    cache = quiet.views_cache
+    """Local day ``ordinal`` with its bounds and quiet spans (memoised)."""
+    memo = quiet_tables(quiet).views
     key = (zone, ordinal)
-    try:
-        return cache[key]
-    except KeyError:
-        pass
-    view = _day_view(quiet, zone, ordinal)
-    if len(cache) >= _DAYS_CACHE_LIMIT:
-        cache.clear()
-    cache[key] = view
+    view = memo.get(key)
+    if view is None:
+        view = memo.put(key, _day_view(quiet, zone, ordinal))
     return view
 
 
@@ -140,7 +198,6 @@ def _day_view(quiet: QuietHours, zone: ZoneInfo, ordinal: int) -> DayView:
     if not all(a[1] <= b[0] for a, b in pairwise(ordered)):
         return DayView(ordinal, start, end, spans, None, (), ())
     edges = tuple(edge for span in ordered for edge in span)
-    # A window ends on its own local day or the next one (windows last under a day).
     clears = tuple(next_quiet(quiet, zone, stop) for _, stop in ordered)
     rooms = tuple(
         (clear - stop) // _SECOND for clear, (_, stop) in zip(clears, ordered, strict=True)
@@ -148,52 +205,44 @@ def _day_view(quiet: QuietHours, zone: ZoneInfo, ordinal: int) -> DayView:
     return DayView(ordinal, start, end, tuple(ordered), edges, clears, rooms)
 
 
+_UNSEEN = object()
+
+
 def quiet_day(quiet: QuietHours, zone: ZoneInfo, utc_ordinal: int) -> QuietDay | None:
     """The local days of UTC day ``utc_ordinal`` in ``zone`` with ``quiet``'s spans.
 
-    Memoised on the ``QuietHours`` (per zone, then UTC day: two lookups of an object and
-    an int cost less than hashing a tuple key). ``None`` on a UTC day in
-    which the zone changes its offset: callers then use ``day_view`` of the exact local
-    day (``zones.local_ordinal``).
+    ``None`` on a UTC day in which the zone changes its offset: callers then use
+    ``day_view`` of the exact local day (``zones.local_ordinal``). Memoised.
     """
-    cache = quiet.days_cache.get(zone)
-    if cache is None:
-        cache = quiet.days_cache[zone] = {}
-    try:
-        return cache[utc_ordinal]
-    except KeyError:
-        pass
+    per_zone = quiet_tables(quiet).days
+    memo = per_zone.get(zone)
+    if memo is None:
+        memo = per_zone.put(zone, Memo("quiet days of a zone", _PER_ZONE_LIMIT, register=False))
+    found = memo.get(utc_ordinal, _UNSEEN)
+    if found is not _UNSEEN:
+        return cast(QuietDay | None, found)
     split = day_split(zone, utc_ordinal)
     day: QuietDay | None = None
     if split is not None:
         switch, before, after = split
-        day = (switch, day_view(quiet, zone, before[0]), day_view(quiet, zone, after[0]))
-    if len(cache) >= _DAYS_CACHE_LIMIT:
-        cache.clear()
-    cache[utc_ordinal] = day
-    return day
+        day = QuietDay(switch, day_view(quiet, zone, before[0]), day_view(quiet, zone, after[0]))
+    return memo.put(utc_ordinal, day)
 
 
 def view_at(quiet: QuietHours, zone: ZoneInfo, at: datetime) -> DayView:
-    """The ``DayView`` of the local day of ``at`` (UTC)."""
-    day = quiet_day(quiet, zone, at.toordinal())
+    """The ``DayView`` of the local day of ``at`` (UTC): the engine's one call per
+    decision, so the memo path is spelled out."""
+    pair = TABLES_OF.get(id(quiet))
+    tables = pair[1] if pair is not None and pair[0] is quiet else quiet_tables(quiet)
+    memo = tables.days.get(zone)
+    found = memo.get(at.toordinal(), _UNSEEN) if memo is not None else _UNSEEN
+    day = (
+        quiet_day(quiet, zone, at.toordinal()) if found is _UNSEEN else cast(QuietDay | None, found)
+    )
     if day is None:
         return day_view(quiet, zone, local_ordinal(zone, at))
-    return day[1] if at < day[0] else day[2]
-
-
-def quiet_window_at(quiet: QuietHours, zone: ZoneInfo, at: datetime, ordinal: int) -> Span | None:
-    """The quiet window containing ``at`` (local day ``ordinal``), latest-ending if several."""
-    if not quiet.windows:
-        return None
-    spans = quiet.spans_cache.get((zone, ordinal))
-    if spans is None:
-        spans = quiet_spans(quiet, zone, ordinal)
-    found: Span | None = None
-    for span in spans:
-        if span[0] <= at < span[1] and (found is None or span[1] > found[1]):
-            found = span
-    return found
+    switch, before, after = day
+    return before if at < switch else after
 
 
 def posix_seconds(at: datetime) -> int:
@@ -204,55 +253,60 @@ def posix_seconds(at: datetime) -> int:
 # 64-bit odd multipliers: the golden ratio (spreads a window's seconds over all 64 bits)
 # and the two of the splitmix64 finaliser; a 32-bit odd multiplier for the last step.
 _MASK64 = (1 << 64) - 1
-_MASK32 = (1 << 32) - 1
+MASK32 = (1 << 32) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 _MIX1 = 0xBF58476D1CE4E5B9
 _MIX2 = 0x94D049BB133111EB
-_MIX32 = 0x2C1B3C6D
+JITTER_MULTIPLIER = 0x2C1B3C6D
+"""The odd 32-bit constant a user's CRC is multiplied by (``jitter_seconds``)."""
 
-_SEEDS: dict[tuple[str, datetime], int] = {}
-_SEEDS_LIMIT = 1 << 15
+SEEDS: Memo[tuple[str, datetime], int] = Memo("jitter seeds", 1 << 15)
+"""``jitter_seed`` per (message id, anchor)."""
 
 
 def jitter_seed(message_id: str, anchor: datetime) -> int:
-    """The 32-bit seed of one message and window end, shared by every user (memoised).
+    """The 32-bit seed of one message and anchor instant, shared by every user (memoised).
 
-    The message id is CRC-32'd, the window's POSIX second multiplied in, and two
+    The message id is CRC-32'd, the anchor's POSIX second multiplied in, and two
     splitmix64 rounds mix the word; the low 32 bits are the seed.
     """
     key = (message_id, anchor)
-    try:
-        return _SEEDS[key]
-    except KeyError:
-        pass
-    word = crc32(message_id.encode()) ^ posix_seconds(anchor) * _GOLDEN
-    word = word * _MIX1 & _MASK64
-    word = (word ^ word >> 29) * _MIX2 & _MASK64
-    seed = (word ^ word >> 32) & _MASK32
-    if len(_SEEDS) >= _SEEDS_LIMIT:
-        _SEEDS.clear()
-    _SEEDS[key] = seed
+    seed = SEEDS.get(key)
+    if seed is None:
+        word = crc32(message_id.encode()) ^ posix_seconds(anchor) * _GOLDEN
+        word = word * _MIX1 & _MASK64
+        word = (word ^ word >> 29) * _MIX2 & _MASK64
+        seed = SEEDS.put(key, (word ^ word >> 32) & MASK32)
     return seed
 
 
-def jitter_seconds(user_id: str, message_id: str, anchor: datetime, span: int) -> int:
-    """A deterministic offset in ``[0, span)`` seconds for one user, message and window.
+def jitter_seconds(user_id: str, message_id: str, anchor: datetime, width: int) -> int:
+    """A deterministic offset in ``[0, width)`` seconds for one user, message and anchor.
 
-    A hash spreads a million users deferred to the same window end evenly over the span;
-    the same inputs always give the same offset (never ``random``, never ``hash()``, which
-    is salted per process). The user id is CRC-32'd starting from the seed of the
-    message and window (``jitter_seed``, computed once per message and window and shared
-    by all its users), the result multiplied by an odd constant modulo 2**32 (a
-    bijection that moves the CRC's low-bit structure up), and the high bits pick the
-    offset (multiply-shift, no modulo bias beyond one part in 2**32 / span). Every
-    operation stays within 64 bits; the engine inlines the same arithmetic.
+    A hash spreads a million users deferred to the same instant evenly over the width;
+    the same inputs always give the same offset (never ``random``, never ``hash()``,
+    which is salted per process). The user id is CRC-32'd starting from the seed of the
+    message and anchor (``jitter_seed``, shared by all its users), the result multiplied
+    by an odd constant modulo 2**32 (a bijection that moves the CRC's low-bit structure
+    up), and the high bits pick the offset (multiply-shift, no modulo bias beyond one
+    part in 2**32 / width). The engine inlines the same arithmetic.
     """
-    if span <= 0:
+    if width <= 0:
         return 0
-    seed = _SEEDS.get((message_id, anchor))
-    if seed is None:
-        seed = jitter_seed(message_id, anchor)
-    return (crc32(user_id.encode(), seed) * _MIX32 & _MASK32) * span >> 32
+    seed = jitter_seed(message_id, anchor)
+    return (crc32(user_id.encode(), seed) * JITTER_MULTIPLIER & MASK32) * width >> 32
+
+
+SECONDS: tuple[timedelta, ...] = tuple(timedelta(seconds=n) for n in range(1 << 12))
+"""Shared ``timedelta`` values for offsets under 4,096 s: building one per deferral costs
+more than the addition itself."""
+
+
+def add_seconds(at: datetime, seconds: int) -> datetime:
+    """``at`` plus whole seconds (a shared ``timedelta`` for small offsets)."""
+    if 0 <= seconds < len(SECONDS):
+        return at + SECONDS[seconds]
+    return at + timedelta(seconds=seconds)
 
 
 def digest_period(slot: DigestSlot, zone: ZoneInfo, at: datetime) -> tuple[date, datetime]:
@@ -273,20 +327,3 @@ def next_digest(slot: DigestSlot, zone: ZoneInfo, day: date) -> tuple[date, date
     """The slot after the one on local ``day``."""
     nxt = day + timedelta(days=7 if slot.period is DigestPeriod.WEEKLY else 1)
     return nxt, localize(zone, nxt, slot.at)
-
-
-_SECONDS: list[timedelta] = []
-_SECONDS_LIMIT = 1 << 14
-
-
-def add_seconds(at: datetime, seconds: int) -> datetime:
-    """``at`` plus whole seconds, using shared ``timedelta`` values for jitter-sized ones.
-
-    Building a ``timedelta`` per deferral costs more than the addition itself.
-    """
-    if 0 <= seconds < len(_SECONDS):
-        return at + _SECONDS[seconds]
-    if 0 <= seconds < _SECONDS_LIMIT:
-        _SECONDS.extend(timedelta(seconds=n) for n in range(len(_SECONDS), seconds + 1))
-        return at + _SECONDS[seconds]
-    return at + timedelta(seconds=seconds)

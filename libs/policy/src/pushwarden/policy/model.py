@@ -10,12 +10,9 @@ windows, digest slots).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import TYPE_CHECKING, TypeVar
-
-if TYPE_CHECKING:
-    from .clock import DayView, QuietDay
+from typing import TypeVar
 
 __all__ = [
     "ALL_WEEKDAYS",
@@ -23,24 +20,19 @@ __all__ = [
     "OPT_DOWN_RULE",
     "CalendarWindow",
     "CapAction",
-    "CapPlan",
     "CapRule",
     "CapScope",
     "Category",
-    "CategoryPlan",
     "ContactEntry",
     "DigestPeriod",
     "DigestSlot",
     "FrequencyPreference",
     "Message",
     "MessageKind",
-    "PlanParts",
     "QuietHours",
     "QuietWindow",
     "Recipient",
-    "RollingPlan",
     "Rules",
-    "split_plan",
 ]
 
 ALL_WEEKDAYS: frozenset[int] = frozenset(range(7))
@@ -166,13 +158,16 @@ class Message:
     expires_at: datetime | None = None
     respects_quiet_hours: bool = False
     send_key: str | None = None
-    source_id: str | None = field(init=False, compare=False, repr=False)
-    """The campaign or trigger this message comes from (holdout key), derived once."""
 
     def __post_init__(self) -> None:
         _require_aware(self.expires_at, "expires_at")
-        source = self.campaign_id if self.campaign_id is not None else self.trigger_id
-        object.__setattr__(self, "source_id", source)
+        if not isinstance(self.category, Category):
+            raise TypeError(f"Message.category must be a Category, not {self.category!r}")
+
+    @property
+    def source_id(self) -> str | None:
+        """The campaign this message belongs to, else its trigger (the holdout key)."""
+        return self.campaign_id if self.campaign_id is not None else self.trigger_id
 
     @property
     def kind(self) -> MessageKind:
@@ -231,48 +226,20 @@ class QuietWindow:
         return self.end <= self.start
 
 
-_SpansMemo = dict[tuple[object, int], tuple[tuple[datetime, datetime], ...]]
-_DaysMemo = dict[object, dict[int, "QuietDay | None"]]
-_ViewsMemo = dict[tuple[object, int], "DayView"]
-_SHARED_MEMOS: dict[tuple[QuietWindow, ...], tuple[_SpansMemo, _DaysMemo, _ViewsMemo]] = {}
-_SHARED_MEMOS_LIMIT = 4096
-
-
 @dataclass(frozen=True, slots=True)
 class QuietHours:
     """A set of quiet windows; an empty set means no quiet hours.
 
-    The hash is computed once because quiet hours key the per-day instant cache on the
-    hot path.
+    Windows may overlap (a time inside any window is quiet) and may differ by weekday.
     """
 
     windows: tuple[QuietWindow, ...] = ()
-    by_weekday: tuple[tuple[QuietWindow, ...], ...] = field(init=False, repr=False, compare=False)
-    _hash: int = field(init=False, repr=False, compare=False)
-    spans_cache: _SpansMemo = field(init=False, repr=False, compare=False)
-    days_cache: _DaysMemo = field(init=False, repr=False, compare=False)
-    views_cache: _ViewsMemo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        table = tuple(tuple(w for w in self.windows if day in w.weekdays) for day in range(7))
-        object.__setattr__(self, "by_weekday", table)
-        object.__setattr__(self, "_hash", hash(self.windows))
-        # Memos of ``clock.quiet_spans`` (UTC spans per zone and local day),
-        # ``clock.quiet_day`` (per zone, then UTC day) and ``clock.day_view`` (per zone and
-        # local day). Equal quiet hours share them, so the copies a caller builds per
-        # recipient (from a protobuf, say) find them warm. They are value caches:
-        # equality and hash ignore them.
-        memos = _SHARED_MEMOS.get(self.windows)
-        if memos is None:
-            if len(_SHARED_MEMOS) >= _SHARED_MEMOS_LIMIT:
-                _SHARED_MEMOS.clear()
-            memos = _SHARED_MEMOS[self.windows] = ({}, {}, {})
-        object.__setattr__(self, "spans_cache", memos[0])
-        object.__setattr__(self, "days_cache", memos[1])
-        object.__setattr__(self, "views_cache", memos[2])
-
-    def __hash__(self) -> int:
-        return self._hash
+        object.__setattr__(self, "windows", tuple(self.windows))
+        for window in self.windows:
+            if not isinstance(window, QuietWindow):
+                raise TypeError(f"QuietHours.windows must hold QuietWindow values, not {window!r}")
 
 
 NO_QUIET_HOURS = QuietHours(())
@@ -285,7 +252,6 @@ class DigestSlot:
     period: DigestPeriod = DigestPeriod.DAILY
     at: time = time(9, 0)
     weekday: int = 0
-    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _member(self, "period", DigestPeriod)
@@ -293,11 +259,6 @@ class DigestSlot:
             raise ValueError("digest slot time is a local wall-clock time without tzinfo")
         if not 0 <= self.weekday <= 6:
             raise ValueError("weekday must be 0..6 (Monday = 0)")
-        # Computed once: slots key the engine's digest-period memo on the hot path.
-        object.__setattr__(self, "_hash", hash((self.period, self.at, self.weekday)))
-
-    def __hash__(self) -> int:
-        return self._hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,35 +290,17 @@ class Recipient:
     erased: bool = False
     holdout_sources: frozenset[str] = _NO_IDS
     frequency_max: int = 0
-    # The gates on facts of the recipient alone, folded once per recipient so the hot path
-    # reads one flag; ``decide`` walks its gate table for the reason when one is set.
-    marketing_blocked: bool = field(init=False, compare=False, repr=False)
-    transactional_blocked: bool = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Validated here, once per recipient, so ``decide`` never has to.
         _member(self, "frequency", FrequencyPreference)
         if self.frequency_max < 0:
             raise ValueError("frequency_max must be 0 (app default) or a positive count")
-        unreachable = self.erased or not self.os_permission or self.usable_devices <= 0
-        marketing = (
-            unreachable or self.suppressed or not self.push_consent or self.marketing_opt_out
-        )
-        object.__setattr__(self, "marketing_blocked", marketing)
-        object.__setattr__(self, "transactional_blocked", unreachable)
         # ``frozenset()`` is a new 216-byte object each time: share one for the empty sets
         # so the hot path's membership tests on them never touch a recipient's own memory.
         for name in ("category_opt_outs", "topic_opt_outs", "holdout_sources"):
             if not getattr(self, name):
                 object.__setattr__(self, name, _NO_IDS)
-
-
-SELECT_MARKETING = 0
-SELECT_ALL = 1
-SELECT_CATEGORY = 2
-SELECT_CAMPAIGN = 3
-SELECT_CATEGORY_ALL = 4
-SELECT_CAMPAIGN_ALL = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,12 +327,6 @@ class CapRule:
     count_transactional: bool = False
     name: str = ""
     user_preference: bool = False
-    # Derived once so the hot path reads plain attributes instead of comparing enums.
-    selector: int = field(init=False, repr=False, compare=False)
-    rolling: timedelta | None = field(init=False, repr=False, compare=False)
-    calendar_day: bool = field(init=False, repr=False, compare=False)
-    drops: bool = field(init=False, repr=False, compare=False)
-    plan: CapPlan = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _member(self, "scope", CapScope)
@@ -402,69 +339,6 @@ class CapRule:
             raise ValueError("a rolling window must be positive")
         if self.scope is CapScope.ALL_MARKETING and self.target_id is not None:
             raise ValueError("target_id only applies to CATEGORY and CAMPAIGN scope")
-        every = self.count_transactional
-        if self.scope is CapScope.ALL_MARKETING:
-            selector = SELECT_ALL if every else SELECT_MARKETING
-        elif self.scope is CapScope.CATEGORY:
-            selector = SELECT_CATEGORY_ALL if every else SELECT_CATEGORY
-        else:
-            selector = SELECT_CAMPAIGN_ALL if every else SELECT_CAMPAIGN
-        rolling = self.window if isinstance(self.window, timedelta) else None
-        object.__setattr__(self, "selector", selector)
-        object.__setattr__(self, "rolling", rolling)
-        object.__setattr__(self, "calendar_day", self.window is CalendarWindow.DAY)
-        object.__setattr__(self, "drops", self.on_exceed is CapAction.DROP)
-        # Everything the hot loop reads, as one tuple: unpacking it costs less than
-        # reading the attributes one by one.
-        plan = (
-            selector,
-            self.target_id,
-            rolling,
-            self.window is CalendarWindow.DAY,
-            self.limit,
-            self.on_exceed is CapAction.DROP,
-            self.user_preference,
-        )
-        object.__setattr__(self, "plan", plan)
-
-
-CapPlan = tuple[int, str | None, timedelta | None, bool, int, bool, bool]
-"""A cap rule as the engine's loop reads it: (selector, target_id, rolling window or None,
-calendar day?, limit, drops?, user preference?). It holds no reference back to the rule,
-so ``dataclasses.asdict`` and friends see no cycle."""
-
-RollingPlan = tuple[int, timedelta, bool, bool]
-"""A rolling ALL_MARKETING rule (the commonest cap) as the engine's first loop reads it:
-(limit, window, drops?, user preference?)."""
-
-CategoryPlan = tuple[int, timedelta | None, bool, bool, bool]
-"""A CATEGORY rule that applies to every category (``target_id=None``), as the engine's
-second loop reads it: (limit, rolling window or None, calendar day?, drops?, user
-preference?)."""
-
-PlanParts = tuple[tuple[RollingPlan, ...], tuple[CategoryPlan, ...], tuple[CapPlan, ...]]
-"""A rule list split for the engine: the rolling ALL_MARKETING rules (which all count the
-one marketing list), the per-category rules (which all count the message's category),
-then every other rule in its declared order. Only the order of evaluation changes; what
-a rule decides does not, and the reason a full rule gives (CAPPED for an app rule,
-FREQUENCY_PREFERENCE for the opt-down rule, which is a calendar rule over all marketing
-sends and always comes last) is the same in either order."""
-
-
-def split_plan(plan: tuple[CapPlan, ...]) -> PlanParts:
-    """``plan`` as ``PlanParts``."""
-    rolling: list[RollingPlan] = []
-    per_category: list[CategoryPlan] = []
-    rest: list[CapPlan] = []
-    for step in plan:
-        selector, target, window, calendar_day, limit, drops, preference = step
-        if selector == SELECT_MARKETING and window is not None:
-            rolling.append((limit, window, drops, preference))
-        elif selector == SELECT_CATEGORY and target is None:
-            per_category.append((limit, window, calendar_day, drops, preference))
-        else:
-            rest.append(step)
-    return tuple(rolling), tuple(per_category), tuple(rest)
 
 
 _DEFAULT_JITTER = timedelta(minutes=30)
@@ -502,17 +376,6 @@ class Rules:
     digest_grace: timedelta = timedelta(hours=2)
     opt_down_daily_max: int = 1
     opt_down_weekly_max: int = 3
-    jitter_seconds: int = field(init=False, repr=False, compare=False)
-    plan: tuple[CapPlan, ...] = field(init=False, repr=False, compare=False)
-    parts: PlanParts = field(init=False, repr=False, compare=False)
-    # Per-Rules memos of the cap list and its split plan for each (mode, count) seen:
-    # built once, read on the hot path. Value caches: equality and hash ignore them.
-    _caps_memo: dict[tuple[FrequencyPreference, int], tuple[CapRule, ...]] = field(
-        init=False, repr=False, compare=False, hash=False
-    )
-    _parts_memo: dict[tuple[FrequencyPreference, int], PlanParts] = field(
-        init=False, repr=False, compare=False, hash=False
-    )
 
     def __post_init__(self) -> None:
         _member(self, "preference_on_exceed", CapAction)
@@ -525,13 +388,14 @@ class Rules:
             raise ValueError("digest_grace must be positive")
         if self.opt_down_daily_max < 1 or self.opt_down_weekly_max < 1:
             raise ValueError("opt-down defaults must be at least 1")
+        object.__setattr__(self, "caps", tuple(self.caps))
+        for rule in self.caps:
+            if not isinstance(rule, CapRule):
+                raise TypeError(f"Rules.caps must hold CapRule values, not {rule!r}")
         if any(rule.user_preference for rule in self.caps):
             raise ValueError("user_preference marks the opt-down rule, not an app cap")
-        object.__setattr__(self, "jitter_seconds", int(self.jitter.total_seconds()))
-        object.__setattr__(self, "_caps_memo", {})
-        object.__setattr__(self, "plan", tuple(rule.plan for rule in self.caps))
-        object.__setattr__(self, "parts", split_plan(self.plan))
-        object.__setattr__(self, "_parts_memo", {})
+        if not isinstance(self.quiet_hours, QuietHours):
+            raise TypeError(f"Rules.quiet_hours must be QuietHours, not {self.quiet_hours!r}")
 
     def caps_for(self, frequency: FrequencyPreference, max_count: int = 0) -> tuple[CapRule, ...]:
         """The app's caps plus the one a DAILY_MAX / WEEKLY_MAX opt-down adds.
@@ -543,11 +407,6 @@ class Rules:
         window = _OPT_DOWN_WINDOW.get(frequency)
         if window is None:
             return self.caps
-        key = (frequency, max_count)
-        try:
-            return self._caps_memo[key]
-        except KeyError:
-            pass
         default = (
             self.opt_down_daily_max if window is CalendarWindow.DAY else self.opt_down_weekly_max
         )
@@ -559,26 +418,4 @@ class Rules:
             name=OPT_DOWN_RULE,
             user_preference=True,
         )
-        caps = (*self.caps, rule)
-        if len(self._caps_memo) < 512:
-            self._caps_memo[key] = caps
-        return caps
-
-    def plan_for(self, frequency: FrequencyPreference, max_count: int = 0) -> tuple[CapPlan, ...]:
-        """``caps_for`` as the engine's loops read it (``CapRule.plan`` of each).
-
-        Not memoised: the engine reads ``parts_for``, which is.
-        """
-        return tuple(rule.plan for rule in self.caps_for(frequency, max_count))
-
-    def parts_for(self, frequency: FrequencyPreference, max_count: int = 0) -> PlanParts:
-        """``plan_for`` split as the engine's loops read it (``split_plan``), memoised."""
-        key = (frequency, max_count)
-        try:
-            return self._parts_memo[key]
-        except KeyError:
-            pass
-        parts = split_plan(self.plan_for(frequency, max_count))
-        if len(self._parts_memo) < 512:
-            self._parts_memo[key] = parts
-        return parts
+        return (*self.caps, rule)

@@ -30,6 +30,7 @@ __all__ = [
     "Trace",
     "TraceStep",
     "ZoneStep",
+    "lazy_trace",
 ]
 
 
@@ -258,6 +259,15 @@ class Trace:
 
 
 Sequence.register(Trace)
+
+
+def lazy_trace(source: tuple[object, ...]) -> Trace:
+    """``Trace.lazy(source[0], source[1:])`` without building a second tuple: the
+    engine's timed decisions call this once each."""
+    trace = Trace()
+    trace._steps = None
+    trace._source = source
+    return trace
 
 
 class Decision(NamedTuple):

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .memo import Memo
+
 __all__ = [
+    "ZONES",
     "DaySplit",
     "LocalDay",
     "ZoneSource",
@@ -39,7 +41,9 @@ class ZoneSource(enum.Enum):
     NONE = "NONE"
 
 
-_ZONES: dict[str | None, ZoneInfo | None] = {}  # None is never a key, but may be looked up
+ZONES: Memo[str | None, ZoneInfo | None] = Memo("zones", 4096)
+"""Zones by IANA name (None for an invalid name); None is never a key but may be looked
+up, so the hot path can try a missing profile zone without a test of its own."""
 
 
 def get_zone(name: str | None) -> ZoneInfo | None:
@@ -47,18 +51,14 @@ def get_zone(name: str | None) -> ZoneInfo | None:
     if not name:
         return None
     try:
-        return _ZONES[name]
+        return ZONES[name]
     except KeyError:
         pass
     try:
         zone: ZoneInfo | None = ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         zone = None
-    # Only the valid and invalid names seen so far are kept: the IANA set is finite and
-    # invalid names come from a small set of bad profile values.
-    if len(_ZONES) < 4096:
-        _ZONES[name] = zone
-    return zone
+    return ZONES.put(name, zone)
 
 
 def resolve_zone(
@@ -93,13 +93,23 @@ def _transition_after(lo: datetime, hi: datetime, zone: ZoneInfo) -> datetime:
     return datetime.fromtimestamp(hi_s, UTC)
 
 
-@lru_cache(maxsize=1 << 16)
+_LOCALIZED: Memo[tuple[ZoneInfo, date, time], datetime] = Memo("localize", 1 << 16)
+
+
 def localize(zone: ZoneInfo, day: date, wall: time) -> datetime:
-    """The UTC instant of local wall time ``wall`` on ``day`` in ``zone``.
+    """The UTC instant of local wall time ``wall`` on ``day`` in ``zone`` (memoised).
 
     A wall time inside a DST gap gives the first instant after the gap; a repeated wall
     time gives its first occurrence.
     """
+    key = (zone, day, wall)
+    found = _LOCALIZED.get(key)
+    if found is None:
+        found = _LOCALIZED.put(key, _localize(zone, day, wall))
+    return found
+
+
+def _localize(zone: ZoneInfo, day: date, wall: time) -> datetime:
     naive = datetime.combine(day, wall)
     first = naive.replace(tzinfo=zone, fold=0).astimezone(UTC)
     if first.astimezone(zone).replace(tzinfo=None) == naive:
@@ -138,7 +148,7 @@ DaySplit = tuple[datetime, LocalDay, LocalDay]
 """How one UTC day falls on local days: instants before the first item are on the
 second's day, the others on the third's."""
 
-_SPLITS: dict[ZoneInfo, dict[int, DaySplit | None]] = {}
+_SPLITS: Memo[ZoneInfo, Memo[int, DaySplit | None]] = Memo("day splits", 1024)
 
 
 def day_split(zone: ZoneInfo, utc_ordinal: int) -> DaySplit | None:
@@ -151,7 +161,7 @@ def day_split(zone: ZoneInfo, utc_ordinal: int) -> DaySplit | None:
     """
     memo = _SPLITS.get(zone)
     if memo is None:
-        memo = _SPLITS[zone] = {}
+        memo = _SPLITS.put(zone, Memo("day splits of a zone", _SPLITS_LIMIT, register=False))
     try:
         return memo[utc_ordinal]
     except KeyError:
@@ -166,10 +176,7 @@ def day_split(zone: ZoneInfo, utc_ordinal: int) -> DaySplit | None:
             (first, *day_bounds(zone, first)),
             (first + 1, *day_bounds(zone, first + 1)),
         )
-    if len(memo) >= _SPLITS_LIMIT:
-        memo.clear()
-    memo[utc_ordinal] = split
-    return split
+    return memo.put(utc_ordinal, split)
 
 
 def local_day(zone: ZoneInfo, at: datetime) -> LocalDay:
@@ -205,9 +212,8 @@ def week_start(zone: ZoneInfo, day: date) -> datetime:
 
 
 _Bounds = tuple[datetime, datetime]
-_DAYS: dict[tuple[ZoneInfo, int], _Bounds] = {}
-_WEEKS: dict[tuple[ZoneInfo, int], _Bounds] = {}
-_BOUNDS_LIMIT = 1 << 16
+_DAYS: Memo[tuple[ZoneInfo, int], _Bounds] = Memo("day bounds", 1 << 16)
+_WEEKS: Memo[tuple[ZoneInfo, int], _Bounds] = Memo("week bounds", 1 << 16)
 
 
 def day_bounds(zone: ZoneInfo, ordinal: int) -> _Bounds:
@@ -218,11 +224,7 @@ def day_bounds(zone: ZoneInfo, ordinal: int) -> _Bounds:
     except KeyError:
         pass
     day = date.fromordinal(ordinal)
-    bounds = (day_start(zone, day), day_start(zone, day + timedelta(days=1)))
-    if len(_DAYS) >= _BOUNDS_LIMIT:
-        _DAYS.clear()
-    _DAYS[key] = bounds
-    return bounds
+    return _DAYS.put(key, (day_start(zone, day), day_start(zone, day + timedelta(days=1))))
 
 
 def week_bounds(zone: ZoneInfo, ordinal: int) -> _Bounds:
@@ -233,8 +235,4 @@ def week_bounds(zone: ZoneInfo, ordinal: int) -> _Bounds:
     except KeyError:
         pass
     day = date.fromordinal(ordinal)
-    bounds = (week_start(zone, day), week_start(zone, day + timedelta(days=7)))
-    if len(_WEEKS) >= _BOUNDS_LIMIT:
-        _WEEKS.clear()
-    _WEEKS[key] = bounds
-    return bounds
+    return _WEEKS.put(key, (week_start(zone, day), week_start(zone, day + timedelta(days=7))))

@@ -1,0 +1,153 @@
+"""An app's cap rules as the fast path reads them: compiled once per ``Rules`` value.
+
+This is engine plumbing, not API: ``decide`` reads plain tuples instead of comparing
+enums and dispatching on scopes for every rule of every decision. The rules are split
+in three groups evaluated in turn: the rolling ALL_MARKETING rules (they all read the
+one marketing list), the per-category rules (they all read the message's category),
+then every other rule in its declared order. Only the order of evaluation changes, never
+what a rule decides, and the reason a full rule gives is the same in either order: every
+app rule reports CAPPED, and the opt-down rule (FREQUENCY_PREFERENCE) always comes last.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import NamedTuple
+
+from .memo import Memo
+from .model import CalendarWindow, CapAction, CapRule, CapScope, FrequencyPreference, Rules
+
+__all__ = [
+    "PLANS",
+    "SELECT_ALL",
+    "SELECT_CAMPAIGN",
+    "SELECT_CAMPAIGN_ALL",
+    "SELECT_CATEGORY",
+    "SELECT_CATEGORY_ALL",
+    "SELECT_MARKETING",
+    "CapPlan",
+    "CategoryCap",
+    "OtherCap",
+    "RollingCap",
+    "RulesPlan",
+    "caps_plan",
+    "compile_caps",
+    "rules_plan",
+]
+
+# Which sends a rule of the third group counts.
+SELECT_MARKETING = 0
+SELECT_ALL = 1
+SELECT_CATEGORY = 2
+SELECT_CATEGORY_ALL = 3
+SELECT_CAMPAIGN = 4
+SELECT_CAMPAIGN_ALL = 5
+
+
+class RollingCap(NamedTuple):
+    """A rolling ALL_MARKETING rule that counts marketing sends only."""
+
+    limit: int
+    window: timedelta
+    drops: bool
+    preference: bool
+
+
+class CategoryCap(NamedTuple):
+    """A CATEGORY rule for every category (no target) counting marketing sends only."""
+
+    limit: int
+    window: timedelta | None
+    calendar_day: bool
+    drops: bool
+    preference: bool
+
+
+class OtherCap(NamedTuple):
+    """Any other rule: what it counts (``SELECT_*``), its target, its window."""
+
+    selector: int
+    target: str | None
+    window: timedelta | None
+    calendar_day: bool
+    limit: int
+    drops: bool
+    preference: bool
+
+
+class CapPlan(NamedTuple):
+    """A rule list split in the three groups, each in declared order."""
+
+    rolling: tuple[RollingCap, ...]
+    per_category: tuple[CategoryCap, ...]
+    other: tuple[OtherCap, ...]
+
+
+class RulesPlan(NamedTuple):
+    """What the fast path reads of a ``Rules`` value."""
+
+    jitter_seconds: int
+    caps: CapPlan
+    """The app's caps (a user with no opt-down)."""
+    with_opt_down: Memo[tuple[FrequencyPreference, int], CapPlan]
+    """The app's caps plus an opt-down rule, per (mode, number)."""
+
+
+def _selector(rule: CapRule) -> int:
+    every = rule.count_transactional
+    if rule.scope is CapScope.ALL_MARKETING:
+        return SELECT_ALL if every else SELECT_MARKETING
+    if rule.scope is CapScope.CATEGORY:
+        return SELECT_CATEGORY_ALL if every else SELECT_CATEGORY
+    return SELECT_CAMPAIGN_ALL if every else SELECT_CAMPAIGN
+
+
+def compile_caps(caps: tuple[CapRule, ...]) -> CapPlan:
+    """``caps`` split and compiled for the fast path."""
+    rolling: list[RollingCap] = []
+    per_category: list[CategoryCap] = []
+    other: list[OtherCap] = []
+    for rule in caps:
+        selector = _selector(rule)
+        window = rule.window if isinstance(rule.window, timedelta) else None
+        day = rule.window is CalendarWindow.DAY
+        drops = rule.on_exceed is CapAction.DROP
+        if selector == SELECT_MARKETING and window is not None:
+            rolling.append(RollingCap(rule.limit, window, drops, rule.user_preference))
+        elif selector == SELECT_CATEGORY and rule.target_id is None:
+            per_category.append(CategoryCap(rule.limit, window, day, drops, rule.user_preference))
+        else:
+            other.append(
+                OtherCap(
+                    selector, rule.target_id, window, day, rule.limit, drops, rule.user_preference
+                )
+            )
+    return CapPlan(tuple(rolling), tuple(per_category), tuple(other))
+
+
+PLANS: Memo[int, tuple[Rules, RulesPlan]] = Memo("rules plans", 1024)
+"""``rules_plan`` by ``id(rules)``, with the ``Rules`` it was built for."""
+
+
+def rules_plan(rules: Rules) -> RulesPlan:
+    """The plan of ``rules``, memoised by identity (the entry keeps ``rules`` alive, so
+    its ``id`` is not reused while the entry lives)."""
+    pair = PLANS.get(id(rules))
+    if pair is not None and pair[0] is rules:
+        return pair[1]
+    plan = RulesPlan(
+        int(rules.jitter.total_seconds()),
+        compile_caps(rules.caps),
+        Memo("opt-down plans", 512, register=False),
+    )
+    PLANS.put(id(rules), (rules, plan))
+    return plan
+
+
+def caps_plan(rules: Rules, plan: RulesPlan, frequency: FrequencyPreference, count: int) -> CapPlan:
+    """The compiled ``rules.caps_for(frequency, count)``, memoised in ``plan``."""
+    key = (frequency, count)
+    found = plan.with_opt_down.get(key)
+    if found is None:
+        found = plan.with_opt_down.put(key, compile_caps(rules.caps_for(frequency, count)))
+    return found
