@@ -127,11 +127,11 @@ class FeedHandlers:
         async with deps.uow() as work:
             await work.lock_appends()
             cutoff = deps.clock.now() - self._settings.retention
-            oldest_kept_before = await work.feed.head()
+            head = await work.feed.head()
             purged = await work.feed.purge_before(cutoff)
             if purged:
                 oldest = await work.feed.oldest()
-                through = (oldest - 1) if oldest is not None else oldest_kept_before
+                through = (oldest - 1) if oldest is not None else head
                 await work.state.put(PURGED_THROUGH, str(through))
             await work.commit()
         return purged

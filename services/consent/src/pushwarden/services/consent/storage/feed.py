@@ -15,7 +15,9 @@ from datetime import datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pushwarden.services.consent.models import ChangeRow
+from pushwarden.services.consent.models import ChangeRow, ServiceStateRow
+
+SEQUENCE_COUNTER = "feed_sequence"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +47,17 @@ class ChangeFeedRepository:
     async def append(
         self, *, app_id: str, user_id: str, kind: str, committed_at: datetime, detail: bytes
     ) -> int:
-        """Append one change; returns its sequence. The caller holds the append lock."""
-        last = await self._session.scalar(select(func.max(ChangeRow.sequence)))
-        sequence = (last or 0) + 1
+        """Append one change; returns its sequence. The caller holds the append lock.
+
+        Sequences come from a counter, never from ``max(sequence)``: retention and
+        erasure delete rows, and a sequence a follower has seen must never be reused."""
+        counter = await self._session.get(ServiceStateRow, SEQUENCE_COUNTER)
+        if counter is None:
+            last = await self._session.scalar(select(func.max(ChangeRow.sequence)))
+            counter = ServiceStateRow(name=SEQUENCE_COUNTER, value=str(last or 0))
+            self._session.add(counter)
+        sequence = int(counter.value) + 1
+        counter.value = str(sequence)
         self._session.add(
             ChangeRow(
                 sequence=sequence,
@@ -76,7 +86,10 @@ class ChangeFeedRepository:
         return wanted, resume
 
     async def head(self) -> int:
-        """The latest sequence (0 when the feed is empty)."""
+        """The latest sequence handed out (0 before the first change)."""
+        counter = await self._session.get(ServiceStateRow, SEQUENCE_COUNTER)
+        if counter is not None:
+            return int(counter.value)
         return int(await self._session.scalar(select(func.max(ChangeRow.sequence))) or 0)
 
     async def oldest(self) -> int | None:
