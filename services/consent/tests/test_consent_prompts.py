@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import random
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -364,6 +365,96 @@ async def test_the_funnel_is_one_grouped_query(served: Served) -> None:
     assert reply.total.pre_prompt_shown == 18
     assert len(statements) == 1, statements
     assert "GROUP BY" in statements[0].upper()
+
+
+@dataclass(frozen=True)
+class Sent:
+    context: str
+    platform: types_pb2.Platform.ValueType
+    step: resources_pb2.PromptEvent.ValueType
+    at: datetime
+
+
+def expected_funnel(
+    events: list[Sent],
+    start: datetime | None,
+    end: datetime,
+    context: str,
+    platform: types_pb2.Platform.ValueType,
+) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
+    """The funnel folded from the events the test sent: (counts + rates) per context in
+    context order, and the total."""
+    tallies: dict[str, list[int]] = {}
+    for sent in events:
+        if (start is not None and sent.at < start) or sent.at >= end:
+            continue
+        if (context and sent.context != context) or (platform and sent.platform != platform):
+            continue
+        tallies.setdefault(sent.context, [0] * len(STEPS))[STEPS.index(sent.step)] += 1
+
+    def row(name: str, c: list[int], entered: int) -> tuple[Any, ...]:
+        def rate(part: int, whole: int) -> float:
+            return part / whole if whole else 0.0
+
+        return (name, *c, rate(c[1], c[0]), rate(c[4], c[3]), rate(c[4], entered))
+
+    contexts = [row(name, c, c[0] or c[3]) for name, c in sorted(tallies.items())]
+    summed = [sum(c[i] for c in tallies.values()) for i in range(len(STEPS))]
+    total = row("", summed, sum(c[0] or c[3] for c in tallies.values()))
+    return contexts, total
+
+
+def answered(stats: messages_pb2.FunnelStats) -> tuple[Any, ...]:
+    return (*counts(stats), *rates(stats))
+
+
+async def test_random_funnels_agree_with_a_fold_of_the_events_sent(served: Served) -> None:
+    chance = random.Random(20261204)
+    contexts = ["", "after_first_order", "onboarding", "settings", "Zebra"]
+    platforms = [types_pb2.PLATFORM_UNSPECIFIED, IOS, ANDROID, WEB]
+    # Instants a microsecond apart, so that query bounds land exactly on events.
+    events = [
+        Sent(
+            chance.choice(contexts),
+            chance.choice(platforms),
+            chance.choice(STEPS),
+            T0 + timedelta(seconds=chance.randrange(7200), microseconds=chance.choice([0, 1])),
+        )
+        for _ in range(240)
+    ]
+    for chunk in range(0, len(events), 40):
+        await asyncio.gather(
+            *(
+                record(
+                    served.stub,
+                    user=f"r{chunk + i}",
+                    event=sent.step,
+                    context=sent.context,
+                    platform=sent.platform,
+                    at=sent.at,
+                )
+                for i, sent in enumerate(events[chunk : chunk + 40])
+            )
+        )
+    instants = [sent.at for sent in events]
+    for _ in range(40):
+        start = chance.choice([None, chance.choice(instants), T0 - MICROSECOND])
+        end = chance.choice([None, chance.choice(instants), T1 + timedelta(hours=2)])
+        if start is not None and end is not None and end < start:
+            start, end = end, start
+        context = chance.choice(contexts)
+        platform = chance.choice(platforms)
+        fields: dict[str, Any] = {"app_id": "shop", "context": context, "platform": platform}
+        if start is not None:
+            fields["start_time"] = start
+        if end is not None:
+            fields["end_time"] = end
+        reply = await funnel(served.stub, **fields)
+        want_contexts, want_total = expected_funnel(
+            events, start, end or datetime.now(UTC), context, platform
+        )
+        assert [answered(c) for c in reply.contexts] == want_contexts, fields
+        assert answered(reply.total) == want_total, fields
 
 
 def bad(field: str, **fields: Any) -> Any:
