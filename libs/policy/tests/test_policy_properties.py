@@ -41,6 +41,7 @@ from pushwarden.policy import (
     Rules,
     clock,
     decide,
+    engine,
     reference,
     zones,
 )
@@ -534,6 +535,9 @@ def test_fast_gate_check_matches_gate_table(
     marketing = message.category.kind is MessageKind.MARKETING
     table = reference.MARKETING_GATES if marketing else reference.TRANSACTIONAL_GATES
     failing = [reason for _, reason, blocked in table if blocked(message, recipient, hist, now)]
+    spelled = engine._marketing_gate if marketing else engine._transactional_gate
+    index = spelled(message, recipient, hist, now)
+    assert index == reference.first_failure(table, message, recipient, hist, now)
     decision = decide(message, recipient, hist, rules, now)
     if failing:
         assert (decision.outcome, decision.reason) == (Outcome.DROP, failing[0])

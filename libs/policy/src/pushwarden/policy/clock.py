@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
-from typing import NamedTuple, cast
+from typing import NamedTuple
 from zlib import crc32
 from zoneinfo import ZoneInfo
 
-from .memo import Memo
+from .memo import Memo, bounded_put
 from .model import DigestPeriod, DigestSlot, QuietHours, QuietWindow
 from .zones import day_bounds, day_split, local_ordinal, localize
 
@@ -89,11 +89,11 @@ class QuietTables(NamedTuple):
 
     by_weekday: tuple[tuple[QuietWindow, ...], ...]
     """The windows that start on each weekday (Monday = 0)."""
-    spans: Memo[tuple[ZoneInfo, int], tuple[Span, ...]]
+    spans: dict[tuple[ZoneInfo, int], tuple[Span, ...]]
     """``quiet_spans`` per (zone, local day)."""
-    views: Memo[tuple[ZoneInfo, int], DayView]
+    views: dict[tuple[ZoneInfo, int], DayView]
     """``day_view`` per (zone, local day)."""
-    days: Memo[ZoneInfo, Memo[int, QuietDay | None]]
+    days: dict[ZoneInfo, dict[int, QuietDay | None]]
     """``quiet_day`` per zone, then UTC day (two lookups of an object and an int cost
     less than hashing a tuple)."""
 
@@ -101,7 +101,8 @@ class QuietTables(NamedTuple):
 _TABLES: Memo[tuple[QuietWindow, ...], QuietTables] = Memo("quiet tables", 4096)
 TABLES_OF: Memo[int, tuple[QuietHours, QuietTables]] = Memo("quiet tables by identity", 4096)
 """``quiet_tables`` by ``id(quiet)``, with the ``QuietHours`` they were found for."""
-_PER_ZONE_LIMIT = 1 << 15
+_PER_DAY_LIMIT = 1 << 15
+_ZONES_LIMIT = 1024
 
 
 def quiet_tables(quiet: QuietHours) -> QuietTables:
@@ -110,20 +111,15 @@ def quiet_tables(quiet: QuietHours) -> QuietTables:
     The identity memo keeps the value it was keyed by, so its ``id`` is not reused while
     the entry lives.
     """
-    pair = TABLES_OF.get(id(quiet))
+    pair = TABLES_OF.data.get(id(quiet))
     if pair is not None and pair[0] is quiet:
         return pair[1]
-    tables = _TABLES.get(quiet.windows)
+    tables = _TABLES.data.get(quiet.windows)
     if tables is None:
         by_weekday = tuple(tuple(w for w in quiet.windows if day in w.weekdays) for day in range(7))
         tables = _TABLES.put(
             quiet.windows,
-            QuietTables(
-                by_weekday,
-                Memo("quiet spans", _PER_ZONE_LIMIT, register=False),
-                Memo("day views", _PER_ZONE_LIMIT, register=False),
-                Memo("quiet days", 1024, register=False),
-            ),
+            QuietTables(by_weekday, {}, {}, {}),
         )
     TABLES_OF.put(id(quiet), (quiet, tables))
     return tables
@@ -153,7 +149,7 @@ def quiet_spans(quiet: QuietHours, zone: ZoneInfo, ordinal: int) -> tuple[Span, 
     spans = memo.get(key)
     if spans is None:
         spans = windows_on(quiet, zone, ordinal - 1) + windows_on(quiet, zone, ordinal)
-        memo.put(key, spans)
+        bounded_put(memo, key, spans, _PER_DAY_LIMIT)
     return spans
 
 
@@ -187,7 +183,7 @@ def day_view(quiet: QuietHours, zone: ZoneInfo, ordinal: int) -> DayView:
     key = (zone, ordinal)
     view = memo.get(key)
     if view is None:
-        view = memo.put(key, _day_view(quiet, zone, ordinal))
+        view = bounded_put(memo, key, _day_view(quiet, zone, ordinal), _PER_DAY_LIMIT)
     return view
 
 
@@ -205,9 +201,6 @@ def _day_view(quiet: QuietHours, zone: ZoneInfo, ordinal: int) -> DayView:
     return DayView(ordinal, start, end, tuple(ordered), edges, clears, rooms)
 
 
-_UNSEEN = object()
-
-
 def quiet_day(quiet: QuietHours, zone: ZoneInfo, utc_ordinal: int) -> QuietDay | None:
     """The local days of UTC day ``utc_ordinal`` in ``zone`` with ``quiet``'s spans.
 
@@ -217,28 +210,20 @@ def quiet_day(quiet: QuietHours, zone: ZoneInfo, utc_ordinal: int) -> QuietDay |
     per_zone = quiet_tables(quiet).days
     memo = per_zone.get(zone)
     if memo is None:
-        memo = per_zone.put(zone, Memo("quiet days of a zone", _PER_ZONE_LIMIT, register=False))
-    found = memo.get(utc_ordinal, _UNSEEN)
-    if found is not _UNSEEN:
-        return cast(QuietDay | None, found)
+        memo = bounded_put(per_zone, zone, {}, _ZONES_LIMIT)
+    if utc_ordinal in memo:
+        return memo[utc_ordinal]
     split = day_split(zone, utc_ordinal)
     day: QuietDay | None = None
     if split is not None:
         switch, before, after = split
         day = QuietDay(switch, day_view(quiet, zone, before[0]), day_view(quiet, zone, after[0]))
-    return memo.put(utc_ordinal, day)
+    return bounded_put(memo, utc_ordinal, day, _PER_DAY_LIMIT)
 
 
 def view_at(quiet: QuietHours, zone: ZoneInfo, at: datetime) -> DayView:
-    """The ``DayView`` of the local day of ``at`` (UTC): the engine's one call per
-    decision, so the memo path is spelled out."""
-    pair = TABLES_OF.get(id(quiet))
-    tables = pair[1] if pair is not None and pair[0] is quiet else quiet_tables(quiet)
-    memo = tables.days.get(zone)
-    found = memo.get(at.toordinal(), _UNSEEN) if memo is not None else _UNSEEN
-    day = (
-        quiet_day(quiet, zone, at.toordinal()) if found is _UNSEEN else cast(QuietDay | None, found)
-    )
+    """The ``DayView`` of the local day of ``at`` (UTC)."""
+    day = quiet_day(quiet, zone, at.toordinal())
     if day is None:
         return day_view(quiet, zone, local_ordinal(zone, at))
     switch, before, after = day
@@ -271,7 +256,7 @@ def jitter_seed(message_id: str, anchor: datetime) -> int:
     splitmix64 rounds mix the word; the low 32 bits are the seed.
     """
     key = (message_id, anchor)
-    seed = SEEDS.get(key)
+    seed = SEEDS.data.get(key)
     if seed is None:
         word = crc32(message_id.encode()) ^ posix_seconds(anchor) * _GOLDEN
         word = word * _MIX1 & _MASK64

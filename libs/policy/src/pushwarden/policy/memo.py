@@ -1,56 +1,68 @@
 """The one bounded memo every cache of the policy uses.
 
 Everything the policy memoises is a pure function of immutable values (a zone's local
-midnights, a quiet window's instants on a day, a jitter seed), so a memo can be dropped
-at any time and rebuilt with the same answers. A ``Memo`` is a ``dict`` (reads cost what
-a dict's cost: the hot path reads them with ``get`` and ``[]``) that empties itself when
-it reaches its limit, which keeps memory bounded without bookkeeping per entry.
-``clear_all`` empties every memo (tests use it to show answers do not depend on them).
-Safe to share between threads under the GIL: a racing writer can only store an equal
-value or empty a memo.
+midnights, a quiet window's instants on a day, a jitter seed), so a memo can be emptied
+at any time and rebuilt with the same answers. A ``Memo`` keeps its entries in a plain
+``dict`` (``data``: the hot path reads it directly, at a dict's speed) and empties it when
+it reaches its limit, which bounds memory without bookkeeping per entry. A table nested
+in a memo's value (per zone, then per day) is a plain dict grown with ``bounded_put``; it
+goes when its parent is emptied. ``clear_all`` empties every memo (tests use it to show
+that no answer depends on them). Safe to share between threads under the GIL: a racing
+writer can only store an equal value or empty a table.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Generic, TypeVar
 
-__all__ = ["Memo", "clear_all"]
+__all__ = ["Memo", "bounded_put", "clear_all"]
 
 K = TypeVar("K")
 V = TypeVar("V")
 
-_ALL: list[Memo[object, object]] = []
+
+def bounded_put(table: dict[K, V], key: K, value: V, limit: int) -> V:
+    """Store ``value`` under ``key`` in ``table``, emptying it first when it holds
+    ``limit`` entries; return ``value``."""
+    if len(table) >= limit:
+        table.clear()
+    table[key] = value
+    return value
 
 
-class Memo(dict[K, V]):
-    """A dict of memoised values that empties itself at ``limit`` entries.
+class Memo(Generic[K, V]):
+    """A named, bounded table of memoised values, registered for ``clear_all``.
 
-    Module-level memos register themselves (``clear_all`` empties them); a memo nested
-    inside another (per zone, then per day) is built with ``register=False`` and goes
-    when its parent is emptied.
+    Read ``data`` (a plain dict) directly; write through ``put``.
     """
 
-    __slots__ = ("limit", "name")
+    __slots__ = ("data", "limit", "name")
 
-    def __init__(self, name: str, limit: int, *, register: bool = True) -> None:
-        super().__init__()
+    def __init__(self, name: str, limit: int) -> None:
         self.name = name
         self.limit = limit
-        if register:
-            _ALL.append(self)  # type: ignore[arg-type]
+        self.data: dict[K, V] = {}
+        _ALL.append(self)  # type: ignore[arg-type]
 
     def put(self, key: K, value: V) -> V:
         """Store ``value`` under ``key`` (emptying the memo first when full); return it."""
-        if len(self) >= self.limit:
-            self.clear()
-        self[key] = value
-        return value
+        return bounded_put(self.data, key, value, self.limit)
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        self.data.clear()
+
+    def __len__(self) -> int:
+        return len(self.data)
 
     def __repr__(self) -> str:
-        return f"Memo({self.name!r}, {len(self)}/{self.limit})"
+        return f"Memo({self.name!r}, {len(self.data)}/{self.limit})"
+
+
+_ALL: list[Memo[object, object]] = []
 
 
 def clear_all() -> None:
-    """Empty every registered memo."""
+    """Empty every memo."""
     for memo in _ALL:
         memo.clear()

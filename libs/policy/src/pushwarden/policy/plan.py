@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import NamedTuple
+from zoneinfo import ZoneInfo
 
-from .memo import Memo
+from .clock import QuietDay, quiet_tables
+from .memo import Memo, bounded_put
 from .model import CalendarWindow, CapAction, CapRule, CapScope, FrequencyPreference, Rules
 
 __all__ = [
@@ -89,8 +91,11 @@ class RulesPlan(NamedTuple):
     jitter_seconds: int
     caps: CapPlan
     """The app's caps (a user with no opt-down)."""
-    with_opt_down: Memo[tuple[FrequencyPreference, int], CapPlan]
+    with_opt_down: dict[tuple[FrequencyPreference, int], CapPlan]
     """The app's caps plus an opt-down rule, per (mode, number)."""
+    quiet_days: dict[ZoneInfo, dict[int, QuietDay | None]]
+    """The app's quiet hours per zone and UTC day (``clock.QuietTables.days``): most
+    users keep the app's, and this saves finding their tables."""
 
 
 def _selector(rule: CapRule) -> int:
@@ -132,13 +137,14 @@ PLANS: Memo[int, tuple[Rules, RulesPlan]] = Memo("rules plans", 1024)
 def rules_plan(rules: Rules) -> RulesPlan:
     """The plan of ``rules``, memoised by identity (the entry keeps ``rules`` alive, so
     its ``id`` is not reused while the entry lives)."""
-    pair = PLANS.get(id(rules))
+    pair = PLANS.data.get(id(rules))
     if pair is not None and pair[0] is rules:
         return pair[1]
     plan = RulesPlan(
         int(rules.jitter.total_seconds()),
         compile_caps(rules.caps),
-        Memo("opt-down plans", 512, register=False),
+        {},
+        quiet_tables(rules.quiet_hours).days,
     )
     PLANS.put(id(rules), (rules, plan))
     return plan
@@ -149,5 +155,6 @@ def caps_plan(rules: Rules, plan: RulesPlan, frequency: FrequencyPreference, cou
     key = (frequency, count)
     found = plan.with_opt_down.get(key)
     if found is None:
-        found = plan.with_opt_down.put(key, compile_caps(rules.caps_for(frequency, count)))
+        found = compile_caps(rules.caps_for(frequency, count))
+        bounded_put(plan.with_opt_down, key, found, 512)
     return found

@@ -231,7 +231,7 @@ def zone_and_step(
 ) -> tuple[ZoneInfo | None, ZoneStep]:
     """``resolve_zone`` and its trace step (memoised on the three names)."""
     key = (profile, device, default)
-    found = _ZONE_STEPS.get(key)
+    found = _ZONE_STEPS.data.get(key)
     if found is None:
         source, zone = resolve_zone(profile, device, default)
         step = ZoneStep(Check.ZONE, zone is not None, source, None if zone is None else zone.key)
@@ -454,7 +454,7 @@ def _digest_period(
     otherwise."""
     zone = search.zone
     key = (slot, zone, search.quiet.windows, local_ordinal(zone, at))
-    periods = _DIGEST_PERIODS.get(key)
+    periods = _DIGEST_PERIODS.data.get(key)
     if periods is None:
         day = date.fromordinal(key[3])
         step = timedelta(days=7 if slot.period is DigestPeriod.WEEKLY else 1)

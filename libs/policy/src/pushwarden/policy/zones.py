@@ -12,7 +12,7 @@ import enum
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .memo import Memo
+from .memo import Memo, bounded_put
 
 __all__ = [
     "ZONES",
@@ -50,10 +50,9 @@ def get_zone(name: str | None) -> ZoneInfo | None:
     """Return the cached ``ZoneInfo`` for an IANA name, or ``None`` if unknown or empty."""
     if not name:
         return None
-    try:
-        return ZONES[name]
-    except KeyError:
-        pass
+    known = ZONES.data
+    if name in known:
+        return known[name]
     try:
         zone: ZoneInfo | None = ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -103,7 +102,7 @@ def localize(zone: ZoneInfo, day: date, wall: time) -> datetime:
     time gives its first occurrence.
     """
     key = (zone, day, wall)
-    found = _LOCALIZED.get(key)
+    found = _LOCALIZED.data.get(key)
     if found is None:
         found = _LOCALIZED.put(key, _localize(zone, day, wall))
     return found
@@ -148,7 +147,7 @@ DaySplit = tuple[datetime, LocalDay, LocalDay]
 """How one UTC day falls on local days: instants before the first item are on the
 second's day, the others on the third's."""
 
-_SPLITS: Memo[ZoneInfo, Memo[int, DaySplit | None]] = Memo("day splits", 1024)
+_SPLITS: Memo[ZoneInfo, dict[int, DaySplit | None]] = Memo("day splits", 1024)
 
 
 def day_split(zone: ZoneInfo, utc_ordinal: int) -> DaySplit | None:
@@ -159,13 +158,11 @@ def day_split(zone: ZoneInfo, utc_ordinal: int) -> DaySplit | None:
     local date changes once, at the UTC instant of the next local midnight (which may
     fall after the UTC day ends: then every instant is on the first local day).
     """
-    memo = _SPLITS.get(zone)
+    memo = _SPLITS.data.get(zone)
     if memo is None:
-        memo = _SPLITS.put(zone, Memo("day splits of a zone", _SPLITS_LIMIT, register=False))
-    try:
+        memo = _SPLITS.put(zone, {})
+    if utc_ordinal in memo:
         return memo[utc_ordinal]
-    except KeyError:
-        pass
     offset = utc_day_offset(zone, utc_ordinal)
     split: DaySplit | None = None
     if offset is not None:
@@ -176,7 +173,7 @@ def day_split(zone: ZoneInfo, utc_ordinal: int) -> DaySplit | None:
             (first, *day_bounds(zone, first)),
             (first + 1, *day_bounds(zone, first + 1)),
         )
-    return memo.put(utc_ordinal, split)
+    return bounded_put(memo, utc_ordinal, split, _SPLITS_LIMIT)
 
 
 def local_day(zone: ZoneInfo, at: datetime) -> LocalDay:
@@ -219,10 +216,9 @@ _WEEKS: Memo[tuple[ZoneInfo, int], _Bounds] = Memo("week bounds", 1 << 16)
 def day_bounds(zone: ZoneInfo, ordinal: int) -> _Bounds:
     """``[start, end)`` of local day ``ordinal`` as UTC instants (memoised)."""
     key = (zone, ordinal)
-    try:
-        return _DAYS[key]
-    except KeyError:
-        pass
+    found = _DAYS.data.get(key)
+    if found is not None:
+        return found
     day = date.fromordinal(ordinal)
     return _DAYS.put(key, (day_start(zone, day), day_start(zone, day + timedelta(days=1))))
 
@@ -230,9 +226,8 @@ def day_bounds(zone: ZoneInfo, ordinal: int) -> _Bounds:
 def week_bounds(zone: ZoneInfo, ordinal: int) -> _Bounds:
     """``[start, end)`` of the ISO week containing local day ``ordinal`` (memoised)."""
     key = (zone, ordinal)
-    try:
-        return _WEEKS[key]
-    except KeyError:
-        pass
+    found = _WEEKS.data.get(key)
+    if found is not None:
+        return found
     day = date.fromordinal(ordinal)
     return _WEEKS.put(key, (week_start(zone, day), week_start(zone, day + timedelta(days=7))))
