@@ -7,7 +7,9 @@ repository's one-query device lookup for eligibility."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +29,7 @@ from pushwarden.runtime.servicetest import local_test_config, rich_error, servin
 from pushwarden.services.consent.bootstrap import bootstrap
 from pushwarden.services.consent.config import ConsentConfig
 from pushwarden.services.consent.domain.devices import DeviceStatus
+from pushwarden.services.consent.domain.ledger import verify_chain
 from pushwarden.services.consent.domain.subjects import Pseudonyms
 from pushwarden.services.consent.models import DeviceRow, LedgerEntryRow, LedgerPayloadRow
 from pushwarden.services.consent.storage.uow import ConsentUow, unit_of_work_factory
@@ -967,3 +970,39 @@ async def test_devices_of_users_loads_a_batch_in_one_query(any_database_url: str
         with pytest.raises(ValueError, match="1000"):
             async with svc.uow(read_only=True) as work:
                 await work.devices.devices_of_users("shop", [f"u{i}" for i in range(1001)])
+
+
+async def test_concurrent_registrations_of_one_token_make_one_device(svc: Service) -> None:
+    users = [f"user-{index}" for index in range(12)]
+    replies = await asyncio.gather(
+        *(register(svc, device(user, token=FCM_TOKEN, platform=ANDROID, provider=FCM))
+          for user in users)
+    )  # fmt: skip
+    assert sum(reply.created for reply in replies) == 1
+    assert len({reply.device.device_id for reply in replies}) == 1
+    assert (await counts(svc))[0] == 1
+    changes = await feed(svc)
+    assert len(changes) == len(users)  # each applied registration moved the token
+    for earlier, later in itertools.pairwise(changes):
+        assert later.previous_user_id == earlier.user_id
+    owner = changes[-1].user_id
+    assert [d.user_id for d in await listed(svc)] == [owner]
+    # Each user's chain holds its one DEVICE entry (plus the creator's PERMISSION) and
+    # verifies: the appends did not interleave.
+    for user in users:
+        async with svc.uow(read_only=True) as work:
+            chain = await work.ledger.entries(svc.pseudonyms.subject("shop", user))
+        assert verify_chain(chain, svc.pseudonyms.ledger_key).verified
+        assert [e.fields.kind for e in chain][:1] == ["DEVICE"]
+
+
+async def test_delete_of_user_removes_only_that_users_devices(svc: Service) -> None:
+    await register(svc, device("alice", token="a-1"))
+    await register(svc, device("alice", token="a-2"))
+    await register(svc, device("bob", token="b-1"))
+    await register(svc, device("alice", token="a-1"), app="news")
+    async with svc.uow() as work:
+        assert await work.devices.delete_of_user("shop", "alice") == 2
+        await work.commit()
+    assert [d.token for d in await listed(svc)] == ["b-1"]
+    assert [d.token for d in await listed(svc, app="news")] == ["a-1"]

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Row, Select, select, update
+from sqlalchemy import Row, Select, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.runtime.db import insert_ignoring_duplicates
@@ -167,3 +167,11 @@ class DeviceRepository:
         for row in await self._session.execute(query):
             found[row.user_id].append(_device(row))
         return dict(found)
+
+    async def delete_of_user(self, app_id: str, user_id: str) -> int:
+        """Erasure: delete every device (token included) the user has in the app;
+        returns how many."""
+        result = await self._session.execute(
+            delete(DeviceRow).where(DeviceRow.app_id == app_id, DeviceRow.user_id == user_id)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
