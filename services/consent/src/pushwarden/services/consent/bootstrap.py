@@ -23,6 +23,7 @@ from pushwarden.services.consent.handlers.consent import ChoiceHandlers
 from pushwarden.services.consent.handlers.devices import DeviceHandlers
 from pushwarden.services.consent.handlers.feed import FeedHandlers, FeedSettings
 from pushwarden.services.consent.handlers.ledger import LedgerHandlers
+from pushwarden.services.consent.handlers.preferences import PreferenceHandlers
 from pushwarden.services.consent.handlers.prompts import PromptHandlers
 from pushwarden.services.consent.servicer import (
     SERVICE_DESCRIPTOR,
@@ -64,6 +65,7 @@ def bootstrap(config: ConsentConfig) -> ServiceApp[ConsentConfig]:
             consent=ChoiceHandlers(deps),
             ledger=LedgerHandlers(deps),
             feed=feed,
+            preferences=PreferenceHandlers(deps),
             prompts=PromptHandlers(deps),
         )
     )

@@ -19,11 +19,13 @@ from pushwarden.services.consent.handlers.consent import ChoiceHandlers
 from pushwarden.services.consent.handlers.devices import DeviceHandlers
 from pushwarden.services.consent.handlers.feed import FeedHandlers
 from pushwarden.services.consent.handlers.ledger import LedgerHandlers
+from pushwarden.services.consent.handlers.preferences import PreferenceHandlers
 from pushwarden.services.consent.handlers.prompts import PromptHandlers
 from pushwarden.services.consent.rpc.categories import CategoryRpcs
 from pushwarden.services.consent.rpc.consent import ConsentRpcs
 from pushwarden.services.consent.rpc.devices import DeviceRpcs
 from pushwarden.services.consent.rpc.ledger import HistoryRpcs
+from pushwarden.services.consent.rpc.preferences import PreferenceRpcs
 from pushwarden.services.consent.rpc.prompts import PromptRpcs
 
 SERVICE_DESCRIPTOR: ServiceDescriptor = consent_pb2.DESCRIPTOR.services_by_name["ConsentService"]
@@ -39,10 +41,13 @@ class ConsentHandlers:
     consent: ChoiceHandlers
     ledger: LedgerHandlers
     feed: FeedHandlers
+    preferences: PreferenceHandlers
     prompts: PromptHandlers
 
 
-class ConsentServicer(CategoryRpcs, ConsentRpcs, HistoryRpcs, PromptRpcs, DeviceRpcs):
+class ConsentServicer(
+    CategoryRpcs, ConsentRpcs, HistoryRpcs, PreferenceRpcs, PromptRpcs, DeviceRpcs
+):
     """Implements ``pushwarden.consent.v1.ConsentService``."""
 
     def __init__(self, handlers: ConsentHandlers) -> None:
@@ -51,4 +56,5 @@ class ConsentServicer(CategoryRpcs, ConsentRpcs, HistoryRpcs, PromptRpcs, Device
         self._consent = handlers.consent
         self._ledger = handlers.ledger
         self._feed = handlers.feed
+        self._preferences = handlers.preferences
         self._prompts = handlers.prompts

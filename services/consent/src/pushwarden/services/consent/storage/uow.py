@@ -15,6 +15,7 @@ from pushwarden.services.consent.storage.devices import DeviceRepository
 from pushwarden.services.consent.storage.feed import ChangeFeedRepository
 from pushwarden.services.consent.storage.idempotency import IdempotencyRepository
 from pushwarden.services.consent.storage.ledger import LedgerRepository
+from pushwarden.services.consent.storage.preferences import PreferencesRepository
 from pushwarden.services.consent.storage.prompts import PromptEventRepository
 from pushwarden.services.consent.storage.state import ServiceStateRepository
 
@@ -32,6 +33,7 @@ class ConsentUnitOfWork(UnitOfWork):
         self.choices = ChoiceRepository(session)
         self.suppressions = SuppressionRepository(session)
         self.ledger = LedgerRepository(session)
+        self.preferences = PreferencesRepository(session)
         self.feed = ChangeFeedRepository(session)
         self.idempotency = IdempotencyRepository(session)
         self.state = ServiceStateRepository(session)
