@@ -243,6 +243,22 @@ async def test_a_permission_change_is_a_ledger_entry_and_a_feed_change(svc: Serv
     assert len(await feed(svc)) == 3
 
 
+async def test_a_registration_that_does_not_report_the_permission_keeps_it(
+    svc: Service,
+) -> None:
+    await register(svc, device(permission=GRANTED))
+    kept = await register(svc, device(locale="fr-FR"))  # permission left unset
+    assert kept.device.permission == GRANTED
+    denied = await register(svc, device(locale="fr-FR", permission=DENIED))
+    assert denied.device.permission == DENIED
+    actions = [(e.kind, e.action) for e in await ledger(svc, "alice")]
+    assert actions == [
+        ("DEVICE", "ACTIVE"),
+        ("PERMISSION", "GRANTED"),
+        ("PERMISSION", "DENIED"),
+    ]
+
+
 async def test_a_token_registered_by_another_user_moves_to_that_user(svc: Service) -> None:
     first = (await register(svc, device("alice", permission=GRANTED))).device
     moved = await register(svc, device("bob", permission=GRANTED))

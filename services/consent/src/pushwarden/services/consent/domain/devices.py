@@ -263,7 +263,9 @@ class Attributes:
 
 @dataclass(frozen=True, slots=True)
 class Registration:
-    """A checked RegisterDevice request."""
+    """A checked RegisterDevice request. ``permission_reported`` is False when the
+    request left the permission unset ("not reported"): a new device then starts
+    NOT_DETERMINED, a known one keeps what it had."""
 
     app_id: str
     token: str
@@ -271,6 +273,7 @@ class Registration:
     provider: Provider
     attributes: Attributes
     client_time: datetime | None
+    permission_reported: bool = True
 
     @classmethod
     def from_proto(
@@ -301,7 +304,14 @@ class Registration:
             provider=Provider.from_proto(proto.provider),
             attributes=Attributes.from_proto(proto),
             client_time=when,
+            permission_reported=proto.permission != types_pb2.PERMISSION_STATE_UNSPECIFIED,
         )
+
+    def attributes_over(self, stored: Device) -> Attributes:
+        """What the device says about itself after this registration of a known token."""
+        if self.permission_reported:
+            return self.attributes
+        return replace(self.attributes, permission=stored.permission)
 
 
 @dataclass(frozen=True, slots=True)

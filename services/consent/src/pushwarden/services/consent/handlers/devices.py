@@ -110,7 +110,8 @@ class DeviceHandlers:
             client_time = registration.client_time or now
             if client_time < stored.changed_at:
                 return Registered(stored, created=False, previous_user_id="", superseded=True)
-            device = _revived_or_not(stored.with_attributes(registration.attributes), now)
+            attributes = registration.attributes_over(stored)
+            device = _revived_or_not(stored.with_attributes(attributes), now)
             device = replace(device, registered_at=now, changed_at=client_time)
             device, published = await self._save(
                 work, stored, device, now, registration.client_time
