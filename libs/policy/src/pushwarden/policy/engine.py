@@ -14,18 +14,15 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, cast
-from zlib import crc32
+from zoneinfo import ZoneInfo
 
 from .caps import calendar_free_at, evaluate_cap, rule_applies
 from .clock import (
-    JITTER_MULTIPLIER,
-    MASK32,
-    SECONDS,
-    SEEDS,
     TABLES_OF,
+    DayView,
     add_seconds,
     digest_period,
-    jitter_seed,
+    jitter_seconds,
     quiet_tables,
     view_at,
 )
@@ -46,6 +43,7 @@ from .plan import (
     SELECT_CATEGORY,
     SELECT_CATEGORY_ALL,
     SELECT_MARKETING,
+    OtherCap,
     caps_plan,
     rules_plan,
 )
@@ -56,6 +54,7 @@ from .reference import (
     TRANSACTIONAL_GATES,
     Gate,
     Search,
+    check_digest,
     evaluate,
     schedule,
     zone_and_step,
@@ -84,7 +83,6 @@ _DAY_SECONDS = 86400
 _ZONES = ZONES.data
 _PLANS = PLANS.data
 _TABLES_OF = TABLES_OF.data
-_SEEDS = SEEDS.data
 
 _new = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
 
@@ -173,9 +171,9 @@ def decide(
 ) -> Decision:
     """Decide whether ``message`` goes to ``recipient`` now, later, or never.
 
-    Pure: the same arguments always give the same decision. ``history`` is best passed as
-    a prepared ``ContactHistory`` when several messages are decided for one recipient.
-    The decision's ``trace`` is built from the same inputs on first read (see ``Trace``).
+    Pure: the same arguments always give the same decision (``reference.evaluate``'s).
+    ``history`` is best passed as a prepared ``ContactHistory`` when several messages are
+    decided for one recipient. The trace is built from the same inputs on first read.
     """
     if now.tzinfo is not UTC:
         now = _as_utc(now)
@@ -183,31 +181,18 @@ def decide(
     category = message.category
     expires = message.expires_at
 
-    # ``reference.check_gates``: every gate in one expression (the id sets never hold
-    # None, and an empty set is tested before an id is hashed); the table finds which.
+    # ``reference.check_gates`` (with the gate tables spelled out) and
+    # ``reference.transactional_exemption``.
     if category.kind is _MARKETING:
-        holdouts = recipient.holdout_sources
-        if (
-            recipient.erased
-            or recipient.suppressed
-            or not recipient.push_consent
-            or recipient.marketing_opt_out
-            or not recipient.os_permission
-            or recipient.usable_devices <= 0
-            or (holdouts and message.source_id in holdouts)
-            or message.send_key in hist.send_keys
-            or (expires is not None and now >= expires)
-            or category.category_id in recipient.category_opt_outs
-            or (recipient.topic_opt_outs and message.topic_id in recipient.topic_opt_outs)
-        ):
-            return _MARKETING_DROPS[_marketing_gate(message, recipient, hist, now)]
+        failed = _marketing_gate(message, recipient, hist, now)
+        if failed >= 0:
+            return _MARKETING_DROPS[failed]
         marketing = True
         frequency = recipient.frequency
     else:
         failed = _transactional_gate(message, recipient, hist, now)
         if failed >= 0:
             return _TRANSACTIONAL_DROPS[failed]
-        # ``reference.transactional_exemption``.
         if not message.respects_quiet_hours:
             return _TRANSACTIONAL_ALLOW
         marketing = False
@@ -261,8 +246,7 @@ def decide(
                         if drops:
                             dropped_by = dropped_by or (_R_FREQUENCY if preference else _R_CAPPED)
                         elif frees > caps_free:
-                            caps_free = frees
-                            reason = _R_FREQUENCY if preference else _R_CAPPED
+                            caps_free, reason = frees, _R_FREQUENCY if preference else _R_CAPPED
         category_id = category.category_id
         if per_category:
             built = hist.categories
@@ -277,63 +261,21 @@ def decide(
                     frees = kth + window
                     if frees <= now:
                         continue
-                elif calendar_day:
-                    if kth < day_start:
-                        continue
-                    frees = calendar_free_at(True, limit, times, day_end, zone)
                 else:
-                    week_start, week_end = week_bounds(zone, ordinal)
-                    if kth < week_start:
+                    start, end = (
+                        (day_start, day_end) if calendar_day else week_bounds(zone, ordinal)
+                    )
+                    if kth < start:
                         continue
-                    frees = calendar_free_at(False, limit, times, week_end, zone)
+                    frees = calendar_free_at(calendar_day, limit, times, end, zone)
                 if drops:
                     dropped_by = dropped_by or (_R_FREQUENCY if preference else _R_CAPPED)
                 elif frees > caps_free:
-                    caps_free = frees
-                    reason = _R_FREQUENCY if preference else _R_CAPPED
-        for selector, target, window, calendar_day, limit, drops, preference in other:
-            # The history's lazy lists, read through their slots when already built.
-            if selector == SELECT_CATEGORY:
-                if target is not None and target != category_id:
-                    continue
-                built = hist.categories
-                times = built.get(category_id) if built is not None else None
-                if times is None:
-                    times = hist.category_times(category_id)
-            elif selector == SELECT_MARKETING:
-                times = hist.marketing
-            elif selector == SELECT_ALL:
-                times = hist.all
-            elif selector == SELECT_CATEGORY_ALL:
-                if target is not None and target != category_id:
-                    continue
-                times = hist.category_times(category_id, True)
-            else:
-                campaign_id = message.campaign_id
-                if target is not None and target != campaign_id:
-                    continue
-                every = selector == SELECT_CAMPAIGN_ALL
-                times = hist.source_times(campaign_id, message.trigger_id, every)
-            if len(times) < limit:
-                continue
-            kth = times[-limit]
-            if window is not None:
-                frees = kth + window
-                if frees <= now:
-                    continue
-            else:
-                if calendar_day:
-                    period_start, period_end = day_start, day_end
-                else:
-                    period_start, period_end = week_bounds(zone, ordinal)
-                if kth < period_start:
-                    continue
-                frees = calendar_free_at(calendar_day, limit, times, period_end, zone)
-            if drops:
-                dropped_by = dropped_by or (_R_FREQUENCY if preference else _R_CAPPED)
-            elif frees > caps_free:
-                caps_free = frees
-                reason = _R_FREQUENCY if preference else _R_CAPPED
+                    caps_free, reason = frees, _R_FREQUENCY if preference else _R_CAPPED
+        if other:
+            dropped_by, caps_free, reason = _other_caps(
+                other, message, hist, now, zone, view, dropped_by, caps_free, reason
+            )
         if dropped_by is not None:
             return _lazy(_DROP, dropped_by, None, message, recipient, hist, rules, now)
 
@@ -354,9 +296,8 @@ def decide(
     if frequency is _DIGEST:
         digest = recipient.digest if recipient.digest is not None else rules.default_digest
         search = Search(message, recipient, hist, rules, zone, quiet, digest)
-        _, opens, sent, _ = search.digest_state(now)
         if reason is None and span is None:
-            if sent == 0 and opens <= now < opens + rules.digest_grace:
+            if check_digest(search, now, []):
                 return _lazy(_ALLOW, None, None, message, recipient, hist, rules, now)
             reason = _R_DIGEST
     elif reason is None:
@@ -381,13 +322,9 @@ def decide(
             room = rooms[place]
             width = jitter_span if jitter_span < room else room
             if width:
-                # ``clock.jitter_seconds`` and ``clock.add_seconds``.
-                seed = _SEEDS.get((message.message_id, end))
-                if seed is None:
-                    seed = jitter_seed(message.message_id, end)
-                word = crc32(recipient.user_id.encode(), seed) * JITTER_MULTIPLIER & MASK32
-                offset = word * width >> 32
-                at = end + SECONDS[offset] if offset < 4096 else add_seconds(end, offset)
+                at = add_seconds(
+                    end, jitter_seconds(recipient.user_id, message.message_id, end, width)
+                )
             source = (_expand, message, recipient, hist, rules, now, _DEFER, _R_QUIET_HOURS, at)
             return _new(Decision, (_DEFER, _R_QUIET_HOURS, at, lazy_trace(source)))
         search = Search(message, recipient, hist, rules, zone, quiet, None)
@@ -397,6 +334,55 @@ def decide(
     # ``reference.schedule``, the general way.
     outcome, reason, until, _ = schedule(search, now, caps_free, reason or _R_QUIET_HOURS)
     return _lazy(outcome, reason, until, message, recipient, hist, rules, now)
+
+
+def _other_caps(
+    other: tuple[OtherCap, ...],
+    message: Message,
+    hist: ContactHistory,
+    now: datetime,
+    zone: ZoneInfo,
+    view: DayView,
+    dropped_by: Reason | None,
+    caps_free: datetime,
+    reason: Reason | None,
+) -> tuple[Reason | None, datetime, Reason | None]:
+    """``reference.check_caps`` for the rules outside the two common groups (targeted,
+    per campaign, calendar ALL_MARKETING such as the opt-down, or counting transactional
+    sends): the verdict so far, updated."""
+    category_id = message.category.category_id
+    for selector, target, window, calendar_day, limit, drops, preference in other:
+        if selector in (SELECT_CATEGORY, SELECT_CATEGORY_ALL):
+            if target is not None and target != category_id:
+                continue
+            times = hist.category_times(category_id, selector == SELECT_CATEGORY_ALL)
+        elif selector == SELECT_MARKETING:
+            times = hist.marketing
+        elif selector == SELECT_ALL:
+            times = hist.all
+        else:
+            campaign_id = message.campaign_id
+            if target is not None and target != campaign_id:
+                continue
+            every = selector == SELECT_CAMPAIGN_ALL
+            times = hist.source_times(campaign_id, message.trigger_id, every)
+        if len(times) < limit:
+            continue
+        kth = times[-limit]
+        if window is not None:
+            frees = kth + window
+            if frees <= now:
+                continue
+        else:
+            start, end = (view.start, view.end) if calendar_day else week_bounds(zone, view.ordinal)
+            if kth < start:
+                continue
+            frees = calendar_free_at(calendar_day, limit, times, end, zone)
+        if drops:
+            dropped_by = dropped_by or (_R_FREQUENCY if preference else _R_CAPPED)
+        elif frees > caps_free:
+            caps_free, reason = frees, _R_FREQUENCY if preference else _R_CAPPED
+    return dropped_by, caps_free, reason
 
 
 _Source = tuple[
