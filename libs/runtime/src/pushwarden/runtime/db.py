@@ -269,18 +269,25 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 @asynccontextmanager
 async def unit_of_work(
-    factory: async_sessionmaker[AsyncSession], *, read_only: bool = False
+    factory: async_sessionmaker[AsyncSession], *, read_only: bool = False, snapshot: bool = False
 ) -> AsyncIterator[AsyncSession]:
     """A session whose work is rolled back unless the block awaits ``session.commit()``.
 
     Leaving the block (normally or by an exception) rolls back whatever was not committed
     and closes the session. Unless ``read_only``, a SQLite transaction takes the write lock
-    when it begins, so a read-then-write cannot lose a race to another writer.
+    when it begins, so a read-then-write cannot lose a race to another writer. With
+    ``snapshot`` (read-only work that reads several tables and must see them as of one
+    instant), PostgreSQL runs the transaction REPEATABLE READ READ ONLY; a SQLite read
+    transaction in WAL mode sees one snapshot from its first read anyway.
     """
     session = factory()
     try:
         if not read_only:
             await session.connection(execution_options={SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+        elif snapshot and session.bind is not None and session.bind.dialect.name == "postgresql":
+            await session.execute(
+                text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            )
         yield session
     finally:
         try:
@@ -301,9 +308,11 @@ class Database:
         """``sqlite`` or ``postgresql``."""
         return self.engine.dialect.name
 
-    def unit_of_work(self, *, read_only: bool = False) -> AbstractAsyncContextManager[AsyncSession]:
+    def unit_of_work(
+        self, *, read_only: bool = False, snapshot: bool = False
+    ) -> AbstractAsyncContextManager[AsyncSession]:
         """:func:`unit_of_work` on this database's sessions."""
-        return unit_of_work(self.sessions, read_only=read_only)
+        return unit_of_work(self.sessions, read_only=read_only, snapshot=snapshot)
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
@@ -335,8 +344,10 @@ class UnitOfWorkFactory(Generic[UnitOfWorkT]):
         self._make = make
 
     @asynccontextmanager
-    async def __call__(self, *, read_only: bool = False) -> AsyncIterator[UnitOfWorkT]:
-        async with self.database.unit_of_work(read_only=read_only) as session:
+    async def __call__(
+        self, *, read_only: bool = False, snapshot: bool = False
+    ) -> AsyncIterator[UnitOfWorkT]:
+        async with self.database.unit_of_work(read_only=read_only, snapshot=snapshot) as session:
             yield self._make(session)
 
 

@@ -21,6 +21,7 @@ from pushwarden.services.consent.handlers.categories import CategoryHandlers
 from pushwarden.services.consent.handlers.common import ConsentDeps
 from pushwarden.services.consent.handlers.consent import ChoiceHandlers
 from pushwarden.services.consent.handlers.devices import DeviceHandlers
+from pushwarden.services.consent.handlers.eligibility import EligibilityHandlers
 from pushwarden.services.consent.handlers.feed import FeedHandlers, FeedSettings
 from pushwarden.services.consent.handlers.ledger import LedgerHandlers
 from pushwarden.services.consent.handlers.preferences import PreferenceHandlers
@@ -66,6 +67,7 @@ def bootstrap(config: ConsentConfig) -> ServiceApp[ConsentConfig]:
             ledger=LedgerHandlers(deps),
             feed=feed,
             preferences=PreferenceHandlers(deps),
+            eligibility=EligibilityHandlers(deps),
             prompts=PromptHandlers(deps),
         )
     )

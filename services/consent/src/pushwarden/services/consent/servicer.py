@@ -17,6 +17,7 @@ from pushwarden.consent.v1 import consent_pb2
 from pushwarden.services.consent.handlers.categories import CategoryHandlers
 from pushwarden.services.consent.handlers.consent import ChoiceHandlers
 from pushwarden.services.consent.handlers.devices import DeviceHandlers
+from pushwarden.services.consent.handlers.eligibility import EligibilityHandlers
 from pushwarden.services.consent.handlers.feed import FeedHandlers
 from pushwarden.services.consent.handlers.ledger import LedgerHandlers
 from pushwarden.services.consent.handlers.preferences import PreferenceHandlers
@@ -24,6 +25,7 @@ from pushwarden.services.consent.handlers.prompts import PromptHandlers
 from pushwarden.services.consent.rpc.categories import CategoryRpcs
 from pushwarden.services.consent.rpc.consent import ConsentRpcs
 from pushwarden.services.consent.rpc.devices import DeviceRpcs
+from pushwarden.services.consent.rpc.eligibility import EligibilityRpcs
 from pushwarden.services.consent.rpc.ledger import HistoryRpcs
 from pushwarden.services.consent.rpc.preferences import PreferenceRpcs
 from pushwarden.services.consent.rpc.prompts import PromptRpcs
@@ -42,11 +44,18 @@ class ConsentHandlers:
     ledger: LedgerHandlers
     feed: FeedHandlers
     preferences: PreferenceHandlers
+    eligibility: EligibilityHandlers
     prompts: PromptHandlers
 
 
 class ConsentServicer(
-    CategoryRpcs, ConsentRpcs, HistoryRpcs, PreferenceRpcs, PromptRpcs, DeviceRpcs
+    CategoryRpcs,
+    ConsentRpcs,
+    HistoryRpcs,
+    PreferenceRpcs,
+    EligibilityRpcs,
+    PromptRpcs,
+    DeviceRpcs,
 ):
     """Implements ``pushwarden.consent.v1.ConsentService``."""
 
@@ -57,4 +66,5 @@ class ConsentServicer(
         self._ledger = handlers.ledger
         self._feed = handlers.feed
         self._preferences = handlers.preferences
+        self._eligibility = handlers.eligibility
         self._prompts = handlers.prompts

@@ -219,6 +219,28 @@ class CategoryVerdict:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class CategoryStanding:
+    """The category's own state for a user: its choice, or its default."""
+
+    allowed: bool
+    is_default: bool
+    recorded_at: datetime | None
+
+
+def category_standing(choices: Choices, category: Category, channel: str) -> CategoryStanding:
+    """Whether the category's own choice (or default) lets its messages through. An
+    opt-out counts only where the category allows one (RecordConsent refuses others)."""
+    choice = category_choice(choices, category.category_id, channel)
+    can_opt_out = category.kind is CategoryKind.MARKETING or category.user_can_opt_out
+    if choice is not None and choice.action is Action.OPT_IN:
+        return CategoryStanding(True, False, choice.recorded_at)
+    if choice is not None and can_opt_out:
+        return CategoryStanding(False, False, choice.recorded_at)
+    recorded_at = choice.recorded_at if choice is not None else None
+    return CategoryStanding(category.default_state is DefaultState.OPTED_IN, True, recorded_at)
+
+
 def judge_category(
     choices: Choices, category: Category, channel: str, *, suppressed: bool
 ) -> CategoryVerdict:
@@ -226,27 +248,25 @@ def judge_category(
     marketing = category.kind is CategoryKind.MARKETING
     all_out = marketing_opted_out(choices)
     channel_out = channel_opted_out(choices, channel)
-    choice = category_choice(choices, category.category_id, channel)
-    recorded_at = choice.recorded_at if choice is not None else None
-
-    def verdict(reason: int, is_default: bool) -> CategoryVerdict:
-        return CategoryVerdict(
-            reason == 0, reason, is_default, all_out, channel_out, suppressed, recorded_at
-        )
-
-    if marketing:
-        if suppressed:
-            return verdict(decision_pb2.REASON_CODE_SUPPRESSED, choice is None)
-        if all_out or channel_out:
-            return verdict(decision_pb2.REASON_CODE_OPTED_OUT, choice is None)
-    if choice is not None and choice.action is Action.OPT_IN:
-        return verdict(0, False)
-    # An opt-out counts where the category allows one (RecordConsent refuses the rest).
-    if choice is not None and (marketing or category.user_can_opt_out):
-        return verdict(decision_pb2.REASON_CODE_CATEGORY_OPTED_OUT, False)
-    if category.default_state is DefaultState.OPTED_OUT:
-        return verdict(decision_pb2.REASON_CODE_CATEGORY_OPTED_OUT, True)
-    return verdict(0, True)
+    standing = category_standing(choices, category, channel)
+    reason: int
+    if marketing and suppressed:
+        reason = decision_pb2.REASON_CODE_SUPPRESSED
+    elif marketing and (all_out or channel_out):
+        reason = decision_pb2.REASON_CODE_OPTED_OUT
+    elif not standing.allowed:
+        reason = decision_pb2.REASON_CODE_CATEGORY_OPTED_OUT
+    else:
+        reason = 0
+    return CategoryVerdict(
+        allowed=reason == 0,
+        reason=reason,
+        is_default=standing.is_default,
+        marketing_opted_out=all_out,
+        channel_opted_out=channel_out,
+        suppressed=suppressed,
+        recorded_at=standing.recorded_at,
+    )
 
 
 @dataclass(frozen=True, slots=True)
