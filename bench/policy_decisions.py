@@ -16,6 +16,14 @@ once per recipient; a second figure includes building that index from 20 entries
 call; a third also reads every decision's trace (``decide`` returns it in compact form
 and builds the steps on first read, as ``ExplainDecision`` or a preview would).
 
+A second workload, the capped mix, stresses the deferral search: every cap rule defers
+except one per-campaign DROP rule (3 marketing per rolling 24 h, 10 per rolling 7 days, 1
+per category per local day, 2 per campaign per 7 days DROP), histories hold recent
+marketing sends (ages from 10 minutes to 3 days), and ``now`` is drawn so that about a
+fifth of the decisions fall in the recipient's quiet hours. At least a quarter of its
+decisions meet a full cap, most of them a DEFER rule whose release instant the search
+must find (then moved out of quiet hours). Its mix is printed too.
+
 The baseline is what a naive service would do: one consent flag, one rolling cap over
 float timestamps with ``bisect`` and an hour-of-day test with a fixed offset.
 """
@@ -33,15 +41,18 @@ import time as clock
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from types import FrameType
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pushwarden.policy import (
     CalendarWindow,
     CapAction,
     CapRule,
     CapScope,
+    CapStep,
     Category,
     ContactEntry,
     ContactHistory,
@@ -50,6 +61,7 @@ from pushwarden.policy import (
     FrequencyPreference,
     Message,
     MessageKind,
+    Outcome,
     QuietHours,
     QuietWindow,
     Recipient,
@@ -171,6 +183,66 @@ def iter_cases(count: int, seed: int = 7) -> Iterator[tuple[Case, list[ContactEn
         yield (message, rng.choice(recipients), ContactHistory(entries), now), entries
 
 
+CAPPED_RULES = Rules(
+    caps=(
+        CapRule(CapScope.ALL_MARKETING, 3, timedelta(hours=24), CapAction.DEFER, name="3/24h"),
+        CapRule(CapScope.ALL_MARKETING, 10, timedelta(days=7), CapAction.DEFER, name="10/7d"),
+        CapRule(CapScope.CATEGORY, 1, CalendarWindow.DAY, CapAction.DEFER, name="1/category/day"),
+        CapRule(CapScope.CAMPAIGN, 3, timedelta(days=7), CapAction.DROP, name="3/campaign/7d"),
+    ),
+    quiet_hours=QuietHours((QuietWindow(time(22, 0), time(7, 0)),)),
+    default_zone="Europe/Berlin",
+)
+
+
+def _recent_entries(rng: random.Random, now: datetime) -> list[ContactEntry]:
+    entries = []
+    for _ in range(20):
+        transactional = rng.random() < 0.6
+        category = rng.choice(TRANSACTIONAL if transactional else MARKETING)
+        age = rng.randint(600, 5 * 86400) if not transactional else rng.randint(600, 21 * 86400)
+        entries.append(
+            ContactEntry(
+                at=now - timedelta(seconds=age),
+                category_id=category.category_id,
+                kind=category.kind,
+                campaign_id=None if transactional else f"camp-{rng.randint(0, 9)}",
+                send_key=f"k-{rng.getrandbits(40)}",
+            )
+        )
+    return entries
+
+
+def in_night(recipient: Recipient, now: datetime) -> bool:
+    """Whether ``now`` is between 22:00 and 07:00 in the recipient's zone (or Berlin)."""
+    name = recipient.zone or recipient.device_zone or "Europe/Berlin"
+    hour = now.astimezone(ZoneInfo(name)).hour
+    return hour >= 22 or hour < 7
+
+
+def iter_capped_cases(count: int, seed: int = 11) -> Iterator[Case]:
+    """``count`` inputs of the capped mix: recent histories, a fifth at night."""
+    rng = random.Random(seed)
+    start = datetime(2026, 3, 23, tzinfo=UTC)
+    recipients = [_recipient(rng, i) for i in range(max(1, count // 4))]
+    for _ in range(count):
+        recipient = rng.choice(recipients)
+        night = rng.random() < 0.2
+        now = start + timedelta(seconds=rng.randint(0, 7 * 86400))
+        while in_night(recipient, now) != night:
+            now = start + timedelta(seconds=rng.randint(0, 7 * 86400))
+        message = _message(rng, now)
+        if message.expires_at is not None and rng.random() < 0.8:
+            # Longer lives than the headline mix: most capped messages can wait for the cap.
+            message = replace(message, expires_at=now + timedelta(days=rng.choice([2, 4, 8])))
+        yield message, recipient, ContactHistory(_recent_entries(rng, now)), now
+
+
+def build_capped_cases(count: int, seed: int = 11) -> list[Case]:
+    """All of ``iter_capped_cases`` at once, built before any timing."""
+    return list(iter_capped_cases(count, seed))
+
+
 def build_cases(count: int, seed: int = 7) -> tuple[list[Case], list[list[ContactEntry]]]:
     """All of ``iter_cases`` at once, built before any timing."""
     cases: list[Case] = []
@@ -222,6 +294,19 @@ def _rates(runs: dict[str, Callable[[], int]], repeats: int) -> dict[str, tuple[
     return {name: (max(got), statistics.median(got)) for name, got in rates.items()}
 
 
+def capped_mix_shares(cases: list[Case], decisions: list[Decision]) -> dict[str, float]:
+    """The capped mix's shape: the share of decisions that met a full cap (their trace
+    has a failing cap step), the share of those deferred, and the share at night."""
+    capped = [d for d in decisions if any(isinstance(s, CapStep) and not s.passed for s in d.trace)]
+    deferred = sum(1 for d in capped if d.outcome is Outcome.DEFER)
+    night = sum(1 for _, r, _, now in cases if in_night(r, now))
+    return {
+        "full": len(capped) / len(decisions),
+        "deferred": deferred / max(1, len(capped)),
+        "night": night / len(cases),
+    }
+
+
 def bytecodes_per_decision(cases: list[Case]) -> float:
     """Python bytecodes executed per ``decide`` call (incl. the helpers it calls), on average.
 
@@ -252,7 +337,8 @@ def bytecodes_per_decision(cases: list[Case]) -> float:
     return count / len(cases)
 
 
-def _mix(decisions: list[Decision]) -> Counter[str]:
+def decision_mix(decisions: list[Decision]) -> Counter[str]:
+    """Decisions counted by ``OUTCOME`` or ``OUTCOME:REASON``."""
     mix: Counter[str] = Counter()
     for d in decisions:
         label = d.outcome.value if d.reason is None else f"{d.outcome.value}:{d.reason.value}"
@@ -271,7 +357,11 @@ def main() -> int:
     # One warm-up pass fills the zone and wall-clock caches the way a long-running
     # scheduler has them filled; it also gives the decision mix.
     decisions = [decide(m, r, h, RULES, now) for m, r, h, now in cases]
-    mix = _mix(decisions)
+    mix = decision_mix(decisions)
+    capped_cases = build_capped_cases(count)
+    capped_decisions = [decide(m, r, h, CAPPED_RULES, now) for m, r, h, now in capped_cases]
+    capped_mix = decision_mix(capped_decisions)
+    capped_shares = capped_mix_shares(capped_cases, capped_decisions)
 
     def run_decide() -> int:
         rules = RULES
@@ -292,6 +382,12 @@ def main() -> int:
             steps += len(decide(m, r, h, rules, now).trace)
         return len(cases)
 
+    def run_capped() -> int:
+        rules = CAPPED_RULES
+        for m, r, h, now in capped_cases:
+            decide(m, r, h, rules, now)
+        return len(capped_cases)
+
     base_inputs = _baseline_inputs(cases)
 
     def run_baseline() -> int:
@@ -305,6 +401,7 @@ def main() -> int:
             "decide": run_decide,
             "raw": run_decide_raw,
             "traced": run_traced,
+            "capped": run_capped,
             "baseline": run_baseline,
         },
         repeats,
@@ -312,8 +409,10 @@ def main() -> int:
     decisions_rate, decisions_median = rates["decide"]
     raw_rate, raw_median = rates["raw"]
     traced_rate, traced_median = rates["traced"]
+    capped_rate, capped_median = rates["capped"]
     baseline_rate, baseline_median = rates["baseline"]
     ratio = decisions_rate / baseline_rate
+    capped_ratio = capped_rate / baseline_rate
     bytecodes = bytecodes_per_decision(cases[:3000])
 
     python = f"Python {platform.python_version()} ({platform.python_implementation()})"
@@ -330,12 +429,24 @@ def main() -> int:
         f"{'policy.decisions_with_history_index_per_s':<42}{raw_rate:>14,.0f}{raw_median:>14,.0f}"
     )
     print(f"{'policy.decisions_with_trace_per_s':<42}{traced_rate:>14,.0f}{traced_median:>14,.0f}")
+    print(f"{'policy.decisions_capped_mix_per_s':<42}{capped_rate:>14,.0f}{capped_median:>14,.0f}")
     print(f"{'policy.baseline_filter_per_s':<42}{baseline_rate:>14,.0f}{baseline_median:>14,.0f}")
     print(f"{'policy.decisions_vs_baseline_ratio':<42}{ratio:>14.3f}")
+    print(f"{'policy.decisions_capped_mix_vs_baseline_ratio':<42}{capped_ratio:>14.3f}")
     print(f"{'policy.bytecodes_per_decision':<42}{bytecodes:>14.1f}")
     print("decision mix:")
     for label, n in mix.most_common():
         print(f"  {label:<32}{n:>8}  {n / len(decisions):6.1%}")
+    print("capped mix decision mix:")
+    for label, n in capped_mix.most_common():
+        print(f"  {label:<32}{n:>8}  {n / len(capped_decisions):6.1%}")
+    print(
+        "  met a full cap {full:.1%} (of them DEFER {deferred:.1%}), now in quiet hours "
+        "{night:.1%}".format(**capped_shares)
+    )
+    capped_text = ", ".join(
+        f"{k} {v / len(capped_decisions):.1%}" for k, v in capped_mix.most_common()
+    )
 
     figures = [
         {
@@ -364,6 +475,25 @@ def main() -> int:
             "notes": f"{workload}; median round {traced_median:,.0f}/s; prepared "
             "ContactHistory; every decision's trace read (steps built), as ExplainDecision / "
             "previews do",
+        },
+        {
+            "name": "policy.decisions_capped_mix_per_s",
+            "value": round(capped_rate, 1),
+            "unit": "decisions/s",
+            "baseline": round(baseline_rate, 1),
+            "notes": f"{len(capped_cases)} cases x {repeats} rounds (best round; CPU time); 4 cap "
+            "rules (3/24h, 10/7d, 1/category/day DEFER; 3/campaign/7d DROP), quiet 22-07 + "
+            f"overrides, 20-entry histories with recent marketing sends; median round "
+            f"{capped_median:,.0f}/s; met a full cap {capped_shares['full']:.1%} (of them "
+            f"DEFER {capped_shares['deferred']:.1%}), in quiet hours "
+            f"{capped_shares['night']:.1%}; mix: {capped_text}",
+        },
+        {
+            "name": "policy.decisions_capped_mix_vs_baseline_ratio",
+            "value": round(capped_ratio, 4),
+            "unit": "ratio",
+            "baseline": None,
+            "notes": "policy.decisions_capped_mix_per_s / policy.baseline_filter_per_s, same run",
         },
         {
             "name": "policy.baseline_filter_per_s",

@@ -1,9 +1,9 @@
-"""The policy benchmark's workload is a realistic mix, and on it (and on two other rule
-sets) the fast evaluator and the tracing evaluator give the same decisions.
+"""The policy benchmark's workloads are the mixes they claim to be, and on them (and on
+two other rule sets) the fast path and the reference evaluator give the same decisions.
 
-The benchmark times ``decide``'s fast path, which inlines what the tracing evaluator does
-step by step; reading a decision's trace runs the tracing evaluator, which raises if it
-reaches another outcome, reason or instant. The property tests check that on drawn
+The benchmark times ``decide``'s fast path, which inlines what ``reference.evaluate``
+does step by step; reading a decision's trace runs the reference evaluator, which raises
+if it reaches another outcome, reason or instant. The property tests check that on drawn
 scenarios; this runs the benchmark's own cases, so that what is timed is also what is
 checked.
 """
@@ -86,7 +86,7 @@ def test_fast_and_tracing_evaluators_agree_on_the_benchmark_cases(bench: ModuleT
 
 def test_the_headline_mix_and_the_bytecode_count(bench: ModuleType) -> None:
     cases, _ = bench.build_cases(2000)
-    mix = bench._mix([decide(m, r, h, bench.RULES, now) for m, r, h, now in cases])
+    mix = bench.decision_mix([decide(m, r, h, bench.RULES, now) for m, r, h, now in cases])
     share = {label: n / len(cases) for label, n in mix.items()}
     assert 0.4 < share["ALLOW"] < 0.7
     assert share["DEFER:QUIET_HOURS"] > 0.1
@@ -94,3 +94,15 @@ def test_the_headline_mix_and_the_bytecode_count(bench: ModuleType) -> None:
     count = bench.bytecodes_per_decision(cases[:200])
     assert 50 < count < 2000
     assert bench.bytecodes_per_decision(cases[:200]) == count  # exact, run to run
+
+
+def test_the_capped_mix_meets_full_caps_that_defer_and_quiet_hours(bench: ModuleType) -> None:
+    cases = bench.build_capped_cases(2000)
+    decisions = [decide(m, r, h, bench.CAPPED_RULES, now) for m, r, h, now in cases]
+    shares = bench.capped_mix_shares(cases, decisions)  # reads every trace: both agree
+    assert shares["full"] >= 0.25  # a quarter meet a full cap
+    assert shares["deferred"] > 0.5  # most of those are deferred to the caps' release
+    assert 0.15 < shares["night"] < 0.25  # about a fifth fall in quiet hours
+    mix = bench.decision_mix(decisions)
+    assert mix["DEFER:CAPPED"] > mix["DROP:CAPPED"] > 0
+    assert mix["DEFER:QUIET_HOURS"] > 0

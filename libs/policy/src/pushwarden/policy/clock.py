@@ -93,6 +93,9 @@ class QuietTables(NamedTuple):
     """``quiet_spans`` per (zone, local day)."""
     views: dict[tuple[ZoneInfo, int], DayView]
     """``day_view`` per (zone, local day)."""
+    nexts: dict[tuple[ZoneInfo, datetime], datetime]
+    """``next_quiet`` per (zone, instant): deferrals land on a few window ends, shared by
+    every user of a zone."""
     days: dict[ZoneInfo, dict[int, QuietDay | None]]
     """``quiet_day`` per zone, then UTC day (two lookups of an object and an int cost
     less than hashing a tuple)."""
@@ -119,7 +122,7 @@ def quiet_tables(quiet: QuietHours) -> QuietTables:
         by_weekday = tuple(tuple(w for w in quiet.windows if day in w.weekdays) for day in range(7))
         tables = _TABLES.put(
             quiet.windows,
-            QuietTables(by_weekday, {}, {}, {}),
+            QuietTables(by_weekday, {}, {}, {}, {}),
         )
     TABLES_OF.put(id(quiet), (quiet, tables))
     return tables
@@ -167,13 +170,17 @@ def quiet_window_at(quiet: QuietHours, zone: ZoneInfo, at: datetime, ordinal: in
 def next_quiet(quiet: QuietHours, zone: ZoneInfo, at: datetime) -> datetime:
     """The first instant at or after ``at`` that lies inside a quiet window, looking
     eight local days ahead (every weekly window comes round within them); ``NEVER`` if
-    none does."""
-    found = NEVER
-    ordinal = local_ordinal(zone, at)
-    for day in range(ordinal - 1, ordinal + 8):
-        for start, end in quiet_spans(quiet, zone, day):
-            if end > at:
-                found = min(found, max(start, at))
+    none does (memoised)."""
+    memo = quiet_tables(quiet).nexts
+    found = memo.get((zone, at))
+    if found is None:
+        found = NEVER
+        ordinal = local_ordinal(zone, at)
+        for day in range(ordinal - 1, ordinal + 8):
+            for start, end in quiet_spans(quiet, zone, day):
+                if end > at:
+                    found = min(found, max(start, at))
+        bounded_put(memo, (zone, at), found, _PER_DAY_LIMIT)
     return found
 
 

@@ -35,7 +35,14 @@ from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from .caps import evaluate_cap, rule_applies
-from .clock import add_seconds, jitter_seconds, next_quiet, quiet_window_at
+from .clock import (
+    add_seconds,
+    jitter_seconds,
+    next_quiet,
+    quiet_spans,
+    quiet_tables,
+    quiet_window_at,
+)
 from .history import ContactHistory
 from .memo import Memo
 from .model import (
@@ -334,7 +341,17 @@ class Search:
     """The deferral search for one message and recipient: quiet hours, digest slots and
     the spread, over instants at or after the caps free."""
 
-    __slots__ = ("digest", "grace", "history", "message", "quiet", "rules", "user_id", "zone")
+    __slots__ = (
+        "digest",
+        "grace",
+        "history",
+        "message",
+        "quiet",
+        "rules",
+        "spans",
+        "user_id",
+        "zone",
+    )
 
     def __init__(
         self,
@@ -354,10 +371,20 @@ class Search:
         self.quiet = quiet
         self.digest = digest
         self.grace = rules.digest_grace
+        self.spans = quiet_tables(quiet).spans
 
     def quiet_span(self, at: datetime) -> tuple[datetime, datetime] | None:
-        """The quiet window holding ``at``, latest-ending if several."""
-        return quiet_window_at(self.quiet, self.zone, at, local_ordinal(self.zone, at))
+        """The quiet window holding ``at``, latest-ending if several
+        (``clock.quiet_window_at``, reading the memo of the quiet spans directly)."""
+        ordinal = local_ordinal(self.zone, at)
+        spans = self.spans.get((self.zone, ordinal))
+        if spans is None:
+            spans = quiet_spans(self.quiet, self.zone, ordinal)
+        found: tuple[datetime, datetime] | None = None
+        for span in spans:
+            if span[0] <= at < span[1] and (found is None or span[1] > found[1]):
+                found = span
+        return found
 
     def out_of_quiet(self, at: datetime) -> datetime:
         """The first instant at or after ``at`` outside quiet hours."""
