@@ -972,9 +972,24 @@ async def test_devices_of_users_loads_a_batch_in_one_query(any_database_url: str
                 usable = await work.devices.devices_of_users(
                     "shop", users, statuses=[DeviceStatus.ACTIVE]
                 )
+                summaries = await work.devices.summaries_of_users("shop", users)
             finally:
                 event.remove(engine, "before_cursor_execute", count)
-        assert len(statements) == 2, statements  # one per call
+        assert len(statements) == 3, statements  # one per call
+        assert {user: [s.device_id for s in found_] for user, found_ in summaries.items()} == {
+            user: [d.device_id for d in devices] for user, devices in found.items()
+        }
+        for device_ in found["u1"] + found["u2"]:
+            summary = next(
+                s for s in summaries[device_.user_id] if s.device_id == device_.device_id
+            )
+            assert (summary.token, summary.locale, summary.status, summary.permission) == (
+                device_.token,
+                device_.locale,
+                device_.status,
+                device_.permission,
+            )
+            assert summary.usable == device_.usable
         assert set(found) == {"u1", "u2"}
         assert [d.token for d in found["u1"]] == ["u1-0", "u1-1"]  # latest registration first
         assert found["u1"][0].locale == "fr-FR"

@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, NamedTuple
 
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -547,4 +547,37 @@ class Device:
             permission=self.permission.to_proto(),
             status=self.status.to_proto(),
             platform=self.platform.to_proto(),
+        )
+
+
+class DeviceSummary(NamedTuple):
+    """What a batch eligibility check needs of a device: no bookkeeping instants, no
+    invalidation details, cheap to read by the thousand."""
+
+    device_id: str
+    user_id: str
+    platform: Platform
+    provider: Provider
+    token: str
+    time_zone: str
+    locale: str
+    app_version: str
+    permission: Permission
+    status: DeviceStatus
+
+    @property
+    def usable(self) -> bool:
+        """Whether a push may go to it now (as :attr:`Device.usable`)."""
+        return self.status is DeviceStatus.ACTIVE and self.permission.allows_push
+
+    def to_usable_proto(self) -> messages_pb2.UsableDevice:
+        """The contract's UsableDevice (meaningful for a usable device)."""
+        return messages_pb2.UsableDevice(
+            device_id=self.device_id,
+            provider=self.provider.to_proto(),
+            token=self.token,
+            platform=self.platform.to_proto(),
+            permission=self.permission.to_proto(),
+            locale=self.locale,
+            app_version=self.app_version,
         )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Row, Select, delete, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.runtime.db import insert_ignoring_duplicates
@@ -14,6 +15,7 @@ from pushwarden.services.consent.domain.devices import (
     Device,
     DeviceFilter,
     DeviceStatus,
+    DeviceSummary,
     InvalidReason,
     Permission,
     Platform,
@@ -25,8 +27,11 @@ from pushwarden.services.consent.models import DeviceRow
 MAX_USERS_PER_LOOKUP = 1000
 
 
-# Rows are read through Core (no ORM identity map): eligibility loads thousands per call.
-_TABLE = DeviceRow.__table__
+# Rows are read through Core (no ORM identity map), column by column in the order of
+# Device's fields, and built positionally: eligibility loads thousands per call.
+_FIELDS = tuple(field.name for field in dataclasses.fields(Device))
+_COLUMNS = tuple(DeviceRow.__table__.columns[name] for name in _FIELDS)
+_SUMMARY_COLUMNS = tuple(DeviceRow.__table__.columns[name] for name in DeviceSummary._fields)
 _PLATFORMS = {member.value: member for member in Platform}
 _PROVIDERS = {member.value: member for member in Provider}
 _PERMISSIONS = {member.value: member for member in Permission}
@@ -34,28 +39,50 @@ _STATUSES = {member.value: member for member in DeviceStatus}
 _REASONS = {member.value: member for member in InvalidReason}
 
 
-def _device(row: Row[Any]) -> Device:
+def _device(row: Sequence[Any]) -> Device:
+    (
+        device_id,
+        app_id,
+        token,
+        platform,
+        provider,
+        user_id,
+        time_zone,
+        locale,
+        app_version,
+        permission,
+        os_version,
+        model,
+        status,
+        invalid_reason,
+        invalid_detail,
+        invalidated_at,
+        created_at,
+        updated_at,
+        registered_at,
+        changed_at,
+    ) = row
     return Device(
-        device_id=row.device_id,
-        app_id=row.app_id,
-        token=row.token,
-        platform=_PLATFORMS[row.platform],
-        provider=_PROVIDERS[row.provider],
-        user_id=row.user_id,
-        time_zone=row.time_zone,
-        locale=row.locale,
-        app_version=row.app_version,
-        permission=_PERMISSIONS[row.permission],
-        os_version=row.os_version,
-        model=row.model,
-        status=_STATUSES[row.status],
-        invalid_reason=None if row.invalid_reason is None else _REASONS[row.invalid_reason],
-        invalid_detail=row.invalid_detail,
-        invalidated_at=row.invalidated_at,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        registered_at=row.registered_at,
-        changed_at=row.changed_at,
+        device_id,
+        app_id,
+        token,
+        _PLATFORMS[platform],
+        _PROVIDERS[provider],
+        user_id,
+        time_zone,
+        locale,
+        app_version,
+        _PERMISSIONS[permission],
+        os_version,
+        model,
+        _STATUSES[status],
+        None if invalid_reason is None else _REASONS[invalid_reason],
+        invalid_detail,
+        invalidated_at,
+        created_at,
+        updated_at,
+        registered_at,
+        changed_at,
     )
 
 
@@ -89,6 +116,23 @@ def _values(device: Device) -> dict[str, Any]:
 _IMMUTABLE = frozenset({"device_id", "app_id", "token", "platform", "provider", "created_at"})
 
 
+def _of_users(
+    columns: tuple[Any, ...],
+    app_id: str,
+    user_ids: Sequence[str],
+    statuses: Collection[DeviceStatus] | None,
+) -> Select[Any]:
+    """One query for the devices of a batch of users, most recently registered first."""
+    if len(user_ids) > MAX_USERS_PER_LOOKUP:
+        raise ValueError(f"at most {MAX_USERS_PER_LOOKUP} users per lookup")
+    query = select(*columns).where(
+        DeviceRow.app_id == app_id, DeviceRow.user_id.in_(list(dict.fromkeys(user_ids)))
+    )
+    if statuses is not None:
+        query = query.where(DeviceRow.status.in_(sorted(s.value for s in statuses)))
+    return query.order_by(DeviceRow.user_id, DeviceRow.registered_at.desc(), DeviceRow.device_id)
+
+
 class DeviceRepository:
     """Devices of every app, keyed by device id and unique by (app, token)."""
 
@@ -103,14 +147,16 @@ class DeviceRepository:
 
     async def get(self, app_id: str, device_id: str, *, for_update: bool = False) -> Device | None:
         """The app's device with this id (another app's device is None)."""
-        query = select(_TABLE).where(DeviceRow.app_id == app_id, DeviceRow.device_id == device_id)
+        query = select(*_COLUMNS).where(
+            DeviceRow.app_id == app_id, DeviceRow.device_id == device_id
+        )
         return await self._one(query, for_update)
 
     async def get_by_token(
         self, app_id: str, token: str, *, for_update: bool = False
     ) -> Device | None:
         """The app's device with this push token."""
-        query = select(_TABLE).where(DeviceRow.app_id == app_id, DeviceRow.token == token)
+        query = select(*_COLUMNS).where(DeviceRow.app_id == app_id, DeviceRow.token == token)
         return await self._one(query, for_update)
 
     async def insert(self, device: Device) -> bool:
@@ -131,7 +177,7 @@ class DeviceRepository:
 
     async def list_page(self, where: DeviceFilter, after: str | None, limit: int) -> list[Device]:
         """Up to ``limit`` devices matching ``where``, ordered by id, after ``after``."""
-        query = select(_TABLE).where(DeviceRow.app_id == where.app_id)
+        query = select(*_COLUMNS).where(DeviceRow.app_id == where.app_id)
         if where.user_id is not None:
             query = query.where(DeviceRow.user_id == where.user_id)
         query = query.where(DeviceRow.status.in_(sorted(s.value for s in where.statuses)))
@@ -151,21 +197,56 @@ class DeviceRepository:
         """The devices of up to 1,000 users of one app in one query, by user (users
         without a device are absent), each list most recently registered first; only
         those in ``statuses`` when given."""
-        if len(user_ids) > MAX_USERS_PER_LOOKUP:
-            raise ValueError(f"at most {MAX_USERS_PER_LOOKUP} users per lookup")
         if not user_ids:
             return {}
-        query = select(_TABLE).where(
-            DeviceRow.app_id == app_id, DeviceRow.user_id.in_(list(dict.fromkeys(user_ids)))
-        )
-        if statuses is not None:
-            query = query.where(DeviceRow.status.in_(sorted(s.value for s in statuses)))
-        query = query.order_by(
-            DeviceRow.user_id, DeviceRow.registered_at.desc(), DeviceRow.device_id
-        )
+        query = _of_users(_COLUMNS, app_id, user_ids, statuses)
         found: defaultdict[str, list[Device]] = defaultdict(list)
         for row in await self._session.execute(query):
-            found[row.user_id].append(_device(row))
+            device = _device(row)
+            found[device.user_id].append(device)
+        return dict(found)
+
+    async def summaries_of_users(
+        self,
+        app_id: str,
+        user_ids: Sequence[str],
+        statuses: Collection[DeviceStatus] | None = None,
+    ) -> dict[str, list[DeviceSummary]]:
+        """As :meth:`devices_of_users`, but only what eligibility needs of each device
+        (:class:`DeviceSummary`): no timestamp is read, which makes it several times
+        cheaper per row."""
+        if not user_ids:
+            return {}
+        query = _of_users(_SUMMARY_COLUMNS, app_id, user_ids, statuses)
+        found: defaultdict[str, list[DeviceSummary]] = defaultdict(list)
+        platforms, providers, permissions, states = _PLATFORMS, _PROVIDERS, _PERMISSIONS, _STATUSES
+        for row in await self._session.execute(query):
+            (
+                device_id,
+                user_id,
+                platform,
+                provider,
+                token,
+                zone,
+                locale,
+                version,
+                permission,
+                status,
+            ) = row
+            found[user_id].append(
+                DeviceSummary(
+                    device_id,
+                    user_id,
+                    platforms[platform],
+                    providers[provider],
+                    token,
+                    zone,
+                    locale,
+                    version,
+                    permissions[permission],
+                    states[status],
+                )
+            )
         return dict(found)
 
     async def delete_of_user(self, app_id: str, user_id: str) -> int:
