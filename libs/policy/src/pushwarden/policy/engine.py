@@ -43,6 +43,7 @@ from .plan import (
     SELECT_CATEGORY,
     SELECT_CATEGORY_ALL,
     SELECT_MARKETING,
+    CapPlan,
     OtherCap,
     caps_plan,
     rules_plan,
@@ -221,61 +222,18 @@ def decide(
         ).days.get(zone)
     day = days.get(now.toordinal()) if days is not None else None
     view = view_at(quiet, zone, now) if day is None else day[1] if now < day[0] else day[2]
-    ordinal, day_start, day_end, spans, edges, clears, rooms = view
+    spans, edges, clears, rooms = view[3:]
 
-    # ``reference.check_caps``, one group of the compiled rules at a time (``plan``). A
-    # rule is full exactly when its ``limit``-th latest send lies in its window (the
-    # instants are sorted): one look, not a count.
+    # ``reference.check_caps``.
     reason: Reason | None = None
     caps_free = now
     if marketing:
-        rolling, per_category, other = (
+        caps = (
             plan.caps
             if frequency is _NORMAL or frequency is _DIGEST
             else caps_plan(rules, plan, frequency, recipient.frequency_max)
         )
-        dropped_by: Reason | None = None
-        if rolling:
-            times = hist.marketing_times
-            if times is None:
-                times = hist.marketing
-            for limit, span_of, drops, preference in rolling:
-                if len(times) >= limit:
-                    frees = times[-limit] + span_of
-                    if frees > now:
-                        if drops:
-                            dropped_by = dropped_by or (_R_FREQUENCY if preference else _R_CAPPED)
-                        elif frees > caps_free:
-                            caps_free, reason = frees, _R_FREQUENCY if preference else _R_CAPPED
-        category_id = category.category_id
-        if per_category:
-            built = hist.categories
-            times = built.get(category_id) if built is not None else None
-            if times is None:
-                times = hist.category_times(category_id)
-            for limit, window, calendar_day, drops, preference in per_category:
-                if len(times) < limit:
-                    continue
-                kth = times[-limit]
-                if window is not None:
-                    frees = kth + window
-                    if frees <= now:
-                        continue
-                else:
-                    start, end = (
-                        (day_start, day_end) if calendar_day else week_bounds(zone, ordinal)
-                    )
-                    if kth < start:
-                        continue
-                    frees = calendar_free_at(calendar_day, limit, times, end, zone)
-                if drops:
-                    dropped_by = dropped_by or (_R_FREQUENCY if preference else _R_CAPPED)
-                elif frees > caps_free:
-                    caps_free, reason = frees, _R_FREQUENCY if preference else _R_CAPPED
-        if other:
-            dropped_by, caps_free, reason = _other_caps(
-                other, message, hist, now, zone, view, dropped_by, caps_free, reason
-            )
+        dropped_by, caps_free, reason = _check_caps(caps, message, hist, now, zone, view)
         if dropped_by is not None:
             return _lazy(_DROP, dropped_by, None, message, recipient, hist, rules, now)
 
@@ -334,6 +292,65 @@ def decide(
     # ``reference.schedule``, the general way.
     outcome, reason, until, _ = schedule(search, now, caps_free, reason or _R_QUIET_HOURS)
     return _lazy(outcome, reason, until, message, recipient, hist, rules, now)
+
+
+def _check_caps(
+    caps: CapPlan,
+    message: Message,
+    hist: ContactHistory,
+    now: datetime,
+    zone: ZoneInfo,
+    view: DayView,
+) -> tuple[Reason | None, datetime, Reason | None]:
+    """``reference.check_caps`` over the compiled rules, one group at a time: the DROP
+    reason of the first full dropping rule, the instant every deferring rule allows again
+    and the reason of the one freeing last. A rule is full exactly when its
+    ``limit``-th latest send lies in its window (the instants are sorted): one look, not
+    a count."""
+    rolling, per_category, other = caps
+    dropped_by: Reason | None = None
+    caps_free = now
+    reason: Reason | None = None
+    if rolling:
+        times = hist.marketing_times
+        if times is None:
+            times = hist.marketing
+        for limit, width, drops, preference in rolling:
+            if len(times) >= limit:
+                frees = times[-limit] + width
+                if frees > now:
+                    if drops:
+                        dropped_by = dropped_by or (_R_FREQUENCY if preference else _R_CAPPED)
+                    elif frees > caps_free:
+                        caps_free, reason = frees, _R_FREQUENCY if preference else _R_CAPPED
+    if per_category:
+        category_id = message.category.category_id
+        built = hist.categories
+        times = built.get(category_id) if built is not None else None
+        if times is None:
+            times = hist.category_times(category_id)
+        for limit, window, calendar_day, drops, preference in per_category:
+            if len(times) < limit:
+                continue
+            kth = times[-limit]
+            if window is not None:
+                frees = kth + window
+                if frees <= now:
+                    continue
+            else:
+                start, end = (view[1], view[2]) if calendar_day else week_bounds(zone, view[0])
+                if kth < start:
+                    continue
+                frees = calendar_free_at(calendar_day, limit, times, end, zone)
+            if drops:
+                dropped_by = dropped_by or (_R_FREQUENCY if preference else _R_CAPPED)
+            elif frees > caps_free:
+                caps_free, reason = frees, _R_FREQUENCY if preference else _R_CAPPED
+    if other:
+        dropped_by, caps_free, reason = _other_caps(
+            other, message, hist, now, zone, view, dropped_by, caps_free, reason
+        )
+    return dropped_by, caps_free, reason
 
 
 def _other_caps(
