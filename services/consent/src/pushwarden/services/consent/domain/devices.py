@@ -152,18 +152,12 @@ class InvalidationOutcome(enum.StrEnum):
         return messages_pb2.InvalidationOutcome.Value(f"INVALIDATION_OUTCOME_{self.value}")
 
 
-def _known(enum_type: type[enum.StrEnum], prefix: str, proto_enum: object) -> tuple[int, ...]:
-    values = proto_enum.Value  # type: ignore[attr-defined]
-    return tuple(values(f"{prefix}{member.value}") for member in enum_type)
-
-
-KNOWN_PLATFORMS: Final = _known(Platform, "PLATFORM_", types_pb2.Platform)
-KNOWN_PROVIDERS: Final = _known(Provider, "PROVIDER_", types_pb2.Provider)
-KNOWN_PERMISSIONS: Final = _known(Permission, "PERMISSION_STATE_", types_pb2.PermissionState)
-KNOWN_STATUSES: Final = _known(DeviceStatus, "DEVICE_STATUS_", resources_pb2.DeviceStatus)
-KNOWN_REASONS: Final = _known(
-    InvalidReason, "INVALIDATION_REASON_", resources_pb2.InvalidationReason
-)
+# The values this server knows; anything else from a newer client is INVALID_ARGUMENT.
+KNOWN_PLATFORMS: Final = tuple(member.to_proto() for member in Platform)
+KNOWN_PROVIDERS: Final = tuple(member.to_proto() for member in Provider)
+KNOWN_PERMISSIONS: Final = tuple(member.to_proto() for member in Permission)
+KNOWN_STATUSES: Final = tuple(member.to_proto() for member in DeviceStatus)
+KNOWN_REASONS: Final = tuple(member.to_proto() for member in InvalidReason)
 
 # Which providers may serve a platform's tokens (the contract's allowed pairs).
 ALLOWED_PROVIDERS: Final[Mapping[Platform, frozenset[Provider]]] = {
