@@ -23,6 +23,7 @@ from pushwarden.services.consent.handlers.consent import ChoiceHandlers
 from pushwarden.services.consent.handlers.devices import DeviceHandlers
 from pushwarden.services.consent.handlers.eligibility import EligibilityHandlers
 from pushwarden.services.consent.handlers.feed import FeedHandlers, FeedSettings
+from pushwarden.services.consent.handlers.health import HealthHandlers
 from pushwarden.services.consent.handlers.ledger import LedgerHandlers
 from pushwarden.services.consent.handlers.preferences import PreferenceHandlers
 from pushwarden.services.consent.handlers.prompts import PromptHandlers
@@ -69,6 +70,7 @@ def bootstrap(config: ConsentConfig) -> ServiceApp[ConsentConfig]:
             preferences=PreferenceHandlers(deps),
             eligibility=EligibilityHandlers(deps),
             prompts=PromptHandlers(deps),
+            health=HealthHandlers(deps),
         )
     )
     return ServiceApp(

@@ -19,6 +19,7 @@ from pushwarden.services.consent.handlers.consent import ChoiceHandlers
 from pushwarden.services.consent.handlers.devices import DeviceHandlers
 from pushwarden.services.consent.handlers.eligibility import EligibilityHandlers
 from pushwarden.services.consent.handlers.feed import FeedHandlers
+from pushwarden.services.consent.handlers.health import HealthHandlers
 from pushwarden.services.consent.handlers.ledger import LedgerHandlers
 from pushwarden.services.consent.handlers.preferences import PreferenceHandlers
 from pushwarden.services.consent.handlers.prompts import PromptHandlers
@@ -26,6 +27,7 @@ from pushwarden.services.consent.rpc.categories import CategoryRpcs
 from pushwarden.services.consent.rpc.consent import ConsentRpcs
 from pushwarden.services.consent.rpc.devices import DeviceRpcs
 from pushwarden.services.consent.rpc.eligibility import EligibilityRpcs
+from pushwarden.services.consent.rpc.health import HealthRpcs
 from pushwarden.services.consent.rpc.ledger import HistoryRpcs
 from pushwarden.services.consent.rpc.preferences import PreferenceRpcs
 from pushwarden.services.consent.rpc.prompts import PromptRpcs
@@ -46,6 +48,7 @@ class ConsentHandlers:
     preferences: PreferenceHandlers
     eligibility: EligibilityHandlers
     prompts: PromptHandlers
+    health: HealthHandlers
 
 
 class ConsentServicer(
@@ -55,6 +58,7 @@ class ConsentServicer(
     PreferenceRpcs,
     EligibilityRpcs,
     PromptRpcs,
+    HealthRpcs,
     DeviceRpcs,
 ):
     """Implements ``pushwarden.consent.v1.ConsentService``."""
@@ -68,3 +72,4 @@ class ConsentServicer(
         self._preferences = handlers.preferences
         self._eligibility = handlers.eligibility
         self._prompts = handlers.prompts
+        self._health = handlers.health

@@ -13,6 +13,7 @@ from pushwarden.services.consent.storage.categories import CategoryRepository
 from pushwarden.services.consent.storage.choices import ChoiceRepository, SuppressionRepository
 from pushwarden.services.consent.storage.devices import DeviceRepository
 from pushwarden.services.consent.storage.feed import ChangeFeedRepository
+from pushwarden.services.consent.storage.health import AudienceHealthRepository
 from pushwarden.services.consent.storage.idempotency import IdempotencyRepository
 from pushwarden.services.consent.storage.ledger import LedgerRepository
 from pushwarden.services.consent.storage.preferences import PreferencesRepository
@@ -38,6 +39,7 @@ class ConsentUnitOfWork(UnitOfWork):
         self.idempotency = IdempotencyRepository(session)
         self.state = ServiceStateRepository(session)
         self.prompts = PromptEventRepository(session)
+        self.health = AudienceHealthRepository(session)
         self._appending = False
 
     async def lock_appends(self) -> None:
