@@ -8,8 +8,10 @@ repository's one-query device lookup for eligibility."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import itertools
+import random
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -1037,3 +1039,180 @@ async def test_delete_of_user_removes_only_that_users_devices(svc: Service) -> N
         await work.commit()
     assert [d.token for d in await listed(svc)] == ["b-1"]
     assert [d.token for d in await listed(svc, app="news")] == ["a-1"]
+
+
+def permission_name(value: int) -> str:
+    """The ledger's action for a permission value."""
+    name = types_pb2.PermissionState.Name(value)  # type: ignore[arg-type]
+    return name.removeprefix("PERMISSION_STATE_")
+
+
+def status_name(value: int) -> str:
+    """The ledger's action for a status value."""
+    return resources_pb2.DeviceStatus.Name(value).removeprefix("DEVICE_STATUS_")  # type: ignore[arg-type]
+
+
+@dataclass
+class Modelled:
+    """What the test expects of one token, folded from the requests it sent."""
+
+    device_id: str
+    user: str
+    locale: str
+    permission: int
+    status: int
+    changed_at: datetime
+    registered_at: datetime
+
+
+async def test_random_sequences_agree_with_a_fold_of_the_requests(svc: Service) -> None:
+    """Registrations (moves, late retries), updates, unregistrations and provider
+    reports in random order on a few tokens; after every step the answers, the stored
+    devices, the ledger entries and the feed agree with a small model of the rules."""
+    chance = random.Random(20261204)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    seen: collections.Counter[str] = collections.Counter()
+    for run in range(3):
+        app = f"app-{run}"
+        model: dict[str, Modelled] = {}
+        entries: list[tuple[str, str, str]] = []  # (user, kind, action) in ledger order
+        changes = 0
+        for step in range(40):
+            where = f"run {run} step {step}"
+            token = chance.choice(["t-a", "t-b", "t-c"])
+            known = model.get(token)
+            action = chance.choice(["register"] * 4 + ["update", "unregister", "invalidate"])
+            client_time = (
+                None if chance.random() < 0.3 else base + timedelta(seconds=chance.randrange(8))
+            )
+            if action == "register" or known is None:
+                user = chance.choice(["ann", "ben", "cem"])
+                locale = chance.choice(["fr-FR", "de-DE"])
+                permission = chance.choice([0, GRANTED, DENIED])
+                reply = await register(
+                    svc, device(user, token=token, locale=locale, permission=permission),
+                    app=app, client_time=client_time,
+                )  # fmt: skip
+                got = reply.device
+                if known is None:
+                    assert reply.created, where
+                    model[token] = Modelled(
+                        got.device_id, user, locale, permission or NOT_DETERMINED, ACTIVE,
+                        client_time or got.registered_at.ToDatetime(UTC),
+                        got.registered_at.ToDatetime(UTC),
+                    )  # fmt: skip
+                    entries.append((user, "DEVICE", "ACTIVE"))
+                    entries.append(
+                        (user, "PERMISSION", permission_name(permission or NOT_DETERMINED))
+                    )
+                    changes += 1
+                elif client_time is not None and client_time < known.changed_at:
+                    assert reply.superseded, where
+                    seen["register superseded"] += 1
+                    assert got.registered_at.ToDatetime(UTC) == known.registered_at, where
+                else:
+                    assert not reply.superseded, where
+                    assert not reply.created, where
+                    moved = user != known.user
+                    seen["moved" if moved else "registered again"] += 1
+                    assert reply.previous_user_id == (known.user if moved else ""), where
+                    new_permission = permission or known.permission
+                    revived = known.status != ACTIVE
+                    seen["revived"] += revived
+                    if moved or revived:
+                        entries.append((user, "DEVICE", "ACTIVE"))
+                    if new_permission != known.permission:
+                        entries.append((user, "PERMISSION", permission_name(new_permission)))
+                    if (
+                        moved
+                        or revived
+                        or new_permission != known.permission
+                        or (locale != known.locale)
+                    ):
+                        changes += 1
+                    known.user, known.locale, known.permission = user, locale, new_permission
+                    known.status = ACTIVE
+                    known.registered_at = got.registered_at.ToDatetime(UTC)
+                    known.changed_at = client_time or known.registered_at
+            elif action == "update":
+                user = chance.choice([known.user, "dan"])
+                locale = chance.choice(["fr-FR", "it-IT"])
+                reply_u = await update(
+                    svc, known.device_id, resources_pb2.Device(user_id=user, locale=locale),
+                    ["user_id", "locale"], app=app, client_time=client_time,
+                )  # fmt: skip
+                if client_time is not None and client_time < known.changed_at:
+                    assert reply_u.superseded, where
+                    seen["update superseded"] += 1
+                else:
+                    assert not reply_u.superseded, where
+                    seen["updated"] += 1
+                    if user != known.user:
+                        entries.append((user, "DEVICE", status_name(known.status)))
+                    if (user, locale) != (known.user, known.locale):
+                        changes += 1
+                    known.user, known.locale = user, locale
+                    if client_time is not None:
+                        known.changed_at = client_time
+                    else:
+                        known.changed_at = reply_u.device.updated_at.ToDatetime(UTC)
+            elif action == "unregister":
+                reply_r = await svc.stub.UnregisterDevice(
+                    messages_pb2.UnregisterDeviceRequest(app_id=app, token=token)
+                )
+                assert reply_r.device.status == UNREGISTERED, where
+                seen["unregistered again" if known.status == UNREGISTERED else "unregistered"] += 1
+                if known.status != UNREGISTERED:
+                    entries.append((known.user, "DEVICE", "UNREGISTERED"))
+                    changes += 1
+                    known.status = UNREGISTERED
+            else:
+                stale = chance.random() < 0.3
+                at = known.registered_at - timedelta(milliseconds=1) if stale else None
+                reply_i = await svc.stub.InvalidateDevice(report(token=token, at=at, app=app))
+                if known.status == INVALID:
+                    expected = messages_pb2.INVALIDATION_OUTCOME_ALREADY_INVALID
+                elif stale:
+                    expected = messages_pb2.INVALIDATION_OUTCOME_STALE
+                else:
+                    expected = messages_pb2.INVALIDATION_OUTCOME_INVALIDATED
+                    entries.append((known.user, "DEVICE", "INVALID"))
+                    changes += 1
+                    known.status = INVALID
+                assert reply_i.outcome == expected, where
+                seen[messages_pb2.InvalidationOutcome.Name(expected)] += 1
+
+            stored = {
+                d.token: (d.device_id, d.user_id, d.locale, d.permission, d.status)
+                for d in await listed(svc, app=app, statuses=[ACTIVE, INVALID, UNREGISTERED])
+            }
+            assert stored == {
+                token: (m.device_id, m.user, m.locale, m.permission, m.status)
+                for token, m in model.items()
+            }, where
+            subjects = {svc.pseudonyms.subject(app, u): u for u in ("ann", "ben", "cem", "dan")}
+            async with svc.uow(read_only=True) as work:
+                rows = (
+                    await work.session.execute(
+                        select(LedgerEntryRow.subject, LedgerEntryRow.kind, LedgerEntryRow.action)
+                        .where(LedgerEntryRow.app_id == app)
+                        .order_by(LedgerEntryRow.sequence)
+                    )
+                ).all()
+                fed, _ = await work.feed.read_after(app, 0, 100_000)
+            assert [(subjects[s], k, a) for s, k, a in rows] == entries, where
+            assert len(fed) == changes, where
+    # Every rule was exercised, so the agreement above means something.
+    assert set(seen) >= {
+        "register superseded",
+        "moved",
+        "registered again",
+        "revived",
+        "update superseded",
+        "updated",
+        "unregistered",
+        "unregistered again",
+        "INVALIDATION_OUTCOME_INVALIDATED",
+        "INVALIDATION_OUTCOME_ALREADY_INVALID",
+        "INVALIDATION_OUTCOME_STALE",
+    }, seen
