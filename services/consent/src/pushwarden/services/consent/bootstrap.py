@@ -23,6 +23,7 @@ from pushwarden.services.consent.handlers.consent import ChoiceHandlers
 from pushwarden.services.consent.handlers.devices import DeviceHandlers
 from pushwarden.services.consent.handlers.eligibility import EligibilityHandlers
 from pushwarden.services.consent.handlers.feed import FeedHandlers, FeedSettings
+from pushwarden.services.consent.handlers.gdpr import GdprHandlers
 from pushwarden.services.consent.handlers.health import HealthHandlers
 from pushwarden.services.consent.handlers.ledger import LedgerHandlers
 from pushwarden.services.consent.handlers.preferences import PreferenceHandlers
@@ -60,15 +61,18 @@ def bootstrap(config: ConsentConfig) -> ServiceApp[ConsentConfig]:
             poll_s=config.feed_poll_s,
         ),
     )
+    choices = ChoiceHandlers(deps)
+    preferences = PreferenceHandlers(deps)
     servicer = ConsentServicer(
         ConsentHandlers(
             categories=CategoryHandlers(deps),
             devices=DeviceHandlers(deps),
-            consent=ChoiceHandlers(deps),
+            consent=choices,
             ledger=LedgerHandlers(deps),
             feed=feed,
-            preferences=PreferenceHandlers(deps),
+            preferences=preferences,
             eligibility=EligibilityHandlers(deps),
+            gdpr=GdprHandlers(deps, choices, preferences),
             prompts=PromptHandlers(deps),
             health=HealthHandlers(deps),
         )

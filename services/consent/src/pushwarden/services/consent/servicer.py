@@ -19,6 +19,7 @@ from pushwarden.services.consent.handlers.consent import ChoiceHandlers
 from pushwarden.services.consent.handlers.devices import DeviceHandlers
 from pushwarden.services.consent.handlers.eligibility import EligibilityHandlers
 from pushwarden.services.consent.handlers.feed import FeedHandlers
+from pushwarden.services.consent.handlers.gdpr import GdprHandlers
 from pushwarden.services.consent.handlers.health import HealthHandlers
 from pushwarden.services.consent.handlers.ledger import LedgerHandlers
 from pushwarden.services.consent.handlers.preferences import PreferenceHandlers
@@ -27,6 +28,7 @@ from pushwarden.services.consent.rpc.categories import CategoryRpcs
 from pushwarden.services.consent.rpc.consent import ConsentRpcs
 from pushwarden.services.consent.rpc.devices import DeviceRpcs
 from pushwarden.services.consent.rpc.eligibility import EligibilityRpcs
+from pushwarden.services.consent.rpc.gdpr import GdprRpcs
 from pushwarden.services.consent.rpc.health import HealthRpcs
 from pushwarden.services.consent.rpc.ledger import HistoryRpcs
 from pushwarden.services.consent.rpc.preferences import PreferenceRpcs
@@ -47,6 +49,7 @@ class ConsentHandlers:
     feed: FeedHandlers
     preferences: PreferenceHandlers
     eligibility: EligibilityHandlers
+    gdpr: GdprHandlers
     prompts: PromptHandlers
     health: HealthHandlers
 
@@ -57,6 +60,7 @@ class ConsentServicer(
     HistoryRpcs,
     PreferenceRpcs,
     EligibilityRpcs,
+    GdprRpcs,
     PromptRpcs,
     HealthRpcs,
     DeviceRpcs,
@@ -71,5 +75,6 @@ class ConsentServicer(
         self._feed = handlers.feed
         self._preferences = handlers.preferences
         self._eligibility = handlers.eligibility
+        self._gdpr = handlers.gdpr
         self._prompts = handlers.prompts
         self._health = handlers.health

@@ -26,7 +26,7 @@ from pushwarden.services.consent.domain.consent import (
 )
 from pushwarden.services.consent.domain.devices import Device, DeviceStatus
 from pushwarden.services.consent.handlers.common import ConsentDeps, timestamp
-from pushwarden.services.consent.models import SuppressionRow
+from pushwarden.services.consent.storage.choices import Suppression
 
 MAX_USERS = 1000
 MAX_DEVICES_PER_USER = 10
@@ -77,7 +77,7 @@ def judge_user(
     choices: Choices,
     devices: Sequence[Device],
     preferences: resources_pb2.Preferences | None,
-    suppression: SuppressionRow | None,
+    suppression: Suppression | None,
 ) -> messages_pb2.UserEligibility:
     """One user's answer (pure: every input already loaded)."""
     marketing = category.kind is CategoryKind.MARKETING

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, select
@@ -82,15 +83,29 @@ class ChoiceRepository:
         return int(getattr(result, "rowcount", 0) or 0)
 
 
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    """An erased user id's record: when it was erased, and when an opt-in lifted it."""
+
+    erased_at: datetime
+    lifted_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        """Marketing is still suppressed."""
+        return self.lifted_at is None
+
+
 class SuppressionRepository:
     """The ``suppressions`` table, keyed by pseudonym."""
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def get(self, app_id: str, subject: str) -> SuppressionRow | None:
+    async def get(self, app_id: str, subject: str) -> Suppression | None:
         """The suppression record of a pseudonym, if any."""
-        return await self._session.get(SuppressionRow, (app_id, subject))
+        row = await self._session.get(SuppressionRow, (app_id, subject))
+        return None if row is None else Suppression(row.erased_at, row.lifted_at)
 
     async def active_among(self, app_id: str, subjects: Sequence[str]) -> set[str]:
         """The pseudonyms among ``subjects`` whose marketing is suppressed (one query)."""
@@ -103,18 +118,18 @@ class SuppressionRepository:
         )
         return set(rows)
 
-    async def of_subjects(self, app_id: str, subjects: Sequence[str]) -> dict[str, SuppressionRow]:
+    async def of_subjects(self, app_id: str, subjects: Sequence[str]) -> dict[str, Suppression]:
         """The suppression records of many pseudonyms (one query)."""
         rows = await self._session.scalars(
             select(SuppressionRow).where(
                 SuppressionRow.app_id == app_id, SuppressionRow.subject.in_(list(subjects))
             )
         )
-        return {row.subject: row for row in rows}
+        return {row.subject: Suppression(row.erased_at, row.lifted_at) for row in rows}
 
     async def lift(self, app_id: str, subject: str, now: datetime) -> bool:
         """An opt-in that lifts suppression was recorded after the erasure."""
-        row = await self.get(app_id, subject)
+        row = await self._session.get(SuppressionRow, (app_id, subject))
         if row is None or row.lifted_at is not None or now < row.erased_at:
             return False
         row.lifted_at = now
@@ -123,7 +138,7 @@ class SuppressionRepository:
 
     async def erase(self, app_id: str, subject: str, now: datetime) -> None:
         """Record (again) that the pseudonym was erased now; suppression in force."""
-        row = await self.get(app_id, subject)
+        row = await self._session.get(SuppressionRow, (app_id, subject))
         if row is None:
             self._session.add(
                 SuppressionRow(app_id=app_id, subject=subject, erased_at=now, lifted_at=None)

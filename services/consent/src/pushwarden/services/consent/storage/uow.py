@@ -19,6 +19,7 @@ from pushwarden.services.consent.storage.ledger import LedgerRepository
 from pushwarden.services.consent.storage.preferences import PreferencesRepository
 from pushwarden.services.consent.storage.prompts import PromptEventRepository
 from pushwarden.services.consent.storage.state import ServiceStateRepository
+from pushwarden.services.consent.storage.userdata import UserDataRepository
 
 # One lock for every append to the ledger and the change feed of this database.
 _APPEND_LOCK_KEY: Final = zlib.crc32(b"pushwarden.consent.appends")
@@ -38,6 +39,7 @@ class ConsentUnitOfWork(UnitOfWork):
         self.feed = ChangeFeedRepository(session)
         self.idempotency = IdempotencyRepository(session)
         self.state = ServiceStateRepository(session)
+        self.userdata = UserDataRepository(session)
         self.prompts = PromptEventRepository(session)
         self.health = AudienceHealthRepository(session)
         self._appending = False
