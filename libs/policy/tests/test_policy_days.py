@@ -4,7 +4,7 @@
 are checked against ``astimezone``; ``clock.day_view`` (a local day's quiet spans, their
 edges for one bisect, and the first quiet instant after each span) against a scan of
 ``quiet_window_at``; ``plan.compile_caps`` against the declared rule order; and the fast
-quiet-hours deferral against the tracing evaluator where its shortcut must not apply.
+quiet-hours deferral against the reference evaluator where its shortcut must not apply.
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def test_jitter_is_cut_to_a_short_gap_between_windows() -> None:
         local = decision.until.astimezone(ZoneInfo("Europe/Berlin")).time()
         assert time(7, 0) <= local < time(7, 10)
         minutes.add(local.minute)
-        assert len(decision.trace) > 0  # the tracing evaluator agrees (it checks)
+        assert len(decision.trace) > 0  # the reference evaluator agrees (it checks)
     assert minutes == set(range(10))  # still spread over the whole gap
 
 

@@ -111,7 +111,7 @@ def test_jitter_never_jumps_over_a_short_allowed_gap() -> None:
         assert (decision.outcome, decision.reason) == (Outcome.DEFER, Reason.QUIET_HOURS)
         assert decision.until is not None
         assert seven <= decision.until < seven + timedelta(minutes=15)
-        assert len(decision.trace) > 0  # the tracing evaluator reaches the same instant
+        assert len(decision.trace) > 0  # the reference evaluator reaches the same instant
         landed.append((decision.until - seven) // timedelta(minutes=1))
     assert set(landed) == set(range(15))  # spread over the whole gap
 

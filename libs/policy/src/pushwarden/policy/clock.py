@@ -31,6 +31,7 @@ __all__ = [
     "SEEDS",
     "TABLES_OF",
     "DayView",
+    "FoundTables",
     "QuietDay",
     "QuietTables",
     "add_seconds",
@@ -101,8 +102,15 @@ class QuietTables(NamedTuple):
     less than hashing a tuple)."""
 
 
+class FoundTables(NamedTuple):
+    """A ``TABLES_OF`` entry: the tables and the ``QuietHours`` value they were found for."""
+
+    quiet: QuietHours
+    tables: QuietTables
+
+
 _TABLES: Memo[tuple[QuietWindow, ...], QuietTables] = Memo("quiet tables", 4096)
-TABLES_OF: Memo[int, tuple[QuietHours, QuietTables]] = Memo("quiet tables by identity", 4096)
+TABLES_OF: Memo[int, FoundTables] = Memo("quiet tables by identity", 4096)
 """``quiet_tables`` by ``id(quiet)``, with the ``QuietHours`` they were found for."""
 _PER_DAY_LIMIT = 1 << 15
 _ZONES_LIMIT = 1024
@@ -114,9 +122,9 @@ def quiet_tables(quiet: QuietHours) -> QuietTables:
     The identity memo keeps the value it was keyed by, so its ``id`` is not reused while
     the entry lives.
     """
-    pair = TABLES_OF.data.get(id(quiet))
-    if pair is not None and pair[0] is quiet:
-        return pair[1]
+    known = TABLES_OF.data.get(id(quiet))
+    if known is not None and known.quiet is quiet:
+        return known.tables
     tables = _TABLES.data.get(quiet.windows)
     if tables is None:
         by_weekday = tuple(tuple(w for w in quiet.windows if day in w.weekdays) for day in range(7))
@@ -124,7 +132,7 @@ def quiet_tables(quiet: QuietHours) -> QuietTables:
             quiet.windows,
             QuietTables(by_weekday, {}, {}, {}, {}),
         )
-    TABLES_OF.put(id(quiet), (quiet, tables))
+    TABLES_OF.put(id(quiet), FoundTables(quiet, tables))
     return tables
 
 

@@ -4,8 +4,10 @@
 returns a ``Trace`` that ``reference.evaluate`` fills in from the same inputs when someone
 reads it; that check raises if the two ever disagree, and property tests run both on
 every drawn scenario. Each block of ``decide`` names the reference function it mirrors.
-The blocks are inlined on purpose: a call with its arguments costs about as much as a
-whole check, and ``decide`` runs hundreds of thousands of times a second.
+The common blocks are inlined on purpose (a call with its arguments costs about as much
+as a whole check, and ``decide`` runs hundreds of thousands of times a second); the caps
+go through ``_check_caps`` and rarer work (other cap rules, digests, the general
+deferral search) through the reference's own helpers.
 """
 
 from __future__ import annotations
@@ -202,7 +204,7 @@ def decide(
     # ``reference.check_zone``: a valid profile zone is one lookup.
     zone = _ZONES.get(recipient.zone)
     if zone is None:
-        zone = zone_and_step(recipient.zone, recipient.device_zone, rules.default_zone)[0]
+        zone, _ = zone_and_step(recipient.zone, recipient.device_zone, rules.default_zone)
         if zone is None:
             if marketing:
                 return _lazy(_DROP, _R_NO_TIMEZONE, None, message, recipient, hist, rules, now)
@@ -210,19 +212,21 @@ def decide(
     # ``clock.view_at``: the local day of ``now`` with its quiet spans, from the memo
     # (the app's quiet hours through the plan, a user's own through their tables).
     known = _PLANS.get(id(rules))
-    plan = known[1] if known is not None and known[0] is rules else rules_plan(rules)
+    plan = known.plan if known is not None and known.rules is rules else rules_plan(rules)
     quiet = recipient.quiet_hours
     if quiet is None:
         quiet = rules.quiet_hours
         days = plan.quiet_days.get(zone)
     else:
-        tables = _TABLES_OF.get(id(quiet))
-        days = (
-            tables[1] if tables is not None and tables[0] is quiet else quiet_tables(quiet)
-        ).days.get(zone)
+        found = _TABLES_OF.get(id(quiet))
+        tables = found.tables if found is not None and found.quiet is quiet else quiet_tables(quiet)
+        days = tables.days.get(zone)
     day = days.get(now.toordinal()) if days is not None else None
-    view = view_at(quiet, zone, now) if day is None else day[1] if now < day[0] else day[2]
-    spans, edges, clears, rooms = view[3:]
+    if day is None:
+        view = view_at(quiet, zone, now)
+    else:
+        view = day.before if now < day.switch else day.after
+    spans, edges, clears, rooms = view.spans, view.edges, view.clears, view.rooms
 
     # ``reference.check_caps``.
     reason: Reason | None = None
@@ -338,7 +342,9 @@ def _check_caps(
                 if frees <= now:
                     continue
             else:
-                start, end = (view[1], view[2]) if calendar_day else week_bounds(zone, view[0])
+                start, end = (
+                    (view.start, view.end) if calendar_day else week_bounds(zone, view.ordinal)
+                )
                 if kth < start:
                     continue
                 frees = calendar_free_at(calendar_day, limit, times, end, zone)

@@ -29,6 +29,7 @@ __all__ = [
     "SELECT_MARKETING",
     "CapPlan",
     "CategoryCap",
+    "Compiled",
     "OtherCap",
     "RollingCap",
     "RulesPlan",
@@ -130,23 +131,30 @@ def compile_caps(caps: tuple[CapRule, ...]) -> CapPlan:
     return CapPlan(tuple(rolling), tuple(per_category), tuple(other))
 
 
-PLANS: Memo[int, tuple[Rules, RulesPlan]] = Memo("rules plans", 1024)
-"""``rules_plan`` by ``id(rules)``, with the ``Rules`` it was built for."""
+class Compiled(NamedTuple):
+    """A ``PLANS`` entry: the plan and the ``Rules`` value it was built for."""
+
+    rules: Rules
+    plan: RulesPlan
+
+
+PLANS: Memo[int, Compiled] = Memo("rules plans", 1024)
+"""``rules_plan`` by ``id(rules)``."""
 
 
 def rules_plan(rules: Rules) -> RulesPlan:
     """The plan of ``rules``, memoised by identity (the entry keeps ``rules`` alive, so
     its ``id`` is not reused while the entry lives)."""
-    pair = PLANS.data.get(id(rules))
-    if pair is not None and pair[0] is rules:
-        return pair[1]
+    known = PLANS.data.get(id(rules))
+    if known is not None and known.rules is rules:
+        return known.plan
     plan = RulesPlan(
         int(rules.jitter.total_seconds()),
         compile_caps(rules.caps),
         {},
         quiet_tables(rules.quiet_hours).days,
     )
-    PLANS.put(id(rules), (rules, plan))
+    PLANS.put(id(rules), Compiled(rules, plan))
     return plan
 
 

@@ -466,15 +466,18 @@ class Search:
         return jitter_seconds(self.user_id, self.message.message_id, at, width)
 
 
+class _Period(NamedTuple):
+    start: datetime
+    opens: datetime
+    next_start: datetime
+
+
 _DIGEST_PERIODS: Memo[
-    tuple[DigestSlot, ZoneInfo, tuple[QuietWindow, ...], int],
-    tuple[tuple[datetime, datetime, datetime], tuple[datetime, datetime, datetime]],
+    tuple[DigestSlot, ZoneInfo, tuple[QuietWindow, ...], int], tuple[_Period, _Period]
 ] = Memo("digest periods", 1 << 14)
 
 
-def _digest_period(
-    search: Search, slot: DigestSlot, at: datetime
-) -> tuple[datetime, datetime, datetime]:
+def _digest_period(search: Search, slot: DigestSlot, at: datetime) -> _Period:
     """(start, slot opens, next start) of the period holding ``at``, from the periods
     around ``at``'s local day (memoised per slot, zone, quiet hours and local day): the
     one starting at that day's (week's) slot once it has passed, the one before
@@ -491,11 +494,12 @@ def _digest_period(
         periods = _DIGEST_PERIODS.put(
             key,
             (
-                (before, search.out_of_quiet(before), this),
-                (this, search.out_of_quiet(this), after),
+                _Period(before, search.out_of_quiet(before), this),
+                _Period(this, search.out_of_quiet(this), after),
             ),
         )
-    return periods[1] if at >= periods[1][0] else periods[0]
+    earlier, later = periods
+    return later if at >= later.start else earlier
 
 
 def schedule(

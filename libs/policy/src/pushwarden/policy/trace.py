@@ -170,8 +170,9 @@ class Trace:
 
     ``decide`` keeps the hot path free of per-step objects: it returns the trace in a
     compact form (the decision's own inputs, which are immutable values, and its answer)
-    and the steps are built the first time anyone reads them, by the engine's tracing
-    evaluator, which checks that it reaches the same outcome, reason and instant. Reading
+    and the steps are built the first time anyone reads them, by the reference evaluator
+    (``reference.evaluate``), checking that it reaches the same outcome, reason and
+    instant. Reading
     a trace is therefore as exact as building it eagerly, and costs a few microseconds
     once. Gate drops and untimed transactional allows share ready-made traces.
 
