@@ -259,7 +259,7 @@ def internal_status(error_id: str) -> status_pb2.Status:
 
 # SQLSTATEs (PostgreSQL) by the status they become; anything else from the database
 # driver that is an OperationalError counts as "database unavailable".
-_PG_ABORTED = {"40001": "SERIALIZATION_FAILURE", "40P01": "DEADLOCK"}
+_PG_ABORTED = {"40001", "40P01"}  # serialization failure, deadlock
 _PG_UNIQUE, _PG_FOREIGN_KEY = "23505", "23503"
 _PG_BUSY = {"55P03": "lock timeout", "57014": "statement timeout"}
 DATABASE_RETRY_AFTER_S = 1.0
@@ -303,7 +303,7 @@ def database_error(exc: BaseException) -> DomainError | None:
     if sqlstate in _PG_ABORTED:
         return Aborted(
             "the transaction lost a race with a concurrent one; retry the call",
-            reason=_PG_ABORTED[sqlstate],
+            reason="TRANSACTION_CONFLICT",
         )
     if sqlstate in _PG_BUSY or "database is locked" in text or "database table is locked" in text:
         return Unavailable(
@@ -312,7 +312,7 @@ def database_error(exc: BaseException) -> DomainError | None:
             retry_after_s=DATABASE_RETRY_AFTER_S,
         )
     if isinstance(exc, sa_exc.DataError):
-        return InvalidArgument("a value does not fit its column", reason="INVALID_VALUE")
+        return InvalidArgument("a value does not fit what the database accepts")
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or (
         exc.connection_invalidated
     ):

@@ -377,6 +377,30 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_IMMUTABLE_FIELD: _ErrorReason.ValueType  # 13
     """INVALID_ARGUMENT: an immutable field was given a different value."""
+    ERROR_REASON_CONCURRENT_WRITE: _ErrorReason.ValueType  # 14
+    """ABORTED: a concurrent request changed the same data first (a lost race the
+    handler's own checks could not see); retry the whole call.
+    """
+    ERROR_REASON_DATABASE_BUSY: _ErrorReason.ValueType  # 15
+    """UNAVAILABLE: the database is busy (a lock wait timed out, no connection
+    free in time); retry after the RetryInfo delay.
+    """
+    ERROR_REASON_DATABASE_UNAVAILABLE: _ErrorReason.ValueType  # 16
+    """UNAVAILABLE: the service cannot reach its database; retry after the
+    RetryInfo delay.
+    """
+    ERROR_REASON_TRANSACTION_CONFLICT: _ErrorReason.ValueType  # 17
+    """ABORTED: the transaction lost a serialization conflict or a deadlock with
+    a concurrent one; retry the whole call.
+    """
+    ERROR_REASON_CONSTRAINT_VIOLATION: _ErrorReason.ValueType  # 18
+    """FAILED_PRECONDITION: the change breaks a database constraint that the
+    request checks did not catch.
+    """
+    ERROR_REASON_INTERNAL_ERROR: _ErrorReason.ValueType  # 19
+    """INTERNAL: an unexpected server error; the ErrorInfo metadata carries the
+    `error_id` that the server's log line carries too.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable error reasons, sent as `google.rpc.ErrorInfo.reason` (the
@@ -427,6 +451,30 @@ every app, for an empty `app_id` on a follower stream).
 """
 ERROR_REASON_IMMUTABLE_FIELD: ErrorReason.ValueType  # 13
 """INVALID_ARGUMENT: an immutable field was given a different value."""
+ERROR_REASON_CONCURRENT_WRITE: ErrorReason.ValueType  # 14
+"""ABORTED: a concurrent request changed the same data first (a lost race the
+handler's own checks could not see); retry the whole call.
+"""
+ERROR_REASON_DATABASE_BUSY: ErrorReason.ValueType  # 15
+"""UNAVAILABLE: the database is busy (a lock wait timed out, no connection
+free in time); retry after the RetryInfo delay.
+"""
+ERROR_REASON_DATABASE_UNAVAILABLE: ErrorReason.ValueType  # 16
+"""UNAVAILABLE: the service cannot reach its database; retry after the
+RetryInfo delay.
+"""
+ERROR_REASON_TRANSACTION_CONFLICT: ErrorReason.ValueType  # 17
+"""ABORTED: the transaction lost a serialization conflict or a deadlock with
+a concurrent one; retry the whole call.
+"""
+ERROR_REASON_CONSTRAINT_VIOLATION: ErrorReason.ValueType  # 18
+"""FAILED_PRECONDITION: the change breaks a database constraint that the
+request checks did not catch.
+"""
+ERROR_REASON_INTERNAL_ERROR: ErrorReason.ValueType  # 19
+"""INTERNAL: an unexpected server error; the ErrorInfo metadata carries the
+`error_id` that the server's log line carries too.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 class _ItemStatus:
