@@ -320,8 +320,16 @@ def check(world: World, message: Message, now: datetime, decision: Decision) -> 
         assert outcome is Outcome.DROP
         assert until is None
         if reason is Reason.EXPIRED:
+            # Justified: nothing allows before the expiry (when the model sees that far).
             assert expires is not None
-            assert expires <= now + LOOK_AHEAD or world.allowed(message, expires) is not None
+            return "drop expired: nothing allows"
+        # The blocking reason: nothing allows within the engine's horizon either.
+        assert reason in {
+            Reason.CAPPED,
+            Reason.FREQUENCY_PREFERENCE,
+            Reason.QUIET_HOURS,
+            Reason.DIGEST,
+        }
         return "drop: nothing allows"
     if expires is not None and earliest >= expires:
         assert (outcome, reason, until) == (Outcome.DROP, Reason.EXPIRED, None)
