@@ -1,6 +1,6 @@
 """The consent service as a deployable: boots from its composition root on a real
-database, serves health and reflection, answers every RPC (UNIMPLEMENTED until issue 4),
-and refuses bad configuration at start."""
+database, serves health and reflection, answers each RPC it does not implement yet
+with UNIMPLEMENTED naming it, and refuses bad configuration at start."""
 
 from __future__ import annotations
 
