@@ -15,7 +15,8 @@ PATTERN = re.compile(r"""reason\s*=\s*["']([A-Z][A-Z0-9_]*)["']""")
 
 
 def test_every_raised_reason_is_in_the_contract() -> None:
-    known = {name.removeprefix("ERROR_REASON_") for name in types_pb2.ErrorReason.keys()}
+    names = types_pb2.ErrorReason.DESCRIPTOR.values_by_name
+    known = {name.removeprefix("ERROR_REASON_") for name in names}
     used: dict[str, list[str]] = {}
     for root in SOURCES:
         for path in root.rglob("*.py"):
