@@ -206,11 +206,25 @@ def scan(url: str, needles: list[str]) -> dict[str, list[str]]:
 async def test_erasure_leaves_nothing_personal_but_the_erased_change(harness: Harness) -> None:
     stub = harness.stub
     await populate(stub)
+    # A token that moved from the user to someone else: bob's change names the user.
+    await register(stub, "shared-token-42", types_pb2.PLATFORM_ANDROID, types_pb2.PROVIDER_FCM)
+    moved = await stub.RegisterDevice(
+        messages_pb2.RegisterDeviceRequest(
+            app_id=APP,
+            device=resources_pb2.Device(
+                user_id="bob",
+                platform=types_pb2.PLATFORM_ANDROID,
+                provider=types_pb2.PROVIDER_FCM,
+                token="shared-token-42",
+            ),
+        )
+    )
+    assert moved.previous_user_id == USER
     needles = [USER, *TOKENS, LOCALE, MODEL, REASON]
     assert set(scan(harness.url, needles))  # the needles are really there before
     reply = await stub.EraseUser(messages_pb2.EraseUserRequest(app_id=APP, user_id=USER))
     assert not reply.already_erased
-    assert reply.devices_deleted == 2
+    assert reply.devices_deleted == 2  # the shared token is bob's now
     assert reply.erasure.subject
     assert reply.cursor
     left = scan(harness.url, needles)

@@ -175,6 +175,7 @@ class ChangeRow(Base):
     __table_args__ = (
         Index("ix_changes_app_id_sequence", "app_id", "sequence"),
         Index("ix_changes_committed_at", "committed_at"),
+        Index("ix_changes_app_id_related_user_id", "app_id", "related_user_id"),
     )
 
     sequence: Mapped[int] = mapped_column(SEQUENCE, primary_key=True, autoincrement=False)
@@ -184,6 +185,9 @@ class ChangeRow(Base):
     committed_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # The Change message's detail, serialized (sequence and cursor are added on read).
     detail: Mapped[bytes] = mapped_column(LargeBinary)
+    # Another user the detail names (a token's previous owner), so that erasing that
+    # user can scrub it from this change too.
+    related_user_id: Mapped[str] = mapped_column(ID, server_default="")
 
 
 class IdempotencyKeyRow(Base):

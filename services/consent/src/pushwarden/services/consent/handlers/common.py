@@ -122,6 +122,7 @@ async def publish(
         kind=kind.value,
         committed_at=now,
         detail=change.SerializeToString(deterministic=True),
+        related_user_id=change.previous_user_id,
     )
 
 

@@ -101,6 +101,10 @@ class GdprHandlers:
             await work.idempotency.forget_owner(app_id, subject)
             await work.ledger.delete_payloads(subject)
             await work.feed.delete_user(app_id, user_id)
+            for sequence, detail in await work.feed.mentioning(app_id, user_id):
+                change = resources_pb2.Change.FromString(detail)
+                change.previous_user_id = ""
+                await work.feed.rewrite(sequence, change.SerializeToString(deterministic=True))
             await work.suppressions.erase(app_id, subject, now)
             await record(
                 work,

@@ -45,7 +45,14 @@ class ChangeFeedRepository:
         self._session = session
 
     async def append(
-        self, *, app_id: str, user_id: str, kind: str, committed_at: datetime, detail: bytes
+        self,
+        *,
+        app_id: str,
+        user_id: str,
+        kind: str,
+        committed_at: datetime,
+        detail: bytes,
+        related_user_id: str = "",
     ) -> int:
         """Append one change; returns its sequence. The caller holds the append lock.
 
@@ -66,6 +73,7 @@ class ChangeFeedRepository:
                 kind=kind,
                 committed_at=committed_at,
                 detail=detail,
+                related_user_id=related_user_id,
             )
         )
         await self._session.flush()
@@ -103,6 +111,23 @@ class ChangeFeedRepository:
             delete(ChangeRow).where(ChangeRow.committed_at < instant)
         )
         return int(getattr(result, "rowcount", 0) or 0)
+
+    async def mentioning(self, app_id: str, user_id: str) -> list[tuple[int, bytes]]:
+        """The changes of other users whose detail names ``user_id`` (sequence, detail)."""
+        rows = await self._session.execute(
+            select(ChangeRow.sequence, ChangeRow.detail).where(
+                ChangeRow.app_id == app_id, ChangeRow.related_user_id == user_id
+            )
+        )
+        return [(int(sequence), bytes(detail)) for sequence, detail in rows]
+
+    async def rewrite(self, sequence: int, detail: bytes) -> None:
+        """Replace a change's detail (erasure scrubbing another user's id from it)."""
+        row = await self._session.get(ChangeRow, sequence)
+        if row is not None:
+            row.detail = detail
+            row.related_user_id = ""
+            await self._session.flush()
 
     async def delete_user(self, app_id: str, user_id: str) -> int:
         """Erasure: delete a user's earlier changes (they carry personal data)."""
