@@ -24,8 +24,7 @@ from pushwarden.runtime.clock import shift_clock_file
 from pushwarden.runtime.servicetest import local_test_config, rich_error, serving
 from pushwarden.services.consent.bootstrap import bootstrap
 from pushwarden.services.consent.config import ConsentConfig
-from pushwarden.services.consent.domain.subjects import Pseudonyms
-from pushwarden.services.consent.models import DeviceRow, LedgerPayloadRow, SuppressionRow
+from pushwarden.services.consent.models import DeviceRow, LedgerPayloadRow
 from pushwarden.services.consent.storage.health import category_of_scope_key
 from pushwarden.services.consent.storage.uow import ConsentUow, unit_of_work_factory
 
@@ -163,11 +162,11 @@ def per_category(reply: messages_pb2.GetAudienceHealthResponse) -> dict[str, tup
 
 
 async def seed(svc: Service) -> None:
-    """The seeded app (see the expected figures in the tests below).
+    """The seeded app (the expected figures are in the tests below).
 
     Devices: u1 GRANTED + DENIED, u2 PROVISIONAL, u3 GRANTED, u4 DENIED only, u5 GRANTED
-    then invalidated, u6 GRANTED then unregistered, u7 GRANTED and erased, u8 and u9
-    GRANTED. Users with a usable device: u1 u2 u3 u7 u8 u9.
+    then invalidated, u6 GRANTED then unregistered, u7 GRANTED, erased and registered
+    again (suppressed), u8 and u9 GRANTED. Users with a usable device: u1 u2 u3 u7 u8 u9.
     """
     stub = svc.stub
     for app in (APP, "other"):
@@ -227,17 +226,10 @@ async def seed(svc: Service) -> None:
     await consent(stub, "u10", category_scope("promos"), OPT_OUT)
 
     shift_clock_file(svc.clock_file, to=NOW)
-    # Erasure's suppression record, as EraseUser leaves it (keyed by the pseudonym).
-    async with svc.uow() as work:
-        await work.session.execute(
-            insert(SuppressionRow).values(
-                app_id=APP,
-                subject=Pseudonyms(KEY).subject(APP, "u7"),
-                erased_at=NOW - timedelta(days=1),
-                lifted_at=None,
-            )
-        )
-        await work.commit()
+    # An erased user who registers again stays out of marketing (suppressed by pseudonym).
+    erased = await stub.EraseUser(messages_pb2.EraseUserRequest(app_id=APP, user_id="u7"))
+    assert erased.devices_deleted == 1
+    await register(stub, "u7", GRANTED)
 
 
 # Per category: kind, users allowed, opt-in rate (of the six users with a usable

@@ -123,7 +123,7 @@ class HealthHandlers:
             for user in users:
                 mine = choices.get(user, {})
                 record = suppressions.get(subjects[user])
-                suppressed = record is not None and record.lifted_at is None
+                suppressed = record is not None and record.active
                 for category in categories:
                     if judge_category(mine, category, PUSH, suppressed=suppressed).allowed:
                         allowed[category.category_id] += 1
