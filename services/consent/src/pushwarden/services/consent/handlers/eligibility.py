@@ -24,7 +24,7 @@ from pushwarden.services.consent.domain.consent import (
     marketing_opted_out,
     topic_subscribed,
 )
-from pushwarden.services.consent.domain.devices import Device, DeviceStatus
+from pushwarden.services.consent.domain.devices import DeviceStatus, DeviceSummary
 from pushwarden.services.consent.handlers.common import ConsentDeps, timestamp
 from pushwarden.services.consent.storage.choices import Suppression
 
@@ -45,12 +45,12 @@ class EligibilityQuery:
 
 
 def _devices_part(
-    devices: Sequence[Device],
-) -> tuple[list[Device], decision_pb2.DeviceDetail, bool]:
+    devices: Sequence[DeviceSummary],
+) -> tuple[list[DeviceSummary], decision_pb2.DeviceDetail, bool]:
     """Usable devices (newest first, at most 10), the counts, and whether any active
     device allows pushes."""
     active = [d for d in devices if d.status is DeviceStatus.ACTIVE]
-    usable = [d for d in active if d.permission.allows_push]
+    usable = [d for d in active if d.usable]
     counts = decision_pb2.DeviceDetail(
         usable=len(usable),
         without_permission=len(active) - len(usable),
@@ -60,7 +60,7 @@ def _devices_part(
 
 
 def _zone(
-    preferences: resources_pb2.Preferences | None, devices: Sequence[Device]
+    preferences: resources_pb2.Preferences | None, devices: Sequence[DeviceSummary]
 ) -> tuple[str, int]:
     if preferences is not None and preferences.time_zone_override:
         return preferences.time_zone_override, R.TIME_ZONE_SOURCE_PROFILE
@@ -75,7 +75,7 @@ def judge_user(
     category: Category,
     query: EligibilityQuery,
     choices: Choices,
-    devices: Sequence[Device],
+    devices: Sequence[DeviceSummary],
     preferences: resources_pb2.Preferences | None,
     suppression: Suppression | None,
 ) -> messages_pb2.UserEligibility:
@@ -114,18 +114,7 @@ def judge_user(
         allowed=not reasons,
         reason=reasons[0] if reasons else R.REASON_CODE_UNSPECIFIED,  # type: ignore[arg-type]
         reasons=reasons,  # type: ignore[arg-type]
-        devices=[
-            messages_pb2.UsableDevice(
-                device_id=d.device_id,
-                provider=d.provider.to_proto(),
-                token=d.token,
-                platform=d.platform.to_proto(),
-                permission=d.permission.to_proto(),
-                locale=d.locale,
-                app_version=d.app_version,
-            )
-            for d in usable
-        ],
+        devices=[device.to_usable_proto() for device in usable],
         time_zone=zone,
         time_zone_source=zone_source,  # type: ignore[arg-type]
         topic_state=topic_state,
@@ -171,7 +160,7 @@ class EligibilityHandlers:
                 )
             as_of = await work.ledger.head_sequence()
             choices = await work.choices.of_users(query.app_id, query.user_ids)
-            devices = await work.devices.devices_of_users(query.app_id, query.user_ids)
+            devices = await work.devices.summaries_of_users(query.app_id, query.user_ids)
             preferences = await work.preferences.of_users(query.app_id, query.user_ids)
             suppressions = await work.suppressions.of_subjects(
                 query.app_id, list(subjects.values())
