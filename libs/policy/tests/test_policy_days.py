@@ -34,9 +34,10 @@ from pushwarden.policy import (
 )
 from pushwarden.policy.clock import NEVER, day_view, quiet_window_at, view_at
 from pushwarden.policy.plan import (
-    CategoryCap,
     OtherCap,
     RollingCap,
+    ScopedCap,
+    ScopedGroup,
     caps_plan,
     compile_caps,
     rules_plan,
@@ -174,23 +175,26 @@ def test_compiled_caps_group_rules_and_keep_the_rest_in_order() -> None:
             CapRule(CapScope.CATEGORY, 2, timedelta(hours=6), count_transactional=True, name="g"),
         )
     )
-    rolling, per_category, other = compile_caps(rules.caps)
+    rolling, scoped, other = compile_caps(rules.caps)
     assert rolling == (
         RollingCap(3, timedelta(hours=24), False, False),
         RollingCap(9, timedelta(days=7), True, False),
     )
-    assert per_category == (CategoryCap(1, None, True, True, False),)
-    assert [rule.target for rule in other] == [None, None, "x", None]
-    assert [rule.limit for rule in other] == [1, 5, 2, 2]
+    assert scoped == (
+        ScopedGroup(False, (ScopedCap(1, None, True, True, False),)),  # per category
+        ScopedGroup(True, (ScopedCap(1, None, True, False, False),)),  # per campaign
+    )
+    assert [rule.target for rule in other] == [None, "x", None]
+    assert [rule.limit for rule in other] == [5, 2, 2]
     assert isinstance(other[0], OtherCap)
     plan = rules_plan(rules)
-    assert plan.caps == (rolling, per_category, other)
+    assert plan.caps == (rolling, scoped, other)
     assert rules_plan(rules) is plan  # memoised by identity
     # The opt-down rule a user adds is always evaluated last.
     parts = caps_plan(rules, plan, FrequencyPreference.DAILY_MAX, 0)
-    assert parts[:2] == (rolling, per_category)
-    assert parts[2][:-1] == other
-    assert parts[2][-1].preference is True
+    assert parts[:2] == (rolling, scoped)
+    assert parts.other[:-1] == other
+    assert parts.other[-1].preference is True
 
 
 def test_empty_id_sets_are_shared() -> None:

@@ -311,7 +311,7 @@ def _check_caps(
     and the reason of the one freeing last. A rule is full exactly when its
     ``limit``-th latest send lies in its window (the instants are sorted): one look, not
     a count."""
-    rolling, per_category, other = caps
+    rolling, scoped, other = caps
     dropped_by: Reason | None = None
     caps_free = now
     reason: Reason | None = None
@@ -327,13 +327,22 @@ def _check_caps(
                         dropped_by = dropped_by or (_R_FREQUENCY if preference else _R_CAPPED)
                     elif frees > caps_free:
                         caps_free, reason = frees, _R_FREQUENCY if preference else _R_CAPPED
-    if per_category:
-        category_id = message.category.category_id
-        built = hist.categories
-        times = built.get(category_id) if built is not None else None
-        if times is None:
-            times = hist.category_times(category_id)
-        for limit, window, calendar_day, drops, preference in per_category:
+    for by_source, group in scoped:
+        # The message's category (campaign or trigger) list, through the history's slot
+        # when already built.
+        if by_source:
+            campaign_id = message.campaign_id
+            built = hist.campaigns
+            times = built.get(campaign_id) if built is not None and campaign_id else None
+            if times is None:
+                times = hist.source_times(campaign_id, message.trigger_id)
+        else:
+            category_id = message.category.category_id
+            built = hist.categories
+            times = built.get(category_id) if built is not None else None
+            if times is None:
+                times = hist.category_times(category_id)
+        for limit, window, calendar_day, drops, preference in group:
             if len(times) < limit:
                 continue
             kth = times[-limit]

@@ -68,8 +68,9 @@ class ContactHistory:
 
     Immutable from the outside: ``with_sends`` returns a new history. Entries may come in
     any order. Each scope's sorted instants are built on first use and then kept.
-    ``marketing_times`` and ``categories`` (the marketing list and the per-category
-    marketing lists, the two a decision's hot path reads) hold ``None`` until built.
+    ``marketing_times``, ``categories`` and ``campaigns`` (the marketing list and the
+    per-category and per-campaign marketing lists, which a decision's hot path reads)
+    hold ``None`` until built.
     ``send_keys`` holds the sends' deduplication keys as the keys of a dict.
 
     An entry counts by its own ``kind``: a transactional send in a marketing category (or
@@ -77,7 +78,15 @@ class ContactHistory:
     transactional entry whatever its category, campaign or trigger.
     """
 
-    __slots__ = ("categories", "entries", "every", "marketing_times", "scoped", "send_keys")
+    __slots__ = (
+        "campaigns",
+        "categories",
+        "entries",
+        "every",
+        "marketing_times",
+        "scoped",
+        "send_keys",
+    )
 
     def __init__(self, entries: Iterable[ContactEntry] = ()) -> None:
         self.entries: tuple[ContactEntry, ...] = tuple(entries)
@@ -89,6 +98,7 @@ class ContactHistory:
         self.every: Times | None = None
         self.marketing_times: Times | None = None
         self.categories: dict[str, Times] | None = None
+        self.campaigns: dict[str, Times] | None = None
         self.scoped: dict[_Key, Times] | None = None
 
     def __len__(self) -> int:
@@ -132,9 +142,19 @@ class ContactHistory:
     ) -> Times:
         """Sorted UTC instants of the marketing sends (all if ``transactional``) of one
         campaign, or, for a message with no campaign, of one trigger."""
-        tx = 1 if transactional else 0
         if campaign_id is not None:
-            return self._scoped((_CAMPAIGN + tx, campaign_id))
+            if transactional:
+                return self._scoped((_CAMPAIGN_ALL, campaign_id))
+            built = self.campaigns
+            if built is None:
+                built = self.campaigns = {}
+            else:
+                times = built.get(campaign_id)
+                if times is not None:
+                    return times
+            times = built[campaign_id] = self._build((_CAMPAIGN, campaign_id))
+            return times
+        tx = 1 if transactional else 0
         if trigger_id is not None:
             return self._scoped((_TRIGGER + tx, trigger_id))
         return _EMPTY
@@ -194,11 +214,16 @@ class ContactHistory:
         # Lists already built are extended in place of rebuilding; the others stay lazy.
         new.every = _with(self.every, extra, _is_any)
         new.marketing_times = _with(self.marketing_times, extra, _is_marketing)
-        new.categories = new.scoped = None
+        new.categories = new.campaigns = new.scoped = None
         if self.categories is not None:
             new.categories = {
                 name: _grown(times, extra, _CATEGORY, name)
                 for name, times in self.categories.items()
+            }
+        if self.campaigns is not None:
+            new.campaigns = {
+                name: _grown(times, extra, _CAMPAIGN, name)
+                for name, times in self.campaigns.items()
             }
         if self.scoped is not None:
             new.scoped = {key: _grown(times, extra, *key) for key, times in self.scoped.items()}

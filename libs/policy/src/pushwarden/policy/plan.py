@@ -2,9 +2,10 @@
 
 This is engine plumbing, not API: ``decide`` reads plain tuples instead of comparing
 enums and dispatching on scopes for every rule of every decision. The rules are split
-in three groups evaluated in turn: the rolling ALL_MARKETING rules (they all read the
-one marketing list), the per-category rules (they all read the message's category),
-then every other rule in its declared order. Only the order of evaluation changes, never
+in four groups evaluated in turn: the rolling ALL_MARKETING rules (they all read the
+one marketing list), the per-category rules (they all read the message's category), the
+per-campaign rules (they all read the message's campaign or trigger), then every other
+rule in its declared order. Only the order of evaluation changes, never
 what a rule decides, and the reason a full rule gives is the same in either order: every
 app rule reports CAPPED, and the opt-down rule (FREQUENCY_PREFERENCE) always comes last.
 """
@@ -28,11 +29,12 @@ __all__ = [
     "SELECT_CATEGORY_ALL",
     "SELECT_MARKETING",
     "CapPlan",
-    "CategoryCap",
     "Compiled",
     "OtherCap",
     "RollingCap",
     "RulesPlan",
+    "ScopedCap",
+    "ScopedGroup",
     "caps_plan",
     "compile_caps",
     "rules_plan",
@@ -56,8 +58,9 @@ class RollingCap(NamedTuple):
     preference: bool
 
 
-class CategoryCap(NamedTuple):
-    """A CATEGORY rule for every category (no target) counting marketing sends only."""
+class ScopedCap(NamedTuple):
+    """A CATEGORY or CAMPAIGN rule for each category (campaign) separately (no target),
+    counting marketing sends only."""
 
     limit: int
     window: timedelta | None
@@ -78,11 +81,19 @@ class OtherCap(NamedTuple):
     preference: bool
 
 
+class ScopedGroup(NamedTuple):
+    """The per-category rules (``by_source`` False) or the per-campaign ones (True)."""
+
+    by_source: bool
+    caps: tuple[ScopedCap, ...]
+
+
 class CapPlan(NamedTuple):
-    """A rule list split in the three groups, each in declared order."""
+    """A rule list split in its groups, each in declared order; ``scoped`` holds only the
+    scoped groups that have rules, the per-category one first."""
 
     rolling: tuple[RollingCap, ...]
-    per_category: tuple[CategoryCap, ...]
+    scoped: tuple[ScopedGroup, ...]
     other: tuple[OtherCap, ...]
 
 
@@ -111,7 +122,8 @@ def _selector(rule: CapRule) -> int:
 def compile_caps(caps: tuple[CapRule, ...]) -> CapPlan:
     """``caps`` split and compiled for the fast path."""
     rolling: list[RollingCap] = []
-    per_category: list[CategoryCap] = []
+    per_category: list[ScopedCap] = []
+    per_source: list[ScopedCap] = []
     other: list[OtherCap] = []
     for rule in caps:
         selector = _selector(rule)
@@ -121,14 +133,21 @@ def compile_caps(caps: tuple[CapRule, ...]) -> CapPlan:
         if selector == SELECT_MARKETING and window is not None:
             rolling.append(RollingCap(rule.limit, window, drops, rule.user_preference))
         elif selector == SELECT_CATEGORY and rule.target_id is None:
-            per_category.append(CategoryCap(rule.limit, window, day, drops, rule.user_preference))
+            per_category.append(ScopedCap(rule.limit, window, day, drops, rule.user_preference))
+        elif selector == SELECT_CAMPAIGN and rule.target_id is None:
+            per_source.append(ScopedCap(rule.limit, window, day, drops, rule.user_preference))
         else:
             other.append(
                 OtherCap(
                     selector, rule.target_id, window, day, rule.limit, drops, rule.user_preference
                 )
             )
-    return CapPlan(tuple(rolling), tuple(per_category), tuple(other))
+    scoped = tuple(
+        ScopedGroup(by_source, tuple(group))
+        for by_source, group in ((False, per_category), (True, per_source))
+        if group
+    )
+    return CapPlan(tuple(rolling), scoped, tuple(other))
 
 
 class Compiled(NamedTuple):
