@@ -10,8 +10,6 @@ wait in this process. Either everything is durable or nothing is.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,31 +20,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pushwarden.consent.v1 import resources_pb2
 from pushwarden.runtime.clock import Clock
 from pushwarden.runtime.errors import AlreadyExists
+from pushwarden.runtime.feed import FeedSignal
 from pushwarden.services.consent.domain.changes import ChangeKind
 from pushwarden.services.consent.domain.ledger import EntryKind, StoredEntry
 from pushwarden.services.consent.domain.subjects import Pseudonyms
 from pushwarden.services.consent.storage.idempotency import Remembered
 from pushwarden.services.consent.storage.ledger import NewEntry
 from pushwarden.services.consent.storage.uow import ConsentUnitOfWork, ConsentUow
-
-
-class FeedSignal:
-    """Wakes WatchChanges streams of this process when a change commits (followers on
-    other replicas notice by polling)."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def notify(self) -> None:
-        """A change committed: wake every waiter."""
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait(self, timeout_s: float) -> None:
-        """Wait for the next change or ``timeout_s``, whichever comes first."""
-        event = self._event
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,11 +16,10 @@ from datetime import timedelta
 
 from pushwarden.consent.v1 import messages_pb2, resources_pb2
 from pushwarden.runtime.errors import OutOfRange
+from pushwarden.runtime.feed import Batch, StreamTiming, encode_cursor, stream
 from pushwarden.runtime.workers import WorkerContext
-from pushwarden.services.consent.domain.changes import encode_cursor
 from pushwarden.services.consent.handlers.common import ConsentDeps
 from pushwarden.services.consent.storage.feed import StoredChange
-from pushwarden.services.consent.storage.uow import ConsentUnitOfWork
 
 PURGED_THROUGH = "feed_purged_through"
 RETENTION_INTERVAL_S = 3600.0
@@ -68,7 +67,7 @@ class FeedHandlers:
                 return await work.feed.head()
             return purged
 
-    async def watch(
+    def watch(
         self,
         app_id: str,
         after: int,
@@ -79,47 +78,31 @@ class FeedHandlers:
     ) -> AsyncIterator[messages_pb2.WatchChangesResponse]:
         """Stream changes after ``after``; ``announce`` sends a first empty caught-up
         message (a from-head start, so the follower can store its cursor)."""
-        deps, settings = self._deps, self._settings
-        position = after
-        if announce:
-            yield messages_pb2.WatchChangesResponse(
-                cursor=encode_cursor(app_id, position), caught_up=True
-            )
-        idle_for = 0.0
-        while True:
-            async with deps.uow(read_only=True) as work:
-                changes, resume, complete = await self._read(work, app_id, position, batch, kinds)
-            if resume != position or changes:
-                position = resume
-                idle_for = 0.0
-                yield messages_pb2.WatchChangesResponse(
-                    changes=[change_proto(change, app_id) for change in changes],
-                    cursor=encode_cursor(app_id, position),
-                    caught_up=complete,
-                )
-                if not complete:
-                    continue
-            if stop_at_head:
-                if not changes:
-                    yield messages_pb2.WatchChangesResponse(
-                        cursor=encode_cursor(app_id, position), caught_up=True
-                    )
-                return
-            if idle_for >= settings.heartbeat_s:
-                idle_for = 0.0
-                yield messages_pb2.WatchChangesResponse(
-                    cursor=encode_cursor(app_id, position), caught_up=True
-                )
-            await deps.signal.wait(settings.poll_s)
-            idle_for += settings.poll_s
+        deps = self._deps
 
-    @staticmethod
-    async def _read(
-        work: ConsentUnitOfWork, app_id: str, after: int, batch: int, kinds: Collection[str]
-    ) -> tuple[list[StoredChange], int, bool]:
-        """A batch after ``after``, where to resume, and whether that reaches the head."""
-        changes, resume = await work.feed.read_after(app_id or None, after, batch, kinds)
-        return changes, resume, resume >= await work.feed.head()
+        async def read(position: int) -> Batch[StoredChange]:
+            async with deps.uow(read_only=True) as work:
+                changes, resume = await work.feed.read_after(app_id or None, position, batch, kinds)
+                return Batch(changes, resume, resume >= await work.feed.head())
+
+        def message(
+            changes: list[StoredChange], position: int, caught_up: bool
+        ) -> messages_pb2.WatchChangesResponse:
+            return messages_pb2.WatchChangesResponse(
+                changes=[change_proto(change, app_id) for change in changes],
+                cursor=encode_cursor(app_id, position),
+                caught_up=caught_up,
+            )
+
+        return stream(
+            start=after,
+            read=read,
+            message=message,
+            signal=deps.signal,
+            timing=StreamTiming(self._settings.heartbeat_s, self._settings.poll_s),
+            stop_at_head=stop_at_head,
+            announce=announce,
+        )
 
     async def purge(self) -> int:
         """Drop changes older than the retention; remember how far (for CURSOR_EXPIRED)."""

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pushwarden.consent.v1 import messages_pb2, resources_pb2
-from pushwarden.services.consent.domain.changes import ChangeKind, encode_cursor
+from pushwarden.runtime.feed import encode_cursor
+from pushwarden.services.consent.domain.changes import ChangeKind
 from pushwarden.services.consent.domain.ledger import EntryKind
 from pushwarden.services.consent.handlers.common import ConsentDeps, publish, record
 from pushwarden.services.consent.handlers.consent import ChoiceHandlers

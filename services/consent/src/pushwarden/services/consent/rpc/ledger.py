@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 
 from pushwarden.consent.v1 import consent_pb2_grpc, messages_pb2
 from pushwarden.runtime.auth import require_app
+from pushwarden.runtime.feed import decode_cursor
 from pushwarden.runtime.validation import Violations, decode_page_token, encode_page_token
-from pushwarden.services.consent.domain.changes import ChangeKind, decode_cursor
+from pushwarden.services.consent.domain.changes import ChangeKind
 from pushwarden.services.consent.handlers.feed import FeedHandlers
 from pushwarden.services.consent.handlers.ledger import LedgerHandlers
 from pushwarden.services.consent.rpc.context import Context

@@ -1,0 +1,128 @@
+"""Ordered change feeds served from a cursor (consent's WatchChanges, segmentation's
+StreamEvents): the pieces every such feed shares.
+
+Storage side (each service's own repository): a change gets its sequence from a counter
+while the writer holds a lock that it keeps until commit (a transaction-scoped advisory
+lock on PostgreSQL, the single writer on SQLite), so sequences are handed out in commit
+order and a reader that asks for ``sequence > cursor`` never skips a change that commits
+later with a smaller number. Sequences are never reused, also after retention or erasure
+deleted rows.
+
+Serving side (here): an opaque cursor bound to the feed's filter, a signal that wakes
+the streams of this process when a change commits, and the loop that streams batches,
+reports ``caught_up``, sends heartbeats while idle and polls for changes committed by
+other replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class FeedSignal:
+    """Wakes the feed streams of this process when a change commits."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        """A change committed: wake every waiter."""
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout_s: float) -> None:
+        """Wait for the next change or ``timeout_s``, whichever comes first."""
+        event = self._event
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout_s)
+
+
+def _filter_tag(filter_key: str) -> str:
+    return hashlib.sha256(filter_key.encode()).hexdigest()[:12]
+
+
+def encode_cursor(filter_key: str, sequence: int) -> str:
+    """The cursor after change ``sequence`` of the feed filtered by ``filter_key`` (for
+    example the app id, "" for every app)."""
+    raw = f"v1:{sequence}:{_filter_tag(filter_key)}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, filter_key: str) -> int | None:
+    """The sequence in ``cursor``; None when it is malformed or was made for another
+    filter."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, sequence, tag = raw.split(":")
+        value = int(sequence)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if version != "v1" or tag != _filter_tag(filter_key) or value < 0:
+        return None
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Batch(Generic[T]):
+    """What one read of a feed returns: the wanted items (after any kind filter), the
+    sequence to resume after (past filtered-out items too) and whether that is the head."""
+
+    items: list[T]
+    resume: int
+    at_head: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTiming:
+    """How an idle stream behaves."""
+
+    heartbeat_s: float
+    poll_s: float
+
+
+async def stream(
+    *,
+    start: int,
+    read: Callable[[int], Awaitable[Batch[T]]],
+    message: Callable[[list[T], int, bool], R],
+    signal: FeedSignal,
+    timing: StreamTiming,
+    stop_at_head: bool,
+    announce: bool,
+) -> AsyncIterator[R]:
+    """Stream a feed after sequence ``start``: ``read(after)`` returns the next batch,
+    ``message(items, resume, caught_up)`` builds a response. ``announce`` first sends an
+    empty caught-up message (a from-head start, so the follower can store its cursor);
+    ``stop_at_head`` ends the stream once caught up; otherwise an idle stream sends an
+    empty caught-up heartbeat every ``heartbeat_s`` and checks for new changes every
+    ``poll_s`` (at once when this process commits one)."""
+    position = start
+    if announce:
+        yield message([], position, True)
+    idle_for = 0.0
+    while True:
+        batch = await read(position)
+        if batch.resume != position or batch.items:
+            position = batch.resume
+            idle_for = 0.0
+            yield message(batch.items, position, batch.at_head)
+            if not batch.at_head:
+                continue
+        if stop_at_head:
+            if not batch.items:
+                yield message([], position, True)
+            return
+        if idle_for >= timing.heartbeat_s:
+            idle_for = 0.0
+            yield message([], position, True)
+        await signal.wait(timing.poll_s)
+        idle_for += timing.poll_s
