@@ -126,7 +126,7 @@ def test_explain_quiet_hours_and_jitter() -> None:
     )
     assert lines[-3].endswith("2026-11-24T06:00Z")
     jitter = decision.until - datetime(2026, 11, 24, 6, 0, tzinfo=UTC)  # type: ignore[operator]
-    assert lines[-2].startswith("earliest instant every rule allows: ")
+    assert lines[-2].startswith("earliest instant every rule allows: 2026-11-24T06:00Z, spread to ")
     assert f"quiet hours end, +{format_duration(jitter)} jitter" in lines[-2]
 
 

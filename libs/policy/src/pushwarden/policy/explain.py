@@ -148,6 +148,13 @@ def _schedule_text(step: ScheduleStep) -> str:
     path = "; ".join(moves)
     if step.until is None:
         return f"no instant before the message expires satisfies every rule ({path})"
+    spread = step.hops[-1].jitter_s if step.hops else 0
+    if spread:
+        earliest = step.until - timedelta(seconds=spread)
+        return (
+            f"earliest instant every rule allows: {format_instant(earliest)}, spread to "
+            f"{format_instant(step.until)} within the allowed stretch ({path})"
+        )
     return f"earliest instant every rule allows: {format_instant(step.until)} ({path})"
 
 

@@ -274,6 +274,9 @@ def lazy_trace(source: tuple[object, ...]) -> Trace:
 class Decision(NamedTuple):
     """The policy's answer: ALLOW, DEFER until an instant, or DROP, with the reason.
 
+    ``until`` is set for a DEFER only (ALLOW and DROP carry None); ``reason`` is None for
+    an ALLOW only.
+
     ``trace`` is every check evaluated with its numbers (a ``Trace``, built on first read).
     """
 
