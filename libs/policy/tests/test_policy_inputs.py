@@ -8,16 +8,19 @@ anything else is refused with an error that names the field and the valid names.
 
 from __future__ import annotations
 
+import ast
 import enum
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import pushwarden.policy as package
 from pushwarden.policy import (
     CalendarWindow,
     CapAction,
@@ -164,3 +167,21 @@ def test_inputs_built_from_names_decide_as_the_members_do(
     assert members == names
     assert decide(*members, now)[:3] == decide(*names, now)[:3]
     assert replace(names[3], caps=()).preference_on_exceed is preference
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    for path in Path(package.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
+
+
+def test_the_public_api_holds_no_engine_plumbing() -> None:
+    exported = set(package.__all__)
+    assert not exported & {"CapPlan", "split_plan", "RollingPlan", "CategoryPlan", "PlanParts"}
+    assert not hasattr(Recipient("u"), "marketing_blocked")
+    rule = CapRule(CapScope.ALL_MARKETING, 1, timedelta(hours=1))
+    assert not hasattr(rule, "plan")
+    assert not hasattr(rule, "selector")

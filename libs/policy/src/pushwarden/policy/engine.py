@@ -226,7 +226,7 @@ def decide(
         view = view_at(quiet, zone, now)
     else:
         view = day.before if now < day.switch else day.after
-    spans, edges, clears, rooms = view.spans, view.edges, view.clears, view.rooms
+    _, _, _, spans, edges, clears, rooms = view
 
     # ``reference.check_caps``.
     reason: Reason | None = None
