@@ -1,33 +1,60 @@
 """Composition root of the segmentation service: the one place that wires it together.
 
-:func:`bootstrap` turns a :class:`SegmentationConfig` into a ready app (database connected and
-migrated, servicer built); the entrypoint and the tests both call it, so what the tests
-exercise is what production runs.
+:func:`bootstrap` turns a :class:`SegmentationConfig` into a ready app: the database
+connected and migrated, the unit-of-work factory, the handlers on it and the service's
+clock, the servicer on the handlers, the hosted workers. The entrypoint and the tests
+both call it, so what the tests exercise is what production runs.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pushwarden.runtime.app import ServiceApp, open_database
+from pushwarden.runtime.clock import clock_for
 from pushwarden.runtime.unimplemented import service_handler
+from pushwarden.runtime.workers import Worker
 from pushwarden.services.segmentation.config import SegmentationConfig
+from pushwarden.services.segmentation.handlers.common import SegmentationDeps
+from pushwarden.services.segmentation.handlers.events import EventHandlers, StreamSettings
+from pushwarden.services.segmentation.handlers.profiles import ProfileHandlers, ProfileReads
 from pushwarden.services.segmentation.servicer import (
     SERVICE_DESCRIPTOR,
     SERVICE_NAME,
+    SegmentationHandlers,
     SegmentationServicer,
 )
+from pushwarden.services.segmentation.storage.uow import unit_of_work_factory
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def bootstrap(config: SegmentationConfig) -> ServiceApp[SegmentationConfig]:
-    """Connect to the database, apply pending migrations and build the servicer.
+    """Connect to the database, apply pending migrations and wire the service.
 
     Raises :class:`pushwarden.runtime.db.DatabaseUnavailable` (a one-line config error
     naming the database variable) when the database cannot be reached.
     """
     database = open_database(config, MIGRATIONS)
-    servicer = SegmentationServicer()
-    handler = service_handler(SERVICE_DESCRIPTOR, servicer)
-    return ServiceApp(config, database, handlers=(handler,), service_names=(SERVICE_NAME,))
+    deps = SegmentationDeps(
+        uow=unit_of_work_factory(database),
+        clock=clock_for(config.clock_file),
+        retention=timedelta(days=config.event_retention_days),
+    )
+    events = EventHandlers(
+        deps, StreamSettings(heartbeat_s=config.stream_heartbeat_s, poll_s=config.stream_poll_s)
+    )
+    servicer = SegmentationServicer(
+        SegmentationHandlers(
+            profiles=ProfileHandlers(deps), events=events, profile_reads=ProfileReads(deps)
+        )
+    )
+    return ServiceApp(
+        config,
+        database,
+        handlers=(service_handler(SERVICE_DESCRIPTOR, servicer),),
+        service_names=(SERVICE_NAME,),
+        clock=deps.clock,
+        workers=(Worker("event-retention", events.retention_worker),),
+    )

@@ -27,3 +27,24 @@ class SegmentationConfig(ServiceConfig):
         "to erase users: host:port, or dns:///host:port to balance over every replica the "
         "name resolves to.",
     )
+    event_retention_days: int = setting(
+        90,
+        help="Days events are kept (segment predicates and StreamEvents): an event whose "
+        "occurred_at is older is REJECTED by TrackEvents, and an older stream cursor is "
+        "CURSOR_EXPIRED.",
+        minimum=7,
+        maximum=3 * 366,
+    )
+    stream_heartbeat_s: float = setting(
+        10.0,
+        help="Seconds between heartbeats of an idle StreamEvents stream.",
+        minimum=0.05,
+        maximum=30,
+    )
+    stream_poll_s: float = setting(
+        0.5,
+        help="Seconds between checks for events committed by other replicas while a "
+        "StreamEvents stream is idle (events of this process wake it at once).",
+        minimum=0.01,
+        maximum=10,
+    )

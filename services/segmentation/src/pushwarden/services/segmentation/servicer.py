@@ -1,16 +1,22 @@
 """The gRPC face of the segmentation service.
 
-:class:`SegmentationServicer` subclasses the generated ``SegmentationServiceServicer``,
-so mypy checks every method against the contract. Each method checks the caller may use the app,
-converts the request, calls one handler and converts the result. RPCs it does not
-override answer UNIMPLEMENTED, naming themselves.
+:class:`SegmentationServicer` composes one mixin per area (``rpc/``); each subclasses the
+generated ``SegmentationServiceServicer``, so mypy checks every method against the
+contract. A method checks that the caller may use the app, converts the request to
+domain values, calls one handler and converts the result; nothing else. RPCs no mixin
+overrides answer UNIMPLEMENTED, naming themselves.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from google.protobuf.descriptor import ServiceDescriptor
 
-from pushwarden.segmentation.v1 import segmentation_pb2, segmentation_pb2_grpc
+from pushwarden.segmentation.v1 import segmentation_pb2
+from pushwarden.services.segmentation.handlers.events import EventHandlers
+from pushwarden.services.segmentation.handlers.profiles import ProfileHandlers, ProfileReads
+from pushwarden.services.segmentation.rpc.ingest import IngestRpcs
 
 SERVICE_DESCRIPTOR: ServiceDescriptor = segmentation_pb2.DESCRIPTOR.services_by_name[
     "SegmentationService"
@@ -18,5 +24,19 @@ SERVICE_DESCRIPTOR: ServiceDescriptor = segmentation_pb2.DESCRIPTOR.services_by_
 SERVICE_NAME: str = SERVICE_DESCRIPTOR.full_name
 
 
-class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
-    """Implements ``pushwarden.segmentation.v1.SegmentationService``; no RPC is implemented yet."""
+@dataclass(frozen=True, slots=True)
+class SegmentationHandlers:
+    """Every area's handlers, as the composition root builds them."""
+
+    profiles: ProfileHandlers
+    events: EventHandlers
+    profile_reads: ProfileReads
+
+
+class SegmentationServicer(IngestRpcs):
+    """Implements ``pushwarden.segmentation.v1.SegmentationService``."""
+
+    def __init__(self, handlers: SegmentationHandlers) -> None:
+        self._profiles = handlers.profiles
+        self._events = handlers.events
+        self._profile_reads = handlers.profile_reads

@@ -1,0 +1,210 @@
+"""TrackEvents, StreamEvents and the events' retention.
+
+Appends are serialised under the append lock held until commit (see
+:mod:`..storage.events`), so reading ``sequence > cursor`` in order never skips an event
+that commits later with a smaller sequence. An idle stream sends a heartbeat (an empty
+``caught_up`` message) every ``heartbeat_s``; it notices events committed in this
+process at once and those of other replicas within ``poll_s``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Final
+
+from pushwarden.runtime.errors import OutOfRange
+from pushwarden.runtime.workers import WorkerContext
+from pushwarden.segmentation.v1 import messages_pb2, resources_pb2
+from pushwarden.services.segmentation.domain.events import (
+    TrackedEvent,
+    encode_cursor,
+    event_proto,
+)
+from pushwarden.services.segmentation.handlers.common import SegmentationDeps
+from pushwarden.services.segmentation.storage.events import NewEvent, StoredEvent
+
+PURGED_THROUGH: Final = "events_purged_through"
+RETENTION_INTERVAL_S: Final = 3600.0
+MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """How the stream behaves (from the service's config)."""
+
+    heartbeat_s: float
+    poll_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """What happened to one event: APPLIED, UNCHANGED or REJECTED (with field and why)."""
+
+    event_id: str
+    status: str
+    field: str = ""
+    message: str = ""
+
+
+def stored_event_proto(event: StoredEvent) -> resources_pb2.Event:
+    """A stored event as the contract's Event."""
+    return event_proto(
+        sequence=event.sequence,
+        app_id=event.app_id,
+        event_id=event.event_id,
+        user_id=event.user_id,
+        name=event.name,
+        occurred_at=event.occurred_at,
+        received_at=event.received_at,
+        properties_blob=event.properties_blob,
+    )
+
+
+class EventHandlers:
+    """Record events, serve the stream, keep the retention."""
+
+    def __init__(self, deps: SegmentationDeps, settings: StreamSettings) -> None:
+        self._deps = deps
+        self._settings = settings
+
+    async def track(self, app_id: str, events: Sequence[TrackedEvent]) -> list[EventOutcome]:
+        """Record a checked batch: a skewed event is REJECTED alone, a known id (or one
+        repeated in the batch) is UNCHANGED, the rest are APPLIED in one transaction."""
+        deps = self._deps
+        outcomes: list[EventOutcome | None] = [None] * len(events)
+        async with deps.uow() as work:
+            await work.lock_appends()
+            now = deps.clock.now()
+            oldest = now - deps.retention
+            candidates: list[tuple[int, TrackedEvent]] = []
+            for index, event in enumerate(events):
+                if event.occurred_at > now + MAX_FUTURE_SKEW:
+                    outcomes[index] = EventOutcome(
+                        event.event_id,
+                        "REJECTED",
+                        f"events[{index}].occurred_at",
+                        "more than 5 minutes in the future",
+                    )
+                elif event.occurred_at < oldest:
+                    outcomes[index] = EventOutcome(
+                        event.event_id,
+                        "REJECTED",
+                        f"events[{index}].occurred_at",
+                        f"older than the retention ({deps.retention.days} days)",
+                    )
+                else:
+                    candidates.append((index, event))
+            known = await work.events.known_ids(app_id, [e.event_id for _, e in candidates])
+            new: list[NewEvent] = []
+            for index, event in candidates:
+                if event.event_id in known:
+                    outcomes[index] = EventOutcome(event.event_id, "UNCHANGED")
+                    continue
+                known.add(event.event_id)
+                outcomes[index] = EventOutcome(event.event_id, "APPLIED")
+                new.append(
+                    NewEvent(
+                        event.event_id,
+                        event.user_id,
+                        event.name,
+                        event.occurred_at,
+                        event.properties,
+                        event.properties_blob,
+                    )
+                )
+            await work.events.append(app_id, new, now)
+            await work.commit()
+        if new:
+            deps.signal.notify()
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def start_sequence(self, cursor: int | None, from_head: bool) -> int:
+        """Where a stream starts: after ``cursor`` (OUT_OF_RANGE CURSOR_EXPIRED when
+        retention dropped events after it), at the head, or before the oldest."""
+        async with self._deps.uow(read_only=True) as work:
+            purged = int(await work.state.get(PURGED_THROUGH) or 0)
+            if cursor is not None:
+                if cursor < purged:
+                    raise OutOfRange(
+                        "the cursor is older than the events' retention; follow again "
+                        "from the head",
+                        reason="CURSOR_EXPIRED",
+                        metadata={"purged_through": str(purged)},
+                    )
+                return cursor
+            if from_head:
+                return await work.events.head()
+            return purged
+
+    async def stream(
+        self,
+        app_id: str,
+        after: int,
+        names: Collection[str],
+        batch: int,
+        stop_at_head: bool,
+        announce: bool,
+    ) -> AsyncIterator[messages_pb2.StreamEventsResponse]:
+        """Stream events after ``after``; ``announce`` sends a first empty caught-up
+        message (a from-head start, so the follower can store its cursor)."""
+        deps, settings = self._deps, self._settings
+        position = after
+        if announce:
+            yield messages_pb2.StreamEventsResponse(
+                cursor=encode_cursor(app_id, position), caught_up=True
+            )
+        idle_for = 0.0
+        while True:
+            async with deps.uow(read_only=True) as work:
+                events, resume = await work.events.read_after(
+                    app_id or None, position, batch, names
+                )
+                complete = resume >= await work.events.head()
+            if resume != position or events:
+                position = resume
+                idle_for = 0.0
+                yield messages_pb2.StreamEventsResponse(
+                    events=[stored_event_proto(event) for event in events],
+                    cursor=encode_cursor(app_id, position),
+                    caught_up=complete,
+                )
+                if not complete:
+                    continue
+            if stop_at_head:
+                if not events:
+                    yield messages_pb2.StreamEventsResponse(
+                        cursor=encode_cursor(app_id, position), caught_up=True
+                    )
+                return
+            if idle_for >= settings.heartbeat_s:
+                idle_for = 0.0
+                yield messages_pb2.StreamEventsResponse(
+                    cursor=encode_cursor(app_id, position), caught_up=True
+                )
+            await deps.signal.wait(settings.poll_s)
+            idle_for += settings.poll_s
+
+    async def purge(self) -> int:
+        """Drop events received before the retention; remember how far (for
+        CURSOR_EXPIRED)."""
+        deps = self._deps
+        async with deps.uow() as work:
+            await work.lock_appends()
+            cutoff = deps.clock.now() - deps.retention
+            head = await work.events.head()
+            purged = await work.events.purge_received_before(cutoff)
+            if purged:
+                oldest = await work.events.oldest()
+                through = (oldest - 1) if oldest is not None else head
+                await work.state.put(PURGED_THROUGH, str(through))
+            await work.commit()
+        return purged
+
+    async def retention_worker(self, ctx: WorkerContext) -> None:
+        """The hosted worker that applies the retention every hour."""
+        while not ctx.stopping:
+            await self.purge()
+            if await ctx.sleep(RETENTION_INTERVAL_S):
+                return

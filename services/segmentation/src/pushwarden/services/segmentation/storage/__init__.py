@@ -1,0 +1,1 @@
+"""The segmentation repositories and unit of work (SQLAlchemy on SQLite and PostgreSQL)."""

@@ -1,0 +1,28 @@
+"""Small named values the service keeps for itself (``service_state``)."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pushwarden.services.segmentation.models import ServiceStateRow
+
+
+class ServiceStateRepository:
+    """Named strings."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, name: str) -> str | None:
+        """The value, or None."""
+        row = await self._session.get(ServiceStateRow, name)
+        return None if row is None else row.value
+
+    async def put(self, name: str, value: str) -> None:
+        """Set the value."""
+        row = await self._session.get(ServiceStateRow, name)
+        if row is None:
+            self._session.add(ServiceStateRow(name=name, value=value))
+        else:
+            row.value = value
+        await self._session.flush()
