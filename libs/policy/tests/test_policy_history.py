@@ -39,7 +39,7 @@ def test_scope_lists_are_sorted_utc_instants() -> None:
     assert history.all == utc(0.5, 1, 2, 3, 5)
     assert history.category_times("promo") == utc(0.5, 3, 5)
     assert history.category_times("missing") == ()
-    assert history.source_times("c1", None) == utc(2, 5)
+    assert history.campaign_times("c1") == utc(2, 5)
     assert history.by_category == {
         "promo": utc(0.5, 3, 5),
         "orders": (),  # marketing sends only: the transactional one counts by its kind
@@ -64,19 +64,19 @@ def test_with_sends_matches_a_fresh_history_whatever_was_built() -> None:
         if touched >= 1:  # some lists built before growing, some not
             assert history.marketing == utc(0.5, 2, 3, 5)
             assert history.category_times("promo") == utc(0.5, 3, 5)
-            assert history.source_times("c1", None) == utc(2, 5)
+            assert history.campaign_times("c1") == utc(2, 5)
         if touched >= 2:
             assert len(history.all) == len(history.by_category["promo"]) + 2
             assert set(history.by_campaign) == {"c1", "c2"}
             assert history.category_times("orders", transactional=True) == utc(1)
-            assert history.source_times(None, "t1", transactional=True) == ()
+            assert history.campaign_times("t1", transactional=True) == ()
         grown = history.with_sends(extra)
         assert grown.marketing == fresh.marketing
         assert grown.all == fresh.all
         assert grown.by_category == fresh.by_category
         assert grown.by_campaign == fresh.by_campaign
         assert grown.category_times("orders", True) == fresh.category_times("orders", True)
-        assert grown.source_times(None, "t1", True) == fresh.source_times(None, "t1", True)
+        assert grown.campaign_times("t1", True) == fresh.campaign_times("t1", True) == ()
         assert set(grown.send_keys) == set(fresh.send_keys)
         # The original is unchanged.
         assert history.marketing == utc(0.5, 2, 3, 5)

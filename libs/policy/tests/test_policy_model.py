@@ -157,12 +157,13 @@ class World:
     def counted(self, rule: CapRule, message: Message) -> list[datetime] | None:
         """The instants of the sends ``rule`` counts for ``message``; None if it does
         not apply."""
-        source = _source(message.campaign_id, message.trigger_id)
+        campaign = message.campaign_id
         category = message.category.category_id
         if rule.scope is CapScope.CATEGORY and rule.target_id not in (None, category):
             return None
+        # CAMPAIGN is keyed by campaign id: it does not apply to a message without one.
         if rule.scope is CapScope.CAMPAIGN and (
-            source is None or rule.target_id not in (None, message.campaign_id)
+            campaign is None or rule.target_id not in (None, campaign)
         ):
             return None
         found = []
@@ -171,10 +172,7 @@ class World:
                 continue
             if rule.scope is CapScope.CATEGORY and entry.category_id != category:
                 continue
-            if (
-                rule.scope is CapScope.CAMPAIGN
-                and _source(entry.campaign_id, entry.trigger_id) != source
-            ):
+            if rule.scope is CapScope.CAMPAIGN and entry.campaign_id != campaign:
                 continue
             found.append(entry.at)
         return found
@@ -280,12 +278,6 @@ class World:
 
     def frees_at(self, rule: CapRule, message: Message, points: list[datetime]) -> datetime:
         return next((at for at in points if not self.full(rule, message, at)), points[-1])
-
-
-def _source(campaign: str | None, trigger: str | None) -> tuple[str, str] | None:
-    if campaign is not None:
-        return ("campaign", campaign)
-    return None if trigger is None else ("trigger", trigger)
 
 
 def check(world: World, message: Message, now: datetime, decision: Decision) -> str:

@@ -296,22 +296,12 @@ def _counts(rule: CapRule, entry: ContactEntry, new: ContactEntry) -> bool:
         return False
     if rule.scope is CapScope.ALL_MARKETING:
         return True
-    if rule.scope is CapScope.CATEGORY:
-        key: object = entry.category_id
-        new_key: object = new.category_id
-        target: object = new.category_id
-    else:
-        key, new_key = _source(entry), _source(new)
-        target = new.campaign_id
+    # CATEGORY by category id; CAMPAIGN by campaign id only (triggers are keyed apart).
+    attribute = "category_id" if rule.scope is CapScope.CATEGORY else "campaign_id"
+    key, new_key = getattr(entry, attribute), getattr(new, attribute)
     if new_key is None or key != new_key:
         return False
-    return rule.target_id is None or target == rule.target_id
-
-
-def _source(entry: ContactEntry) -> tuple[str, str] | None:
-    if entry.campaign_id is not None:
-        return ("campaign", entry.campaign_id)
-    return None if entry.trigger_id is None else ("trigger", entry.trigger_id)
+    return rule.target_id is None or key == rule.target_id
 
 
 def _same_window(rule: CapRule, at: datetime, end: datetime, zone: ZoneInfo) -> bool:

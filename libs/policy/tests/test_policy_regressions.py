@@ -82,15 +82,24 @@ def test_an_entry_counts_as_the_kind_it_was_sent_as() -> None:
 
 
 def test_a_trigger_is_keyed_apart_from_campaigns() -> None:
-    rules = Rules(caps=(CapRule(CapScope.CAMPAIGN, 1, timedelta(hours=24)),), default_zone="UTC")
+    """CAMPAIGN caps are keyed by campaign id (the contract's CAP_SCOPE_CAMPAIGN): a
+    trigger-only message is not capped by a campaign's sends that share its id, nor by
+    CAMPAIGN rules at all; its own sends count under ALL_MARKETING like any other."""
+    per_campaign = Rules(
+        caps=(CapRule(CapScope.CAMPAIGN, 1, timedelta(hours=24)),), default_zone="UTC"
+    )
     cart = Message("cart", PROMO, trigger_id="x")
     campaign_x = ContactEntry(NOW - timedelta(hours=1), "promo", MK, campaign_id="x")
     trigger_x = ContactEntry(NOW - timedelta(hours=1), "promo", MK, trigger_id="x")
-    assert decide(cart, USER, [campaign_x], rules, NOW).outcome is Outcome.ALLOW
-    assert decide(cart, USER, [trigger_x], rules, NOW).reason is Reason.CAPPED
+    assert decide(cart, USER, [campaign_x], per_campaign, NOW).outcome is Outcome.ALLOW
+    assert decide(cart, USER, [trigger_x], per_campaign, NOW).outcome is Outcome.ALLOW
     campaign = Message("news", PROMO, campaign_id="x")
-    assert decide(campaign, USER, [trigger_x], rules, NOW).outcome is Outcome.ALLOW
-    assert decide(campaign, USER, [campaign_x], rules, NOW).reason is Reason.CAPPED
+    assert decide(campaign, USER, [trigger_x], per_campaign, NOW).outcome is Outcome.ALLOW
+    assert decide(campaign, USER, [campaign_x], per_campaign, NOW).reason is Reason.CAPPED
+    everything = Rules(
+        caps=(CapRule(CapScope.ALL_MARKETING, 1, timedelta(hours=24)),), default_zone="UTC"
+    )
+    assert decide(cart, USER, [trigger_x], everything, NOW).reason is Reason.CAPPED
 
 
 # A deferral lands in [earliest allowed instant, + jitter) and inside an allowed stretch.

@@ -24,9 +24,9 @@ def rule_applies(rule: CapRule, message: Message) -> bool:
     target = rule.target_id
     scope = rule.scope
     if scope is CapScope.CAMPAIGN:
-        if target is None:
-            return message.source_id is not None
-        return target == message.campaign_id
+        # Keyed by campaign id: a message with only a trigger is not a campaign's.
+        campaign = message.campaign_id
+        return campaign is not None and (target is None or target == campaign)
     if target is None:
         return True
     return scope is CapScope.CATEGORY and target == message.category.category_id

@@ -327,15 +327,16 @@ def _check_caps(
                         dropped_by = dropped_by or (_R_FREQUENCY if preference else _R_CAPPED)
                     elif frees > caps_free:
                         caps_free, reason = frees, _R_FREQUENCY if preference else _R_CAPPED
-    for by_source, group in scoped:
-        # The message's category (campaign or trigger) list, through the history's slot
-        # when already built.
-        if by_source:
+    for by_campaign, group in scoped:
+        # The message's category (campaign) list, through the history's slot when built.
+        if by_campaign:
             campaign_id = message.campaign_id
+            if campaign_id is None:
+                continue  # a message with no campaign (say, only a trigger) is not capped
             built = hist.campaigns
-            times = built.get(campaign_id) if built is not None and campaign_id else None
+            times = built.get(campaign_id) if built is not None else None
             if times is None:
-                times = hist.source_times(campaign_id, message.trigger_id)
+                times = hist.campaign_times(campaign_id)
         else:
             category_id = message.category.category_id
             built = hist.categories
@@ -394,10 +395,9 @@ def _other_caps(
             times = hist.all
         else:
             campaign_id = message.campaign_id
-            if target is not None and target != campaign_id:
+            if campaign_id is None or (target is not None and target != campaign_id):
                 continue
-            every = selector == SELECT_CAMPAIGN_ALL
-            times = hist.source_times(campaign_id, message.trigger_id, every)
+            times = hist.campaign_times(campaign_id, selector == SELECT_CAMPAIGN_ALL)
         if len(times) < limit:
             continue
         kth = times[-limit]

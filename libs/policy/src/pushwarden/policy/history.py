@@ -44,9 +44,9 @@ def _sorted_utc(times: list[datetime]) -> Times:
     return tuple(times)
 
 
-# What a scoped list holds: sends of one category, campaign or trigger, with or without
-# the transactional ones (``CapRule.count_transactional``).
-_CATEGORY, _CATEGORY_ALL, _CAMPAIGN, _CAMPAIGN_ALL, _TRIGGER, _TRIGGER_ALL = range(6)
+# What a scoped list holds: sends of one category or campaign, with or without the
+# transactional ones (``CapRule.count_transactional``).
+_CATEGORY, _CATEGORY_ALL, _CAMPAIGN, _CAMPAIGN_ALL = range(4)
 _Key = tuple[int, str]
 
 
@@ -56,11 +56,7 @@ def _in_scope(code: int, name: str, entry: ContactEntry) -> bool:
         return False  # the entry's own kind decides: it is what was sent
     if code <= _CATEGORY_ALL:
         return entry.category_id == name
-    if code <= _CAMPAIGN_ALL:
-        return entry.campaign_id == name
-    # A trigger's sends are the ones with no campaign: a campaign id equal to a trigger
-    # id names another thing.
-    return entry.campaign_id is None and entry.trigger_id == name
+    return entry.campaign_id == name
 
 
 class ContactHistory:
@@ -75,7 +71,7 @@ class ContactHistory:
 
     An entry counts by its own ``kind``: a transactional send in a marketing category (or
     the reverse) counts as what it was sent as, so caps that count marketing sends skip a
-    transactional entry whatever its category, campaign or trigger.
+    transactional entry whatever its category or campaign.
     """
 
     __slots__ = (
@@ -137,27 +133,20 @@ class ContactHistory:
         times = built[category_id] = self._build((_CATEGORY, category_id))
         return times
 
-    def source_times(
-        self, campaign_id: str | None, trigger_id: str | None, transactional: bool = False
-    ) -> Times:
-        """Sorted UTC instants of the marketing sends (all if ``transactional``) of one
-        campaign, or, for a message with no campaign, of one trigger."""
-        if campaign_id is not None:
-            if transactional:
-                return self._scoped((_CAMPAIGN_ALL, campaign_id))
-            built = self.campaigns
-            if built is None:
-                built = self.campaigns = {}
-            else:
-                times = built.get(campaign_id)
-                if times is not None:
-                    return times
-            times = built[campaign_id] = self._build((_CAMPAIGN, campaign_id))
-            return times
-        tx = 1 if transactional else 0
-        if trigger_id is not None:
-            return self._scoped((_TRIGGER + tx, trigger_id))
-        return _EMPTY
+    def campaign_times(self, campaign_id: str, transactional: bool = False) -> Times:
+        """Sorted UTC instants of the marketing sends (all sends if ``transactional``) of
+        one campaign (keyed by campaign id: a trigger's sends never count here)."""
+        if transactional:
+            return self._scoped((_CAMPAIGN_ALL, campaign_id))
+        built = self.campaigns
+        if built is None:
+            built = self.campaigns = {}
+        else:
+            times = built.get(campaign_id)
+            if times is not None:
+                return times
+        times = built[campaign_id] = self._build((_CAMPAIGN, campaign_id))
+        return times
 
     def _scoped(self, key: _Key) -> Times:
         built = self.scoped
@@ -183,7 +172,7 @@ class ContactHistory:
     def by_campaign(self) -> dict[str, Times]:
         """Every campaign's marketing instants (builds all of them; for inspection)."""
         return {
-            e.campaign_id: self.source_times(e.campaign_id, None)
+            e.campaign_id: self.campaign_times(e.campaign_id)
             for e in self.entries
             if e.campaign_id is not None
         }
@@ -198,7 +187,9 @@ class ContactHistory:
             return self.all if transactional else self.marketing
         if rule.scope is CapScope.CATEGORY:
             return self.category_times(message.category.category_id, transactional)
-        return self.source_times(message.campaign_id, message.trigger_id, transactional)
+        if message.campaign_id is None:
+            return _EMPTY
+        return self.campaign_times(message.campaign_id, transactional)
 
     def with_sends(self, entries: Iterable[ContactEntry]) -> ContactHistory:
         """A new history with ``entries`` added (used by arbitration for tentative sends)."""

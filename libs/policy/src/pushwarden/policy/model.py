@@ -184,8 +184,10 @@ class ContactEntry:
     ``count_transactional``, even when its category id names a marketing category
     (categories are immutable, so such an entry comes from a stale or hand-made record,
     and what was sent is what counts). ``campaign_id`` and ``trigger_id`` are the send's
-    source; a send with a campaign counts for that campaign, one with only a trigger for
-    that trigger, and the two id spaces never meet.
+    source, kept apart: CAMPAIGN caps count sends by ``campaign_id`` only, so a
+    trigger's sends (``trigger_id`` set, no campaign) never count there, even when a
+    trigger id equals a campaign id; they count under ALL_MARKETING and CATEGORY caps like
+    every marketing send.
     """
 
     at: datetime
@@ -310,8 +312,9 @@ class CapRule:
     ``window`` is a rolling ``timedelta`` or a ``CalendarWindow`` in the recipient's zone.
     For CATEGORY and CAMPAIGN scope, ``target_id=None`` applies the cap to each category
     (campaign) separately, counting the one the message belongs to; a set ``target_id``
-    limits the rule to that one. CAMPAIGN scope counts the message's campaign, or, for a
-    message with only a trigger, that trigger's sends (a ``target_id`` names a campaign).
+    limits the rule to that one. CAMPAIGN scope is keyed by campaign id: it counts the
+    sends of the message's campaign and does not apply to a message with no campaign (a
+    trigger's), as the contract's CAP_SCOPE_CAMPAIGN says.
     Only marketing sends count unless ``count_transactional`` is set; then transactional
     sends in the scope count too (they are never capped themselves). ``name`` shows in
     explanations.

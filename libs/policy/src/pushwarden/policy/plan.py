@@ -4,7 +4,7 @@ This is engine plumbing, not API: ``decide`` reads plain tuples instead of compa
 enums and dispatching on scopes for every rule of every decision. The rules are split
 in four groups evaluated in turn: the rolling ALL_MARKETING rules (they all read the
 one marketing list), the per-category rules (they all read the message's category), the
-per-campaign rules (they all read the message's campaign or trigger), then every other
+per-campaign rules (they all read the message's campaign), then every other
 rule in its declared order. Only the order of evaluation changes, never
 what a rule decides, and the reason a full rule gives is the same in either order: every
 app rule reports CAPPED, and the opt-down rule (FREQUENCY_PREFERENCE) always comes last.
@@ -82,9 +82,9 @@ class OtherCap(NamedTuple):
 
 
 class ScopedGroup(NamedTuple):
-    """The per-category rules (``by_source`` False) or the per-campaign ones (True)."""
+    """The per-category rules (``by_campaign`` False) or the per-campaign ones (True)."""
 
-    by_source: bool
+    by_campaign: bool
     caps: tuple[ScopedCap, ...]
 
 
@@ -123,7 +123,7 @@ def compile_caps(caps: tuple[CapRule, ...]) -> CapPlan:
     """``caps`` split and compiled for the fast path."""
     rolling: list[RollingCap] = []
     per_category: list[ScopedCap] = []
-    per_source: list[ScopedCap] = []
+    per_campaign: list[ScopedCap] = []
     other: list[OtherCap] = []
     for rule in caps:
         selector = _selector(rule)
@@ -135,7 +135,7 @@ def compile_caps(caps: tuple[CapRule, ...]) -> CapPlan:
         elif selector == SELECT_CATEGORY and rule.target_id is None:
             per_category.append(ScopedCap(rule.limit, window, day, drops, rule.user_preference))
         elif selector == SELECT_CAMPAIGN and rule.target_id is None:
-            per_source.append(ScopedCap(rule.limit, window, day, drops, rule.user_preference))
+            per_campaign.append(ScopedCap(rule.limit, window, day, drops, rule.user_preference))
         else:
             other.append(
                 OtherCap(
@@ -143,8 +143,8 @@ def compile_caps(caps: tuple[CapRule, ...]) -> CapPlan:
                 )
             )
     scoped = tuple(
-        ScopedGroup(by_source, tuple(group))
-        for by_source, group in ((False, per_category), (True, per_source))
+        ScopedGroup(by_campaign, tuple(group))
+        for by_campaign, group in ((False, per_category), (True, per_campaign))
         if group
     )
     return CapPlan(tuple(rolling), scoped, tuple(other))
