@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from pushwarden.runtime.config import ServiceConfig, port_setting, setting
+from pushwarden.runtime.config import ConfigError, ServiceConfig, port_setting, setting
+from pushwarden.services.delivery.providers import (
+    Credentials,
+    CredentialsError,
+    ProviderSettings,
+    load_credentials,
+)
 
 SERVICE = "delivery"
 DEFAULT_PORT = 50054
@@ -35,3 +41,56 @@ class DeliveryConfig(ServiceConfig):
         must_exist=True,
         type_doc="path (TOML, optional)",
     )
+    apns_timeout: float = setting(
+        10.0,
+        help="Seconds one APNs request may take before it is abandoned and retried "
+        "(aioapns has no timeout of its own and ignores reset streams).",
+        minimum=0.1,
+        maximum=300,
+    )
+    apns_max_connections: int = setting(
+        10, help="HTTP/2 connections per app to APNs.", minimum=1, maximum=1000
+    )
+    apns_max_streams: int | None = setting(
+        None,
+        help="Requests in flight per APNs connection (unset: what APNs allows, 1000). "
+        "A few hundred costs the client less CPU than a thousand.",
+        minimum=1,
+        maximum=1000,
+    )
+    fcm_timeout: float = setting(
+        10.0,
+        help="Seconds one FCM request may take (firebase-admin's httpTimeout).",
+        minimum=0.1,
+        maximum=300,
+    )
+    fcm_chunk_size: int = setting(
+        100,
+        help="Messages per firebase-admin send_each_async call (FCM allows 500).",
+        minimum=1,
+        maximum=500,
+    )
+
+    def validate(self) -> None:
+        """Also read the credentials file, so that a bad one stops the service at start."""
+        super().validate()
+        self.provider_credentials()
+
+    def provider_credentials(self) -> Credentials:
+        """Every app's provider credentials from the file (none when no file is set)."""
+        if self.credentials is None:
+            return Credentials()
+        try:
+            return load_credentials(self.credentials)
+        except CredentialsError as exc:
+            raise ConfigError(self.env_name("credentials"), str(exc)) from None
+
+    def provider_settings(self) -> ProviderSettings:
+        """Limits for every app's provider clients."""
+        return ProviderSettings(
+            apns_timeout=self.apns_timeout,
+            apns_max_connections=self.apns_max_connections,
+            apns_max_streams=self.apns_max_streams,
+            fcm_timeout=self.fcm_timeout,
+            fcm_chunk_size=self.fcm_chunk_size,
+        )

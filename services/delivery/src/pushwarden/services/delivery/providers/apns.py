@@ -1,0 +1,247 @@
+"""APNs on aioapns 4.0, token auth, as shipped.
+
+What aioapns does not do, done here: a deadline per send (it ignores
+RST_STREAM and has no timeout), a new client when Apple refuses its provider
+token (it signs one JWT per connection and never re-signs it), no hidden
+resends (``max_connection_attempts=1``, so each send is one request and the
+attempt budget stays exact), and the endpoint override.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import functools
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aioapns import APNs, NotificationRequest, PushType
+from aioapns.common import NotificationResult
+from aioapns.connection import (
+    APNsDevelopmentClientProtocol,
+    APNsProductionClientProtocol,
+    APNsTLSClientProtocol,
+)
+from aioapns.exceptions import ConnectionClosed, ConnectionError, MaxAttemptsExceeded
+from h2.settings import SettingCodes
+
+from pushwarden.payload import render_apns
+from pushwarden.services.delivery.providers.classify import Verdict, classify_apns
+from pushwarden.services.delivery.providers.credentials import ApnsCredentials, Endpoint
+from pushwarden.services.delivery.providers.model import (
+    Delivered,
+    Failed,
+    Outcome,
+    OutgoingPush,
+    RetryAfter,
+    TokenDead,
+)
+
+# Transport trouble that a later attempt may not meet.
+_TRANSPORT_ERRORS = (ConnectionError, ConnectionClosed, MaxAttemptsExceeded, OSError)
+
+
+@functools.cache
+def protocol_class(
+    endpoint: Endpoint | None, sandbox: bool, max_streams: int | None
+) -> type[APNsTLSClientProtocol]:
+    """The aioapns protocol class a client's pool connects with.
+
+    aioapns has no host or port option: its pool connects to
+    ``protocol_class.APNS_SERVER`` / ``APNS_PORT``.  This is the one place that
+    aims it elsewhere (a fake APNs) and caps the streams it keeps in flight per
+    connection (it otherwise takes the server's 1000; h2 scans every open
+    stream whenever one opens, so fewer streams and more connections cost less).
+    It also drops an answer that arrives after its send gave up: aioapns would
+    set a result on the cancelled future, and the exception would close the
+    connection under every other send on it.
+    """
+    base = APNsDevelopmentClientProtocol if sandbox else APNsProductionClientProtocol
+    attrs: dict[str, Any] = {}
+    if endpoint is not None:
+        attrs["APNS_SERVER"], attrs["APNS_PORT"] = endpoint.host, endpoint.port
+
+    def _drop_abandoned(self: Any, notification_id: str | None) -> None:
+        future = self.requests.get(notification_id)
+        if future is not None and future.done():
+            del self.requests[notification_id]
+            self.request_statuses.pop(notification_id, None)
+
+    def on_response_received(self: Any, headers: dict[bytes, bytes]) -> None:
+        _drop_abandoned(self, headers.get(b"apns-id", b"").decode("utf8"))
+        base.on_response_received(self, headers)
+
+    def on_data_received(self: Any, raw_data: bytes, stream_id: int) -> None:
+        _drop_abandoned(self, self.request_streams.get(stream_id))
+        base.on_data_received(self, raw_data, stream_id)
+
+    attrs["on_response_received"] = on_response_received
+    attrs["on_data_received"] = on_data_received
+    if max_streams is not None:
+        cap = max_streams
+
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            base.__init__(self, *args, **kwargs)
+            self.free_channels.bound = cap
+
+        def on_remote_settings_changed(self: Any, changed_settings: Any) -> None:
+            limit = changed_settings.get(SettingCodes.MAX_CONCURRENT_STREAMS)
+            if limit is not None:
+                self.free_channels.bound = min(limit.new_value, cap)
+
+        attrs["__init__"] = __init__
+        attrs["on_remote_settings_changed"] = on_remote_settings_changed
+    return type(f"PushwardenAPNsProtocol_{base.__name__}", (base,), attrs)
+
+
+class ApnsProvider:
+    """One app's APNs key and topic behind :class:`~.model.PushProvider`.
+
+    The aioapns client is built on first use, inside the running loop (built
+    outside it, its sends never complete).  ``timeout`` bounds each request;
+    ``max_connections`` and ``max_streams`` bound what is in flight.
+    """
+
+    name = "apns"
+
+    def __init__(
+        self,
+        credentials: ApnsCredentials,
+        *,
+        timeout: float = 10.0,
+        max_connections: int = 10,
+        max_streams: int | None = None,
+    ) -> None:
+        self._credentials = credentials
+        self._timeout = timeout
+        self._max_connections = max_connections
+        self._protocol = protocol_class(
+            credentials.endpoint, credentials.environment == "sandbox", max_streams
+        )
+        self._client: APNs | None = None
+        self._retired: list[APNs] = []
+        self._closing: set[asyncio.TimerHandle] = set()
+        self.clients_built = 0
+
+    def _build(self) -> APNs:
+        creds = self._credentials
+        client = APNs(
+            key=creds.key_pem,
+            key_id=creds.key_id,
+            team_id=creds.team_id,
+            topic=creds.topic,
+            max_connections=self._max_connections,
+            max_connection_attempts=1,
+            use_sandbox=creds.environment == "sandbox",
+        )
+        client.pool.protocol_class = self._protocol
+        self.clients_built += 1
+        return client
+
+    def _current(self) -> APNs:
+        if self._client is None:
+            self._client = self._build()
+        return self._client
+
+    def _renew(self, refused: APNs) -> APNs:
+        """A client with a fresh provider token, built once however many sends were refused.
+
+        The old client keeps serving the sends in flight on it; it is closed once
+        their deadline has passed.
+        """
+        if self._client is refused:
+            self._client = self._build()
+            self._retired.append(refused)
+            handle = asyncio.get_running_loop().call_later(
+                self._timeout + 1, self._close_retired, refused
+            )
+            self._closing.add(handle)
+        return self._current()
+
+    def _close_retired(self, client: APNs) -> None:
+        if client in self._retired:
+            self._retired.remove(client)
+            client.pool.close()
+
+    async def send(self, batch: Sequence[OutgoingPush]) -> list[Outcome]:
+        """Each push once (and once more on a fresh client if the token was refused)."""
+        return list(await asyncio.gather(*(self.send_one(push) for push in batch)))
+
+    async def send_one(self, push: OutgoingPush) -> Outcome:
+        """One push; the outcome is data whatever happens."""
+        options = push.options
+        if not options.apns_topic:
+            options = dataclasses.replace(options, apns_topic=self._credentials.topic)
+        rendered = render_apns(push.content, options)
+        if not rendered.size.fits:
+            return Failed(reason="PayloadTooLarge", permanent=True, requests=0)
+        ttl = None if rendered.expiration is None else rendered.expiration - int(time.time())
+        if ttl is not None and ttl <= 0:
+            return Failed(reason="Expired", permanent=True, requests=0)
+        try:
+            push_type = PushType(rendered.push_type)
+        except ValueError:
+            return Failed(
+                reason=f"UnsupportedPushType:{rendered.push_type}", permanent=True, requests=0
+            )
+        request = NotificationRequest(
+            push.token,
+            rendered.payload,
+            notification_id=push.apns_id,
+            time_to_live=ttl,
+            priority=rendered.priority,
+            collapse_key=rendered.collapse_id,
+            push_type=push_type,
+            apns_topic=rendered.topic,
+        )
+        client = self._current()
+        outcome, verdict = await self._attempt(client, request)
+        if verdict is not Verdict.REFRESH_CREDENTIALS:
+            return outcome
+        # Refused again with a fresh token: the key itself is wrong (Failed, permanent).
+        outcome, _ = await self._attempt(self._renew(client), request)
+        return dataclasses.replace(outcome, requests=2)
+
+    async def aclose(self) -> None:
+        """Close every connection of the current and retired clients."""
+        for handle in self._closing:
+            handle.cancel()
+        self._closing.clear()
+        clients = [*self._retired, *([self._client] if self._client is not None else [])]
+        self._retired.clear()
+        self._client = None
+        for client in clients:
+            client.pool.close()
+
+    async def _attempt(
+        self, client: APNs, request: NotificationRequest
+    ) -> tuple[Outcome, Verdict | None]:
+        try:
+            result = await asyncio.wait_for(client.send_notification(request), self._timeout)
+        except TimeoutError:
+            return RetryAfter(reason="Timeout"), None
+        except _TRANSPORT_ERRORS as exc:
+            return RetryAfter(reason=f"Connection:{type(exc).__name__}"), None
+        except Exception as exc:  # an SDK failure must not leak out of the adapter
+            return Failed(reason=f"ClientError:{type(exc).__name__}", permanent=False), None
+        verdict = classify_apns(result.status, result.description)
+        return _outcome(result, verdict), verdict
+
+
+def _outcome(result: NotificationResult, verdict: Verdict) -> Outcome:
+    reason = result.description or f"HTTP{result.status}"
+    match verdict:
+        case Verdict.DELIVERED:
+            return Delivered(provider_id=result.notification_id)
+        case Verdict.TOKEN_DEAD:
+            stamp = result.timestamp
+            at = None if stamp is None else dt.datetime.fromtimestamp(stamp / 1000, dt.UTC)
+            return TokenDead(reason=reason, invalidated_at=at)
+        case Verdict.RETRY:
+            # aioapns exposes no response headers, so a Retry-After cannot be read
+            # (Apple documents none for APNs); the caller backs off on its own.
+            return RetryAfter(reason=reason)
+        case Verdict.PERMANENT | Verdict.REFRESH_CREDENTIALS:
+            return Failed(reason=reason, permanent=True)
