@@ -10,10 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from pushwarden.common.v1 import decision_pb2, types_pb2
 from pushwarden.consent.v1 import consent_pb2_grpc, messages_pb2, resources_pb2
 from pushwarden.runtime.servicetest import local_test_config, rich_error, serving
+from pushwarden.runtime.testing import postgres_unavailable_reason, throwaway_postgres_database
 from pushwarden.services.consent.bootstrap import bootstrap
 from pushwarden.services.consent.config import ConsentConfig
 from pushwarden.services.consent.domain.ledger import EntryFields, entry_hash
@@ -338,3 +342,30 @@ def _fields(sequence: int, row: tuple[Any, ...], *, action: str) -> EntryFields:
         previous_hash=previous,
         payload_digest=digest,
     )
+
+
+async def test_postgresql_refuses_to_update_or_delete_ledger_entries(tmp_path: Any) -> None:
+    reason = postgres_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"PostgreSQL unavailable: {reason}")
+    with throwaway_postgres_database() as url:
+        config = local_test_config(ConsentConfig, url, PSEUDONYM_KEY=KEY)
+        async with serving(bootstrap(config)) as channel:
+            stub: Stub = consent_pb2_grpc.ConsentServiceStub(channel)
+            await consent(stub, "u1", ALL_MARKETING, OPT_OUT)
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            for statement in (
+                "UPDATE ledger_entries SET action = 'OPT_IN'",
+                "DELETE FROM ledger_entries",
+                "TRUNCATE ledger_entries CASCADE",
+                "UPDATE ledger_payloads SET body = ''",
+            ):
+                with engine.connect() as connection, pytest.raises(DBAPIError) as raised:
+                    connection.execute(text(statement))
+                assert "append-only" in str(raised.value)
+            with engine.connect() as connection:
+                count = connection.execute(text("SELECT count(*) FROM ledger_entries")).scalar()
+            assert count == 1
+        finally:
+            engine.dispose()

@@ -238,3 +238,28 @@ async def test_a_lower_sequence_held_uncommitted_is_never_skipped(any_database_u
         seen += [c.user_id for c in changes]
         await database.dispose()
     assert seen == ["held", "later"]
+
+
+async def test_concurrent_writers_and_a_live_follower_see_each_change_once_in_order(
+    any_database_url: str,
+) -> None:
+    config = config_for(any_database_url, DB_POOL_SIZE="4")
+    async with serving(bootstrap(config)) as channel:
+        stub: Stub = consent_pb2_grpc.ConsentServiceStub(channel)
+        stream = stub.WatchChanges(
+            messages_pb2.WatchChangesRequest(app_id="shop", from_head=True), timeout=DEADLINE_S
+        )
+        first = await stream.read()
+        assert isinstance(first, messages_pb2.WatchChangesResponse)
+        writers = [asyncio.ensure_future(opt_out(stub, f"w{index}")) for index in range(40)]
+        seen: list[resources_pb2.Change] = []
+        while len(seen) < 40:
+            message = await stream.read()
+            assert isinstance(message, messages_pb2.WatchChangesResponse)
+            seen += message.changes
+        stream.cancel()
+        await asyncio.gather(*writers)
+    sequences = [change.sequence for change in seen]
+    assert sequences == sorted(sequences)
+    assert len(set(sequences)) == 40
+    assert {change.user_id for change in seen} == {f"w{index}" for index in range(40)}
