@@ -196,10 +196,10 @@ APNS_ROWS: list[tuple[dict[str, Any], Outcome]] = [
     ),
     ({"status": 403, "reason": "BadCertificate"}, Failed(reason="BadCertificate", permanent=True)),
     ({"status": 429, "reason": "TooManyRequests"}, RetryAfter(reason="TooManyRequests")),
-    # aioapns hands over no response headers: a Retry-After cannot reach us from APNs.
+    # aioapns hands over no response headers; the adapter's protocol class notes it.
     (
         {"status": 429, "reason": "TooManyRequests", "retry_after": 30},
-        RetryAfter(reason="TooManyRequests"),
+        RetryAfter(reason="TooManyRequests", seconds=30.0),
     ),
     ({"status": 500, "reason": "InternalServerError"}, RetryAfter(reason="InternalServerError")),
     ({"status": 503, "reason": "ServiceUnavailable"}, RetryAfter(reason="ServiceUnavailable")),
@@ -374,6 +374,7 @@ FCM_ROWS: list[tuple[dict[str, Any], Outcome]] = [
         RetryAfter(reason="QUOTA_EXCEEDED", seconds=7.0),
     ),
     ({"reason": "UNAVAILABLE"}, RetryAfter(reason="UNAVAILABLE")),
+    ({"reason": "UNAVAILABLE", "retry_after": 3}, RetryAfter(reason="UNAVAILABLE", seconds=3.0)),
     ({"reason": "INTERNAL"}, RetryAfter(reason="INTERNAL")),
     ({"reason": "SENDER_ID_MISMATCH"}, Failed(reason="SENDER_ID_MISMATCH", permanent=True)),
     # An INVALID_ARGUMENT that does not name the token is about the message.

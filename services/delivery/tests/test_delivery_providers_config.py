@@ -22,7 +22,7 @@ from pushwarden.services.delivery.providers import (
     classify_apns,
     classify_fcm,
 )
-from pushwarden.services.delivery.providers.fcm import retry_after_seconds
+from pushwarden.services.delivery.providers.classify import retry_after_seconds
 
 VAR = "PUSHWARDEN_DELIVERY_CREDENTIALS"
 

@@ -28,7 +28,11 @@ from aioapns.exceptions import ConnectionClosed, ConnectionError, MaxAttemptsExc
 from h2.settings import SettingCodes
 
 from pushwarden.payload import render_apns
-from pushwarden.services.delivery.providers.classify import Verdict, classify_apns
+from pushwarden.services.delivery.providers.classify import (
+    Verdict,
+    classify_apns,
+    retry_after_seconds,
+)
 from pushwarden.services.delivery.providers.credentials import ApnsCredentials, Endpoint
 from pushwarden.services.delivery.providers.model import (
     Delivered,
@@ -41,6 +45,9 @@ from pushwarden.services.delivery.providers.model import (
 
 # Transport trouble that a later attempt may not meet.
 _TRANSPORT_ERRORS = (ConnectionError, ConnectionClosed, MaxAttemptsExceeded, OSError)
+# Retry-After of error answers by apns-id (unique per send), noted by the protocol
+# class since aioapns' results carry no headers; taken by the send that awaits it.
+_retry_after: dict[str, float] = {}
 
 
 @functools.cache
@@ -54,7 +61,8 @@ def protocol_class(
     aims it elsewhere (a fake APNs) and caps the streams it keeps in flight per
     connection (it otherwise takes the server's 1000; h2 scans every open
     stream whenever one opens, so fewer streams and more connections cost less).
-    It also drops an answer that arrives after its send gave up: aioapns would
+    It notes a Retry-After (aioapns passes on no headers), and drops an
+    answer that arrives after its send gave up: aioapns would
     set a result on the cancelled future, and the exception would close the
     connection under every other send on it.
     """
@@ -70,7 +78,13 @@ def protocol_class(
             self.request_statuses.pop(notification_id, None)
 
     def on_response_received(self: Any, headers: dict[bytes, bytes]) -> None:
-        _drop_abandoned(self, headers.get(b"apns-id", b"").decode("utf8"))
+        notification_id = headers.get(b"apns-id", b"").decode("utf8")
+        _drop_abandoned(self, notification_id)
+        retry_after = headers.get(b"retry-after")
+        if retry_after is not None and notification_id in self.requests:
+            seconds = retry_after_seconds(retry_after.decode("latin-1"))
+            if seconds is not None:
+                _retry_after[notification_id] = seconds
         base.on_response_received(self, headers)
 
     def on_data_received(self: Any, raw_data: bytes, stream_id: int) -> None:
@@ -161,6 +175,8 @@ class ApnsProvider:
         return self._current()
 
     def _close_retired(self, client: APNs) -> None:
+        now = asyncio.get_running_loop().time()
+        self._closing = {handle for handle in self._closing if handle.when() > now}
         if client in self._retired:
             self._retired.remove(client)
             client.pool.close()
@@ -226,11 +242,13 @@ class ApnsProvider:
             return RetryAfter(reason=f"Connection:{type(exc).__name__}"), None
         except Exception as exc:  # an SDK failure must not leak out of the adapter
             return Failed(reason=f"ClientError:{type(exc).__name__}", permanent=False), None
+        finally:
+            retry_after = _retry_after.pop(request.notification_id, None)
         verdict = classify_apns(result.status, result.description)
-        return _outcome(result, verdict), verdict
+        return _outcome(result, verdict, retry_after), verdict
 
 
-def _outcome(result: NotificationResult, verdict: Verdict) -> Outcome:
+def _outcome(result: NotificationResult, verdict: Verdict, retry_after: float | None) -> Outcome:
     reason = result.description or f"HTTP{result.status}"
     match verdict:
         case Verdict.DELIVERED:
@@ -240,8 +258,7 @@ def _outcome(result: NotificationResult, verdict: Verdict) -> Outcome:
             at = None if stamp is None else dt.datetime.fromtimestamp(stamp / 1000, dt.UTC)
             return TokenDead(reason=reason, invalidated_at=at)
         case Verdict.RETRY:
-            # aioapns exposes no response headers, so a Retry-After cannot be read
-            # (Apple documents none for APNs); the caller backs off on its own.
-            return RetryAfter(reason=reason)
+            # Apple documents no Retry-After for APNs; honoured if one comes.
+            return RetryAfter(reason=reason, seconds=retry_after)
         case Verdict.PERMANENT | Verdict.REFRESH_CREDENTIALS:
             return Failed(reason=reason, permanent=True)

@@ -7,6 +7,8 @@ what the answer means; the adapters turn it into an :data:`~.model.Outcome`
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import enum
 
 
@@ -91,3 +93,19 @@ def classify_fcm(code: str, http_status: int | None) -> Verdict:
     if http_status is not None and 400 <= http_status < 500 and http_status != 429:
         return Verdict.PERMANENT
     return Verdict.RETRY
+
+
+def retry_after_seconds(value: str | None, *, now: dt.datetime | None = None) -> float | None:
+    """A Retry-After header (delay seconds or an HTTP date) in seconds; None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())

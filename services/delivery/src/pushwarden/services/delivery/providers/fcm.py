@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import datetime as dt
-import email.utils
 import itertools
 import json
 import warnings
@@ -27,7 +25,11 @@ from firebase_admin import _http_client, _retry, credentials, exceptions, messag
 from google.auth.transport import requests as google_requests
 
 from pushwarden.payload import FcmMessage, render_fcm
-from pushwarden.services.delivery.providers.classify import Verdict, classify_fcm
+from pushwarden.services.delivery.providers.classify import (
+    Verdict,
+    classify_fcm,
+    retry_after_seconds,
+)
 from pushwarden.services.delivery.providers.credentials import FcmCredentials
 from pushwarden.services.delivery.providers.model import (
     Delivered,
@@ -241,22 +243,6 @@ def token_is_invalid(error: exceptions.FirebaseError) -> bool:
             if fields and fields <= {"message.token"}:
                 return True
     return _BAD_TOKEN_MESSAGE in str(body.get("message", "")).lower()
-
-
-def retry_after_seconds(value: str | None, *, now: dt.datetime | None = None) -> float | None:
-    """A Retry-After header (delay seconds or an HTTP date) in seconds; None if absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
 
 
 def to_message(message: FcmMessage, token: str) -> messaging.Message:
