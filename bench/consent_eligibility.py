@@ -351,6 +351,7 @@ class Pass:
     batch_p50_ms: float
     batch_p99_ms: float
     server_cpu_ms_per_batch: float
+    client_cpu_ms_per_batch: float
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -410,10 +411,12 @@ async def eligibility_passes(
                         ] += 1
 
             cpu_before = _cpu_seconds(server_pid)
+            client_before = time.process_time()
             started = time.perf_counter()
             await asyncio.gather(*(caller(queue, last, latencies) for _ in range(concurrency)))
             elapsed = time.perf_counter() - started
             cpu = _cpu_seconds(server_pid) - cpu_before
+            client_cpu = time.process_time() - client_before
             latencies.sort()
             results.append(
                 Pass(
@@ -421,6 +424,7 @@ async def eligibility_passes(
                     statistics.median(latencies) * 1e3,
                     latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3,
                     cpu / len(batches) * 1e3,
+                    client_cpu / len(batches) * 1e3,
                 )
             )
             mix = last
@@ -454,13 +458,18 @@ def run_eligibility(
     finally:
         service.stop()
     best = max(passes, key=lambda p: p.users_per_s)
-    best = replace(best, server_cpu_ms_per_batch=min(p.server_cpu_ms_per_batch for p in passes))
+    best = replace(
+        best,
+        server_cpu_ms_per_batch=min(p.server_cpu_ms_per_batch for p in passes),
+        client_cpu_ms_per_batch=min(p.client_cpu_ms_per_batch for p in passes),
+    )
     print(
         f"{label:<10} {users:>9,} {args.concurrency:>5} "
         + " ".join(f"{p.users_per_s:>9,.0f}" for p in passes)
         + f"   best {best.users_per_s:,.0f} users/s; batch p50 {best.batch_p50_ms:.0f} ms, "
-        f"p99 {best.batch_p99_ms:.0f} ms; service CPU {best.server_cpu_ms_per_batch:.0f} ms "
-        "per batch",
+        f"p99 {best.batch_p99_ms:.0f} ms; CPU per batch: service "
+        f"{best.server_cpu_ms_per_batch:.0f} ms, client {best.client_cpu_ms_per_batch:.0f} ms "
+        f"(this machine: {os.cpu_count()} cores)",
         flush=True,
     )
     total = sum(mix.values())
@@ -485,10 +494,11 @@ class Recorded:
     p50_ms: float
     p99_ms: float
     calls: int
+    server_cpu_ms_per_call: float
 
 
 async def record_consent(
-    target: str, concurrency: int, warmup_s: float, duration_s: float
+    target: str, server_pid: int, concurrency: int, warmup_s: float, duration_s: float
 ) -> Recorded:
     """Concurrent RecordConsent calls for distinct users (alternating scopes and
     actions) during ``duration_s`` after a warm-up; latency of every counted call."""
@@ -537,17 +547,20 @@ async def record_consent(
 
         tasks = [asyncio.ensure_future(caller()) for _ in range(concurrency)]
         await asyncio.sleep(warmup_s)
+        cpu_before = _cpu_seconds(server_pid)
         started = time.perf_counter()
         stop_at = started + duration_s
         counting = True
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
+        cpu = _cpu_seconds(server_pid) - cpu_before
     latencies.sort()
     return Recorded(
         len(latencies) / elapsed,
         statistics.median(latencies) * 1e3,
         latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3,
         len(latencies),
+        cpu / max(len(latencies), 1) * 1e3,
     )
 
 
@@ -557,12 +570,14 @@ def run_record_consent(label: str, url: str, args: argparse.Namespace) -> Record
     try:
         asyncio.run(service.ready())
         warmup_s, duration_s = (0.5, 2.0) if args.quick else (1.0, 5.0)
-        result = asyncio.run(record_consent(service.target, args.writers, warmup_s, duration_s))
+        result = asyncio.run(
+            record_consent(service.target, service.process.pid, args.writers, warmup_s, duration_s)
+        )
     finally:
         service.stop()
     print(
         f"{label:<10} {args.writers:>5} {result.per_s:>10,.0f} {result.p50_ms:>8.1f} "
-        f"{result.p99_ms:>8.1f} {result.calls:>8,}",
+        f"{result.p99_ms:>8.1f} {result.calls:>8,} {result.server_cpu_ms_per_call:>12.1f}",
         flush=True,
     )
     return result
@@ -609,16 +624,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     url, _ = kept_sqlite(users, args.data_dir)
     sqlite_best = run_eligibility("sqlite", url, args, users, args.profile)
     pg_best = None
+    pg_recorded = None
+    record_header = (
+        f"\n{'database':<10} {'conc':>5} {'calls/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'calls':>8} {'service CPU ms/call':>12}"
+    )
     if not args.no_postgres:
         with throwaway_postgres() as pg_url:
             if pg_url is not None:
                 seconds = seed(pg_url, users)
                 print(f"seeded PostgreSQL in {seconds:.1f} s", flush=True)
                 pg_best = run_eligibility("postgres", pg_url, args, users, args.profile)
+                print(record_header)
+                pg_recorded = run_record_consent("postgres", pg_url, args)
 
-    print(
-        f"\n{'database':<10} {'conc':>5} {'calls/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'calls':>8}"
-    )
+    if pg_recorded is None:
+        print(record_header)
     with tempfile.TemporaryDirectory(prefix="pw-bench-consent-") as scratch:
         recorded = run_record_consent(
             "sqlite", f"sqlite:///{os.path.join(scratch, 'record.db')}", args
@@ -662,17 +683,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     record_setup = (
         f"RecordConsent over gRPC, {args.writers} concurrent callers on one channel, "
         "distinct users, universal and category scopes, every call a committed write "
-        f"(ledger entry, choice, feed change, idempotency key); fresh SQLite database; "
-        f"service in its own process (database pool {args.pool_size})"
+        "(ledger entry, choice, feed change, idempotency key); service in its own process "
+        f"(database pool {args.pool_size})"
     )
-    _bench("consent.record_consent_per_s", recorded.per_s, "calls/s", None, record_setup)
-    _bench(
-        "consent.record_consent_p99_ms",
-        recorded.p99_ms,
-        "ms",
-        None,
-        f"99th percentile client-side latency of {recorded.calls:,} calls; {record_setup}",
-    )
+    runs = [("", "a fresh SQLite database", recorded)]
+    if pg_recorded is not None:
+        runs.append(("_pg", "the PostgreSQL database above", pg_recorded))
+    for suffix, where, result in runs:
+        setup_here = (
+            f"{record_setup}; {where}; service CPU {result.server_cpu_ms_per_call:.1f} ms/call"
+        )
+        _bench(f"consent.record_consent_per_s{suffix}", result.per_s, "calls/s", None, setup_here)
+        _bench(
+            f"consent.record_consent_p99_ms{suffix}",
+            result.p99_ms,
+            "ms",
+            None,
+            f"99th percentile client-side latency of {result.calls:,} calls; {setup_here}",
+        )
     return 0
 
 
