@@ -485,3 +485,23 @@ def _no_leftover_firebase_apps() -> Iterator[None]:
 
     yield
     assert not [name for name in firebase_admin._apps if name.startswith("pushwarden-delivery")]
+
+
+async def test_fcm_a_message_firebase_admin_refuses_fails_alone_and_unsent(
+    fakes: Fakes, providers: Providers
+) -> None:
+    # Contracts carry the Android colour as text; firebase-admin insists on #RRGGBB.
+    bad = content_pb2.Content(title="Hi", android=content_pb2.AndroidOverrides(color="red"))
+    good = [fcm_token(), fcm_token()]
+    bad_token = fcm_token()
+    outcomes = await fcm_of(providers).send(
+        [push(good[0]), push(bad_token, content=bad), push(good[1])]
+    )
+    assert isinstance(outcomes[0], Delivered)
+    assert isinstance(outcomes[2], Delivered)
+    assert isinstance(outcomes[1], Failed)
+    assert outcomes[1].permanent
+    assert outcomes[1].requests == 0
+    assert outcomes[1].reason.startswith("InvalidMessage:")
+    assert fakes.fcm.recorder.count(token=bad_token) == 0
+    assert [fakes.fcm.recorder.count(token=t) for t in good] == [1, 1]

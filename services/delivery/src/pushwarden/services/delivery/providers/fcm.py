@@ -158,20 +158,35 @@ class FcmProvider:
                 to_send.append((len(slots) - 1, to_message(rendered.message, push.token)))
         if not to_send:
             return [slot for slot in slots if slot is not None]
+        outcomes = await self._send_messages([message for _, message in to_send])
+        for (index, _), outcome in zip(to_send, outcomes, strict=True):
+            slots[index] = outcome
+        return [slot for slot in slots if slot is not None]
+
+    async def _send_messages(self, messages: list[messaging.Message]) -> list[Outcome]:
+        try:
+            app = await self._ensure()
+        except Exception as exc:  # the app could not open: nothing was sent
+            reason = f"ClientError:{type(exc).__name__}"
+            return [RetryAfter(reason=reason, requests=0) for _ in messages]
         counts: dict[str, int] = {}
         reset = _requests_per_token.set(counts)
         try:
-            app = await self._ensure()
-            batch = await messaging.send_each_async([m for _, m in to_send], app=app)
-            responses: list[Any] = list(batch.responses)
-        except Exception as exc:  # the whole call failed: every push retries
-            responses = [exc] * len(to_send)
+            batch = await messaging.send_each_async(messages, app=app)
+        except ValueError as exc:
+            # firebase-admin refused a message before sending any: find it alone.
+            if len(messages) > 1:
+                return [o for message in messages for o in await self._send_messages([message])]
+            return [Failed(reason=f"InvalidMessage:{exc}", permanent=True, requests=0)]
+        except Exception as exc:  # the whole call failed: every push may retry
+            reason = f"ClientError:{type(exc).__name__}"
+            return [RetryAfter(reason=reason, requests=counts.get(m.token, 0)) for m in messages]
         finally:
             _requests_per_token.reset(reset)
-        for (index, message), response in zip(to_send, responses, strict=True):
-            sent = counts.get(message.token or "", 0)
-            slots[index] = _outcome(response, sent)
-        return [slot for slot in slots if slot is not None]
+        return [
+            _outcome(response, counts.get(message.token, 0))
+            for message, response in zip(messages, batch.responses, strict=True)
+        ]
 
     async def aclose(self) -> None:
         """Close the HTTP client inside this loop, then delete the firebase App."""
@@ -184,9 +199,7 @@ class FcmProvider:
         await asyncio.to_thread(firebase_admin.delete_app, app)
 
 
-def _outcome(response: Any, requests: int) -> Outcome:
-    if isinstance(response, Exception):
-        return RetryAfter(reason=f"ClientError:{type(response).__name__}", requests=requests)
+def _outcome(response: messaging.SendResponse, requests: int) -> Outcome:
     if response.success:
         return Delivered(provider_id=response.message_id, requests=requests)
     error = response.exception
