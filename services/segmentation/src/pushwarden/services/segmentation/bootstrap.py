@@ -18,7 +18,9 @@ from pushwarden.runtime.workers import Worker
 from pushwarden.services.segmentation.config import SegmentationConfig
 from pushwarden.services.segmentation.handlers.common import SegmentationDeps
 from pushwarden.services.segmentation.handlers.events import EventHandlers, StreamSettings
+from pushwarden.services.segmentation.handlers.lists import ListHandlers
 from pushwarden.services.segmentation.handlers.profiles import ProfileHandlers, ProfileReads
+from pushwarden.services.segmentation.handlers.segments import SegmentHandlers
 from pushwarden.services.segmentation.servicer import (
     SERVICE_DESCRIPTOR,
     SERVICE_NAME,
@@ -47,7 +49,11 @@ def bootstrap(config: SegmentationConfig) -> ServiceApp[SegmentationConfig]:
     )
     servicer = SegmentationServicer(
         SegmentationHandlers(
-            profiles=ProfileHandlers(deps), events=events, profile_reads=ProfileReads(deps)
+            profiles=ProfileHandlers(deps),
+            events=events,
+            profile_reads=ProfileReads(deps),
+            lists=ListHandlers(deps),
+            segments=SegmentHandlers(deps),
         )
     )
     return ServiceApp(

@@ -15,8 +15,12 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from pushwarden.segmentation.v1 import segmentation_pb2
 from pushwarden.services.segmentation.handlers.events import EventHandlers
+from pushwarden.services.segmentation.handlers.lists import ListHandlers
 from pushwarden.services.segmentation.handlers.profiles import ProfileHandlers, ProfileReads
+from pushwarden.services.segmentation.handlers.segments import SegmentHandlers
 from pushwarden.services.segmentation.rpc.ingest import IngestRpcs
+from pushwarden.services.segmentation.rpc.lists import ListRpcs
+from pushwarden.services.segmentation.rpc.segments import SegmentRpcs
 
 SERVICE_DESCRIPTOR: ServiceDescriptor = segmentation_pb2.DESCRIPTOR.services_by_name[
     "SegmentationService"
@@ -31,12 +35,16 @@ class SegmentationHandlers:
     profiles: ProfileHandlers
     events: EventHandlers
     profile_reads: ProfileReads
+    lists: ListHandlers
+    segments: SegmentHandlers
 
 
-class SegmentationServicer(IngestRpcs):
+class SegmentationServicer(IngestRpcs, ListRpcs, SegmentRpcs):
     """Implements ``pushwarden.segmentation.v1.SegmentationService``."""
 
     def __init__(self, handlers: SegmentationHandlers) -> None:
         self._profiles = handlers.profiles
         self._events = handlers.events
         self._profile_reads = handlers.profile_reads
+        self._lists = handlers.lists
+        self._segments = handlers.segments

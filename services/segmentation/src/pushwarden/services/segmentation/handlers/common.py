@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from google.protobuf.message import Message
 
 from pushwarden.runtime.clock import Clock
+from pushwarden.runtime.errors import AlreadyExists
 from pushwarden.services.segmentation.storage.uow import SegmentationUow
 
 
@@ -48,3 +50,28 @@ def request_digest(request: Message) -> str:
     """SHA-256 of a message's deterministic serialization: tells a retry (the same
     request) from a different one under the same key or id."""
     return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+
+
+def new_id(prefix: str) -> str:
+    """A server-assigned id: a prefix and 24 random hex digits (well under 64 ASCII)."""
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def id_taken(kind: str, resource_id: str) -> AlreadyExists:
+    """ALREADY_EXISTS (ID_TAKEN): the id names a different definition."""
+    return AlreadyExists(
+        f"{kind} {resource_id!r} exists with a different definition",
+        reason="ID_TAKEN",
+        resource_type=kind,
+        resource_name=resource_id,
+    )
+
+
+def key_reused(key: str) -> AlreadyExists:
+    """ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED)."""
+    return AlreadyExists(
+        f"idempotency key {key!r} was used with a different request",
+        reason="IDEMPOTENCY_KEY_REUSED",
+        resource_type="idempotency_key",
+        resource_name=key,
+    )

@@ -10,7 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.runtime.db import Database, UnitOfWork, UnitOfWorkFactory
 from pushwarden.services.segmentation.storage.events import EventRepository
+from pushwarden.services.segmentation.storage.lists import ListRepository
 from pushwarden.services.segmentation.storage.profiles import ProfileRepository
+from pushwarden.services.segmentation.storage.segments import SegmentRepository
 from pushwarden.services.segmentation.storage.state import ServiceStateRepository
 
 # One lock for every append to the event stream of this database.
@@ -25,6 +27,8 @@ class SegmentationUnitOfWork(UnitOfWork):
         self.profiles = ProfileRepository(session)
         self.events = EventRepository(session)
         self.state = ServiceStateRepository(session)
+        self.lists = ListRepository(session)
+        self.segments = SegmentRepository(session)
         self._appending = False
 
     @property
