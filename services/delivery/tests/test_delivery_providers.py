@@ -270,6 +270,24 @@ async def test_apns_no_answer_fails_within_its_deadline_while_other_sends_carry_
     }
 
 
+async def test_apns_sends_beyond_the_streams_queue_outside_their_deadline(
+    fakes: Fakes,
+) -> None:
+    cfg = config(fakes, apns_timeout="1.0", apns_max_connections="1", apns_max_streams="2")
+    providers = Providers(cfg.provider_credentials(), cfg.provider_settings())
+    tokens = [apns_token() for _ in range(10)]
+    for token in tokens:
+        fakes.apns.faults.add(FaultSpec("delay", token=token, seconds=0.4))
+    try:
+        # Five waves of two streams take 2 s, twice the deadline of each request.
+        outcomes = await apns_of(providers).send([push(token) for token in tokens])
+    finally:
+        await providers.aclose()
+    assert all(isinstance(o, Delivered) for o in outcomes), outcomes
+    assert [fakes.apns.recorder.count(token=token) for token in tokens] == [1] * 10
+    assert len({r.connection_id for r in fakes.apns.recorder.requests()}) == 1
+
+
 async def test_apns_an_answer_after_the_deadline_leaves_the_connection_serving(
     fakes: Fakes, providers: Providers
 ) -> None:

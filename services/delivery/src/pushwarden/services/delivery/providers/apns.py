@@ -45,6 +45,8 @@ from pushwarden.services.delivery.providers.model import (
 
 # Transport trouble that a later attempt may not meet.
 _TRANSPORT_ERRORS = (ConnectionError, ConnectionClosed, MaxAttemptsExceeded, OSError)
+# Streams per connection Apple allows (SETTINGS_MAX_CONCURRENT_STREAMS).
+_APPLE_STREAMS = 1000
 # Retry-After of error answers by apns-id (unique per send), noted by the protocol
 # class since aioapns' results carry no headers; taken by the send that awaits it.
 _retry_after: dict[str, float] = {}
@@ -114,8 +116,9 @@ class ApnsProvider:
     """One app's APNs key and topic behind :class:`~.model.PushProvider`.
 
     The aioapns client is built on first use, inside the running loop (built
-    outside it, its sends never complete).  ``timeout`` bounds each request;
-    ``max_connections`` and ``max_streams`` bound what is in flight.
+    outside it, its sends never complete).  ``timeout`` bounds each request
+    once it has a stream; ``max_connections`` and ``max_streams`` bound what
+    is in flight, further sends queue.
     """
 
     name = "apns"
@@ -137,6 +140,9 @@ class ApnsProvider:
         self._client: APNs | None = None
         self._retired: list[APNs] = []
         self._closing: set[asyncio.TimerHandle] = set()
+        # Sends beyond what the connections can carry wait here, outside their
+        # deadline, instead of in aioapns, which polls every 10 ms for a free stream.
+        self._in_flight = asyncio.Semaphore(max_connections * (max_streams or _APPLE_STREAMS))
         self.clients_built = 0
 
     def _build(self) -> APNs:
@@ -235,7 +241,8 @@ class ApnsProvider:
         self, client: APNs, request: NotificationRequest
     ) -> tuple[Outcome, Verdict | None]:
         try:
-            result = await asyncio.wait_for(client.send_notification(request), self._timeout)
+            async with self._in_flight:
+                result = await asyncio.wait_for(client.send_notification(request), self._timeout)
         except TimeoutError:
             return RetryAfter(reason="Timeout"), None
         except _TRANSPORT_ERRORS as exc:
