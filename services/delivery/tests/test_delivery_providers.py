@@ -83,7 +83,13 @@ class Fakes:
 
 
 @pytest.fixture
-async def fakes(tmp_path: Path) -> AsyncIterator[Fakes]:
+def fcm_token_lifetime() -> int:
+    """Seconds the fake FCM's access tokens last (as Google's: an hour)."""
+    return 3599
+
+
+@pytest.fixture
+async def fakes(tmp_path: Path, fcm_token_lifetime: int) -> AsyncIterator[Fakes]:
     """A fake APNs (on this loop) and a fake FCM (own thread: google-auth blocks), sharing
     one CA, with two apps' credentials in one TOML file; the CA is trusted process-wide."""
     state = tmp_path / "state"
@@ -113,7 +119,9 @@ async def fakes(tmp_path: Path) -> AsyncIterator[Fakes]:
     assert apns_server.ca_file is not None
     try:
         with (
-            fcm.run_fcm_in_thread([a for _, a, _ in accounts], state_dir=state) as fcm_server,
+            fcm.run_fcm_in_thread(
+                [a for _, a, _ in accounts], state_dir=state, token_lifetime=fcm_token_lifetime
+            ) as fcm_server,
             fcm.sandbox_ca_trust(apns_server.ca_file),
         ):
             for app, account, key in accounts:
@@ -463,6 +471,23 @@ async def test_fcm_expired_access_token_is_renewed_by_the_sdk_and_counted(
     assert isinstance(outcome, Delivered)
     assert outcome.requests == 2
     assert [r.status for r in fakes.fcm.recorder.requests(token=token)] == [401, 200]
+
+
+# google-auth renews a token within 3 min 45 s of its expiry; 200 s tokens are due at once.
+@pytest.mark.parametrize("fcm_token_lifetime", [200])
+async def test_fcm_a_token_near_expiry_is_renewed_before_any_send_is_refused(
+    fakes: Fakes, providers: Providers
+) -> None:
+    provider = fcm_of(providers)
+    tokens = [fcm_token() for _ in range(3)]
+    for token in tokens:
+        assert isinstance(await send_one(provider, push(token)), Delivered)
+        await asyncio.sleep(0.2)  # room for the background renewal
+    recorded = fakes.fcm.recorder.requests()
+    token_requests = [r for r in recorded if r.path == "/token"]
+    assert len(token_requests) >= 2  # the first, fetched at open, then a renewal
+    assert [fakes.fcm.recorder.requests(token=t)[0].status for t in tokens] == [200] * 3
+    assert all(r.status != 401 for r in recorded)
 
 
 # --- several apps ------------------------------------------------------------------------

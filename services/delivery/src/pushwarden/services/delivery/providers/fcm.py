@@ -124,13 +124,15 @@ class FcmProvider:
             client.async_client.event_hooks["request"].append(_count_request)
             service._async_client = client
             await shipped.aclose()
-            # google-auth fetches access tokens with blocking requests; fetch the
-            # first one off the loop (it lasts an hour; the SDK renews it in line).
+            # google-auth fetches access tokens with blocking requests.  The first is
+            # fetched off the loop here; later ones, once a token is within minutes of
+            # expiring, on google-auth's background thread while the old one still
+            # serves.  Only a token already expired is fetched in line.
+            credential = certificate.get_credential()
+            credential.with_non_blocking_refresh()
             # A failure here is reported per message by the send's own refresh.
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(
-                    certificate.get_credential().refresh, google_requests.Request()
-                )
+                await asyncio.to_thread(credential.refresh, google_requests.Request())
         except BaseException:
             await asyncio.to_thread(firebase_admin.delete_app, app)
             raise
