@@ -29,6 +29,8 @@ from pushwarden.services.consent.servicer import (
     ConsentServicer,
 )
 
+# The migration tests start from empty databases, not the suite's migrated template.
+PUSHWARDEN_TEST_MIGRATIONS = None
 MODULE = "pushwarden.services.consent"
 PREFIX = "PUSHWARDEN_CONSENT_"
 KEY = "k" * 64
