@@ -23,12 +23,15 @@ with ``PUSHWARDEN_CONSENT_*`` settings: a free port on 127.0.0.1, the database U
   a run that mostly stops at the first check would show.
 - ``consent.record_consent_per_s`` and ``consent.record_consent_p99_ms``: concurrent
   ``RecordConsent`` calls (each one a committed transaction: ledger entry, current
-  choice, feed change, idempotency key) for distinct users on a fresh SQLite database;
-  latency per call as the client sees it.
+  choice, feed change, idempotency key) for distinct users on a fresh SQLite database
+  (``..._pg``: on the PostgreSQL database above); latency per call as the client sees
+  it, UNAVAILABLE (database busy) answers retried and counted.
 
-Figures are as measured on this machine, best pass of several; ``--profile DIR`` runs
-the eligibility services under cProfile (also ``PUSHWARDEN_BENCH_PROFILE=DIR``) and
-prints where their time goes.
+Figures are as measured on this machine, best pass of several. The service's CPU time
+per batch (``consent.eligibility_server_cpu_ms_per_batch``) is printed beside users/s:
+on a shared machine it is the steadier figure. ``--profile DIR`` runs the eligibility
+services under cProfile (also ``PUSHWARDEN_BENCH_PROFILE=DIR``) and prints where their
+time goes.
 """
 
 from __future__ import annotations
