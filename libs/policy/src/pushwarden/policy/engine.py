@@ -187,9 +187,20 @@ def decide(
     # ``reference.check_gates`` (with the gate tables spelled out) and
     # ``reference.transactional_exemption``.
     if category.kind is _MARKETING:
-        failed = _marketing_gate(message, recipient, hist, now)
-        if failed >= 0:
-            return _MARKETING_DROPS[failed]
+        if (  # every gate at once; the spelled-out table finds which failed
+            recipient.erased
+            or recipient.suppressed
+            or not recipient.push_consent
+            or recipient.marketing_opt_out
+            or not recipient.os_permission
+            or recipient.usable_devices <= 0
+            or message.send_key in hist.send_keys
+            or (expires is not None and now >= expires)
+            or category.category_id in recipient.category_opt_outs
+            or message.topic_id in recipient.topic_opt_outs
+            or (recipient.holdout_sources and message.source_id in recipient.holdout_sources)
+        ):
+            return _MARKETING_DROPS[_marketing_gate(message, recipient, hist, now)]
         marketing = True
         frequency = recipient.frequency
     else:
