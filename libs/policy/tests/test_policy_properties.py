@@ -490,7 +490,7 @@ def _same_trace(a: Decision, b: Decision) -> bool:
 
 
 @given(scenarios())
-def test_decide_agrees_with_the_tracing_evaluator(
+def test_decide_agrees_with_the_reference_evaluator(
     scenario: tuple[Message, Recipient, list[ContactEntry], Rules, datetime],
 ) -> None:
     message, recipient, history, rules, now = scenario
