@@ -220,18 +220,15 @@ def decide(
             if marketing:
                 return _lazy(_DROP, _R_NO_TIMEZONE, None, message, recipient, hist, rules, now)
             return _lazy(_ALLOW, None, None, message, recipient, hist, rules, now)
-    # ``clock.view_at``: the local day of ``now`` with its quiet spans, from the memo
-    # (the app's quiet hours through the plan, a user's own through their tables).
+    # ``clock.view_at``: the local day of ``now`` with its quiet spans, from the memo.
     known = _PLANS.get(id(rules))
     plan = known.plan if known is not None and known.rules is rules else rules_plan(rules)
     quiet = recipient.quiet_hours
     if quiet is None:
         quiet = rules.quiet_hours
-        days = plan.quiet_days.get(zone)
-    else:
-        found = _TABLES_OF.get(id(quiet))
-        tables = found.tables if found is not None and found.quiet is quiet else quiet_tables(quiet)
-        days = tables.days.get(zone)
+    found = _TABLES_OF.get(id(quiet))
+    tables = found.tables if found is not None and found.quiet is quiet else quiet_tables(quiet)
+    days = tables.days.get(zone)
     day = days.get(now.toordinal()) if days is not None else None
     if day is None:
         view = view_at(quiet, zone, now)

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import NamedTuple
-from zoneinfo import ZoneInfo
 
-from .clock import QuietDay, quiet_tables
 from .memo import Memo, bounded_put
 from .model import CalendarWindow, CapAction, CapRule, CapScope, FrequencyPreference, Rules
 
@@ -105,9 +103,6 @@ class RulesPlan(NamedTuple):
     """The app's caps (a user with no opt-down)."""
     with_opt_down: dict[tuple[FrequencyPreference, int], CapPlan]
     """The app's caps plus an opt-down rule, per (mode, number)."""
-    quiet_days: dict[ZoneInfo, dict[int, QuietDay | None]]
-    """The app's quiet hours per zone and UTC day (``clock.QuietTables.days``): most
-    users keep the app's, and this saves finding their tables."""
 
 
 def _selector(rule: CapRule) -> int:
@@ -171,7 +166,6 @@ def rules_plan(rules: Rules) -> RulesPlan:
         int(rules.jitter.total_seconds()),
         compile_caps(rules.caps),
         {},
-        quiet_tables(rules.quiet_hours).days,
     )
     PLANS.put(id(rules), Compiled(rules, plan))
     return plan
