@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -42,6 +42,19 @@ _MIN_SECONDS: Final = -62_135_596_800
 _MAX_SECONDS: Final = 253_402_300_799
 
 
+_NUMBERS: dict[tuple[int, str], int] = {}
+
+
+def _proto_number(enum_type: Any, prefix: str, name: str) -> int:
+    """The proto number of ``prefix + name``, memoised: enum conversions run once per
+    device in every eligibility batch, and the descriptor lookup by name is not free."""
+    key = (id(enum_type), name)
+    number = _NUMBERS.get(key)
+    if number is None:
+        number = _NUMBERS[key] = int(enum_type.Value(prefix + name))
+    return number
+
+
 class Platform(enum.StrEnum):
     """What a device runs on."""
 
@@ -56,7 +69,9 @@ class Platform(enum.StrEnum):
 
     def to_proto(self) -> types_pb2.Platform.ValueType:
         """The proto enum value."""
-        return types_pb2.Platform.Value(f"PLATFORM_{self.value}")
+        return types_pb2.Platform.ValueType(
+            _proto_number(types_pb2.Platform, "PLATFORM_", self.value)
+        )
 
 
 class Provider(enum.StrEnum):
@@ -72,7 +87,9 @@ class Provider(enum.StrEnum):
 
     def to_proto(self) -> types_pb2.Provider.ValueType:
         """The proto enum value."""
-        return types_pb2.Provider.Value(f"PROVIDER_{self.value}")
+        return types_pb2.Provider.ValueType(
+            _proto_number(types_pb2.Provider, "PROVIDER_", self.value)
+        )
 
 
 class Permission(enum.StrEnum):
@@ -94,7 +111,9 @@ class Permission(enum.StrEnum):
 
     def to_proto(self) -> types_pb2.PermissionState.ValueType:
         """The proto enum value."""
-        return types_pb2.PermissionState.Value(f"PERMISSION_STATE_{self.value}")
+        return types_pb2.PermissionState.ValueType(
+            _proto_number(types_pb2.PermissionState, "PERMISSION_STATE_", self.value)
+        )
 
     @property
     def allows_push(self) -> bool:
@@ -117,7 +136,9 @@ class DeviceStatus(enum.StrEnum):
 
     def to_proto(self) -> resources_pb2.DeviceStatus.ValueType:
         """The proto enum value."""
-        return resources_pb2.DeviceStatus.Value(f"DEVICE_STATUS_{self.value}")
+        return resources_pb2.DeviceStatus.ValueType(
+            _proto_number(resources_pb2.DeviceStatus, "DEVICE_STATUS_", self.value)
+        )
 
 
 class InvalidReason(enum.StrEnum):
@@ -137,7 +158,9 @@ class InvalidReason(enum.StrEnum):
 
     def to_proto(self) -> resources_pb2.InvalidationReason.ValueType:
         """The proto enum value."""
-        return resources_pb2.InvalidationReason.Value(f"INVALIDATION_REASON_{self.value}")
+        return resources_pb2.InvalidationReason.ValueType(
+            _proto_number(resources_pb2.InvalidationReason, "INVALIDATION_REASON_", self.value)
+        )
 
 
 class InvalidationOutcome(enum.StrEnum):
@@ -149,7 +172,9 @@ class InvalidationOutcome(enum.StrEnum):
 
     def to_proto(self) -> messages_pb2.InvalidationOutcome.ValueType:
         """The proto enum value."""
-        return messages_pb2.InvalidationOutcome.Value(f"INVALIDATION_OUTCOME_{self.value}")
+        return messages_pb2.InvalidationOutcome.ValueType(
+            _proto_number(messages_pb2.InvalidationOutcome, "INVALIDATION_OUTCOME_", self.value)
+        )
 
 
 # The values this server knows; anything else from a newer client is INVALID_ARGUMENT.
@@ -563,6 +588,16 @@ class DeviceSummary(NamedTuple):
     def usable(self) -> bool:
         """Whether a push may go to it now (as :attr:`Device.usable`)."""
         return self.status is DeviceStatus.ACTIVE and self.permission.allows_push
+
+    def fill_usable(self, target: messages_pb2.UsableDevice) -> None:
+        """Write this device into ``target`` (a message already in its response)."""
+        target.device_id = self.device_id
+        target.provider = self.provider.to_proto()
+        target.token = self.token
+        target.platform = self.platform.to_proto()
+        target.permission = self.permission.to_proto()
+        target.locale = self.locale
+        target.app_version = self.app_version
 
     def to_usable_proto(self) -> messages_pb2.UsableDevice:
         """The contract's UsableDevice (meaningful for a usable device)."""

@@ -16,16 +16,16 @@ from dataclasses import dataclass
 from pushwarden.common.v1 import decision_pb2
 from pushwarden.consent.v1 import messages_pb2, resources_pb2
 from pushwarden.runtime.errors import InvalidArgument
-from pushwarden.services.consent.domain.categories import Category, CategoryKind
+from pushwarden.services.consent.domain.categories import Category, CategoryKind, DefaultState
 from pushwarden.services.consent.domain.consent import (
+    Action,
+    Choice,
     Choices,
-    category_standing,
-    channel_opted_out,
-    marketing_opted_out,
-    topic_subscribed,
+    Scope,
+    ScopeKind,
 )
 from pushwarden.services.consent.domain.devices import DeviceStatus, DeviceSummary
-from pushwarden.services.consent.handlers.common import ConsentDeps, timestamp
+from pushwarden.services.consent.handlers.common import ConsentDeps
 from pushwarden.services.consent.storage.choices import Suppression
 
 MAX_USERS = 1000
@@ -44,30 +44,150 @@ class EligibilityQuery:
     channel: str
 
 
-def _devices_part(
-    devices: Sequence[DeviceSummary],
-) -> tuple[list[DeviceSummary], decision_pb2.DeviceDetail, bool]:
-    """Usable devices (newest first, at most 10), the counts, and whether any active
-    device allows pushes."""
-    active = [d for d in devices if d.status is DeviceStatus.ACTIVE]
-    usable = [d for d in active if d.usable]
-    counts = decision_pb2.DeviceDetail(
-        usable=len(usable),
-        without_permission=len(active) - len(usable),
-        invalidated=sum(1 for d in devices if d.status is DeviceStatus.INVALID),
-    )
-    return usable[:MAX_DEVICES_PER_USER], counts, bool(usable) or not active
+class BatchJudge:
+    """Judges every user of one batch: the scope keys and the category's facts are
+    worked out once per batch, each user's devices walked once. It applies the rules of
+    :mod:`..domain.consent` (``category_standing``, ``marketing_opted_out``,
+    ``channel_opted_out``, ``topic_subscribed``) in the gate order above; the eligibility
+    tests and the consent model test hold it to them."""
 
+    def __init__(self, category: Category, query: EligibilityQuery) -> None:
+        channel = query.channel
+        self.category = category
+        self.query = query
+        self.marketing = category.kind is CategoryKind.MARKETING
+        self.can_opt_out = self.marketing or category.user_can_opt_out
+        self.default_allowed = category.default_state is DefaultState.OPTED_IN
+        self.all_key = Scope(ScopeKind.ALL_MARKETING).key
+        self.channel_key = Scope(ScopeKind.CHANNEL, channel).key
+        self.category_keys = (
+            Scope(ScopeKind.CATEGORY, channel, category.category_id).key,
+            Scope(ScopeKind.CATEGORY, "", category.category_id).key,
+        )
+        topic = query.topic_id
+        self.topic_keys = (
+            (
+                Scope(ScopeKind.TOPIC, channel, topic_id=topic).key,
+                Scope(ScopeKind.TOPIC, "", topic_id=topic).key,
+            )
+            if topic
+            else ()
+        )
 
-def _zone(
-    preferences: resources_pb2.Preferences | None, devices: Sequence[DeviceSummary]
-) -> tuple[str, int]:
-    if preferences is not None and preferences.time_zone_override:
-        return preferences.time_zone_override, R.TIME_ZONE_SOURCE_PROFILE
-    for device in devices:  # newest registration first
-        if device.status is DeviceStatus.ACTIVE and device.time_zone:
-            return device.time_zone, R.TIME_ZONE_SOURCE_DEVICE
-    return "", R.TIME_ZONE_SOURCE_NONE
+    @staticmethod
+    def _later(choices: Choices, keys: tuple[str, ...]) -> Choice | None:
+        found: Choice | None = None
+        for key in keys:
+            choice = choices.get(key)
+            if choice is not None and (
+                found is None or choice.ledger_sequence > found.ledger_sequence
+            ):
+                found = choice
+        return found
+
+    def judge(
+        self,
+        answer: messages_pb2.UserEligibility,
+        user_id: str,
+        choices: Choices,
+        devices: Sequence[DeviceSummary],
+        preferences: resources_pb2.Preferences | None,
+        suppression: Suppression | None,
+    ) -> None:
+        """Fill ``answer`` (a fresh message, typically ``response.users.add()``, so that
+        nothing is copied) with one user's eligibility; every input already loaded."""
+        marketing = self.marketing
+        suppressed = suppression is not None and suppression.lifted_at is None
+        choice = choices.get(self.all_key)
+        all_out = choice is not None and choice.action is Action.OPT_OUT
+        choice = choices.get(self.channel_key)
+        channel_out = choice is not None and choice.action is Action.OPT_OUT
+        choice = self._later(choices, self.category_keys)
+        if choice is not None and choice.action is Action.OPT_IN:
+            category_allowed, category_default = True, False
+        elif choice is not None and self.can_opt_out:
+            category_allowed, category_default = False, False
+        else:
+            category_allowed, category_default = self.default_allowed, True
+        reasons: list[int] = []
+        if marketing and suppressed:
+            reasons.append(R.REASON_CODE_SUPPRESSED)
+        if marketing and (channel_out or all_out):
+            reasons.append(R.REASON_CODE_OPTED_OUT)
+        if not category_allowed:
+            reasons.append(R.REASON_CODE_CATEGORY_OPTED_OUT)
+        subscribed = False
+        if self.topic_keys:
+            topic_choice = self._later(choices, self.topic_keys)
+            subscribed = topic_choice is not None and topic_choice.action is Action.OPT_IN
+            answer.topic_state = (
+                messages_pb2.TOPIC_STATE_SUBSCRIBED
+                if subscribed
+                else messages_pb2.TOPIC_STATE_NOT_SUBSCRIBED
+            )
+            if not subscribed and self.can_opt_out:
+                reasons.append(R.REASON_CODE_TOPIC_OPTED_OUT)
+        usable = 0
+        active = invalid = 0
+        device_zone = ""
+        listed = answer.devices
+        for device in devices:  # newest registration first
+            if device.status is DeviceStatus.ACTIVE:
+                active += 1
+                if not device_zone:
+                    device_zone = device.time_zone
+                if device.permission.allows_push:
+                    usable += 1
+                    if usable <= MAX_DEVICES_PER_USER:
+                        device.fill_usable(listed.add())
+            elif device.status is DeviceStatus.INVALID:
+                invalid += 1
+        if active and not usable:
+            reasons.append(R.REASON_CODE_NO_PERMISSION)
+        if not usable:
+            reasons.append(R.REASON_CODE_NO_DEVICE)
+        answer.user_id = user_id
+        if reasons:
+            answer.reason = reasons[0]  # type: ignore[assignment]
+            answer.reasons.extend(reasons)  # type: ignore[arg-type]
+        else:
+            answer.allowed = True
+        if preferences is not None and preferences.time_zone_override:
+            answer.time_zone = preferences.time_zone_override
+            answer.time_zone_source = R.TIME_ZONE_SOURCE_PROFILE
+        elif device_zone:
+            answer.time_zone = device_zone
+            answer.time_zone_source = R.TIME_ZONE_SOURCE_DEVICE
+        else:
+            answer.time_zone_source = R.TIME_ZONE_SOURCE_NONE
+        consent = answer.consent
+        consent.SetInParent()  # always set, even when every fact is false
+        consent.category_id = self.category.category_id
+        consent.category_allowed = category_allowed
+        consent.category_default = category_default
+        if all_out:
+            consent.marketing_opted_out = True
+        if channel_out:
+            consent.channel_opted_out = True
+        if self.query.topic_id:
+            consent.topic_id = self.query.topic_id
+            consent.topic_subscribed = subscribed
+        if suppression is not None:
+            consent.erased = True
+            consent.suppressed = suppressed
+        if choice is not None:
+            consent.recorded_at.FromDatetime(choice.recorded_at)
+        counts = answer.device_counts
+        counts.SetInParent()
+        counts.usable = usable
+        counts.without_permission = active - usable
+        counts.invalidated = invalid
+        answer.known_user = bool(choices or devices or preferences is not None or suppression)
+        if preferences is not None:
+            if preferences.HasField("quiet_hours"):
+                answer.quiet_hours.CopyFrom(preferences.quiet_hours)
+            if preferences.HasField("frequency"):
+                answer.frequency.CopyFrom(preferences.frequency)
 
 
 def judge_user(
@@ -80,63 +200,8 @@ def judge_user(
     suppression: Suppression | None,
 ) -> messages_pb2.UserEligibility:
     """One user's answer (pure: every input already loaded)."""
-    marketing = category.kind is CategoryKind.MARKETING
-    suppressed = suppression is not None and suppression.lifted_at is None
-    all_out = marketing_opted_out(choices)
-    channel_out = channel_opted_out(choices, query.channel)
-    standing = category_standing(choices, category, query.channel)
-    reasons: list[int] = []
-    if marketing and suppressed:
-        reasons.append(R.REASON_CODE_SUPPRESSED)
-    if marketing and (channel_out or all_out):
-        reasons.append(R.REASON_CODE_OPTED_OUT)
-    if not standing.allowed:
-        reasons.append(R.REASON_CODE_CATEGORY_OPTED_OUT)
-    topic_state = messages_pb2.TOPIC_STATE_UNSPECIFIED
-    subscribed = False
-    if query.topic_id:
-        subscribed = topic_subscribed(choices, query.topic_id, query.channel)
-        topic_state = (
-            messages_pb2.TOPIC_STATE_SUBSCRIBED
-            if subscribed
-            else messages_pb2.TOPIC_STATE_NOT_SUBSCRIBED
-        )
-        if not subscribed and (marketing or category.user_can_opt_out):
-            reasons.append(R.REASON_CODE_TOPIC_OPTED_OUT)
-    usable, counts, permitted = _devices_part(devices)
-    if not permitted:
-        reasons.append(R.REASON_CODE_NO_PERMISSION)
-    if not usable:
-        reasons.append(R.REASON_CODE_NO_DEVICE)
-    zone, zone_source = _zone(preferences, devices)
-    answer = messages_pb2.UserEligibility(
-        user_id=user_id,
-        allowed=not reasons,
-        reason=reasons[0] if reasons else R.REASON_CODE_UNSPECIFIED,  # type: ignore[arg-type]
-        reasons=reasons,  # type: ignore[arg-type]
-        devices=[device.to_usable_proto() for device in usable],
-        time_zone=zone,
-        time_zone_source=zone_source,  # type: ignore[arg-type]
-        topic_state=topic_state,
-        consent=decision_pb2.ConsentDetail(
-            marketing_opted_out=all_out,
-            channel_opted_out=channel_out,
-            category_id=category.category_id,
-            category_allowed=standing.allowed,
-            category_default=standing.is_default,
-            topic_id=query.topic_id,
-            topic_subscribed=subscribed,
-            recorded_at=timestamp(standing.recorded_at),
-            suppressed=suppressed,
-            erased=suppression is not None,
-        ),
-        device_counts=counts,
-        known_user=bool(choices or devices or preferences is not None or suppression),
-    )
-    if preferences is not None and preferences.HasField("quiet_hours"):
-        answer.quiet_hours.CopyFrom(preferences.quiet_hours)
-    if preferences is not None and preferences.HasField("frequency"):
-        answer.frequency.CopyFrom(preferences.frequency)
+    answer = messages_pb2.UserEligibility()
+    BatchJudge(category, query).judge(answer, user_id, choices, devices, preferences, suppression)
     return answer
 
 
@@ -165,20 +230,20 @@ class EligibilityHandlers:
             suppressions = await work.suppressions.of_subjects(
                 query.app_id, list(subjects.values())
             )
-        return messages_pb2.CheckEligibilityResponse(
+        response = messages_pb2.CheckEligibilityResponse(
             category_kind=category.kind.to_proto(),
-            users=[
-                judge_user(
-                    user,
-                    category,
-                    query,
-                    choices.get(user, {}),
-                    devices.get(user, []),
-                    preferences.get(user),
-                    suppressions.get(subjects[user]),
-                )
-                for user in query.user_ids
-            ],
             as_of_sequence=as_of,
             category=category.to_proto(),
         )
+        judge = BatchJudge(category, query).judge
+        add = response.users.add
+        for user in query.user_ids:
+            judge(
+                add(),
+                user,
+                choices.get(user, {}),
+                devices.get(user, []),
+                preferences.get(user),
+                suppressions.get(subjects[user]),
+            )
+        return response

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.services.consent.domain.consent import Action, Choice, Scope, ScopeKind
@@ -24,6 +24,25 @@ def _choice(row: ConsentChoiceRow) -> Choice:
         client_time=row.client_time,
         ledger_sequence=row.ledger_sequence,
     )
+
+
+_C = ConsentChoiceRow
+_CHOICES_OF_USERS = select(
+    _C.user_id,
+    _C.scope_key,
+    _C.scope_kind,
+    _C.channel,
+    _C.category_id,
+    _C.topic_id,
+    _C.action,
+    _C.source,
+    _C.wording_id,
+    _C.legal_basis,
+    _C.recorded_at,
+    _C.client_time,
+    _C.ledger_sequence,
+).where(_C.app_id == bindparam("app_id"), _C.user_id.in_(bindparam("user_ids", expanding=True)))
+_ACTIONS = {action.value: action for action in Action}
 
 
 class ChoiceRepository:
@@ -62,15 +81,41 @@ class ChoiceRepository:
         return {row.scope_key: _choice(row) for row in rows}
 
     async def of_users(self, app_id: str, user_ids: Sequence[str]) -> dict[str, dict[str, Choice]]:
-        """The choices of many users by user and scope key, in one query."""
+        """The choices of many users by user and scope key, in one query (read as plain
+        columns: this runs for every eligibility batch)."""
         found: dict[str, dict[str, Choice]] = {}
-        rows = await self._session.scalars(
-            select(ConsentChoiceRow).where(
-                ConsentChoiceRow.app_id == app_id, ConsentChoiceRow.user_id.in_(list(user_ids))
-            )
+        scopes: dict[str, Scope] = {}
+        rows = await self._session.execute(
+            _CHOICES_OF_USERS, {"app_id": app_id, "user_ids": list(user_ids)}
         )
-        for row in rows:
-            found.setdefault(row.user_id, {})[row.scope_key] = _choice(row)
+        for (
+            user_id,
+            key,
+            kind,
+            channel,
+            category_id,
+            topic_id,
+            action,
+            source,
+            wording_id,
+            legal_basis,
+            recorded_at,
+            client_time,
+            sequence,
+        ) in rows:
+            scope = scopes.get(key)
+            if scope is None:
+                scope = scopes[key] = Scope(ScopeKind(kind), channel, category_id, topic_id)
+            found.setdefault(user_id, {})[key] = Choice(
+                scope,
+                _ACTIONS[action],
+                source,
+                wording_id,
+                legal_basis,
+                recorded_at,
+                client_time,
+                sequence,
+            )
         return found
 
     async def delete_user(self, app_id: str, user_id: str) -> int:

@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.consent.v1 import resources_pb2
 from pushwarden.services.consent.models import PreferencesRow
+
+_P = PreferencesRow
+_OF_USERS = select(_P.user_id, _P.document, _P.updated_at).where(
+    _P.app_id == bindparam("app_id"), _P.user_id.in_(bindparam("user_ids", expanding=True))
+)
 
 
 def _parse(row: PreferencesRow) -> resources_pb2.Preferences:
@@ -33,12 +38,15 @@ class PreferencesRepository:
         self, app_id: str, user_ids: Sequence[str]
     ) -> dict[str, resources_pb2.Preferences]:
         """Many users' stored preferences, in one query."""
-        rows = await self._session.scalars(
-            select(PreferencesRow).where(
-                PreferencesRow.app_id == app_id, PreferencesRow.user_id.in_(list(user_ids))
-            )
+        rows = await self._session.execute(
+            _OF_USERS, {"app_id": app_id, "user_ids": list(user_ids)}
         )
-        return {row.user_id: _parse(row) for row in rows}
+        found: dict[str, resources_pb2.Preferences] = {}
+        for user_id, document, updated_at in rows:
+            preferences = resources_pb2.Preferences.FromString(document)
+            preferences.updated_at.FromDatetime(updated_at)
+            found[user_id] = preferences
+        return found
 
     async def put(
         self, app_id: str, user_id: str, document: resources_pb2.Preferences, now: datetime
