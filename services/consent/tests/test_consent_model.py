@@ -418,6 +418,7 @@ class ConsentMachine(RuleBasedStateMachine):
             return
         key = data.draw(st.sampled_from(sorted(model.keys)))
         request, first = model.keys[key]
+        entries = len(read_ledger(self.stub, self.app, user).entries)
         reply = succeeded(call(self.stub.RecordConsent, request))
         assert reply.replayed
         assert reply.entry == first
@@ -426,6 +427,7 @@ class ConsentMachine(RuleBasedStateMachine):
         other.wording_id = "another-wording"
         result = call(self.stub.RecordConsent, other)
         failed(result, grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
+        assert len(read_ledger(self.stub, self.app, user).entries) == entries
 
     # --- preferences ---------------------------------------------------------------
 
