@@ -29,6 +29,9 @@ from pushwarden.services.delivery.servicer import (
     DeliveryServicer,
 )
 
+# The migration test needs empty databases (not the migrated template conftest names).
+PUSHWARDEN_TEST_MIGRATIONS = None
+
 MODULE = "pushwarden.services.delivery"
 PREFIX = "PUSHWARDEN_DELIVERY_"
 # The RPCs DESIGN.md's API sketch names for this service.

@@ -1,8 +1,10 @@
 """Composition root of the delivery service: the one place that wires it together.
 
-:func:`bootstrap` turns a :class:`DeliveryConfig` into a ready app (database connected and
-migrated, servicer built); the entrypoint and the tests both call it, so what the tests
-exercise is what production runs.
+:func:`bootstrap` turns a :class:`DeliveryConfig` into a ready app: the database
+connected and migrated, the unit-of-work factory, the channel to consent, every app's
+providers from the credentials file, the handlers and the servicer on them, and the
+dispatcher as a hosted worker. The entrypoint and the tests both call it, so what the
+tests exercise is what production runs.
 """
 
 from __future__ import annotations
@@ -10,24 +12,73 @@ from __future__ import annotations
 from pathlib import Path
 
 from pushwarden.runtime.app import ServiceApp, open_database
+from pushwarden.runtime.client import idempotent_methods, open_peer_channel
+from pushwarden.runtime.clock import clock_for
 from pushwarden.runtime.unimplemented import service_handler
+from pushwarden.runtime.workers import Worker
 from pushwarden.services.delivery.config import DeliveryConfig
+from pushwarden.services.delivery.consent import CONSENT_SERVICE, ConsentPeer
+from pushwarden.services.delivery.domain.retry import RetryRule
+from pushwarden.services.delivery.handlers.common import DeliveryDeps
+from pushwarden.services.delivery.handlers.deliveries import DeliveryHandlers
+from pushwarden.services.delivery.handlers.dispatch import Dispatcher, DispatchSettings
+from pushwarden.services.delivery.providers import Providers
 from pushwarden.services.delivery.servicer import (
     SERVICE_DESCRIPTOR,
     SERVICE_NAME,
+    DeliveryServiceHandlers,
     DeliveryServicer,
 )
+from pushwarden.services.delivery.storage.uow import unit_of_work_factory
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def bootstrap(config: DeliveryConfig) -> ServiceApp[DeliveryConfig]:
-    """Connect to the database, apply pending migrations and build the servicer.
+    """Connect to the database, apply pending migrations and wire the service.
 
     Raises :class:`pushwarden.runtime.db.DatabaseUnavailable` (a one-line config error
     naming the database variable) when the database cannot be reached.
     """
     database = open_database(config, MIGRATIONS)
-    servicer = DeliveryServicer()
-    handler = service_handler(SERVICE_DESCRIPTOR, servicer)
-    return ServiceApp(config, database, handlers=(handler,), service_names=(SERVICE_NAME,))
+    channel = open_peer_channel(
+        config,
+        config.consent_addr,
+        default_timeout_s=config.consent_timeout_s,
+        idempotent_methods=idempotent_methods(CONSENT_SERVICE),
+    )
+    deps = DeliveryDeps(
+        uow=unit_of_work_factory(database),
+        clock=clock_for(config.clock_file),
+        consent=ConsentPeer(channel, config.consent_timeout_s),
+    )
+    providers = Providers(config.provider_credentials(), config.provider_settings())
+    dispatcher = Dispatcher(
+        deps,
+        providers,
+        RetryRule(
+            max_attempts=config.max_attempts,
+            base_s=config.retry_base_s,
+            max_s=config.retry_max_s,
+        ),
+        DispatchSettings(
+            batch=config.dispatch_batch,
+            poll_s=config.dispatch_poll_s,
+            lease_s=config.claim_lease_s,
+        ),
+    )
+    servicer = DeliveryServicer(DeliveryServiceHandlers(deliveries=DeliveryHandlers(deps)))
+
+    async def close_channel() -> None:
+        await channel.close()
+
+    return ServiceApp(
+        config,
+        database,
+        handlers=(service_handler(SERVICE_DESCRIPTOR, servicer),),
+        service_names=(SERVICE_NAME,),
+        clock=deps.clock,
+        workers=(Worker("dispatch", dispatcher.run),) if config.dispatch else (),
+        # Closed last to first: the providers inside the loop they sent from, then consent.
+        closers=[close_channel, providers.aclose],
+    )

@@ -71,6 +71,60 @@ class DeliveryConfig(ServiceConfig):
         maximum=500,
     )
 
+    consent_timeout_s: float = setting(
+        5.0,
+        help="Seconds a call to consent (categories, eligibility, invalidation) may take "
+        "before it is abandoned; the sends it was for are tried again later.",
+        minimum=0.1,
+        maximum=120,
+    )
+    max_attempts: int = setting(
+        5,
+        help="Provider HTTP requests one device of a send may cost, first try and retries "
+        "together (the SDKs' own resends counted); then the send is dead-lettered.",
+        minimum=1,
+        maximum=50,
+    )
+    retry_base_s: float = setting(
+        1.0,
+        help="Backoff before the first retry, doubled on each further one (with jitter; "
+        "a provider's Retry-After wins when it is longer).",
+        minimum=0.01,
+        maximum=3600,
+    )
+    retry_max_s: float = setting(
+        600.0,
+        help="Longest backoff between two tries of a send.",
+        minimum=0.01,
+        maximum=86400,
+    )
+    dispatch: bool = setting(
+        True,
+        help="Run the dispatcher in this process; false makes an API-only replica that "
+        "stores sends for the replicas that dispatch.",
+    )
+    dispatch_batch: int = setting(
+        500,
+        help="Sends claimed per dispatch batch (one CheckEligibility call per category "
+        "in it, at most 1,000 users each).",
+        minimum=1,
+        maximum=1000,
+    )
+    dispatch_poll_s: float = setting(
+        0.5,
+        help="Seconds the dispatcher waits before looking again when nothing was due.",
+        minimum=0.01,
+        maximum=60,
+    )
+    claim_lease_s: float = setting(
+        120.0,
+        help="Seconds a claimed send stays with the process that claimed it; a process "
+        "that dies holding it gives it back after this long. Keep it well above the "
+        "provider timeouts.",
+        minimum=1,
+        maximum=3600,
+    )
+
     def validate(self) -> None:
         """Also read the credentials file, so that a bad one stops the service at start."""
         super().validate()

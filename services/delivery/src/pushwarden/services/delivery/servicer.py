@@ -1,20 +1,35 @@
 """The gRPC face of the delivery service.
 
-:class:`DeliveryServicer` subclasses the generated ``DeliveryServiceServicer``, so mypy checks
-every method against the contract. Each method checks the caller may use the app,
-converts the request, calls one handler and converts the result. RPCs it does not
-override answer UNIMPLEMENTED, naming themselves.
+:class:`DeliveryServicer` composes one mixin per area (``rpc/``); each subclasses the
+generated ``DeliveryServiceServicer``, so mypy checks every method against the
+contract. A method checks that the caller may use the app, converts the request to
+domain values, calls one handler and converts the result. RPCs no mixin overrides
+answer UNIMPLEMENTED, naming themselves.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from google.protobuf.descriptor import ServiceDescriptor
 
-from pushwarden.delivery.v1 import delivery_pb2, delivery_pb2_grpc
+from pushwarden.delivery.v1 import delivery_pb2
+from pushwarden.services.delivery.handlers.deliveries import DeliveryHandlers
+from pushwarden.services.delivery.rpc.deliveries import DeliveryRpcs
 
 SERVICE_DESCRIPTOR: ServiceDescriptor = delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"]
 SERVICE_NAME: str = SERVICE_DESCRIPTOR.full_name
 
 
-class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
-    """Implements ``pushwarden.delivery.v1.DeliveryService``; no RPC is implemented yet."""
+@dataclass(frozen=True, slots=True)
+class DeliveryServiceHandlers:
+    """Every area's handlers, as the composition root builds them."""
+
+    deliveries: DeliveryHandlers
+
+
+class DeliveryServicer(DeliveryRpcs):
+    """Implements ``pushwarden.delivery.v1.DeliveryService``."""
+
+    def __init__(self, handlers: DeliveryServiceHandlers) -> None:
+        self._deliveries = handlers.deliveries

@@ -1,0 +1,1 @@
+"""Delivery's domain: plain values and rules, no I/O."""

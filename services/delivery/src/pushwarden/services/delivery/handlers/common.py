@@ -1,0 +1,21 @@
+"""What every delivery handler shares: its dependencies, built by the composition root."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from pushwarden.runtime.clock import Clock
+from pushwarden.services.delivery.consent import ConsentPeer
+from pushwarden.services.delivery.storage.uow import DeliveryUow
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryDeps:
+    """The dependencies of every delivery handler."""
+
+    uow: DeliveryUow
+    clock: Clock
+    consent: ConsentPeer
+    # Set when Deliver stored new sends, so an idle dispatcher looks at once.
+    work_arrived: asyncio.Event = field(default_factory=asyncio.Event)

@@ -1,0 +1,433 @@
+"""The dispatcher: claims due sends, re-checks consent, calls the providers, records.
+
+One pass, hosted as a worker of the app:
+
+1. claim a batch of due sends (transactional lane first), in one short transaction;
+2. end those past ``expires_at`` (EXPIRED) or ``latest_send_at`` (LATE) without a call;
+3. ask consent once per category of the batch (one ``CheckEligibility`` for all its
+   users) who may still receive it and on which devices, with their tokens: an opt-out
+   or a dead token since Deliver is honoured, and so before every retry;
+4. render and send every push of the batch through the app's providers, one call per
+   provider with all its pushes;
+5. record every attempt and the sends' new status in one transaction, then tell
+   consent about dead tokens (an outbox: unreported ones are retried on later passes).
+
+A device the provider accepted is never sent again. The window where a push can go
+twice is between the provider's acceptance and step 5's commit: a process killed there
+leaves its claim to expire, and the next pass sends those pushes again with the same
+``apns-id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from pushwarden.common.v1 import decision_pb2, types_pb2
+from pushwarden.consent.v1 import messages_pb2
+from pushwarden.payload import DeliveryOptions
+from pushwarden.runtime.workers import WorkerContext
+from pushwarden.services.delivery.consent import ConsentUnavailable, UnknownCategory
+from pushwarden.services.delivery.domain.retry import RetryRule
+from pushwarden.services.delivery.domain.sends import (
+    AttemptOutcome,
+    AttemptRecord,
+    DeviceStatus,
+    SendStatus,
+)
+from pushwarden.services.delivery.handlers.common import DeliveryDeps
+from pushwarden.services.delivery.providers import (
+    Delivered,
+    Failed,
+    Outcome,
+    OutgoingPush,
+    Providers,
+    PushProvider,
+    RetryAfter,
+    TokenDead,
+    apns_id_for,
+)
+from pushwarden.services.delivery.storage.sends import (
+    ClaimedSend,
+    DeviceState,
+    PassResult,
+    PendingInvalidation,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_USERS_PER_CHECK = 1000
+INVALIDATIONS_PER_PASS = 200
+NO_CREDENTIALS = "no_credentials"
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    """How much a pass takes and how long a claim lasts."""
+
+    batch: int = 500
+    poll_s: float = 0.5
+    lease_s: float = 120.0
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A send's pass in the making: its result once decided (early, when no push
+    goes), the attempts made and the delays its retrying devices asked for."""
+
+    claimed: ClaimedSend
+    result: PassResult | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Push:
+    """One push of the pass: the send's plan, the device, the provider that carries it."""
+
+    plan: _Plan
+    device: DeviceState
+    provider: PushProvider
+    outgoing: OutgoingPush
+
+
+def push_seed(send_id: str, device_id: str) -> str:
+    """What a device's ``apns-id`` is derived from: the send and the device, so that
+    every retry of that pair (in any process) carries the same id and two devices of one
+    send never share one on a connection."""
+    return f"{send_id}/{device_id}"
+
+
+class Dispatcher:
+    """The dispatch loop; :meth:`run` is the worker body."""
+
+    def __init__(
+        self,
+        deps: DeliveryDeps,
+        providers: Providers,
+        rule: RetryRule,
+        settings: DispatchSettings,
+    ) -> None:
+        self._deps = deps
+        self._providers = providers
+        self._rule = rule
+        self._settings = settings
+
+    async def run(self, ctx: WorkerContext) -> None:
+        """Dispatch until the app stops; in-flight work finishes, the rest stays stored."""
+        while not ctx.stopping:
+            self._deps.work_arrived.clear()
+            handled = await self.dispatch_once()
+            await self.report_invalidations()
+            if handled == 0:
+                await self._idle(ctx)
+
+    async def _idle(self, ctx: WorkerContext) -> None:
+        waits = [
+            asyncio.ensure_future(self._deps.work_arrived.wait()),
+            asyncio.ensure_future(ctx.wait_stopping()),
+        ]
+        try:
+            await asyncio.wait(waits, timeout=self._settings.poll_s, return_when="FIRST_COMPLETED")
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+
+    async def dispatch_once(self) -> int:
+        """Claim one batch of due sends and carry it through; returns how many."""
+        deps = self._deps
+        now = deps.clock.now()
+        lease_until = now + timedelta(seconds=self._settings.lease_s)
+        async with deps.uow() as work:
+            claimed = await work.sends.claim_due(now, self._settings.batch, lease_until)
+            await work.commit()
+        if not claimed:
+            return 0
+        results = await self._pass(claimed)
+        async with deps.uow() as work:
+            await work.sends.record(results)
+            await work.commit()
+        return len(claimed)
+
+    async def report_invalidations(self) -> int:
+        """Tell consent about dead tokens not reported yet; returns how many were."""
+        deps = self._deps
+        async with deps.uow(read_only=True) as work:
+            pending = await work.sends.pending_invalidations(INVALIDATIONS_PER_PASS)
+        if not pending:
+            return 0
+
+        async def report(item: PendingInvalidation) -> bool:
+            try:
+                await deps.consent.invalidate(
+                    app_id=item.app_id,
+                    device_id=item.device_id,
+                    provider=item.provider,
+                    reason=item.reason,
+                    at=item.invalidated_at,
+                    send_id=item.send_id,
+                )
+            except ConsentUnavailable as exc:
+                logger.warning("dead token not reported yet", extra={"reason": str(exc)})
+                return False
+            return True
+
+        done = await asyncio.gather(*(report(item) for item in pending))
+        reported = [item for item, ok in zip(pending, done, strict=True) if ok]
+        async with deps.uow() as work:
+            await work.sends.mark_reported(reported)
+            await work.commit()
+        return len(reported)
+
+    async def _pass(self, claimed: Sequence[ClaimedSend]) -> list[PassResult]:
+        now = self._deps.clock.now()
+        plans = [_Plan(send) for send in claimed]
+        live: list[_Plan] = []
+        for plan in plans:
+            send = plan.claimed
+            if send.expires_at is not None and now >= send.expires_at:
+                plan.result = _closed(send, SendStatus.EXPIRED, now)
+            elif send.latest_send_at is not None and now >= send.latest_send_at:
+                plan.result = _closed(send, SendStatus.LATE, now)
+            else:
+                live.append(plan)
+        pushes = await self._resolve(live, now)
+        outcomes = await self._send(pushes)
+        finished = self._deps.clock.now()
+        for push, (outcome, started, ended) in zip(pushes, outcomes, strict=True):
+            self._apply(push, outcome, started, ended)
+        for plan in live:
+            if plan.result is None:
+                plan.result = self._conclude(plan, finished)
+            plan.result.attempts = plan.attempts
+        return [plan.result for plan in plans if plan.result is not None]
+
+    async def _resolve(self, live: list[_Plan], now: datetime) -> list[_Push]:
+        """One CheckEligibility per (app, category, topic) of the batch; the pushes of
+        every send consent still allows, to the devices it names."""
+        groups: dict[tuple[str, str, str], list[_Plan]] = defaultdict(list)
+        for plan in live:
+            send = plan.claimed
+            groups[(send.app_id, send.category_id, send.topic_id)].append(plan)
+        answers = await asyncio.gather(
+            *(self._eligibility(key, group) for key, group in groups.items()),
+            return_exceptions=True,
+        )
+        pushes: list[_Push] = []
+        retry_at = now + timedelta(seconds=self._rule.base_s)
+        for group, answer in zip(groups.values(), answers, strict=True):
+            if isinstance(answer, UnknownCategory):
+                for plan in group:
+                    plan.result = _closed(
+                        plan.claimed, SendStatus.FAILED, now, reason="unknown_category"
+                    )
+                continue
+            if isinstance(answer, BaseException):
+                if not isinstance(answer, ConsentUnavailable):
+                    logger.error("eligibility check failed", exc_info=answer)
+                # Consent could not say: nothing is sent, the sends come back later.
+                for plan in group:
+                    plan.result = PassResult(
+                        plan.claimed, SendStatus.IN_PROGRESS, retry_at, counted_pass=False
+                    )
+                continue
+            for plan in group:
+                pushes.extend(self._plan_pushes(plan, answer[plan.claimed.user_id], now))
+        return pushes
+
+    async def _eligibility(
+        self, key: tuple[str, str, str], group: list[_Plan]
+    ) -> dict[str, messages_pb2.UserEligibility]:
+        app_id, category_id, topic_id = key
+        users = list(dict.fromkeys(plan.claimed.user_id for plan in group))
+        answers: dict[str, messages_pb2.UserEligibility] = {}
+        for start in range(0, len(users), MAX_USERS_PER_CHECK):
+            answers.update(
+                await self._deps.consent.eligibility(
+                    app_id, category_id, topic_id, users[start : start + MAX_USERS_PER_CHECK]
+                )
+            )
+        return answers
+
+    def _plan_pushes(
+        self, plan: _Plan, eligibility: messages_pb2.UserEligibility, now: datetime
+    ) -> list[_Push]:
+        send = plan.claimed
+        if not eligibility.allowed:
+            reason = eligibility.reason or decision_pb2.REASON_CODE_NO_DEVICE
+            plan.result = _closed(send, SendStatus.SUPPRESSED, now, suppressed=reason)
+            return []
+        usable = {device.device_id: device for device in eligibility.devices}
+        if not send.devices:  # first pass: the send goes to the devices usable now
+            for device in eligibility.devices:
+                send.devices[device.device_id] = DeviceState(
+                    device_id=device.device_id,
+                    provider=device.provider,
+                    platform=device.platform,
+                    status=DeviceStatus.RETRYING,
+                    apns_id=apns_id_for(push_seed(send.send_id, device.device_id))
+                    if device.provider == types_pb2.PROVIDER_APNS
+                    else "",
+                    stored=False,
+                )
+        options = DeliveryOptions.for_send(send.send, now=now)
+        pushes: list[_Push] = []
+        for state in send.devices.values():
+            if state.status is not DeviceStatus.RETRYING:
+                continue
+            target = usable.get(state.device_id)
+            if target is None:  # invalidated, unregistered or denied since the last try
+                state.status = DeviceStatus.SKIPPED
+                continue
+            provider = self._provider(send.app_id, state.provider)
+            if provider is None:
+                state.status, state.reason = DeviceStatus.FAILED, NO_CREDENTIALS
+                continue
+            outgoing = OutgoingPush(
+                send_id=push_seed(send.send_id, state.device_id),
+                token=target.token,
+                content=send.send.content,
+                options=options,
+            )
+            pushes.append(_Push(plan, state, provider, outgoing))
+        return pushes
+
+    def _provider(self, app_id: str, provider: int) -> PushProvider | None:
+        if provider == types_pb2.PROVIDER_APNS:
+            return self._providers.apns(app_id)
+        if provider == types_pb2.PROVIDER_FCM:
+            return self._providers.fcm(app_id)
+        return None
+
+    async def _send(self, pushes: list[_Push]) -> list[tuple[Outcome, datetime, datetime]]:
+        """Every push of the pass, one ``send`` per provider, all providers at once."""
+        by_provider: dict[int, list[int]] = defaultdict(list)
+        providers: dict[int, PushProvider] = {}
+        for index, push in enumerate(pushes):
+            by_provider[id(push.provider)].append(index)
+            providers[id(push.provider)] = push.provider
+        results: list[tuple[Outcome, datetime, datetime] | None] = [None] * len(pushes)
+
+        async def one_provider(key: int) -> None:
+            indexes = by_provider[key]
+            started = self._deps.clock.now()
+            began = time.monotonic()
+            try:
+                outcomes = await providers[key].send([pushes[i].outgoing for i in indexes])
+            except Exception as exc:  # an adapter bug must not lose the pass's records
+                logger.exception("provider send raised", extra={"provider": providers[key].name})
+                outcomes = [RetryAfter(reason=f"ClientError:{type(exc).__name__}") for _ in indexes]
+            ended = started + timedelta(seconds=time.monotonic() - began)
+            for index, outcome in zip(indexes, outcomes, strict=True):
+                results[index] = (outcome, started, ended)
+
+        await asyncio.gather(*(one_provider(key) for key in by_provider))
+        return [result for result in results if result is not None]
+
+    def _apply(self, push: _Push, outcome: Outcome, started: datetime, ended: datetime) -> None:
+        plan, device = push.plan, push.device
+        send = plan.claimed
+        retry_number = device.tries
+        device.tries += 1
+        device.requests += outcome.requests
+        send.requests += outcome.requests
+        fcm = device.provider == types_pb2.PROVIDER_FCM
+        next_at: datetime | None = None
+        retry_after: float | None = None
+        match outcome:
+            case Delivered():
+                device.status, device.reason = DeviceStatus.DELIVERED, ""
+                kind, http, reason = AttemptOutcome.DELIVERED, 200, ""
+            case TokenDead():
+                device.status, device.reason = DeviceStatus.TOKEN_DEAD, outcome.reason
+                device.invalidated_at = outcome.invalidated_at or ended
+                kind, http, reason = AttemptOutcome.TOKEN_DEAD, 0, outcome.reason
+            case Failed(permanent=True):
+                device.status, device.reason = DeviceStatus.FAILED, outcome.reason
+                kind, http, reason = AttemptOutcome.FAILED, 0, outcome.reason
+            case RetryAfter() | Failed():
+                kind, http, reason = AttemptOutcome.RETRYABLE, 0, outcome.reason
+                retry_after = outcome.seconds if isinstance(outcome, RetryAfter) else None
+                device.reason = reason
+                if self._rule.exhausted(device.requests):
+                    device.status = DeviceStatus.DEAD_LETTERED
+                else:
+                    wait = self._rule.jittered(retry_number, retry_after)
+                    next_at = ended + timedelta(seconds=wait)
+                    plan.waits.append(wait)
+        plan.attempts.append(
+            AttemptRecord(
+                device_id=device.device_id,
+                retry_number=retry_number,
+                provider=device.provider,
+                started_at=started,
+                finished_at=ended,
+                outcome=kind,
+                http_status=http,
+                reason=reason,
+                apns_id=device.apns_id,
+                fcm_message_id=outcome.provider_id
+                if fcm and isinstance(outcome, Delivered)
+                else "",
+                requests=outcome.requests,
+                retry_after_s=retry_after,
+                next_attempt_at=next_at,
+            )
+        )
+
+    def _conclude(self, plan: _Plan, now: datetime) -> PassResult:
+        """A send's status once every push of the pass has an outcome."""
+        send = plan.claimed
+        statuses = [device.status for device in send.devices.values()]
+        if DeviceStatus.RETRYING in statuses:
+            # Every retrying device waits at least as long as it asked (Retry-After).
+            wait = max(plan.waits or [self._rule.base_s])
+            return PassResult(send, SendStatus.IN_PROGRESS, now + timedelta(seconds=wait))
+        if DeviceStatus.DELIVERED in statuses:
+            return _closed(send, SendStatus.DELIVERED, now)
+        if DeviceStatus.DEAD_LETTERED in statuses:
+            return _closed(
+                send, SendStatus.DEAD_LETTERED, now, reason=_first_reason(send, "DEAD_LETTERED")
+            )
+        if statuses and all(status is DeviceStatus.SKIPPED for status in statuses):
+            return _closed(
+                send, SendStatus.SUPPRESSED, now, suppressed=decision_pb2.REASON_CODE_NO_DEVICE
+            )
+        return _closed(send, SendStatus.FAILED, now, reason=_first_reason(send, ""))
+
+
+def _first_reason(send: ClaimedSend, status: str) -> str:
+    for device in send.devices.values():
+        if device.reason and (not status or device.status.value == status):
+            return device.reason
+    return ""
+
+
+def _closed(
+    send: ClaimedSend,
+    status: SendStatus,
+    now: datetime,
+    *,
+    reason: str = "",
+    suppressed: int = 0,
+) -> PassResult:
+    """A final result; a device a provider accepted makes the send DELIVERED whatever
+    stopped the others (expiry, opt-out, exhausted retries)."""
+    if any(device.status is DeviceStatus.DELIVERED for device in send.devices.values()):
+        status, reason, suppressed = SendStatus.DELIVERED, "", 0
+    for device in send.devices.values():
+        if device.status is DeviceStatus.RETRYING:
+            device.status = DeviceStatus.SKIPPED
+    return PassResult(
+        send,
+        status,
+        now,
+        failure_reason=reason,
+        suppressed_reason=suppressed,
+        completed_at=now,
+    )

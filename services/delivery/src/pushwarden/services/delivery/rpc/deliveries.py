@@ -1,0 +1,54 @@
+"""Deliver and GetDelivery."""
+
+from __future__ import annotations
+
+from pushwarden.common.v1 import types_pb2
+from pushwarden.delivery.v1 import delivery_pb2_grpc, messages_pb2
+from pushwarden.runtime.auth import require_app
+from pushwarden.runtime.validation import Violations
+from pushwarden.services.delivery.domain.sends import check_deliver
+from pushwarden.services.delivery.handlers.deliveries import DeliveryHandlers
+from pushwarden.services.delivery.rpc.context import Context
+
+_ITEM_STATUS = {
+    "APPLIED": types_pb2.ITEM_STATUS_APPLIED,
+    "UNCHANGED": types_pb2.ITEM_STATUS_UNCHANGED,
+    "REJECTED": types_pb2.ITEM_STATUS_REJECTED,
+}
+
+
+class DeliveryRpcs(delivery_pb2_grpc.DeliveryServiceServicer):
+    """The send RPCs."""
+
+    _deliveries: DeliveryHandlers
+
+    async def Deliver(
+        self, request: messages_pb2.DeliverRequest, context: Context
+    ) -> messages_pb2.DeliverResponse:
+        """Store a batch of sends (before answering); one result per send."""
+        require_app(request.app_id)
+        sends = check_deliver(request.app_id, request.sends)
+        outcomes = await self._deliveries.deliver(request.app_id, sends)
+        return messages_pb2.DeliverResponse(
+            results=[
+                types_pb2.ItemResult(
+                    id=outcome.send_id,
+                    status=_ITEM_STATUS[outcome.status],
+                    field=outcome.field,
+                    message=outcome.message,
+                )
+                for outcome in outcomes
+            ]
+        )
+
+    async def GetDelivery(
+        self, request: messages_pb2.GetDeliveryRequest, context: Context
+    ) -> messages_pb2.GetDeliveryResponse:
+        """A send's status, devices and attempts."""
+        require_app(request.app_id)
+        problems = Violations()
+        problems.caller_id("app_id", request.app_id)
+        problems.caller_id("send_id", request.send_id)
+        problems.raise_if_any()
+        record = await self._deliveries.get(request.app_id, request.send_id)
+        return messages_pb2.GetDeliveryResponse(delivery=record.to_proto())
