@@ -804,14 +804,6 @@ async def ledger_length(stub: AsyncStub, user: str) -> int:
     return len(reply.entries)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SetPreferences is not idempotent in state once a topic is unsubscribed: "
-    "update_mask=[topics] with topics=[] after a topic was known writes a new PREFERENCES "
-    "ledger entry and answers unchanged=false on every repeat (the current topics list the "
-    "unsubscribed topic with subscribed=false, the request lists nothing, and the two "
-    "are compared as messages)",
-)
 async def test_the_same_topics_again_write_no_ledger_entry(stub: AsyncStub) -> None:
     topics_only = field_mask_pb2.FieldMask(paths=["topics"])
     subscribed = R.Preferences(topics=[R.TopicSubscription(topic_id="news", subscribed=True)])
@@ -831,13 +823,6 @@ async def test_the_same_topics_again_write_no_ledger_entry(stub: AsyncStub) -> N
     assert await ledger_length(stub, "ann") == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EraseUser forgets RecordConsent idempotency keys, so a client's retry of an "
-    "opt-in sent before the erasure is recorded again after it and lifts the suppression; "
-    "the contract keeps a consent key for as long as the ledger entry exists (the "
-    "minimised entry survives erasure), so the retry should replay and record nothing",
-)
 async def test_a_retry_of_a_choice_made_before_the_erasure_lifts_nothing(stub: AsyncStub) -> None:
     opt_in = messages_pb2.RecordConsentRequest(
         app_id="shop",

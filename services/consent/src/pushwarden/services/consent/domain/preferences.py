@@ -154,8 +154,16 @@ def merged(
     result.ClearField("updated_at")
     new = change.preferences
     if "topics" in change.fields:
+        # Replaced as a whole: a topic known before and not listed now is unsubscribed,
+        # and stays listed as such, so that the same state again compares equal.
+        listed = {topic.topic_id: topic.subscribed for topic in new.topics}
+        for topic in current.topics:
+            listed.setdefault(topic.topic_id, False)
         del result.topics[:]
-        result.topics.extend(sorted(new.topics, key=lambda topic: topic.topic_id))
+        result.topics.extend(
+            resources_pb2.TopicSubscription(topic_id=topic_id, subscribed=subscribed)
+            for topic_id, subscribed in sorted(listed.items())
+        )
     if "quiet_hours" in change.fields:
         result.ClearField("quiet_hours")
         if new.HasField("quiet_hours"):

@@ -2,7 +2,8 @@
 which user ids were erased.
 
 Erasure deletes the user's devices (tokens included), choices, preferences, prompt
-events, idempotency keys, ledger payloads and earlier feed changes; it keeps the
+events, preference idempotency keys, ledger payloads and earlier feed changes (and
+scrubs the user id from other users' changes); it keeps the
 minimised ledger (entries name only the keyed pseudonym and still verify) and writes
 the suppression record (the same pseudonym), appends an ERASURE ledger entry and
 publishes ERASED on the feed. The ERASED change is the one place the user id remains,
@@ -23,7 +24,10 @@ from pushwarden.services.consent.domain.ledger import EntryKind
 from pushwarden.services.consent.handlers.common import ConsentDeps, publish, record
 from pushwarden.services.consent.handlers.consent import ChoiceHandlers
 from pushwarden.services.consent.handlers.ledger import entry_proto
-from pushwarden.services.consent.handlers.preferences import PreferenceHandlers
+from pushwarden.services.consent.handlers.preferences import (
+    RPC_SET_PREFERENCES,
+    PreferenceHandlers,
+)
 from pushwarden.services.consent.storage.uow import ConsentUnitOfWork
 
 # A page position past every id: that list is exhausted.
@@ -99,7 +103,11 @@ class GdprHandlers:
             await work.choices.delete_user(app_id, user_id)
             await work.preferences.delete_user(app_id, user_id)
             await work.userdata.delete_prompt_events(app_id, user_id)
-            await work.idempotency.forget_owner(app_id, subject)
+            # RecordConsent keys stay as long as the (minimised) ledger entry does: their
+            # answer names only the scope and the sequence, and a client's retry of a
+            # choice made before the erasure must replay it, not record it (and lift
+            # the suppression) again. SetPreferences answers hold the preferences: gone.
+            await work.idempotency.forget_owner(app_id, subject, (RPC_SET_PREFERENCES,))
             await work.ledger.delete_payloads(subject)
             await work.feed.delete_user(app_id, user_id)
             for sequence, detail in await work.feed.mentioning(app_id, user_id):

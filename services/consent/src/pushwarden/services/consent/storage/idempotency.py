@@ -54,11 +54,13 @@ class IdempotencyRepository:
         )
         await self._session.flush()
 
-    async def forget_owner(self, app_id: str, owner: str) -> int:
-        """Erasure: drop the keys of one owner (a user's pseudonym)."""
+    async def forget_owner(self, app_id: str, owner: str, rpcs: tuple[str, ...]) -> int:
+        """Erasure: drop one owner's (a user's pseudonym's) keys of ``rpcs``."""
         result = await self._session.execute(
             delete(IdempotencyKeyRow).where(
-                IdempotencyKeyRow.app_id == app_id, IdempotencyKeyRow.owner == owner
+                IdempotencyKeyRow.app_id == app_id,
+                IdempotencyKeyRow.owner == owner,
+                IdempotencyKeyRow.rpc.in_(rpcs),
             )
         )
         return int(getattr(result, "rowcount", 0) or 0)
