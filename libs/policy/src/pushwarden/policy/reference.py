@@ -206,24 +206,38 @@ def first_failure(
     return -1
 
 
+def _gate_steps(gates: tuple[Gate, ...]) -> tuple[tuple[GateStep, ...], tuple[GateStep, ...]]:
+    return tuple(PASSED[g.check] for g in gates), tuple(FAILED[g.check] for g in gates)
+
+
+# Each table's steps, passed and failed, in table order (built once: an Enum's hash is
+# computed in Python, so a lookup by check per step would cost more than the step).
+_MARKETING_STEPS = _gate_steps(MARKETING_GATES)
+_TRANSACTIONAL_STEPS = _gate_steps(TRANSACTIONAL_GATES)
+_EXEMPT = PASSED[Check.TRANSACTIONAL_EXEMPTION]
+
+
 def check_gates(
     m: Message, r: Recipient, h: ContactHistory, now: datetime, steps: list[TraceStep]
 ) -> Reason | None:
     """Step 1: the gates of the message's kind; the reason of the first that fails."""
-    gates = MARKETING_GATES if m.category.kind is MessageKind.MARKETING else TRANSACTIONAL_GATES
-    failed = first_failure(gates, m, r, h, now)
-    passed = gates if failed < 0 else gates[:failed]
-    steps.extend(PASSED[gate.check] for gate in passed)
-    if failed < 0:
+    if m.category.kind is MessageKind.MARKETING:
+        gates, (passed, failed) = MARKETING_GATES, _MARKETING_STEPS
+    else:
+        gates, (passed, failed) = TRANSACTIONAL_GATES, _TRANSACTIONAL_STEPS
+    index = first_failure(gates, m, r, h, now)
+    if index < 0:
+        steps.extend(passed)
         return None
-    steps.append(FAILED[gates[failed].check])
-    return gates[failed].reason
+    steps.extend(passed[:index])
+    steps.append(failed[index])
+    return gates[index].reason
 
 
 def transactional_exemption(m: Message, steps: list[TraceStep]) -> bool:
     """Step 2: whether a transactional message is done (it goes now): caps, marketing
     consent and quiet hours do not apply unless it opted in to quiet hours."""
-    steps.append(PASSED[Check.TRANSACTIONAL_EXEMPTION])
+    steps.append(_EXEMPT)
     return not m.respects_quiet_hours
 
 
