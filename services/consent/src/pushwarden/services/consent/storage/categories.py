@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.runtime.db import insert_ignoring_duplicates
@@ -16,6 +16,10 @@ from pushwarden.services.consent.domain.categories import (
     DefaultState,
 )
 from pushwarden.services.consent.models import CategoryRow
+
+_ONE = select(*CategoryRow.__table__.columns).where(
+    CategoryRow.app_id == bindparam("app_id"), CategoryRow.category_id == bindparam("category_id")
+)
 
 
 def _category(row: CategoryRow) -> Category:
@@ -97,9 +101,23 @@ class CategoryRepository:
         return [_category(row) for row in rows]
 
     async def get(self, app_id: str, category_id: str) -> Category | None:
-        """One category, or None."""
-        row = await self._session.get(CategoryRow, (app_id, category_id))
-        return None if row is None else _category(row)
+        """One category, or None (read as plain columns: every eligibility batch asks)."""
+        row = (
+            await self._session.execute(_ONE, {"app_id": app_id, "category_id": category_id})
+        ).one_or_none()
+        if row is None:
+            return None
+        return Category(
+            app_id=row.app_id,
+            category_id=row.category_id,
+            kind=CategoryKind(row.kind),
+            default_state=DefaultState(row.default_state),
+            user_can_opt_out=row.user_can_opt_out,
+            display_name=row.display_name,
+            description=row.description,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
 
     async def get_many(self, app_id: str, category_ids: Sequence[str]) -> dict[str, Category]:
         """The categories among ``category_ids`` that exist, by id (one query)."""

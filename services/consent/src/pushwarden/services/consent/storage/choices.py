@@ -141,6 +141,14 @@ class Suppression:
         return self.lifted_at is None
 
 
+_SUPPRESSIONS_OF_SUBJECTS = select(
+    SuppressionRow.subject, SuppressionRow.erased_at, SuppressionRow.lifted_at
+).where(
+    SuppressionRow.app_id == bindparam("app_id"),
+    SuppressionRow.subject.in_(bindparam("subjects", expanding=True)),
+)
+
+
 class SuppressionRepository:
     """The ``suppressions`` table, keyed by pseudonym."""
 
@@ -165,12 +173,10 @@ class SuppressionRepository:
 
     async def of_subjects(self, app_id: str, subjects: Sequence[str]) -> dict[str, Suppression]:
         """The suppression records of many pseudonyms (one query)."""
-        rows = await self._session.scalars(
-            select(SuppressionRow).where(
-                SuppressionRow.app_id == app_id, SuppressionRow.subject.in_(list(subjects))
-            )
+        rows = await self._session.execute(
+            _SUPPRESSIONS_OF_SUBJECTS, {"app_id": app_id, "subjects": list(subjects)}
         )
-        return {row.subject: Suppression(row.erased_at, row.lifted_at) for row in rows}
+        return {subject: Suppression(erased, lifted) for subject, erased, lifted in rows}
 
     async def lift(self, app_id: str, subject: str, now: datetime) -> bool:
         """An opt-in that lifts suppression was recorded after the erasure."""
