@@ -11,13 +11,17 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from pushwarden.consent.v1 import consent_pb2
+from pushwarden.consent.v1.consent_pb2_grpc import ConsentServiceStub
 from pushwarden.runtime.app import ServiceApp, open_database
+from pushwarden.runtime.client import idempotent_methods, open_peer_channel
 from pushwarden.runtime.clock import clock_for
 from pushwarden.runtime.unimplemented import service_handler
 from pushwarden.runtime.workers import Worker
 from pushwarden.services.segmentation.config import SegmentationConfig
 from pushwarden.services.segmentation.handlers.common import SegmentationDeps
 from pushwarden.services.segmentation.handlers.events import EventHandlers, StreamSettings
+from pushwarden.services.segmentation.handlers.gdpr import GdprHandlers
 from pushwarden.services.segmentation.handlers.lists import ListHandlers
 from pushwarden.services.segmentation.handlers.profiles import ProfileHandlers, ProfileReads
 from pushwarden.services.segmentation.handlers.segments import SegmentHandlers
@@ -30,6 +34,7 @@ from pushwarden.services.segmentation.servicer import (
 from pushwarden.services.segmentation.storage.uow import unit_of_work_factory
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+CONSENT_SERVICE = consent_pb2.DESCRIPTOR.services_by_name["ConsentService"]
 
 
 def bootstrap(config: SegmentationConfig) -> ServiceApp[SegmentationConfig]:
@@ -39,6 +44,12 @@ def bootstrap(config: SegmentationConfig) -> ServiceApp[SegmentationConfig]:
     naming the database variable) when the database cannot be reached.
     """
     database = open_database(config, MIGRATIONS)
+    channel = open_peer_channel(
+        config,
+        config.consent_addr,
+        default_timeout_s=config.consent_timeout_s,
+        idempotent_methods=idempotent_methods(CONSENT_SERVICE),
+    )
     deps = SegmentationDeps(
         uow=unit_of_work_factory(database),
         clock=clock_for(config.clock_file),
@@ -47,6 +58,7 @@ def bootstrap(config: SegmentationConfig) -> ServiceApp[SegmentationConfig]:
     events = EventHandlers(
         deps, StreamSettings(heartbeat_s=config.stream_heartbeat_s, poll_s=config.stream_poll_s)
     )
+    gdpr = GdprHandlers(deps, ConsentServiceStub(channel), config.consent_poll_s)
     servicer = SegmentationServicer(
         SegmentationHandlers(
             profiles=ProfileHandlers(deps),
@@ -54,13 +66,22 @@ def bootstrap(config: SegmentationConfig) -> ServiceApp[SegmentationConfig]:
             profile_reads=ProfileReads(deps),
             lists=ListHandlers(deps),
             segments=SegmentHandlers(deps),
+            gdpr=gdpr,
         )
     )
+
+    async def close_channel() -> None:
+        await channel.close()
+
     return ServiceApp(
         config,
         database,
         handlers=(service_handler(SERVICE_DESCRIPTOR, servicer),),
         service_names=(SERVICE_NAME,),
         clock=deps.clock,
-        workers=(Worker("event-retention", events.retention_worker),),
+        workers=(
+            Worker("event-retention", events.retention_worker),
+            Worker("erasure", gdpr.erasure_worker),
+        ),
+        closers=[close_channel],
     )

@@ -27,6 +27,18 @@ class SegmentationConfig(ServiceConfig):
         "to erase users: host:port, or dns:///host:port to balance over every replica the "
         "name resolves to.",
     )
+    consent_poll_s: float = setting(
+        1.0,
+        help="Seconds between reads of consent's change feed (erasure follower).",
+        minimum=0.01,
+        maximum=300,
+    )
+    consent_timeout_s: float = setting(
+        10.0,
+        help="Default deadline, in seconds, of a call to consent.",
+        minimum=0.1,
+        maximum=300,
+    )
     event_retention_days: int = setting(
         90,
         help="Days events are kept (segment predicates and StreamEvents): an event whose "

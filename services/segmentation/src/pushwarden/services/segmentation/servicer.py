@@ -15,9 +15,11 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from pushwarden.segmentation.v1 import segmentation_pb2
 from pushwarden.services.segmentation.handlers.events import EventHandlers
+from pushwarden.services.segmentation.handlers.gdpr import GdprHandlers
 from pushwarden.services.segmentation.handlers.lists import ListHandlers
 from pushwarden.services.segmentation.handlers.profiles import ProfileHandlers, ProfileReads
 from pushwarden.services.segmentation.handlers.segments import SegmentHandlers
+from pushwarden.services.segmentation.rpc.gdpr import GdprRpcs
 from pushwarden.services.segmentation.rpc.ingest import IngestRpcs
 from pushwarden.services.segmentation.rpc.lists import ListRpcs
 from pushwarden.services.segmentation.rpc.segments import SegmentRpcs
@@ -37,9 +39,10 @@ class SegmentationHandlers:
     profile_reads: ProfileReads
     lists: ListHandlers
     segments: SegmentHandlers
+    gdpr: GdprHandlers
 
 
-class SegmentationServicer(IngestRpcs, ListRpcs, SegmentRpcs):
+class SegmentationServicer(IngestRpcs, ListRpcs, SegmentRpcs, GdprRpcs):
     """Implements ``pushwarden.segmentation.v1.SegmentationService``."""
 
     def __init__(self, handlers: SegmentationHandlers) -> None:
@@ -48,3 +51,4 @@ class SegmentationServicer(IngestRpcs, ListRpcs, SegmentRpcs):
         self._profile_reads = handlers.profile_reads
         self._lists = handlers.lists
         self._segments = handlers.segments
+        self._gdpr = handlers.gdpr

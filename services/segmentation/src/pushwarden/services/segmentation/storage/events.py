@@ -166,17 +166,6 @@ class EventRepository:
         value = await self._session.scalar(select(func.min(EventRow.sequence)))
         return None if value is None else int(value)
 
-    async def of_user(self, app_id: str, user_id: str, after: int, limit: int) -> list[StoredEvent]:
-        """A user's events in sequence order after ``after``."""
-        rows = await self._session.scalars(
-            select(EventRow)
-            .where(EventRow.app_id == app_id, EventRow.user_id == user_id)
-            .where(EventRow.sequence > after)
-            .order_by(EventRow.sequence)
-            .limit(limit)
-        )
-        return [_event(row) for row in rows]
-
     async def _delete_where(self, *conditions: object) -> int:
         doomed = select(EventRow.sequence).where(*conditions)  # type: ignore[arg-type]
         for table in (EventPropertyItemRow, EventPropertyRow):
@@ -225,3 +214,20 @@ class EventRepository:
         for row in rows:
             found.setdefault(row.user_id, []).append(_event(row))
         return found
+
+    async def page_of_user(
+        self, app_id: str, user_id: str, after: tuple[datetime, int] | None, limit: int
+    ) -> list[StoredEvent]:
+        """A user's events oldest first (by ``occurred_at``, then sequence), after
+        ``after``."""
+        query = select(EventRow).where(EventRow.app_id == app_id, EventRow.user_id == user_id)
+        if after is not None:
+            at, sequence = after
+            query = query.where(
+                (EventRow.occurred_at > at)
+                | ((EventRow.occurred_at == at) & (EventRow.sequence > sequence))
+            )
+        rows = await self._session.scalars(
+            query.order_by(EventRow.occurred_at, EventRow.sequence).limit(limit)
+        )
+        return [_event(row) for row in rows]

@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pushwarden.runtime.db import insert_ignoring_duplicates
 from pushwarden.services.segmentation.domain.values import Value
 from pushwarden.services.segmentation.models import (
+    EventRow,
+    ListMemberRow,
     ProfileAttributeItemRow,
     ProfileAttributeRow,
     ProfileRow,
@@ -183,3 +185,19 @@ class ProfileRepository:
             await self._session.execute(
                 delete(ProfileRow).where(ProfileRow.app_id == app_id, ProfileRow.user_id.in_(chunk))
             )
+
+    async def users_after(self, after: tuple[str, str] | None, limit: int) -> list[tuple[str, str]]:
+        """Every (app, user) segmentation holds anything for (a profile, an event or a
+        list membership row), in order after ``after``: what an erasure resync checks."""
+        branches = [
+            select(table.app_id.label("app_id"), table.user_id.label("user_id"))
+            for table in (ProfileRow, EventRow, ListMemberRow)
+        ]
+        known = branches[0].union(*branches[1:]).subquery("known")
+        query = select(known.c.app_id, known.c.user_id)
+        if after is not None:
+            query = query.where(tuple_(known.c.app_id, known.c.user_id) > tuple_(*after))
+        rows = await self._session.execute(
+            query.order_by(known.c.app_id, known.c.user_id).limit(limit)
+        )
+        return [(app_id, user_id) for app_id, user_id in rows]
