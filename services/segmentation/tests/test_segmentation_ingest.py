@@ -5,6 +5,7 @@ and their documented errors."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -281,3 +282,12 @@ async def test_bad_event_batches_are_refused_whole(stub: Stub) -> None:
         await track(stub, *[event(f"e{i}", "u", "x", NOW) for i in range(1001)])
     assert rich_error(raised.value).reason == "BATCH_SIZE"
     assert (await track(stub, event("e1", "u1", "x", NOW)))[0].status == APPLIED
+
+
+async def test_concurrent_writers_to_one_profile_end_with_the_newest_write(stub: Stub) -> None:
+    times = [NOW - timedelta(minutes=m) for m in range(20, 0, -1)]
+    shuffled = times[1::2] + times[::2]
+    await asyncio.gather(
+        *(upsert(stub, update("shared", at=at, stamp=at.isoformat())) for at in shuffled)
+    )
+    assert await attributes(stub, "shared") == {"stamp": times[-1].isoformat()}

@@ -8,6 +8,7 @@ path and nothing written."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -663,3 +664,15 @@ async def test_list_membership_is_last_write_wins_and_lists_are_listed(stub: Stu
     assert [item.list_id for item in only.lists] == ["sup"]
     everything = await stub.ListLists(messages_pb2.ListListsRequest(app_id=APP))
     assert [item.list_id for item in everything.lists] == ["l1", "sup"]
+
+
+async def test_concurrent_creates_of_one_segment_make_one_and_replay_the_rest(
+    stub: Stub,
+) -> None:
+    replies = await asyncio.gather(*(create(stub, "same", attr("x", "EXISTS")) for _ in range(6)))
+    assert sorted(reply.replayed for reply in replies) == [False] + [True] * 5
+    keyed = await asyncio.gather(
+        *(create(stub, "", attr("y", "EXISTS"), key="one-key") for _ in range(6))
+    )
+    assert len({reply.segment.segment_id for reply in keyed}) == 1
+    assert sorted(reply.replayed for reply in keyed) == [False] + [True] * 5

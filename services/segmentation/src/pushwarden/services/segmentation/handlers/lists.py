@@ -59,7 +59,11 @@ class ListHandlers:
                     return Created(stored.list, replayed=True)
             assigned = replace(spec, list_id=new_id("lst"))
             if not await work.lists.insert(assigned, key or None, digest, now):
-                raise key_reused(key)  # a concurrent call with the same key won
+                # A concurrent call with the same key won: replay it if it was this one.
+                winner = await work.lists.by_key(spec.app_id, key)
+                if winner is not None and winner.request_digest == digest:
+                    return Created(winner.list, replayed=True)
+                raise key_reused(key)
             created = await work.lists.get(spec.app_id, assigned.list_id)
             await work.commit()
             assert created is not None

@@ -213,6 +213,15 @@ class SegmentHandlers:
                 referenced_list_ids=refs[1],
             )
             if not await work.segments.insert(new, now):
+                # A concurrent create won the id (or key): a retry of the same definition
+                # replays it, anything else is refused.
+                winner = (
+                    await work.segments.get(spec.app_id, spec.segment_id)
+                    if spec.segment_id
+                    else await work.segments.by_key(spec.app_id, key)
+                )
+                if winner is not None and winner.request_digest == digest:
+                    return Created(winner, replayed=True)
                 if spec.segment_id:
                     raise id_taken("segment", spec.segment_id)
                 raise key_reused(key)
