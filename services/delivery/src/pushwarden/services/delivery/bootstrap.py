@@ -9,6 +9,7 @@ tests exercise is what production runs.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from pushwarden.runtime.app import ServiceApp, open_database
@@ -19,6 +20,7 @@ from pushwarden.runtime.workers import Worker
 from pushwarden.services.delivery.config import DeliveryConfig
 from pushwarden.services.delivery.consent import CONSENT_SERVICE, ConsentPeer
 from pushwarden.services.delivery.domain.retry import RetryRule
+from pushwarden.services.delivery.domain.sends import Kind
 from pushwarden.services.delivery.handlers.common import DeliveryDeps
 from pushwarden.services.delivery.handlers.deliveries import DeliveryHandlers
 from pushwarden.services.delivery.handlers.dispatch import Dispatcher, DispatchSettings
@@ -53,18 +55,22 @@ def bootstrap(config: DeliveryConfig) -> ServiceApp[DeliveryConfig]:
         consent=ConsentPeer(channel, config.consent_timeout_s),
     )
     providers = Providers(config.provider_credentials(), config.provider_settings())
-    dispatcher = Dispatcher(
-        deps,
-        providers,
-        RetryRule(
-            max_attempts=config.max_attempts,
-            base_s=config.retry_base_s,
-            max_s=config.retry_max_s,
-        ),
-        DispatchSettings(
-            batch=config.dispatch_batch,
-            poll_s=config.dispatch_poll_s,
-            lease_s=config.claim_lease_s,
+    rule = RetryRule(
+        max_attempts=config.max_attempts, base_s=config.retry_base_s, max_s=config.retry_max_s
+    )
+    settings = DispatchSettings(
+        batch=config.dispatch_batch, poll_s=config.dispatch_poll_s, lease_s=config.claim_lease_s
+    )
+    # Two loops: one for every lane (transactional first), and one that serves the
+    # transactional lane alone, so an order update never waits behind a marketing batch
+    # that is in flight to a slow provider.
+    dispatchers = (
+        Worker("dispatch", Dispatcher(deps, providers, rule, settings).run),
+        Worker(
+            "dispatch-transactional",
+            Dispatcher(
+                deps, providers, rule, replace(settings, lanes=(Kind.TRANSACTIONAL.lane,))
+            ).run,
         ),
     )
     servicer = DeliveryServicer(DeliveryServiceHandlers(deliveries=DeliveryHandlers(deps)))
@@ -78,7 +84,7 @@ def bootstrap(config: DeliveryConfig) -> ServiceApp[DeliveryConfig]:
         handlers=(service_handler(SERVICE_DESCRIPTOR, servicer),),
         service_names=(SERVICE_NAME,),
         clock=deps.clock,
-        workers=(Worker("dispatch", dispatcher.run),) if config.dispatch else (),
+        workers=dispatchers if config.dispatch else (),
         # Closed last to first: the providers inside the loop they sent from, then consent.
         closers=[close_channel, providers.aclose],
     )

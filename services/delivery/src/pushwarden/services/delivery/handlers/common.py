@@ -17,5 +17,11 @@ class DeliveryDeps:
     uow: DeliveryUow
     clock: Clock
     consent: ConsentPeer
-    # Set when Deliver stored new sends, so an idle dispatcher looks at once.
-    work_arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    # One event per running dispatcher, set when Deliver stored new sends so that an
+    # idle dispatcher looks at once.
+    wakers: list[asyncio.Event] = field(default_factory=list)
+
+    def work_arrived(self) -> None:
+        """Wake every idle dispatcher of this process."""
+        for wake in self.wakers:
+            wake.set()

@@ -81,7 +81,7 @@ class DeliveryHandlers:
             async with deps.uow() as work:
                 inserted = await work.sends.insert_new(accepted, now)
                 await work.commit()
-            deps.work_arrived.set()
+            deps.work_arrived()
         for send, _ in accepted:
             # Not inserted: a concurrent Deliver of the same id got there first.
             status = "APPLIED" if send.send_id in inserted else "UNCHANGED"

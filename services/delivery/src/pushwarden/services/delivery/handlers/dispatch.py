@@ -68,11 +68,13 @@ NO_CREDENTIALS = "no_credentials"
 
 @dataclass(frozen=True, slots=True)
 class DispatchSettings:
-    """How much a pass takes and how long a claim lasts."""
+    """How much a pass takes, how long a claim lasts, and which lanes a dispatcher
+    serves (None: every lane, transactional first)."""
 
     batch: int = 500
     poll_s: float = 0.5
     lease_s: float = 120.0
+    lanes: tuple[int, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -119,17 +121,24 @@ class Dispatcher:
         self._settings = settings
 
     async def run(self, ctx: WorkerContext) -> None:
-        """Dispatch until the app stops; in-flight work finishes, the rest stays stored."""
-        while not ctx.stopping:
-            self._deps.work_arrived.clear()
-            handled = await self.dispatch_once()
-            await self.report_invalidations()
-            if handled == 0:
-                await self._idle(ctx)
+        """Dispatch until the app stops; in-flight work finishes, the rest stays stored.
+        The dispatcher of every lane also reports dead tokens to consent."""
+        wake = asyncio.Event()
+        self._deps.wakers.append(wake)
+        try:
+            while not ctx.stopping:
+                wake.clear()
+                handled = await self.dispatch_once()
+                if self._settings.lanes is None:
+                    await self.report_invalidations()
+                if handled == 0:
+                    await self._idle(ctx, wake)
+        finally:
+            self._deps.wakers.remove(wake)
 
-    async def _idle(self, ctx: WorkerContext) -> None:
+    async def _idle(self, ctx: WorkerContext, wake: asyncio.Event) -> None:
         waits = [
-            asyncio.ensure_future(self._deps.work_arrived.wait()),
+            asyncio.ensure_future(wake.wait()),
             asyncio.ensure_future(ctx.wait_stopping()),
         ]
         try:
@@ -144,7 +153,9 @@ class Dispatcher:
         now = deps.clock.now()
         lease_until = now + timedelta(seconds=self._settings.lease_s)
         async with deps.uow() as work:
-            claimed = await work.sends.claim_due(now, self._settings.batch, lease_until)
+            claimed = await work.sends.claim_due(
+                now, self._settings.batch, lease_until, self._settings.lanes
+            )
             await work.commit()
         if not claimed:
             return 0
@@ -237,7 +248,13 @@ class Dispatcher:
                     )
                 continue
             for plan in group:
-                pushes.extend(self._plan_pushes(plan, answer[plan.claimed.user_id], now))
+                eligibility = answer.get(plan.claimed.user_id)
+                if eligibility is None:  # consent left the user out: ask again later
+                    plan.result = PassResult(
+                        plan.claimed, SendStatus.IN_PROGRESS, retry_at, counted_pass=False
+                    )
+                    continue
+                pushes.extend(self._plan_pushes(plan, eligibility, now))
         return pushes
 
     async def _eligibility(

@@ -168,19 +168,27 @@ class SendRepository:
         )
 
     async def claim_due(
-        self, now: datetime, limit: int, lease_until: datetime
+        self,
+        now: datetime,
+        limit: int,
+        lease_until: datetime,
+        lanes: Sequence[int] | None = None,
     ) -> list[ClaimedSend]:
-        """Claim up to ``limit`` due sends, transactional lane first, then the longest
-        waiting: they become IN_PROGRESS and not due again before ``lease_until``.
+        """Claim up to ``limit`` due sends (of ``lanes`` only, when given), transactional
+        lane first, then the longest waiting: they become IN_PROGRESS and not due again
+        before ``lease_until``.
 
         PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent dispatchers (in this or another
         process) take disjoint sets. SQLite: the unit of work holds the one write lock.
         """
+        due = select(SendRow.app_id, SendRow.send_id).where(
+            SendRow.status.in_(ACTIVE_STATUSES), SendRow.next_attempt_at <= now
+        )
+        if lanes is not None:
+            due = due.where(SendRow.lane.in_(list(lanes)))
         keys = (
             await self._session.execute(
-                select(SendRow.app_id, SendRow.send_id)
-                .where(SendRow.status.in_(ACTIVE_STATUSES), SendRow.next_attempt_at <= now)
-                .order_by(SendRow.lane, SendRow.next_attempt_at)
+                due.order_by(SendRow.lane, SendRow.next_attempt_at)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
