@@ -35,6 +35,7 @@ __all__ = [
     "QuietDay",
     "QuietTables",
     "add_seconds",
+    "day_in",
     "day_view",
     "digest_period",
     "jitter_seconds",
@@ -47,6 +48,7 @@ __all__ = [
     "quiet_tables",
     "quiet_window_at",
     "view_at",
+    "view_in",
     "windows_on",
 ]
 
@@ -222,7 +224,14 @@ def quiet_day(quiet: QuietHours, zone: ZoneInfo, utc_ordinal: int) -> QuietDay |
     ``None`` on a UTC day in which the zone changes its offset: callers then use
     ``day_view`` of the exact local day (``zones.local_ordinal``). Memoised.
     """
-    per_zone = quiet_tables(quiet).days
+    return day_in(quiet_tables(quiet), quiet, zone, utc_ordinal)
+
+
+def day_in(
+    tables: QuietTables, quiet: QuietHours, zone: ZoneInfo, utc_ordinal: int
+) -> QuietDay | None:
+    """``quiet_day``, memoised in ``tables`` (the tables of ``quiet`` a caller holds)."""
+    per_zone = tables.days
     memo = per_zone.get(zone)
     if memo is None:
         memo = bounded_put(per_zone, zone, {}, _ZONES_LIMIT)
@@ -238,7 +247,12 @@ def quiet_day(quiet: QuietHours, zone: ZoneInfo, utc_ordinal: int) -> QuietDay |
 
 def view_at(quiet: QuietHours, zone: ZoneInfo, at: datetime) -> DayView:
     """The ``DayView`` of the local day of ``at`` (UTC)."""
-    day = quiet_day(quiet, zone, at.toordinal())
+    return view_in(quiet_tables(quiet), quiet, zone, at)
+
+
+def view_in(tables: QuietTables, quiet: QuietHours, zone: ZoneInfo, at: datetime) -> DayView:
+    """``view_at``, memoised in ``tables`` (the tables of ``quiet`` a caller holds)."""
+    day = day_in(tables, quiet, zone, at.toordinal())
     if day is None:
         return day_view(quiet, zone, local_ordinal(zone, at))
     switch, before, after = day

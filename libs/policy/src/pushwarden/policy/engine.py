@@ -26,7 +26,7 @@ from .clock import (
     digest_period,
     jitter_seconds,
     quiet_tables,
-    view_at,
+    view_in,
 )
 from .history import ContactHistory, as_history
 from .model import (
@@ -225,13 +225,14 @@ def decide(
     plan = known.plan if known is not None and known.rules is rules else rules_plan(rules)
     quiet = recipient.quiet_hours
     if quiet is None:
-        quiet = rules.quiet_hours
-    found = _TABLES_OF.get(id(quiet))
-    tables = found.tables if found is not None and found.quiet is quiet else quiet_tables(quiet)
+        quiet, tables = rules.quiet_hours, plan.quiet
+    else:
+        found = _TABLES_OF.get(id(quiet))
+        tables = found.tables if found is not None and found.quiet is quiet else quiet_tables(quiet)
     days = tables.days.get(zone)
     day = days.get(now.toordinal()) if days is not None else None
     if day is None:
-        view = view_at(quiet, zone, now)
+        view = view_in(tables, quiet, zone, now)
     else:
         view = day.before if now < day.switch else day.after
     _, _, _, spans, edges, clears, rooms = view

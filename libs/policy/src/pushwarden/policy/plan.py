@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import NamedTuple
 
+from .clock import QuietTables, quiet_tables
 from .memo import Memo, bounded_put
 from .model import CalendarWindow, CapAction, CapRule, CapScope, FrequencyPreference, Rules
 
@@ -103,6 +104,9 @@ class RulesPlan(NamedTuple):
     """The app's caps (a user with no opt-down)."""
     with_opt_down: dict[tuple[FrequencyPreference, int], CapPlan]
     """The app's caps plus an opt-down rule, per (mode, number)."""
+    quiet: QuietTables
+    """The tables of the app's quiet hours, which most users keep (``clock.view_in``
+    fills them: should the shared memo replace them, they stay this plan's own)."""
 
 
 def _selector(rule: CapRule) -> int:
@@ -166,6 +170,7 @@ def rules_plan(rules: Rules) -> RulesPlan:
         int(rules.jitter.total_seconds()),
         compile_caps(rules.caps),
         {},
+        quiet_tables(rules.quiet_hours),
     )
     PLANS.put(id(rules), Compiled(rules, plan))
     return plan
