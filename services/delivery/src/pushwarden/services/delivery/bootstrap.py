@@ -3,8 +3,8 @@
 :func:`bootstrap` turns a :class:`DeliveryConfig` into a ready app: the database
 connected and migrated, the unit-of-work factory, the channel to consent, every app's
 providers from the credentials file, the handlers and the servicer on them, and the
-dispatcher as a hosted worker. The entrypoint and the tests both call it, so what the
-tests exercise is what production runs.
+dispatchers and the consent feed follower (erasure) as hosted workers. The entrypoint
+and the tests both call it, so what the tests exercise is what production runs.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from pushwarden.consent.v1 import resources_pb2
 from pushwarden.runtime.app import ServiceApp, open_database
 from pushwarden.runtime.client import idempotent_methods, open_peer_channel
 from pushwarden.runtime.clock import clock_for
+from pushwarden.runtime.follower import ConsentFeedFollower, FollowerSettings
 from pushwarden.runtime.unimplemented import service_handler
 from pushwarden.runtime.workers import Worker
 from pushwarden.services.delivery.config import DeliveryConfig
@@ -24,6 +26,7 @@ from pushwarden.services.delivery.domain.sends import Kind
 from pushwarden.services.delivery.handlers.common import DeliveryDeps
 from pushwarden.services.delivery.handlers.deliveries import DeliveryHandlers
 from pushwarden.services.delivery.handlers.dispatch import Dispatcher, DispatchSettings
+from pushwarden.services.delivery.handlers.erasure import ErasureHandlers
 from pushwarden.services.delivery.providers import Providers
 from pushwarden.services.delivery.servicer import (
     SERVICE_DESCRIPTOR,
@@ -73,6 +76,14 @@ def bootstrap(config: DeliveryConfig) -> ServiceApp[DeliveryConfig]:
             ).run,
         ),
     )
+    erasure = ErasureHandlers(deps)
+    follower = ConsentFeedFollower(
+        channel,
+        erasure,
+        erasure.on_changes,
+        resync=erasure.resync,
+        settings=FollowerSettings(kinds=(resources_pb2.CHANGE_KIND_ERASED,)),
+    )
     servicer = DeliveryServicer(DeliveryServiceHandlers(deliveries=DeliveryHandlers(deps)))
 
     async def close_channel() -> None:
@@ -84,7 +95,10 @@ def bootstrap(config: DeliveryConfig) -> ServiceApp[DeliveryConfig]:
         handlers=(service_handler(SERVICE_DESCRIPTOR, servicer),),
         service_names=(SERVICE_NAME,),
         clock=deps.clock,
-        workers=dispatchers if config.dispatch else (),
+        workers=(
+            *(dispatchers if config.dispatch else ()),
+            Worker("erasure", follower.run),
+        ),
         # Closed last to first: the providers inside the loop they sent from, then consent.
         closers=[close_channel, providers.aclose],
     )

@@ -10,7 +10,7 @@ call raises :class:`ConsentUnavailable` and the caller retries later.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import grpc
 
@@ -88,6 +88,21 @@ class ConsentPeer:
                 raise UnknownCategory(_describe(error)) from error
             raise ConsentUnavailable(_describe(error)) from error
         return {user.user_id: user for user in answer.users}
+
+    async def erasures(self, app_id: str, user_ids: Sequence[str]) -> dict[str, datetime]:
+        """When each of the users was last erased (users never erased are left out)."""
+        try:
+            answer = await self._stub.CheckErasure(
+                messages_pb2.CheckErasureRequest(app_id=app_id, user_ids=list(user_ids)),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise ConsentUnavailable(_describe(error)) from error
+        return {
+            user.user_id: user.erased_at.ToDatetime(UTC)
+            for user in answer.users
+            if user.HasField("erased_at")
+        }
 
     async def invalidate(
         self,

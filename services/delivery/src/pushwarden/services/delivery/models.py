@@ -159,3 +159,12 @@ class AttemptRow(Base):
     requests: Mapped[int] = mapped_column(Integer)
     retry_after_s: Mapped[float | None] = mapped_column(Float)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ServiceStateRow(Base):
+    """Small named values the service keeps for itself: the consent feed cursor."""
+
+    __tablename__ = "service_state"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy import and_, delete, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -291,6 +291,32 @@ class SendRepository:
             .values(next_attempt_at=at)
             .execution_options(synchronize_session=False)
         )
+
+    async def erase_user(self, app_id: str, user_id: str, before: datetime | None) -> int:
+        """Delete the user's sends (their devices and attempts go with them) accepted
+        before ``before`` (every one when None); returns how many."""
+        query = delete(SendRow).where(SendRow.app_id == app_id, SendRow.user_id == user_id)
+        if before is not None:
+            query = query.where(SendRow.created_at < before)
+        result = await self._session.execute(
+            query.returning(SendRow.send_id).execution_options(synchronize_session=False)
+        )
+        return len(result.all())
+
+    async def users_after(
+        self, app_id: str | None, after: tuple[str, str], limit: int
+    ) -> list[tuple[str, str]]:
+        """Distinct (app, user) pairs that have sends, in order, after ``after``."""
+        query = (
+            select(SendRow.app_id, SendRow.user_id)
+            .where(tuple_(SendRow.app_id, SendRow.user_id) > after)
+            .distinct()
+            .order_by(SendRow.app_id, SendRow.user_id)
+            .limit(limit)
+        )
+        if app_id is not None:
+            query = query.where(SendRow.app_id == app_id)
+        return [(a, u) for a, u in (await self._session.execute(query)).all()]
 
     async def pending_invalidations(self, limit: int) -> list[PendingInvalidation]:
         """Dead tokens not yet reported to consent, oldest sends first."""

@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.runtime.db import Database, UnitOfWork, UnitOfWorkFactory
 from pushwarden.services.delivery.storage.sends import SendRepository
+from pushwarden.services.delivery.storage.state import ServiceStateRepository
 
 
 class DeliveryUnitOfWork(UnitOfWork):
@@ -14,6 +15,7 @@ class DeliveryUnitOfWork(UnitOfWork):
     def __init__(self, session: AsyncSession) -> None:
         super().__init__(session)
         self.sends = SendRepository(session)
+        self.state = ServiceStateRepository(session)
 
 
 DeliveryUow = UnitOfWorkFactory[DeliveryUnitOfWork]
