@@ -81,6 +81,7 @@ __all__ = [
     "evaluate",
     "first_failure",
     "schedule",
+    "schedule_step",
     "zone_and_step",
 ]
 
@@ -436,7 +437,7 @@ class Search:
 
     def earliest(
         self, now: datetime, caps_free: datetime, deadline: datetime
-    ) -> tuple[datetime | None, list[Hop], Check | None, datetime | None]:
+    ) -> tuple[datetime | None, list[Moved], Check | None, datetime | None]:
         """The earliest instant E at or after ``caps_free`` that quiet hours and the
         digest slot allow too, the hops that led there, what set E last (None: the caps
         or ``now``) and, for a digest user, when E's slot closes. Counts only fall with
@@ -444,24 +445,24 @@ class Search:
         are applied until neither moves the instant (a fixed point). E is None when a
         hop reaches ``deadline`` or the hops run out."""
         at = caps_free
-        hops: list[Hop] = []
+        hops: list[Moved] = []
         moved_by: Check | None = None
         closes: datetime | None = None
         if at > now:
-            hops.append(Hop(Check.CAP, at, 0))
+            hops.append((Check.CAP, at, 0))
         for _ in range(_MAX_HOPS):
             if at >= deadline:
                 break
             span = self.quiet_span(at)
             if span is not None:
                 at, moved_by = span[1], Check.QUIET_HOURS
-                hops.append(Hop(Check.QUIET_HOURS, at, 0))
+                hops.append((Check.QUIET_HOURS, at, 0))
                 continue
             if self.digest is not None:
                 opened, closes = self.digest_open(at)
                 if opened > at:
                     at, moved_by = opened, Check.DIGEST
-                    hops.append(Hop(Check.DIGEST, at, 0))
+                    hops.append((Check.DIGEST, at, 0))
                     continue
             return at, hops, moved_by, closes
         return None, hops, moved_by, closes
@@ -516,27 +517,37 @@ def _digest_period(search: Search, slot: DigestSlot, at: datetime) -> _Period:
     return later if at >= later.start else earlier
 
 
+Moved = tuple[Check, datetime, int]
+"""One move of the search as ``Hop``'s fields (built into ``Hop`` values only for a
+trace, so the fast path's deferrals build none)."""
+
+
 def schedule(
     search: Search, now: datetime, caps_free: datetime, reason: Reason
-) -> tuple[Outcome, Reason, datetime | None, ScheduleStep]:
+) -> tuple[Outcome, Reason, datetime | None, list[Moved]]:
     """Step 7: DEFER to the earliest allowed instant E, spread by jitter when a window's
     end or a digest slot set it; DROP as EXPIRED when E is at or past the expiry, or with
-    ``reason`` when nothing allows within the horizon. A DROP carries no instant."""
+    ``reason`` when nothing allows within the horizon. A DROP carries no instant. Also
+    the moves that led there (``schedule_step`` makes them a trace step)."""
     horizon = now + HORIZON
     expires = search.message.expires_at
     deadline = expires if expires is not None and expires < horizon else horizon
     at, hops, moved_by, closes = search.earliest(now, caps_free, deadline)
     if at is None:
-        step = ScheduleStep(Check.SCHEDULE, False, None, tuple(hops))
-        if expires is not None and hops and hops[-1].to >= expires:
-            return Outcome.DROP, Reason.EXPIRED, None, step
-        return Outcome.DROP, reason, None, step
+        if expires is not None and hops and hops[-1][1] >= expires:
+            return Outcome.DROP, Reason.EXPIRED, None, hops
+        return Outcome.DROP, reason, None, hops
     if moved_by is not None:
         offset = search.spread(at, closes, deadline)
         if offset:
             at = add_seconds(at, offset)
-            hops[-1] = Hop(moved_by, at, offset)
-    return Outcome.DEFER, reason, at, ScheduleStep(Check.SCHEDULE, True, at, tuple(hops))
+            hops[-1] = (moved_by, at, offset)
+    return Outcome.DEFER, reason, at, hops
+
+
+def schedule_step(until: datetime | None, hops: list[Moved]) -> ScheduleStep:
+    """The trace step of ``schedule``'s answer."""
+    return ScheduleStep(Check.SCHEDULE, until is not None, until, tuple(Hop(*h) for h in hops))
 
 
 # The whole decision.
@@ -580,6 +591,6 @@ def evaluate(
 
     if blocked_by is None:
         return Evaluation(Outcome.ALLOW, None, None, tuple(steps))
-    outcome, reason, until, step = schedule(search, now, caps_free, blocked_by)
-    steps.append(step)
+    outcome, reason, until, hops = schedule(search, now, caps_free, blocked_by)
+    steps.append(schedule_step(until, hops))
     return Evaluation(outcome, reason, until, tuple(steps))
