@@ -80,15 +80,30 @@ def check_service(name: str, addr: str) -> list[str]:
     return problems
 
 
+def _json(text: str) -> object:
+    try:
+        return json.loads(text) if text.strip() else None
+    except json.JSONDecodeError:
+        return None
+
+
 def _answered(called: subprocess.CompletedProcess[str], rpc: str) -> bool:
-    """A JSON response, or UNIMPLEMENTED naming the RPC (a service still being built)."""
+    """The service itself answered: a JSON response, UNIMPLEMENTED naming the RPC (a
+    service still being built), or a gRPC error status with its message (the RPC ran and
+    refused the probe's minimal request, e.g. INVALID_ARGUMENT naming a required field),
+    as opposed to a transport or reflection failure."""
+    body = _json(called.stdout)
     if called.returncode == 0:
-        try:
-            return isinstance(json.loads(called.stdout), dict)
-        except json.JSONDecodeError:
-            return False
+        return isinstance(body, dict)
+    body = body if isinstance(body, dict) else _json(called.stderr)
     answer = called.stdout + called.stderr
-    return "unimplemented" in answer.lower() and rpc in answer
+    if "unimplemented" in answer.lower() and rpc in answer:
+        return True
+    return (
+        isinstance(body, dict)
+        and body.get("code") not in (None, "unavailable", "unknown", "internal")
+        and bool(body.get("message"))
+    )
 
 
 def main() -> int:
