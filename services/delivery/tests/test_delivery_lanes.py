@@ -1,6 +1,7 @@
-"""The transactional lane measured at the fake, not in memory: with a 10,000-send
-marketing backlog flowing to a slow APNs, one transactional send reaches the fake before
-twice the marketing lane's concurrency of further marketing sends do."""
+"""The queue measured at the fake, not in memory: with a 10,000-send marketing backlog
+flowing to a slow APNs, one transactional send reaches the fake before twice the
+marketing lane's concurrency of further marketing sends do; two delivery apps on one
+database share a backlog and send each push once."""
 
 from __future__ import annotations
 
@@ -73,3 +74,31 @@ async def test_a_transactional_send_overtakes_a_marketing_backlog_at_a_slow_fake
 
     assert remaining > 5 * MARKETING_CONCURRENCY  # the backlog was still deep
     assert len(overtaken) < 2 * MARKETING_CONCURRENCY
+
+
+async def test_two_delivery_apps_on_one_database_share_a_backlog_and_send_each_once(
+    platform: Platform,
+) -> None:
+    tokens = {
+        (await platform.register(f"user-{n}", types_pb2.PLATFORM_IOS)).token for n in range(USERS)
+    }
+    backlog = [send(f"user-{n % USERS}", "promos") for n in range(2000)]
+    async with platform.delivery(dispatch=False) as api:
+        for start in range(0, len(backlog), 1000):
+            await api.Deliver(
+                messages_pb2.DeliverRequest(
+                    app_id=platform.app, sends=backlog[start : start + 1000]
+                )
+            )
+    recorder = platform.sandbox.apns.recorder
+    settings = {"DISPATCH_BATCH": "50"}
+    async with platform.delivery(**settings), platform.delivery(**settings):
+
+        async def drained() -> bool:
+            return recorder.count() >= len(backlog)
+
+        await platform.eventually(drained, within_s=120, what="the backlog sent")
+    requests = recorder.requests()
+    assert {r.token for r in requests} <= tokens
+    apns_ids = [r.apns_id for r in requests]
+    assert len(apns_ids) == len(set(apns_ids)) == len(backlog)  # every send exactly once
