@@ -91,8 +91,7 @@ async def test_two_delivery_apps_on_one_database_share_a_backlog_and_send_each_o
                 )
             )
     recorder = platform.sandbox.apns.recorder
-    settings = {"DISPATCH_BATCH": "50"}
-    async with platform.delivery(**settings), platform.delivery(**settings):
+    async with platform.delivery(DISPATCH_BATCH="50"), platform.delivery(DISPATCH_BATCH="50"):
 
         async def drained() -> bool:
             return recorder.count() >= len(backlog)
