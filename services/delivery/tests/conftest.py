@@ -33,6 +33,7 @@ from pushwarden.services.consent.bootstrap import bootstrap as consent_bootstrap
 from pushwarden.services.consent.config import ConsentConfig
 from pushwarden.services.delivery.bootstrap import MIGRATIONS, bootstrap
 from pushwarden.services.delivery.config import DeliveryConfig
+from pushwarden.services.delivery.telemetry import AttemptTelemetry
 
 if TYPE_CHECKING:
     from pushwarden.consent.v1.consent_pb2_grpc import ConsentServiceAsyncStub as ConsentStub
@@ -158,9 +159,12 @@ class Platform:
         return local_test_config(DeliveryConfig, self.database_url, **settings)
 
     @contextlib.asynccontextmanager
-    async def delivery(self, *, dispatch: bool = True, **extra: str) -> AsyncIterator[DeliveryStub]:
+    async def delivery(
+        self, *, dispatch: bool = True, telemetry: AttemptTelemetry | None = None, **extra: str
+    ) -> AsyncIterator[DeliveryStub]:
         """Serve a delivery app (its dispatcher too, unless ``dispatch`` is false)."""
-        async with serving(bootstrap(self.delivery_config(dispatch=dispatch, **extra))) as ch:
+        config = self.delivery_config(dispatch=dispatch, **extra)
+        async with serving(bootstrap(config, telemetry=telemetry)) as ch:
             stub: DeliveryStub = delivery_pb2_grpc.DeliveryServiceStub(ch)
             yield stub
 

@@ -10,6 +10,11 @@ import uuid
 from typing import TYPE_CHECKING
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from pushwarden.common.v1 import content_pb2, decision_pb2, types_pb2
 from pushwarden.consent.v1 import messages_pb2 as consent_messages
@@ -18,6 +23,7 @@ from pushwarden.delivery.v1 import messages_pb2, resources_pb2
 from pushwarden.payload import DeliveryOptions, render_apns, render_fcm
 from pushwarden.runtime.clock import FileClock, shift_clock_file
 from pushwarden.sandbox.faults import FaultSpec
+from pushwarden.services.delivery.telemetry import AttemptTelemetry
 
 if TYPE_CHECKING:
     from pushwarden.delivery.v1.delivery_pb2_grpc import (
@@ -237,3 +243,46 @@ async def test_an_expired_send_ends_expired_without_a_provider_call(
     assert platform.sandbox.apns.recorder.count(token=iphone.token) == 0
     assert not expired.devices
     assert expired.HasField("completed_at")
+
+
+async def test_each_provider_attempt_is_a_span_of_the_sends_trace_and_is_counted(
+    platform: Platform,
+) -> None:
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    telemetry = AttemptTelemetry(tracer_provider, MeterProvider(metric_readers=[reader]))
+    iphone = await platform.register("kit", IOS)
+    platform.sandbox.apns.faults.add(FaultSpec("status", token=iphone.token, status=503, times=1))
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    send = new_send("kit", "orders", traceparent=f"00-{trace_id}-{parent_id}-01")
+    async with platform.delivery(telemetry=telemetry, RETRY_BASE_S="0.01") as stub:
+        await deliver(stub, platform.app, send)
+        await wait_status(platform, stub, send.send_id, S.DELIVERY_STATUS_DELIVERED)
+
+    finished = spans.get_finished_spans()
+    assert [s.attributes["pushwarden.delivery.outcome"] for s in finished if s.attributes] == [
+        "RETRYABLE",
+        "DELIVERED",
+    ]
+    for number, span in enumerate(finished):
+        assert span.context is not None
+        assert span.parent is not None
+        assert f"{span.context.trace_id:032x}" == trace_id
+        assert f"{span.parent.span_id:016x}" == parent_id
+        assert span.attributes is not None
+        assert span.attributes["pushwarden.delivery.retry_number"] == number
+        assert span.attributes["pushwarden.send_id"] == send.send_id
+    data = reader.get_metrics_data()
+    assert data is not None
+    counts = {
+        (point.attributes or {}).get("outcome"): point.value
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "pushwarden.delivery.attempts"
+        for point in metric.data.data_points
+        if isinstance(point, NumberDataPoint)
+    }
+    assert counts == {"RETRYABLE": 1, "DELIVERED": 1}

@@ -35,12 +35,17 @@ from pushwarden.services.delivery.servicer import (
     DeliveryServicer,
 )
 from pushwarden.services.delivery.storage.uow import unit_of_work_factory
+from pushwarden.services.delivery.telemetry import AttemptTelemetry
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def bootstrap(config: DeliveryConfig) -> ServiceApp[DeliveryConfig]:
+def bootstrap(
+    config: DeliveryConfig, *, telemetry: AttemptTelemetry | None = None
+) -> ServiceApp[DeliveryConfig]:
     """Connect to the database, apply pending migrations and wire the service.
+    ``telemetry`` records provider attempts (default: OpenTelemetry's global providers,
+    which the runtime installs when an exporter is configured).
 
     Raises :class:`pushwarden.runtime.db.DatabaseUnavailable` (a one-line config error
     naming the database variable) when the database cannot be reached.
@@ -68,11 +73,15 @@ def bootstrap(config: DeliveryConfig) -> ServiceApp[DeliveryConfig]:
     # transactional lane alone, so an order update never waits behind a marketing batch
     # that is in flight to a slow provider.
     dispatchers = (
-        Worker("dispatch", Dispatcher(deps, providers, rule, settings).run),
+        Worker("dispatch", Dispatcher(deps, providers, rule, settings, telemetry).run),
         Worker(
             "dispatch-transactional",
             Dispatcher(
-                deps, providers, rule, replace(settings, lanes=(Kind.TRANSACTIONAL.lane,))
+                deps,
+                providers,
+                rule,
+                replace(settings, lanes=(Kind.TRANSACTIONAL.lane,)),
+                telemetry,
             ).run,
         ),
     )

@@ -58,6 +58,7 @@ from pushwarden.services.delivery.storage.sends import (
     PassResult,
     PendingInvalidation,
 )
+from pushwarden.services.delivery.telemetry import AttemptTelemetry
 
 logger = logging.getLogger(__name__)
 
@@ -114,11 +115,13 @@ class Dispatcher:
         providers: Providers,
         rule: RetryRule,
         settings: DispatchSettings,
+        telemetry: AttemptTelemetry | None = None,
     ) -> None:
         self._deps = deps
         self._providers = providers
         self._rule = rule
         self._settings = settings
+        self._telemetry = telemetry or AttemptTelemetry()
 
     async def run(self, ctx: WorkerContext) -> None:
         """Dispatch until the app stops; in-flight work finishes, the rest stays stored.
@@ -377,6 +380,19 @@ class Dispatcher:
                     wait = self._rule.jittered(retry_number, retry_after)
                     next_at = ended + timedelta(seconds=wait)
                     plan.waits.append(wait)
+        self._telemetry.attempt(
+            app_id=send.app_id,
+            send_id=send.send_id,
+            traceparent=send.send.traceparent,
+            tracestate=send.send.tracestate,
+            provider=push.provider.name,
+            outcome=kind.value,
+            reason=reason,
+            retry_number=retry_number,
+            apns_id=device.apns_id,
+            requests=outcome.requests,
+            latency_s=(ended - started).total_seconds(),
+        )
         plan.attempts.append(
             AttemptRecord(
                 device_id=device.device_id,
