@@ -12,6 +12,7 @@ known user, so that agreement is not won on trivial trees (run with ``-s`` to se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import threading
@@ -21,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import grpc
 from google.protobuf.duration_pb2 import Duration
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -397,9 +399,16 @@ class Served:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self._serving = serving(bootstrap(config))
+        # Built on the service's own loop: grpc.aio binds to the loop that is running.
+        self._serving = self.run(self._build(config))
         channel = self.run(self._serving.__aenter__())
         self.stub: Stub = segmentation_pb2_grpc.SegmentationServiceStub(channel)
+
+    @staticmethod
+    async def _build(
+        config: SegmentationConfig,
+    ) -> contextlib.AbstractAsyncContextManager[grpc.aio.Channel]:
+        return serving(bootstrap(config))
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
