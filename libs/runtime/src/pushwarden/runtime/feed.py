@@ -50,23 +50,25 @@ def _filter_tag(filter_key: str) -> str:
     return hashlib.sha256(filter_key.encode()).hexdigest()[:12]
 
 
-def encode_cursor(filter_key: str, sequence: int) -> str:
+def encode_cursor(filter_key: str, sequence: int, *, version: str = "v1") -> str:
     """The cursor after change ``sequence`` of the feed filtered by ``filter_key`` (for
-    example the app id, "" for every app)."""
-    raw = f"v1:{sequence}:{_filter_tag(filter_key)}".encode()
+    example the app id, "" for every app). ``version`` tags the feed's cursors (consent's
+    change feed "v1", segmentation's event stream "s1"), so one feed refuses another's
+    cursor and the cursors followers already stored stay valid."""
+    raw = f"{version}:{sequence}:{_filter_tag(filter_key)}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, filter_key: str) -> int | None:
-    """The sequence in ``cursor``; None when it is malformed or was made for another
-    filter."""
+def decode_cursor(cursor: str, filter_key: str, *, version: str = "v1") -> int | None:
+    """The sequence in ``cursor``; None when it is malformed, was made for another
+    filter or carries another feed's ``version`` tag."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        version, sequence, tag = raw.split(":")
+        tag_version, sequence, tag = raw.split(":")
         value = int(sequence)
     except (ValueError, UnicodeDecodeError):
         return None
-    if version != "v1" or tag != _filter_tag(filter_key) or value < 0:
+    if tag_version != version or tag != _filter_tag(filter_key) or value < 0:
         return None
     return value
 

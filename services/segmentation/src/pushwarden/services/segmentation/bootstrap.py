@@ -16,11 +16,12 @@ from pushwarden.consent.v1.consent_pb2_grpc import ConsentServiceStub
 from pushwarden.runtime.app import ServiceApp, open_database
 from pushwarden.runtime.client import idempotent_methods, open_peer_channel
 from pushwarden.runtime.clock import clock_for
+from pushwarden.runtime.feed import StreamTiming
 from pushwarden.runtime.unimplemented import service_handler
 from pushwarden.runtime.workers import Worker
 from pushwarden.services.segmentation.config import SegmentationConfig
 from pushwarden.services.segmentation.handlers.common import SegmentationDeps
-from pushwarden.services.segmentation.handlers.events import EventHandlers, StreamSettings
+from pushwarden.services.segmentation.handlers.events import EventHandlers
 from pushwarden.services.segmentation.handlers.gdpr import GdprHandlers
 from pushwarden.services.segmentation.handlers.lists import ListHandlers
 from pushwarden.services.segmentation.handlers.profiles import ProfileHandlers, ProfileReads
@@ -56,7 +57,7 @@ def bootstrap(config: SegmentationConfig) -> ServiceApp[SegmentationConfig]:
         retention=timedelta(days=config.event_retention_days),
     )
     events = EventHandlers(
-        deps, StreamSettings(heartbeat_s=config.stream_heartbeat_s, poll_s=config.stream_poll_s)
+        deps, StreamTiming(heartbeat_s=config.stream_heartbeat_s, poll_s=config.stream_poll_s)
     )
     gdpr = GdprHandlers(deps, ConsentServiceStub(channel), config.consent_poll_s)
     servicer = SegmentationServicer(

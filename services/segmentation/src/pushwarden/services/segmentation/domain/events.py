@@ -3,12 +3,11 @@ contract's Event; the opaque cursor of the event stream."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
+from pushwarden.runtime import feed
 from pushwarden.runtime.validation import Violations, id_problem
 from pushwarden.segmentation.v1 import messages_pb2, resources_pb2
 from pushwarden.services.segmentation.domain.values import (
@@ -20,6 +19,9 @@ from pushwarden.services.segmentation.domain.values import (
 )
 
 MAX_EVENTS_PER_BATCH: Final = 1000
+# The stream's cursors carry this tag (consent's change feed uses "v1"); changing it
+# would invalidate every cursor a follower has stored.
+CURSOR_VERSION: Final = "s1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,26 +108,13 @@ def event_proto(
     return proto
 
 
-def _app_tag(app_id: str) -> str:
-    return hashlib.sha256(app_id.encode()).hexdigest()[:12]
-
-
 def encode_cursor(app_id: str, sequence: int) -> str:
     """The stream cursor after event ``sequence`` for the app filter ``app_id``
     ("" = every app)."""
-    raw = f"s1:{sequence}:{_app_tag(app_id)}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return feed.encode_cursor(app_id, sequence, version=CURSOR_VERSION)
 
 
 def decode_cursor(cursor: str, app_id: str) -> int | None:
     """The sequence in ``cursor``; None when it is malformed or was made for another
-    app filter."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        version, sequence, tag = raw.split(":")
-        value = int(sequence)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if version != "s1" or tag != _app_tag(app_id) or value < 0:
-        return None
-    return value
+    app filter (or another feed)."""
+    return feed.decode_cursor(cursor, app_id, version=CURSOR_VERSION)

@@ -3,8 +3,6 @@ StreamEvents followers when events commit."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import secrets
 from dataclasses import dataclass, field
@@ -14,26 +12,8 @@ from google.protobuf.message import Message
 
 from pushwarden.runtime.clock import Clock
 from pushwarden.runtime.errors import AlreadyExists
+from pushwarden.runtime.feed import FeedSignal
 from pushwarden.services.segmentation.storage.uow import SegmentationUow
-
-
-class StreamSignal:
-    """Wakes StreamEvents streams of this process when events commit (followers on
-    other replicas notice by polling)."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def notify(self) -> None:
-        """Events committed: wake every waiter."""
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait(self, timeout_s: float) -> None:
-        """Wait for the next commit or ``timeout_s``, whichever comes first."""
-        event = self._event
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +23,7 @@ class SegmentationDeps:
     uow: SegmentationUow
     clock: Clock
     retention: timedelta
-    signal: StreamSignal = field(default_factory=StreamSignal)
+    signal: FeedSignal = field(default_factory=FeedSignal)
 
 
 def request_digest(request: Message) -> str:

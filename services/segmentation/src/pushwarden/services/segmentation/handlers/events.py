@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Final
 
 from pushwarden.runtime.errors import OutOfRange
+from pushwarden.runtime.feed import Batch, StreamTiming, stream
 from pushwarden.runtime.workers import WorkerContext
 from pushwarden.segmentation.v1 import messages_pb2, resources_pb2
 from pushwarden.services.segmentation.domain.events import (
@@ -28,14 +29,6 @@ from pushwarden.services.segmentation.storage.events import NewEvent, StoredEven
 PURGED_THROUGH: Final = "events_purged_through"
 RETENTION_INTERVAL_S: Final = 3600.0
 MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamSettings:
-    """How the stream behaves (from the service's config)."""
-
-    heartbeat_s: float
-    poll_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +58,9 @@ def stored_event_proto(event: StoredEvent) -> resources_pb2.Event:
 class EventHandlers:
     """Record events, serve the stream, keep the retention."""
 
-    def __init__(self, deps: SegmentationDeps, settings: StreamSettings) -> None:
+    def __init__(self, deps: SegmentationDeps, timing: StreamTiming) -> None:
         self._deps = deps
-        self._settings = settings
+        self._timing = timing
 
     async def track(self, app_id: str, events: Sequence[TrackedEvent]) -> list[EventOutcome]:
         """Record a checked batch: a skewed event is REJECTED alone, a known id (or one
@@ -138,7 +131,7 @@ class EventHandlers:
                 return await work.events.head()
             return purged
 
-    async def stream(
+    def stream(
         self,
         app_id: str,
         after: int,
@@ -149,42 +142,33 @@ class EventHandlers:
     ) -> AsyncIterator[messages_pb2.StreamEventsResponse]:
         """Stream events after ``after``; ``announce`` sends a first empty caught-up
         message (a from-head start, so the follower can store its cursor)."""
-        deps, settings = self._deps, self._settings
-        position = after
-        if announce:
-            yield messages_pb2.StreamEventsResponse(
-                cursor=encode_cursor(app_id, position), caught_up=True
-            )
-        idle_for = 0.0
-        while True:
+        deps = self._deps
+
+        async def read(position: int) -> Batch[StoredEvent]:
             async with deps.uow(read_only=True) as work:
                 events, resume = await work.events.read_after(
                     app_id or None, position, batch, names
                 )
-                complete = resume >= await work.events.head()
-            if resume != position or events:
-                position = resume
-                idle_for = 0.0
-                yield messages_pb2.StreamEventsResponse(
-                    events=[stored_event_proto(event) for event in events],
-                    cursor=encode_cursor(app_id, position),
-                    caught_up=complete,
-                )
-                if not complete:
-                    continue
-            if stop_at_head:
-                if not events:
-                    yield messages_pb2.StreamEventsResponse(
-                        cursor=encode_cursor(app_id, position), caught_up=True
-                    )
-                return
-            if idle_for >= settings.heartbeat_s:
-                idle_for = 0.0
-                yield messages_pb2.StreamEventsResponse(
-                    cursor=encode_cursor(app_id, position), caught_up=True
-                )
-            await deps.signal.wait(settings.poll_s)
-            idle_for += settings.poll_s
+                return Batch(events, resume, resume >= await work.events.head())
+
+        def message(
+            events: list[StoredEvent], position: int, caught_up: bool
+        ) -> messages_pb2.StreamEventsResponse:
+            return messages_pb2.StreamEventsResponse(
+                events=[stored_event_proto(event) for event in events],
+                cursor=encode_cursor(app_id, position),
+                caught_up=caught_up,
+            )
+
+        return stream(
+            start=after,
+            read=read,
+            message=message,
+            signal=deps.signal,
+            timing=self._timing,
+            stop_at_head=stop_at_head,
+            announce=announce,
+        )
 
     async def purge(self) -> int:
         """Drop events received before the retention; remember how far (for
