@@ -124,3 +124,26 @@ def test_worker_names_are_unique() -> None:
 
     with pytest.raises(ValueError, match="unique"):
         WorkerHost([Worker("a", idle), Worker("a", idle)])
+
+
+async def test_idle_returns_on_wake_on_shutdown_and_after_its_timeout() -> None:
+    stop = asyncio.Event()
+    ctx = WorkerContext("idle", stop)
+    wake = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    started = loop.time()
+    await ctx.idle(wake, 0.05)  # nothing happens: the timeout ends it
+    assert loop.time() - started >= 0.04
+
+    loop.call_later(0.05, wake.set)
+    started = loop.time()
+    await ctx.idle(wake, 30.0)  # new work wakes it long before the timeout
+    assert loop.time() - started < 10.0
+
+    wake.clear()
+    loop.call_later(0.05, stop.set)
+    started = loop.time()
+    await ctx.idle(wake, 30.0)  # so does shutdown
+    assert loop.time() - started < 10.0
+    assert ctx.stopping

@@ -55,6 +55,19 @@ class WorkerContext:
         """Wait until shutdown begins."""
         await self._stop.wait()
 
+    async def idle(self, wake: asyncio.Event, seconds: float) -> None:
+        """Wait up to ``seconds`` for ``wake`` (new work in this process), returning at
+        once when shutdown begins: how a polling loop waits when it found nothing."""
+        waits = [
+            asyncio.ensure_future(wake.wait()),
+            asyncio.ensure_future(self._stop.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, timeout=max(0.0, seconds), return_when="FIRST_COMPLETED")
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+
 
 @dataclass(frozen=True, slots=True)
 class Worker:
