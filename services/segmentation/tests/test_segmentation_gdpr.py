@@ -6,6 +6,10 @@ holding their values; a follower whose cursor expired resynchronises with CheckE
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -21,6 +25,7 @@ from pushwarden.consent.v1 import consent_pb2_grpc
 from pushwarden.consent.v1 import messages_pb2 as consent_messages
 from pushwarden.runtime.clock import shift_clock_file
 from pushwarden.runtime.db import create_engine_for
+from pushwarden.runtime.healthprobe import health_status
 from pushwarden.runtime.servicetest import local_test_config, rich_error, serving
 from pushwarden.runtime.settings import DatabaseSettings
 from pushwarden.segmentation.v1 import messages_pb2, resources_pb2, segmentation_pb2_grpc
@@ -273,3 +278,84 @@ async def test_an_expired_consent_cursor_resyncs_with_check_erasure(
             stub = segmentation_pb2_grpc.SegmentationServiceStub(channel)
             await wait_until_erased(stub, VICTIM)
     assert rows_mentioning(database_url, SECRETS) == []
+
+
+def log_of(path: Path) -> str:
+    """A small log file, read to explain a failure."""
+    return path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@asynccontextmanager
+async def service_process(url: str, consent_addr: str, log: Path) -> AsyncIterator[Stub]:
+    """``python -m pushwarden.services.segmentation`` as ``make run`` starts it: its
+    bootstrap runs before the service's event loop exists. Yields a stub once SERVING;
+    SIGTERM afterwards, and the process must exit 0."""
+    prefix = "PUSHWARDEN_SEGMENTATION_"
+    port = free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith(prefix)}
+    settings = {
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "DATABASE_URL": url,
+        "DB_POOL_SIZE": "2",
+        "CONSENT_ADDR": consent_addr,
+        "CONSENT_POLL_S": "0.05",
+    }
+    env.update({prefix + name: value for name, value in settings.items()})
+    with log.open("wb") as output:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "pushwarden.services.segmentation",
+            env=env,
+            cwd=log.parent,
+            stdout=output,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + DEADLINE_S
+            while True:
+                try:
+                    if await health_status(channel, "") == "SERVING":
+                        break
+                except grpc.aio.AioRpcError:
+                    pass
+                assert process.returncode is None, log_of(log)
+                assert loop.time() < give_up, "the service never served"
+                await asyncio.sleep(0.1)
+            yield segmentation_pb2_grpc.SegmentationServiceStub(channel)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            code = await asyncio.wait_for(process.wait(), DEADLINE_S)
+        except TimeoutError:
+            process.kill()
+            raise
+    assert code == 0, log_of(log)
+
+
+@pytest.mark.slow
+async def test_the_service_process_erases_with_a_channel_of_its_own_loop(
+    any_database_url: str, tmp_path: Path
+) -> None:
+    """The erasure worker opens its consent channel inside the running loop; one made in
+    bootstrap would belong to another loop, and the worker would fail on every call
+    ("attached to a different loop") and never erase."""
+    async with (
+        consent_server(tmp_path) as (address, consent),
+        service_process(any_database_url, address, tmp_path / "segmentation.log") as stub,
+    ):
+        await seed(stub, VICTIM, "secret-attr-value", "secret-prop-value")
+        await consent.EraseUser(consent_messages.EraseUserRequest(app_id=APP, user_id=VICTIM))
+        await wait_until_erased(stub, VICTIM)
+    assert rows_mentioning(any_database_url, SECRETS) == []
+    assert "different loop" not in log_of(tmp_path / "segmentation.log")

@@ -8,21 +8,28 @@ both call it, so what the tests exercise is what production runs.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
-from pushwarden.consent.v1 import consent_pb2
+from pushwarden.consent.v1 import consent_pb2, resources_pb2
 from pushwarden.consent.v1.consent_pb2_grpc import ConsentServiceStub
 from pushwarden.runtime.app import ServiceApp, open_database
 from pushwarden.runtime.client import idempotent_methods, open_peer_channel
 from pushwarden.runtime.clock import clock_for
 from pushwarden.runtime.feed import StreamTiming
+from pushwarden.runtime.follower import ConsentFeedFollower, FollowerSettings
+from pushwarden.runtime.state import StateCursorStore
 from pushwarden.runtime.unimplemented import service_handler
-from pushwarden.runtime.workers import Worker
+from pushwarden.runtime.workers import Worker, WorkerContext
 from pushwarden.services.segmentation.config import SegmentationConfig
 from pushwarden.services.segmentation.handlers.common import SegmentationDeps
 from pushwarden.services.segmentation.handlers.events import EventHandlers
-from pushwarden.services.segmentation.handlers.gdpr import GdprHandlers
+from pushwarden.services.segmentation.handlers.gdpr import (
+    CONSENT_CURSOR,
+    ErasureHandlers,
+    GdprHandlers,
+)
 from pushwarden.services.segmentation.handlers.lists import ListHandlers
 from pushwarden.services.segmentation.handlers.profiles import ProfileHandlers, ProfileReads
 from pushwarden.services.segmentation.handlers.segments import SegmentHandlers
@@ -45,12 +52,6 @@ def bootstrap(config: SegmentationConfig) -> ServiceApp[SegmentationConfig]:
     naming the database variable) when the database cannot be reached.
     """
     database = open_database(config, MIGRATIONS)
-    channel = open_peer_channel(
-        config,
-        config.consent_addr,
-        default_timeout_s=config.consent_timeout_s,
-        idempotent_methods=idempotent_methods(CONSENT_SERVICE),
-    )
     deps = SegmentationDeps(
         uow=unit_of_work_factory(database),
         clock=clock_for(config.clock_file),
@@ -59,7 +60,6 @@ def bootstrap(config: SegmentationConfig) -> ServiceApp[SegmentationConfig]:
     events = EventHandlers(
         deps, StreamTiming(heartbeat_s=config.stream_heartbeat_s, poll_s=config.stream_poll_s)
     )
-    gdpr = GdprHandlers(deps, ConsentServiceStub(channel), config.consent_poll_s)
     servicer = SegmentationServicer(
         SegmentationHandlers(
             profiles=ProfileHandlers(deps),
@@ -67,13 +67,9 @@ def bootstrap(config: SegmentationConfig) -> ServiceApp[SegmentationConfig]:
             profile_reads=ProfileReads(deps),
             lists=ListHandlers(deps),
             segments=SegmentHandlers(deps),
-            gdpr=gdpr,
+            gdpr=GdprHandlers(deps),
         )
     )
-
-    async def close_channel() -> None:
-        await channel.close()
-
     return ServiceApp(
         config,
         database,
@@ -82,7 +78,40 @@ def bootstrap(config: SegmentationConfig) -> ServiceApp[SegmentationConfig]:
         clock=deps.clock,
         workers=(
             Worker("event-retention", events.retention_worker),
-            Worker("erasure", gdpr.erasure_worker),
+            Worker("erasure", erasure_worker(config, deps)),
         ),
-        closers=[close_channel],
     )
+
+
+def erasure_worker(
+    config: SegmentationConfig, deps: SegmentationDeps
+) -> Callable[[WorkerContext], Awaitable[None]]:
+    """The worker that follows consent's change feed and erases whom consent erased.
+
+    Its channel to consent (segmentation's only use of consent) is opened inside the
+    worker: a ``grpc.aio`` channel belongs to the event loop it was made in, and
+    :func:`bootstrap` runs before ``serve`` starts the service's loop.
+    """
+
+    async def run(ctx: WorkerContext) -> None:
+        async with open_peer_channel(
+            config,
+            config.consent_addr,
+            default_timeout_s=config.consent_timeout_s,
+            idempotent_methods=idempotent_methods(CONSENT_SERVICE),
+        ) as channel:
+            erasure = ErasureHandlers(deps, ConsentServiceStub(channel))
+            follower = ConsentFeedFollower(
+                channel,
+                StateCursorStore(deps.uow, CONSENT_CURSOR),
+                erasure.on_changes,
+                resync=erasure.resync,
+                settings=FollowerSettings(
+                    kinds=(resources_pb2.CHANGE_KIND_ERASED,),
+                    start_at_head=False,
+                    initial_backoff_s=config.consent_poll_s,
+                ),
+            )
+            await follower.run(ctx)
+
+    return run

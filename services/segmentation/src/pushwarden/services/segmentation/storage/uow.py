@@ -9,11 +9,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.runtime.db import Database, UnitOfWork, UnitOfWorkFactory
+from pushwarden.runtime.state import ServiceStateRepository
+from pushwarden.services.segmentation.models import ServiceStateRow
 from pushwarden.services.segmentation.storage.events import EventRepository
 from pushwarden.services.segmentation.storage.lists import ListRepository
 from pushwarden.services.segmentation.storage.profiles import ProfileRepository
 from pushwarden.services.segmentation.storage.segments import SegmentRepository
-from pushwarden.services.segmentation.storage.state import ServiceStateRepository
 
 # One lock for every append to the event stream of this database.
 _APPEND_LOCK_KEY: Final = zlib.crc32(b"pushwarden.segmentation.events")
@@ -26,7 +27,7 @@ class SegmentationUnitOfWork(UnitOfWork):
         super().__init__(session)
         self.profiles = ProfileRepository(session)
         self.events = EventRepository(session)
-        self.state = ServiceStateRepository(session)
+        self.state = ServiceStateRepository(session, ServiceStateRow)
         self.lists = ListRepository(session)
         self.segments = SegmentRepository(session)
         self._appending = False
