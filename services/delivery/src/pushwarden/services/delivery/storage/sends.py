@@ -7,9 +7,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, or_, select, tuple_, update
+from sqlalchemy import Table, and_, bindparam, delete, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,6 +30,21 @@ from pushwarden.services.delivery.models import AttemptRow, SendDeviceRow, SendR
 
 # Rows per INSERT statement: SQLite allows 32,766 bound values per statement.
 _INSERT_CHUNK = 500
+
+# The executemany UPDATEs of :meth:`SendRepository.record`, on the tables (Core): the
+# ``key_*`` values of each parameter dict name its row, and its other keys (column
+# names, the same in every dict) are the columns it sets.
+_SENDS = cast(Table, SendRow.__table__)
+_DEVICES = cast(Table, SendDeviceRow.__table__)
+_UPDATE_SENDS = update(_SENDS).where(
+    _SENDS.c.app_id == bindparam("key_app_id"),
+    _SENDS.c.send_id == bindparam("key_send_id"),
+)
+_UPDATE_DEVICES = update(_DEVICES).where(
+    _DEVICES.c.app_id == bindparam("key_app_id"),
+    _DEVICES.c.send_id == bindparam("key_send_id"),
+    _DEVICES.c.device_id == bindparam("key_device_id"),
+)
 
 
 @dataclass(slots=True)
@@ -226,37 +241,41 @@ class SendRepository:
 
     async def record(self, results: Iterable[PassResult]) -> None:
         """Write what dispatch passes made of their sends: status and schedule, devices
-        (new ones inserted), attempts appended."""
+        (new ones inserted), attempts appended.
+
+        A few statements per batch whatever its size: one executemany UPDATE of the
+        sends, one of the devices already stored, and multi-row INSERTs of the new
+        devices and of the attempts.
+        """
+        sends: list[dict[str, Any]] = []
+        stored_devices: list[dict[str, Any]] = []
         new_devices: list[dict[str, Any]] = []
         attempts: list[dict[str, Any]] = []
         for result in results:
             send = result.send
-            await self._session.execute(
-                update(SendRow)
-                .where(SendRow.app_id == send.app_id, SendRow.send_id == send.send_id)
-                .values(
-                    status=result.status.value,
-                    next_attempt_at=result.next_attempt_at,
-                    passes=send.passes + (1 if result.counted_pass else 0),
-                    requests=send.requests,
-                    failure_reason=result.failure_reason,
-                    suppressed_reason=result.suppressed_reason,
-                    completed_at=result.completed_at,
-                )
-                .execution_options(synchronize_session=False)
+            sends.append(
+                {
+                    "key_app_id": send.app_id,
+                    "key_send_id": send.send_id,
+                    "status": result.status.value,
+                    "next_attempt_at": result.next_attempt_at,
+                    "passes": send.passes + (1 if result.counted_pass else 0),
+                    "requests": send.requests,
+                    "failure_reason": result.failure_reason,
+                    "suppressed_reason": result.suppressed_reason,
+                    "completed_at": result.completed_at,
+                }
             )
             for device in send.devices.values():
                 values = _device_values(send, device)
                 if device.stored:
-                    await self._session.execute(
-                        update(SendDeviceRow)
-                        .where(
-                            SendDeviceRow.app_id == send.app_id,
-                            SendDeviceRow.send_id == send.send_id,
-                            SendDeviceRow.device_id == device.device_id,
-                        )
-                        .values(values)
-                        .execution_options(synchronize_session=False)
+                    stored_devices.append(
+                        {
+                            "key_app_id": send.app_id,
+                            "key_send_id": send.send_id,
+                            "key_device_id": device.device_id,
+                            **values,
+                        }
                     )
                 else:
                     new_devices.append(
@@ -269,6 +288,10 @@ class SendRepository:
                         }
                     )
             attempts.extend(_attempt_values(send, attempt) for attempt in result.attempts)
+        if sends:
+            await self._session.execute(_UPDATE_SENDS, sends)
+        if stored_devices:
+            await self._session.execute(_UPDATE_DEVICES, stored_devices)
         for start in range(0, len(new_devices), _INSERT_CHUNK):
             await self._session.execute(
                 self._insert()(SendDeviceRow).values(new_devices[start : start + _INSERT_CHUNK])
