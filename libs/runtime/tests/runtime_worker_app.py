@@ -3,7 +3,9 @@ worker lifecycle tests.
 
 stdout protocol: ``port <n>`` when the worker first runs (so the server serves by then),
 ``in-flight`` when a Sleep RPC has started, ``worker stopped in_flight=<n>`` when the
-worker sees shutdown (with how many RPCs were still running at that moment).
+worker sees shutdown (with how many RPCs were still running at that moment). Before the
+port, ``peer <status>``: how a call on a client channel that bootstrap opened (to a
+closed port) ended, as a service's channels to its peers are opened in bootstrap.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ def bootstrap(config: DemoConfig) -> ServiceApp[DemoConfig]:
 
     async def ticker(ctx: WorkerContext) -> None:
         assert app.runtime is not None
+        try:
+            await peer.unary_unary("/test.runtime.Peer/Ping")(b"", timeout=2)
+            print("peer OK", flush=True)
+        except grpc.aio.AioRpcError as error:
+            print(f"peer {error.code().name}", flush=True)
+        except RuntimeError as error:  # a channel bound to another event loop
+            print(f"peer RuntimeError {error}", flush=True)
         print(f"port {app.runtime.port}", flush=True)
         await ctx.wait_stopping()
         print(f"worker stopped in_flight={in_flight}", flush=True)
@@ -55,6 +64,7 @@ def bootstrap(config: DemoConfig) -> ServiceApp[DemoConfig]:
     handler = grpc.method_handlers_generic_handler(
         SERVICE, {"Sleep": grpc.unary_unary_rpc_method_handler(sleep)}
     )
+    peer = grpc.aio.insecure_channel("127.0.0.1:9")
     database = Database(create_async_engine_for(config.database_settings()))
     app = ServiceApp(
         config,

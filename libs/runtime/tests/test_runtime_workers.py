@@ -57,6 +57,24 @@ async def test_sigterm_drains_rpcs_before_the_workers_stop(tmp_path: Path) -> No
             await process.wait()
 
 
+async def test_a_channel_opened_in_bootstrap_works_in_the_workers(tmp_path: Path) -> None:
+    """run_main bootstraps on the loop that serves, so a peer channel made in bootstrap
+    belongs to it (made before that loop, every call on it failed)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHWARDEN_WDEMO_")}
+    env |= {
+        "PUSHWARDEN_WDEMO_HOST": "127.0.0.1",
+        "PUSHWARDEN_WDEMO_DATABASE_URL": f"sqlite:///{tmp_path}/demo.db",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(APP), stdout=asyncio.subprocess.PIPE, env=env
+    )
+    try:
+        assert await _line(process, "peer ") == "peer UNAVAILABLE"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), DEADLINE_S)
+
+
 async def test_a_crashing_worker_is_logged_and_restarted_with_backoff(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -160,8 +160,13 @@ def run_main(
     """
     config = config_from_env_or_exit(config_cls, service)
     configure_logging(config.log_settings(), service)
+
+    async def bootstrap_and_serve() -> int:
+        # Bootstrapped on the loop that serves: grpc.aio channels to peers bind to the
+        # running loop when they are made, and would fail on any other.
+        return await bootstrap(config).serve_async()
+
     try:
-        app = bootstrap(config)
-        return app.serve()
+        return asyncio.run(bootstrap_and_serve())
     except ConfigError as error:
         exit_with_config_error(error)
