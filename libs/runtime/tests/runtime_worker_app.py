@@ -51,7 +51,10 @@ def bootstrap(config: DemoConfig) -> ServiceApp[DemoConfig]:
     async def ticker(ctx: WorkerContext) -> None:
         assert app.runtime is not None
         try:
-            await peer.unary_unary("/test.runtime.Peer/Ping")(b"", timeout=2)
+            ping: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = peer.unary_unary(
+                "/test.runtime.Peer/Ping"
+            )
+            await ping(b"", timeout=2)
             print("peer OK", flush=True)
         except grpc.aio.AioRpcError as error:
             print(f"peer {error.code().name}", flush=True)
