@@ -103,6 +103,8 @@ def filters(draw: st.DrawFn, names: list[str]) -> tuple[Any, ...]:
     elif op == "IN":
         pool = draw(st.sampled_from([native, native, strings, numbers, st.booleans(), instants]))
         operands = draw(st.lists(pool, min_size=1, max_size=3))
+        # One kind per list, as the contract requires ("k" mixes kinds across users).
+        operands = [v for v in operands if kind(v) == kind(operands[0])]
     elif op in ("CONTAINS", "PREFIX"):
         operands = [draw(st.sampled_from(["", "x", "y", "é"]))]
     else:
