@@ -1,8 +1,11 @@
 """Composition root of the scheduler service: the one place that wires it together.
 
-:func:`bootstrap` turns a :class:`SchedulerConfig` into a ready app (database connected and
-migrated, servicer built); the entrypoint and the tests both call it, so what the tests
-exercise is what production runs.
+:func:`bootstrap` turns a :class:`SchedulerConfig` into a ready app: the database
+connected and migrated, the unit-of-work factory, the channels to consent and delivery,
+the handlers and the servicer on them, and the dispatch loops and outboxes (one of
+each per lane, so marketing work never delays a transactional send) as hosted workers.
+The entrypoint and the tests both call it, so what the tests exercise is what
+production runs.
 """
 
 from __future__ import annotations
@@ -10,24 +13,87 @@ from __future__ import annotations
 from pathlib import Path
 
 from pushwarden.runtime.app import ServiceApp, open_database
+from pushwarden.runtime.client import idempotent_methods, open_peer_channel
+from pushwarden.runtime.clock import clock_for
 from pushwarden.runtime.unimplemented import service_handler
+from pushwarden.runtime.workers import Worker
 from pushwarden.services.scheduler.config import SchedulerConfig
+from pushwarden.services.scheduler.domain.intents import Lane
+from pushwarden.services.scheduler.handlers.common import SchedulerDeps
+from pushwarden.services.scheduler.handlers.dispatch import Dispatcher, DispatchSettings
+from pushwarden.services.scheduler.handlers.outbox import Outbox, OutboxSettings
+from pushwarden.services.scheduler.handlers.policies import PolicyHandlers
+from pushwarden.services.scheduler.handlers.sends import SendHandlers
+from pushwarden.services.scheduler.peers.consent import CONSENT_SERVICE, ConsentPeer
+from pushwarden.services.scheduler.peers.delivery import DELIVERY_SERVICE, DeliveryPeer
 from pushwarden.services.scheduler.servicer import (
     SERVICE_DESCRIPTOR,
     SERVICE_NAME,
+    SchedulerServiceHandlers,
     SchedulerServicer,
 )
+from pushwarden.services.scheduler.storage.uow import unit_of_work_factory
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def bootstrap(config: SchedulerConfig) -> ServiceApp[SchedulerConfig]:
-    """Connect to the database, apply pending migrations and build the servicer.
+    """Connect to the database, apply pending migrations and wire the service.
 
     Raises :class:`pushwarden.runtime.db.DatabaseUnavailable` (a one-line config error
     naming the database variable) when the database cannot be reached.
     """
     database = open_database(config, MIGRATIONS)
-    servicer = SchedulerServicer()
-    handler = service_handler(SERVICE_DESCRIPTOR, servicer)
-    return ServiceApp(config, database, handlers=(handler,), service_names=(SERVICE_NAME,))
+    consent_channel = open_peer_channel(
+        config,
+        config.consent_addr,
+        default_timeout_s=config.peer_timeout_s,
+        idempotent_methods=idempotent_methods(CONSENT_SERVICE),
+    )
+    delivery_channel = open_peer_channel(
+        config,
+        config.delivery_addr,
+        default_timeout_s=config.peer_timeout_s,
+        idempotent_methods=idempotent_methods(DELIVERY_SERVICE),
+    )
+    deps = SchedulerDeps(
+        uow=unit_of_work_factory(database),
+        clock=clock_for(config.clock_file),
+        consent=ConsentPeer(consent_channel, config.peer_timeout_s),
+        delivery=DeliveryPeer(delivery_channel, config.peer_timeout_s),
+    )
+    policies = PolicyHandlers(deps.uow, deps.clock, deps.consent)
+    workers: list[Worker] = []
+    if config.dispatch:
+        for lane in (Lane.TRANSACTIONAL, Lane.MARKETING):
+            name = lane.name.lower()
+            dispatch = DispatchSettings(
+                lanes=(lane,),
+                batch=config.dispatch_batch,
+                poll_s=config.dispatch_poll_s,
+                lease_s=config.claim_lease_s,
+            )
+            outbox = OutboxSettings(
+                lanes=(lane,),
+                batch=config.dispatch_batch,
+                poll_s=config.dispatch_poll_s,
+                lease_s=config.claim_lease_s,
+                retry_max_s=config.handoff_retry_max_s,
+            )
+            workers.append(Worker(f"dispatch-{name}", Dispatcher(deps, policies, dispatch).run))
+            workers.append(Worker(f"outbox-{name}", Outbox(deps, outbox).run))
+    servicer = SchedulerServicer(SchedulerServiceHandlers(sends=SendHandlers(deps)))
+
+    async def close_channels() -> None:
+        await consent_channel.close()
+        await delivery_channel.close()
+
+    return ServiceApp(
+        config,
+        database,
+        handlers=(service_handler(SERVICE_DESCRIPTOR, servicer),),
+        service_names=(SERVICE_NAME,),
+        clock=deps.clock,
+        workers=tuple(workers),
+        closers=[close_channels],
+    )

@@ -1,18 +1,151 @@
-"""Typed SQLAlchemy models of the scheduler service.
+"""Typed SQLAlchemy models of the scheduler service (the tables its migrations create).
 
 The declarative base carries the runtime's naming convention so that constraint names
-are the same on SQLite and PostgreSQL. Tables arrive with the scheduler issue; the
-migrations and the schema check already run against this metadata.
+are the same on SQLite and PostgreSQL. States are stored by name (``PENDING``), checked
+by the database, so a row reads the same in ``psql`` as in the contract.
+
+Definitions the contract already types (a policy, a campaign, a trigger, a
+transactional request) are kept as their deterministic protobuf bytes beside the
+columns the queries filter on: the contract is their schema, and a stored definition
+reads back exactly as it was accepted.
 """
 
 from __future__ import annotations
 
-from sqlalchemy.orm import DeclarativeBase
+from datetime import datetime
 
-from pushwarden.runtime.db import conventional_metadata
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from pushwarden.runtime.db import UtcDateTime, conventional_metadata
+
+ID = String(128)
+SERVER_ID = String(64)
+
+INTENT_STATES = ("PENDING", "OUTBOX", "SENT", "DROPPED")
+OUTCOMES = ("ALLOW", "DEFER", "DROP")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class Base(DeclarativeBase):
     """Declarative base of every scheduler table."""
 
     metadata = conventional_metadata()
+
+
+class PolicyRow(Base):
+    """An app's governance policy (``pushwarden.scheduler.v1.Policy``) and its version."""
+
+    __tablename__ = "policies"
+
+    app_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    # The stored pushwarden.scheduler.v1.Policy (output-only fields cleared).
+    policy: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class IntentRow(Base):
+    """One send to one user, from acceptance to its final decision: the dispatch queue,
+    the outbox and the per-user record GetSend, exports and decision listings read.
+
+    ``state`` moves PENDING (waiting for ``due_at``; a DEFER sets a later ``due_at``) →
+    OUTBOX (decided ALLOW: the contact is recorded in the same transaction; waiting for
+    delivery to acknowledge) → SENT, or PENDING → DROPPED (final, with its reason). A
+    claim pushes ``claimed_until`` forward by a lease, so a process that dies holding a
+    claim gives it back when the lease runs out. ``lane`` 0 is transactional, 1
+    marketing: the transactional lane is claimed by a loop of its own.
+    """
+
+    __tablename__ = "intents"
+    __table_args__ = (
+        CheckConstraint(_one_of("state", INTENT_STATES), name="state"),
+        CheckConstraint(f"outcome IS NULL OR {_one_of('outcome', OUTCOMES)}", name="outcome"),
+        UniqueConstraint("app_id", "idempotency_key", name="uq_intents_app_id_idempotency_key"),
+        Index("ix_intents_state_lane_due_at", "state", "lane", "due_at"),
+        Index("ix_intents_app_id_user_id", "app_id", "user_id"),
+        Index("ix_intents_app_id_campaign_id_user_id", "app_id", "campaign_id", "user_id"),
+        Index("ix_intents_app_id_trigger_id_user_id", "app_id", "trigger_id", "user_id"),
+    )
+
+    app_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    send_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID)
+    lane: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    category_id: Mapped[str] = mapped_column(ID)
+    topic_id: Mapped[str] = mapped_column(ID)
+    campaign_id: Mapped[str | None] = mapped_column(ID)
+    trigger_id: Mapped[str | None] = mapped_column(ID)
+    variant_id: Mapped[str] = mapped_column(String(64))
+    holdout: Mapped[bool] = mapped_column(Boolean)
+    event_id: Mapped[str] = mapped_column(ID)
+    # Transactional sends only: the caller's key (unique per app) and the request.
+    idempotency_key: Mapped[str | None] = mapped_column(ID)
+    # The accepted pushwarden.scheduler.v1.SendTransactionalRequest, or for a trigger
+    # firing the event's properties (pushwarden.common.v1 values), deterministic bytes.
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    priority: Mapped[int] = mapped_column(Integer)
+    respect_quiet_hours: Mapped[bool] = mapped_column(Boolean)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The latest decision (ALLOW, DEFER, DROP) and its reason (ReasonCode number).
+    outcome: Mapped[str | None] = mapped_column(String(8))
+    reason: Mapped[int] = mapped_column(Integer)
+    defer_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    deferrals: Mapped[int] = mapped_column(Integer)
+    # The latest decision's pushwarden.common.v1.Decision with its trace, when kept.
+    decision: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # From ALLOW on: the pushwarden.delivery.v1.Send the outbox hands to delivery.
+    send: Mapped[bytes | None] = mapped_column(LargeBinary)
+    latest_send_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # When delivery acknowledged the send (OUTBOX → SENT), and the outbox's tries.
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    handoff_tries: Mapped[int] = mapped_column(Integer)
+    traceparent: Mapped[str] = mapped_column(String(128))
+    tracestate: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ContactRow(Base):
+    """One send handed to delivery: the contact history that caps count. Written in the
+    transaction that decides ALLOW, so there is exactly one row per sent send."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (
+        CheckConstraint("kind IN ('TRANSACTIONAL', 'MARKETING')", name="kind"),
+        Index("ix_contacts_app_id_user_id_at", "app_id", "user_id", "at"),
+    )
+
+    app_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    send_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    category_id: Mapped[str] = mapped_column(ID)
+    kind: Mapped[str] = mapped_column(String(16))
+    campaign_id: Mapped[str | None] = mapped_column(ID)
+    trigger_id: Mapped[str | None] = mapped_column(ID)
+
+
+class ServiceStateRow(Base):
+    """Small named values the service keeps for itself (feed cursors)."""
+
+    __tablename__ = "service_state"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(4096))

@@ -1,16 +1,21 @@
 """The gRPC face of the scheduler service.
 
-:class:`SchedulerServicer` subclasses the generated ``SchedulerServiceServicer``, so mypy checks
-every method against the contract. Each method checks the caller may use the app,
-converts the request, calls one handler and converts the result. RPCs it does not
-override answer UNIMPLEMENTED, naming themselves.
+:class:`SchedulerServicer` composes one mixin per area (``rpc/``); each subclasses the
+generated ``SchedulerServiceServicer``, so mypy checks every method against the
+contract. A method checks that the caller may use the app, converts the request to
+domain values, calls one handler and converts the result. RPCs no mixin overrides
+answer UNIMPLEMENTED, naming themselves.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from google.protobuf.descriptor import ServiceDescriptor
 
-from pushwarden.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from pushwarden.scheduler.v1 import scheduler_pb2
+from pushwarden.services.scheduler.handlers.sends import SendHandlers
+from pushwarden.services.scheduler.rpc.sends import SendRpcs
 
 SERVICE_DESCRIPTOR: ServiceDescriptor = scheduler_pb2.DESCRIPTOR.services_by_name[
     "SchedulerService"
@@ -18,5 +23,15 @@ SERVICE_DESCRIPTOR: ServiceDescriptor = scheduler_pb2.DESCRIPTOR.services_by_nam
 SERVICE_NAME: str = SERVICE_DESCRIPTOR.full_name
 
 
-class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
-    """Implements ``pushwarden.scheduler.v1.SchedulerService``; no RPC is implemented yet."""
+@dataclass(frozen=True, slots=True)
+class SchedulerServiceHandlers:
+    """Every area's handlers, as the composition root builds them."""
+
+    sends: SendHandlers
+
+
+class SchedulerServicer(SendRpcs):
+    """Implements ``pushwarden.scheduler.v1.SchedulerService``."""
+
+    def __init__(self, handlers: SchedulerServiceHandlers) -> None:
+        self._sends = handlers.sends

@@ -1,0 +1,1 @@
+"""Scheduler domain: plain values and pure rules, no I/O."""

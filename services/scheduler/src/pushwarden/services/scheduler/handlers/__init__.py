@@ -1,0 +1,1 @@
+"""Scheduler handlers: domain logic on plain types, over the unit of work and the peers."""

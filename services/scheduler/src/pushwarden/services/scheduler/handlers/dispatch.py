@@ -1,0 +1,298 @@
+"""The dispatch loop: claims due intents, asks consent, runs the policy, records.
+
+One pass, hosted as a worker of the app (one loop per lane, so a transactional send
+never waits behind a marketing batch):
+
+1. claim a batch of due intents in one short transaction (a lease);
+2. ask consent once per category and topic of the batch (one ``CheckEligibility`` per
+   1,000 users): consent state, devices, zone and preferences as of now;
+3. in one transaction per app: lock the batch's users, check the claims still hold,
+   read their contact history, decide every user's due intents together with the
+   policy library (arbitration between a user's competing intents), and write the
+   decisions: ALLOW records the contact and the send for the outbox, DEFER sets the
+   new due time, DROP ends the intent;
+4. wake the outbox of the lane.
+
+When consent cannot be reached the claims are given back for a retry a second later;
+nothing is decided on stale facts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from pushwarden.common.v1 import content_pb2, decision_pb2, types_pb2
+from pushwarden.delivery.v1 import resources_pb2 as delivery_pb2
+from pushwarden.payload import DeliveryOptions, check_size
+from pushwarden.policy import Decision, Outcome, Recipient, Rules
+from pushwarden.runtime.workers import WorkerContext
+from pushwarden.scheduler.v1 import messages_pb2, resources_pb2
+from pushwarden.services.scheduler.domain.deciding import (
+    Due,
+    decide_user,
+    history_of,
+    latest_send_at,
+    message_for,
+    recipient_for,
+    zone_name,
+)
+from pushwarden.services.scheduler.domain.decisions import decision_to_proto, reason_code
+from pushwarden.services.scheduler.domain.intents import (
+    ClaimedIntent,
+    Lane,
+    PastContact,
+    Verdict,
+    localized_content,
+)
+from pushwarden.services.scheduler.handlers.common import SchedulerDeps
+from pushwarden.services.scheduler.peers import PeerUnavailable
+from pushwarden.services.scheduler.peers.consent import Eligibility, UnknownCategory
+
+logger = logging.getLogger(__name__)
+
+# How far back the contact history is read: the longest window a cap may have (rolling
+# windows are at most 90 days; a calendar week spans at most 8 UTC days).
+HISTORY_SPAN = timedelta(days=91)
+RETRY_AFTER_UNAVAILABLE = timedelta(seconds=1)
+_UNKNOWN_CATEGORY = decision_pb2.REASON_CODE_UNKNOWN_CATEGORY
+_PAYLOAD_TOO_LARGE = decision_pb2.REASON_CODE_PAYLOAD_TOO_LARGE
+_OUTCOME_NAMES = {Outcome.ALLOW: "ALLOW", Outcome.DEFER: "DEFER", Outcome.DROP: "DROP"}
+
+
+class PolicySource(Protocol):
+    """Where a pass finds an app's effective policy (the policy handlers)."""
+
+    async def rules(self, app_id: str) -> tuple[Rules, resources_pb2.Policy]:
+        """The app's policy as the library's rules, and as the contract's message."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    """How much a pass takes, how long a claim lasts, which lanes a loop serves."""
+
+    lanes: tuple[Lane, ...]
+    batch: int = 500
+    poll_s: float = 0.5
+    lease_s: float = 60.0
+
+
+class Dispatcher:
+    """One dispatch loop (a worker of the app)."""
+
+    def __init__(
+        self, deps: SchedulerDeps, policies: PolicySource, settings: DispatchSettings
+    ) -> None:
+        self._deps = deps
+        self._policies = policies
+        self._settings = settings
+
+    async def run(self, ctx: WorkerContext) -> None:
+        """Dispatch until the app stops; claims in flight finish, the rest stays stored."""
+        wake = _Wake(self._deps, self._settings.lanes)
+        try:
+            while not ctx.stopping:
+                wake.event.clear()
+                if await self.dispatch_once() == 0:
+                    await ctx.idle(wake.event, self._settings.poll_s)
+        finally:
+            wake.close()
+
+    async def dispatch_once(self) -> int:
+        """Claim one batch of due intents and decide it; returns how many were claimed."""
+        deps = self._deps
+        now = deps.clock.now()
+        lease_until = now + timedelta(seconds=self._settings.lease_s)
+        async with deps.uow() as work:
+            claimed = await work.intents.claim_due(
+                now, self._settings.batch, lease_until, self._settings.lanes
+            )
+            await work.commit()
+        if not claimed:
+            return 0
+        by_app: dict[str, list[ClaimedIntent]] = defaultdict(list)
+        for intent in claimed:
+            by_app[intent.app_id].append(intent)
+        for app_id, intents in by_app.items():
+            try:
+                await self._decide_app(app_id, intents)
+            except PeerUnavailable as error:
+                logger.warning(
+                    "dispatch postponed: %s",
+                    error,
+                    extra={"app_id": app_id, "intents": len(intents)},
+                )
+                async with deps.uow() as work:
+                    await work.intents.release(intents, deps.clock.now() + RETRY_AFTER_UNAVAILABLE)
+                    await work.commit()
+        return len(claimed)
+
+    async def _decide_app(self, app_id: str, intents: Sequence[ClaimedIntent]) -> None:
+        deps = self._deps
+        rules, policy = await self._policies.rules(app_id)
+        groups: dict[tuple[str, str], list[ClaimedIntent]] = defaultdict(list)
+        for intent in intents:
+            groups[(intent.category_id, intent.topic_id)].append(intent)
+        dues: list[Due] = []
+        unknown: list[ClaimedIntent] = []
+        for (category_id, topic_id), members in groups.items():
+            try:
+                answer = await deps.consent.eligibility(
+                    app_id, category_id, topic_id, [i.user_id for i in members]
+                )
+            except UnknownCategory:
+                unknown.extend(members)
+                continue
+            dues.extend(_dues(members, answer))
+        async with deps.uow() as work:
+            users = {i.user_id for i in intents}
+            await work.intents.lock_users(app_id, users)
+            held = await work.intents.still_claimed(intents)
+            now = deps.clock.now()
+            histories = await work.intents.history(app_id, users, now - HISTORY_SPAN)
+            verdicts = [
+                Verdict(intent=i, outcome="DROP", reason=_UNKNOWN_CATEGORY, decided_at=now)
+                for i in unknown
+                if i.key in held
+            ]
+            by_user: dict[str, list[Due]] = defaultdict(list)
+            for due in dues:
+                if due.intent.key in held:
+                    by_user[due.intent.user_id].append(due)
+            for user_id, mine in by_user.items():
+                verdicts.extend(
+                    self._verdicts(user_id, mine, policy, rules, histories[user_id], now)
+                )
+            await work.intents.apply(verdicts)
+            await work.commit()
+        for lane in {v.intent.lane for v in verdicts if v.outcome == "ALLOW"}:
+            deps.sends_allowed(lane)
+
+    def _verdicts(
+        self,
+        user_id: str,
+        dues: Sequence[Due],
+        policy: resources_pb2.Policy,
+        rules: Rules,
+        history: Sequence[PastContact],
+        now: datetime,
+    ) -> list[Verdict]:
+        recipient = recipient_for(user_id, dues, policy)
+        decided = decide_user(dues, recipient, history_of(history), rules, now)
+        zone = zone_name(recipient, rules)
+        verdicts: list[Verdict] = []
+        for due, decision in decided:
+            intent = due.intent
+            keep_trace = intent.lane is Lane.TRANSACTIONAL or decision.outcome is not Outcome.ALLOW
+            stored = decision_to_proto(
+                decision, evaluated_at=now, include_trace=keep_trace, zone_name=zone
+            ).SerializeToString(deterministic=True)
+            if decision.outcome is Outcome.ALLOW:
+                verdicts.append(self._allowed(due, decision, recipient, rules, now, stored))
+                continue
+            verdicts.append(
+                Verdict(
+                    intent=intent,
+                    outcome=_OUTCOME_NAMES[decision.outcome],
+                    reason=reason_code(decision.reason),
+                    decided_at=now,
+                    until=decision.until,
+                    decision=stored,
+                )
+            )
+        return verdicts
+
+    def _allowed(
+        self,
+        due: Due,
+        decision: Decision,
+        recipient: Recipient,
+        rules: Rules,
+        now: datetime,
+        stored: bytes,
+    ) -> Verdict:
+        intent = due.intent
+        devices = due.facts.devices
+        content = _content(intent, devices[0].locale if devices else "")
+        latest = latest_send_at(recipient, rules, message_for(due), now)
+        send = delivery_pb2.Send(
+            send_id=intent.send_id,
+            user_id=intent.user_id,
+            category_id=intent.category_id,
+            topic_id=intent.topic_id,
+            campaign_id=intent.campaign_id or "",
+            variant_id=intent.variant_id,
+            trigger_id=intent.trigger_id or "",
+            priority=types_pb2.Priority.ValueType(intent.priority),
+            content=content,
+            respect_quiet_hours=intent.respect_quiet_hours,
+            traceparent=intent.traceparent,
+            tracestate=intent.tracestate,
+        )
+        send.dispatched_at.FromDatetime(now)
+        if intent.expires_at is not None:
+            send.expires_at.FromDatetime(intent.expires_at)
+        if latest is not None:
+            send.latest_send_at.FromDatetime(latest)
+        if not check_size(content, DeliveryOptions.for_send(send, now=now)).fits:
+            return Verdict(
+                intent=intent,
+                outcome="DROP",
+                reason=_PAYLOAD_TOO_LARGE,
+                decided_at=now,
+                decision=decision_pb2.Decision(
+                    outcome=decision_pb2.OUTCOME_DROP, reason=_PAYLOAD_TOO_LARGE
+                ).SerializeToString(deterministic=True),
+            )
+        return Verdict(
+            intent=intent,
+            outcome="ALLOW",
+            reason=0,
+            decided_at=now,
+            decision=stored,
+            send=send.SerializeToString(deterministic=True),
+            kind=due.kind,
+            latest_send_at=latest,
+        )
+
+
+def _dues(members: Sequence[ClaimedIntent], answer: Eligibility) -> list[Due]:
+    return [
+        Due(
+            intent=intent,
+            kind=answer.kind or "MARKETING",
+            opt_out_allowed=answer.opt_out_allowed,
+            facts=answer.users[intent.user_id],
+        )
+        for intent in members
+        if intent.user_id in answer.users
+    ]
+
+
+def _content(intent: ClaimedIntent, locale: str) -> content_pb2.Content:
+    """The content an allowed intent sends, in the device's language when translated."""
+    request = messages_pb2.SendTransactionalRequest.FromString(intent.body or b"")
+    return localized_content(
+        request.content, {entry.locale: entry.content for entry in request.localized}, locale
+    )
+
+
+class _Wake:
+    """This loop's wake-up event, registered for its lanes while it runs."""
+
+    def __init__(self, deps: SchedulerDeps, lanes: Sequence[Lane]) -> None:
+        self.event = asyncio.Event()
+        self._deps = deps
+        self._lanes = tuple(lanes)
+        for lane in self._lanes:
+            deps.dispatch_wakers.setdefault(lane, []).append(self.event)
+
+    def close(self) -> None:
+        for lane in self._lanes:
+            self._deps.dispatch_wakers[lane].remove(self.event)

@@ -1,0 +1,1 @@
+"""Scheduler RPCs: one mixin per area, proto in and proto out."""

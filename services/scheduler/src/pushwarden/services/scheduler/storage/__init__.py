@@ -1,0 +1,1 @@
+"""Scheduler storage: the unit of work and its repositories."""
