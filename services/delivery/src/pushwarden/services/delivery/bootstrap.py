@@ -3,8 +3,9 @@
 :func:`bootstrap` turns a :class:`DeliveryConfig` into a ready app: the database
 connected and migrated, the unit-of-work factory, the channel to consent, every app's
 providers from the credentials file, the handlers and the servicer on them, and the
-dispatchers and the consent feed follower (erasure) as hosted workers. The entrypoint
-and the tests both call it, so what the tests exercise is what production runs.
+dispatchers and the consent feed follower (erasure, and the opt-outs that statistics
+count) as hosted workers. The entrypoint and the tests both call it, so what the tests
+exercise is what production runs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from pushwarden.consent.v1 import resources_pb2
 from pushwarden.runtime.app import ServiceApp, open_database
 from pushwarden.runtime.client import idempotent_methods, open_peer_channel
 from pushwarden.runtime.clock import clock_for
@@ -26,7 +26,9 @@ from pushwarden.services.delivery.domain.sends import Kind
 from pushwarden.services.delivery.handlers.common import DeliveryDeps
 from pushwarden.services.delivery.handlers.deliveries import DeliveryHandlers
 from pushwarden.services.delivery.handlers.dispatch import Dispatcher, DispatchSettings
-from pushwarden.services.delivery.handlers.erasure import ErasureHandlers
+from pushwarden.services.delivery.handlers.engagement import EngagementHandlers
+from pushwarden.services.delivery.handlers.erasure import FOLLOWED_KINDS, ErasureHandlers
+from pushwarden.services.delivery.handlers.stats import StatsHandlers
 from pushwarden.services.delivery.providers import Providers
 from pushwarden.services.delivery.servicer import (
     SERVICE_DESCRIPTOR,
@@ -91,9 +93,15 @@ def bootstrap(
         erasure,
         erasure.on_changes,
         resync=erasure.resync,
-        settings=FollowerSettings(kinds=(resources_pb2.CHANGE_KIND_ERASED,)),
+        settings=FollowerSettings(kinds=FOLLOWED_KINDS),
     )
-    servicer = DeliveryServicer(DeliveryServiceHandlers(deliveries=DeliveryHandlers(deps)))
+    servicer = DeliveryServicer(
+        DeliveryServiceHandlers(
+            deliveries=DeliveryHandlers(deps),
+            engagement=EngagementHandlers(deps),
+            stats=StatsHandlers(deps),
+        )
+    )
 
     async def close_channel() -> None:
         await channel.close()

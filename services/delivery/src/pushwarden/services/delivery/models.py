@@ -73,6 +73,7 @@ class SendRow(Base):
         Index("ix_sends_status_lane_next_attempt_at", "status", "lane", "next_attempt_at"),
         Index("ix_sends_app_id_user_id", "app_id", "user_id"),
         Index("ix_sends_app_id_campaign_id", "app_id", "campaign_id"),
+        Index("ix_sends_app_id_trigger_id", "app_id", "trigger_id"),
     )
 
     app_id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -168,3 +169,84 @@ class ServiceStateRow(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+SUBJECT_KINDS = ("CAMPAIGN", "TRIGGER")
+ENGAGEMENT_KINDS = ("DELIVERED", "OPENED", "DISMISSED", "CONVERTED")
+
+
+class AssignmentRow(Base):
+    """One assignment (RecordAssignments): a campaign's user, or one firing of a trigger.
+
+    The key is the subject and ``assignment_key`` (the user id for a campaign, the firing
+    id for a trigger). Conversions are attributed from ``assigned_at`` for every row,
+    treatment and holdout alike (intent to treat).
+    """
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        CheckConstraint(_one_of("subject_kind", SUBJECT_KINDS), name="subject_kind"),
+        CheckConstraint("NOT (holdout AND variant_id <> '')", name="holdout_variant"),
+        Index("ix_assignments_app_id_user_id", "app_id", "user_id"),
+    )
+
+    app_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    subject_kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    assignment_key: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID)
+    variant_id: Mapped[str] = mapped_column(ID)
+    holdout: Mapped[bool] = mapped_column(Boolean)
+    assigned_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class EngagementRow(Base):
+    """One engagement report (ReportEngagement), keyed by the caller's event id.
+
+    ``send_id`` is "" for a conversion reported without one. ``local_hour`` is the hour
+    of an open in the user's zone as consent named it when the open was recorded (None
+    when unknown), so the app-wide local histogram is a plain GROUP BY on both backends.
+    """
+
+    __tablename__ = "engagement_events"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", ENGAGEMENT_KINDS), name="kind"),
+        CheckConstraint(
+            "local_hour IS NULL OR (local_hour >= 0 AND local_hour < 24)", name="local_hour"
+        ),
+        Index(
+            "ix_engagement_events_app_id_user_id_kind", "app_id", "user_id", "kind", "occurred_at"
+        ),
+        Index("ix_engagement_events_app_id_send_id", "app_id", "send_id"),
+        Index("ix_engagement_events_app_id_kind_occurred_at", "app_id", "kind", "occurred_at"),
+    )
+
+    app_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    event_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str] = mapped_column(ID)
+    send_id: Mapped[str] = mapped_column(ID)
+    device_id: Mapped[str] = mapped_column(ID)
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    value: Mapped[float] = mapped_column(Float)
+    currency: Mapped[str] = mapped_column(String(3))
+    conversion_name: Mapped[str] = mapped_column(ID)
+    local_hour: Mapped[int | None] = mapped_column(Integer)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class OptOutRow(Base):
+    """A marketing opt-out read from consent's change feed (keyed by the feed's sequence,
+    so a replayed batch writes nothing twice), for ``opt_outs_within_24h``."""
+
+    __tablename__ = "opt_outs"
+    __table_args__ = (
+        Index("ix_opt_outs_app_id_user_id_opted_out_at", "app_id", "user_id", "opted_out_at"),
+    )
+
+    app_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    user_id: Mapped[str] = mapped_column(ID)
+    scope_kind: Mapped[str] = mapped_column(String(16))
+    opted_out_at: Mapped[datetime] = mapped_column(UtcDateTime)

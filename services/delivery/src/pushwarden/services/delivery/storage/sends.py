@@ -326,6 +326,63 @@ class SendRepository:
         )
         return len(result.all())
 
+    async def page_of_user(
+        self, app_id: str, user_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[DeliveryRecord]:
+        """Up to ``limit`` of the user's sends after ``after`` (accepted at, send id),
+        oldest first, with their devices and attempts (ExportUserData): three queries."""
+        query = select(SendRow).where(SendRow.app_id == app_id, SendRow.user_id == user_id)
+        if after is not None:
+            query = query.where(tuple_(SendRow.created_at, SendRow.send_id) > after)
+        rows = (
+            await self._session.scalars(
+                query.order_by(SendRow.created_at, SendRow.send_id).limit(limit)
+            )
+        ).all()
+        ids = [row.send_id for row in rows]
+        if not ids:
+            return []
+        devices: dict[str, list[SendDeviceRow]] = defaultdict(list)
+        for device in await self._session.scalars(
+            select(SendDeviceRow)
+            .where(SendDeviceRow.app_id == app_id, SendDeviceRow.send_id.in_(ids))
+            .order_by(SendDeviceRow.send_id, SendDeviceRow.device_id)
+        ):
+            devices[device.send_id].append(device)
+        attempts: dict[tuple[str, str], list[AttemptRecord]] = defaultdict(list)
+        for attempt in await self._session.scalars(
+            select(AttemptRow)
+            .where(AttemptRow.app_id == app_id, AttemptRow.send_id.in_(ids))
+            .order_by(AttemptRow.attempt_id)
+        ):
+            attempts[(attempt.send_id, attempt.device_id)].append(_attempt(attempt))
+        records: list[DeliveryRecord] = []
+        for row in rows:
+            send = resources_pb2.Send()
+            send.ParseFromString(row.send)
+            records.append(
+                DeliveryRecord(
+                    send=send,
+                    kind=Kind(row.kind),
+                    status=SendStatus(row.status),
+                    failure_reason=row.failure_reason,
+                    suppressed_reason=row.suppressed_reason,
+                    devices=[
+                        DeviceRecord(
+                            device_id=device.device_id,
+                            provider=device.provider,
+                            platform=device.platform,
+                            status=DeviceStatus(device.status),
+                            attempts=attempts.get((row.send_id, device.device_id), []),
+                        )
+                        for device in devices.get(row.send_id, [])
+                    ],
+                    accepted_at=row.created_at,
+                    completed_at=row.completed_at,
+                )
+            )
+        return records
+
     async def users_after(
         self, app_id: str | None, after: tuple[str, str], limit: int
     ) -> list[tuple[str, str]]:

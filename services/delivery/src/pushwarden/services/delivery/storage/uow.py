@@ -5,8 +5,14 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.runtime.db import Database, UnitOfWork, UnitOfWorkFactory
+from pushwarden.services.delivery.storage.engagement import (
+    AssignmentRepository,
+    EngagementRepository,
+    OptOutRepository,
+)
 from pushwarden.services.delivery.storage.sends import SendRepository
 from pushwarden.services.delivery.storage.state import ServiceStateRepository
+from pushwarden.services.delivery.storage.stats import StatsRepository
 
 
 class DeliveryUnitOfWork(UnitOfWork):
@@ -16,6 +22,10 @@ class DeliveryUnitOfWork(UnitOfWork):
         super().__init__(session)
         self.sends = SendRepository(session)
         self.state = ServiceStateRepository(session)
+        self.assignments = AssignmentRepository(session)
+        self.engagement = EngagementRepository(session)
+        self.opt_outs = OptOutRepository(session)
+        self.stats = StatsRepository(session)
 
 
 DeliveryUow = UnitOfWorkFactory[DeliveryUnitOfWork]
