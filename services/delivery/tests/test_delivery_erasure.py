@@ -1,6 +1,7 @@
 """Erasure end to end: EraseUser at the real consent service, delivery follows the change
-feed and deletes the user's sends, devices and attempts; a scan of every delivery table
-then finds neither the user id nor a token, while other users' rows stay."""
+feed and deletes the user's sends, devices and attempts, assignments, engagement events
+and recorded opt-outs; a scan of every delivery table then finds neither the user id nor
+a token, while other users' rows stay."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import MetaData, select
 
 from pushwarden.common.v1 import content_pb2, types_pb2
 from pushwarden.consent.v1 import messages_pb2 as consent_messages
+from pushwarden.consent.v1 import resources_pb2 as consent_resources
 from pushwarden.delivery.v1 import messages_pb2, resources_pb2
+from pushwarden.runtime.clock import FileClock
 from pushwarden.runtime.db import create_engine_for
 from pushwarden.runtime.settings import DatabaseSettings
 from pushwarden.services.delivery.handlers.erasure import CURSOR_NAME
@@ -85,8 +89,87 @@ async def test_an_erased_user_leaves_no_row_and_no_token_in_delivery(platform: P
             }
 
         await platform.eventually(delivered, what="both sends delivered")
+        at = FileClock(platform.clock_file).now()
+        assigned_at = Timestamp()
+        assigned_at.FromDatetime(at)
+        answer = await stub.RecordAssignments(
+            messages_pb2.RecordAssignmentsRequest(
+                app_id=platform.app,
+                campaign_id="spring",
+                assignments=[
+                    resources_pb2.Assignment(
+                        user_id="zed", variant_id="A", assigned_at=assigned_at
+                    ),
+                    resources_pb2.Assignment(user_id="amy", holdout=True, assigned_at=assigned_at),
+                ],
+            )
+        )
+        assert {r.status for r in answer.results} == {types_pb2.ITEM_STATUS_APPLIED}
+        await stub.RecordAssignments(
+            messages_pb2.RecordAssignmentsRequest(
+                app_id=platform.app,
+                trigger_id="cart",
+                assignments=[
+                    resources_pb2.Assignment(
+                        user_id="zed", firing_id="firing-1", assigned_at=assigned_at
+                    )
+                ],
+            )
+        )
+        amy_bought = f"ev-{uuid.uuid4()}"
+        reported = await stub.ReportEngagement(
+            messages_pb2.ReportEngagementRequest(
+                app_id=platform.app,
+                events=[
+                    resources_pb2.EngagementEvent(
+                        event_id=f"ev-{uuid.uuid4()}",
+                        kind=resources_pb2.ENGAGEMENT_KIND_OPENED,
+                        user_id="zed",
+                        send_id=sends["zed"].send_id,
+                        device_id=devices[0].device_id,
+                        occurred_at=assigned_at,
+                    ),
+                    resources_pb2.EngagementEvent(
+                        event_id=f"ev-{uuid.uuid4()}",
+                        kind=resources_pb2.ENGAGEMENT_KIND_CONVERTED,
+                        user_id="zed",
+                        occurred_at=assigned_at,
+                        value=3.0,
+                    ),
+                    resources_pb2.EngagementEvent(
+                        event_id=amy_bought,
+                        kind=resources_pb2.ENGAGEMENT_KIND_CONVERTED,
+                        user_id="amy",
+                        occurred_at=assigned_at,
+                    ),
+                ],
+            )
+        )
+        assert {r.status for r in reported.results} == {types_pb2.ITEM_STATUS_APPLIED}
+        await platform.consent.RecordConsent(
+            consent_messages.RecordConsentRequest(
+                app_id=platform.app,
+                user_id="zed",
+                scope=consent_resources.ConsentScope(
+                    kind=consent_resources.CONSENT_SCOPE_KIND_ALL_MARKETING
+                ),
+                action=consent_resources.CONSENT_ACTION_OPT_OUT,
+                source=consent_resources.CONSENT_SOURCE_PREFERENCE_CENTER,
+                idempotency_key="zed-out",
+            )
+        )
+
+        async def opt_out_recorded() -> bool:
+            return any(
+                "zed" in row and "ALL_MARKETING" in row
+                for row in dump_database(platform.database_url)
+            )
+
+        await platform.eventually(opt_out_recorded, what="zed's opt-out read from the feed")
         rows = "\n".join(dump_database(platform.database_url))
         assert "zed" in rows
+        assert devices[0].device_id in rows
+        assert "firing-1" in rows
 
         await platform.consent.EraseUser(
             consent_messages.EraseUserRequest(app_id=platform.app, user_id="zed")
@@ -110,3 +193,5 @@ async def test_an_erased_user_leaves_no_row_and_no_token_in_delivery(platform: P
         assert device.token not in rows
         assert device.device_id not in rows
     assert sends["amy"].send_id in rows
+    assert amy_bought in rows
+    assert "firing-1" not in rows
