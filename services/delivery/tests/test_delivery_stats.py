@@ -662,3 +662,68 @@ async def test_export_pages_deliveries_and_engagement_oldest_first(platform: Pla
         [],
         "",
     )
+
+
+async def test_trigger_stats_count_firings_and_each_attributed_conversion_once(
+    platform: Platform,
+) -> None:
+    """ann fires twice (the second sent), ben once (sent), cy once (never sent). ann's
+    one purchase falls in both of her firings' windows: two converted firings, one
+    conversion event. Opens 20 s and 60 s after acceptance: median 40 s."""
+    app = platform.app
+    for user in ("ann", "ben"):
+        await platform.register(user, IOS)
+    base = now(platform)
+    firings = {
+        "fire-1": ("ann", base - dt.timedelta(hours=3)),
+        "fire-2": ("ann", base - dt.timedelta(hours=2)),
+        "fire-3": ("ben", base - dt.timedelta(hours=2)),
+        "fire-4": ("cy", base - dt.timedelta(hours=2)),
+    }
+    sends = {
+        firing: resources_pb2.Send(
+            send_id=firing, user_id=user, category_id="promos", trigger_id="cart", content=CONTENT
+        )
+        for firing, user in (("fire-2", "ann"), ("fire-3", "ben"))
+    }
+    async with platform.delivery() as api:
+        assert await record(
+            api,
+            app,
+            *(assignment(user, at, firing_id=firing) for firing, (user, at) in firings.items()),
+            trigger_id="cart",
+        ) == [(firing, APPLIED) for firing in firings]
+        await deliver(api, app, *sends.values())
+        await wait_final(platform, api, *sends)
+        opens = []
+        for firing, gap in (("fire-2", 20), ("fire-3", 60)):
+            delivery = (
+                await api.GetDelivery(messages_pb2.GetDeliveryRequest(app_id=app, send_id=firing))
+            ).delivery
+            [attempt] = delivery.devices[0].attempts
+            accepted = attempt.started_at.ToDatetime(dt.UTC) + attempt.latency.ToTimedelta()
+            opens.append(
+                event(OPENED, sends[firing].user_id, accepted + dt.timedelta(seconds=gap), firing)
+            )
+        results = await report(
+            api,
+            app,
+            *opens,
+            event(CONVERTED, "ann", base - dt.timedelta(hours=1), value=8.0),
+            event(CONVERTED, "cy", base - dt.timedelta(hours=1), value=2.0),
+        )
+        assert [r.status for r in results] == [APPLIED] * 4
+        figures = await stats(api, app, trigger_id="cart")
+        narrow = await stats(api, app, seconds(1800), trigger_id="cart")
+        assert await not_found(api, app, campaign_id="cart")
+    assert (figures.trigger_id, figures.campaign_id, list(figures.variants)) == ("cart", "", [])
+    total = figures.total
+    assert (total.targeted, total.sent, total.delivered, total.opened) == (4, 2, 2, 2)
+    assert total.open_rate == pytest.approx(1.0)
+    assert total.median_time_to_open.ToTimedelta().total_seconds() == pytest.approx(40, abs=0.01)
+    assert (total.converted_users, total.conversions) == (3, 2)
+    assert total.conversion_value == pytest.approx(10.0)
+    assert total.conversion_rate == pytest.approx(3 / 4)
+    assert not total.HasField("lift")
+    assert (narrow.total.converted_users, narrow.total.conversions) == (0, 0)
+    assert narrow.total.conversion_value == 0.0

@@ -237,45 +237,60 @@ class StatsRepository:
     async def _assignments(
         self, app_id: str, subject: Subject, window: timedelta
     ) -> tuple[dict[str, AssignmentFigures], AssignmentFigures | None]:
-        """Per variant and for the holdout: assigned, converted within the window after
-        each assignment's ``assigned_at`` (intent to treat), conversion events and value."""
+        """Per variant and for the holdout: assignments, those followed by a conversion
+        of their user within the window after ``assigned_at`` (intent to treat), and the
+        distinct conversion events so attributed with their value (an event in the
+        windows of two firings of a trigger counts once)."""
+        attributed = and_(
+            EngagementRow.app_id == AssignmentRow.app_id,
+            EngagementRow.user_id == AssignmentRow.user_id,
+            EngagementRow.kind == EngagementKind.CONVERTED.value,
+            EngagementRow.occurred_at >= AssignmentRow.assigned_at,
+            self._before_end(EngagementRow.occurred_at, AssignmentRow.assigned_at, window),
+        )
+        of_subject = and_(
+            AssignmentRow.app_id == app_id,
+            AssignmentRow.subject_kind == subject.kind.value,
+            AssignmentRow.subject_id == subject.subject_id,
+        )
+        groups = (AssignmentRow.holdout, AssignmentRow.variant_id)
         converted_key = case((EngagementRow.event_id.is_not(None), AssignmentRow.assignment_key))
-        rows = await self._session.execute(
+        assigned = await self._session.execute(
             select(
-                AssignmentRow.holdout,
-                AssignmentRow.variant_id,
+                *groups,
                 func.count(distinct(AssignmentRow.assignment_key)),
                 func.count(distinct(converted_key)),
-                func.count(EngagementRow.event_id),
-                func.coalesce(func.sum(EngagementRow.value), 0.0),
             )
             .select_from(AssignmentRow)
-            .outerjoin(
-                EngagementRow,
-                and_(
-                    EngagementRow.app_id == AssignmentRow.app_id,
-                    EngagementRow.user_id == AssignmentRow.user_id,
-                    EngagementRow.kind == EngagementKind.CONVERTED.value,
-                    EngagementRow.occurred_at >= AssignmentRow.assigned_at,
-                    self._before_end(EngagementRow.occurred_at, AssignmentRow.assigned_at, window),
-                ),
-            )
-            .where(
-                AssignmentRow.app_id == app_id,
-                AssignmentRow.subject_kind == subject.kind.value,
-                AssignmentRow.subject_id == subject.subject_id,
-            )
-            .group_by(AssignmentRow.holdout, AssignmentRow.variant_id)
+            .outerjoin(EngagementRow, attributed)
+            .where(of_subject)
+            .group_by(*groups)
         )
-        treated: dict[str, AssignmentFigures] = {}
-        holdout: AssignmentFigures | None = None
-        for is_holdout, variant_id, targeted, converted, conversions, value in rows:
-            figures = AssignmentFigures(targeted, converted, conversions, float(value))
-            if is_holdout:
-                holdout = figures
-            else:
-                treated[variant_id] = figures
-        return treated, holdout
+        figures: dict[tuple[bool, str], AssignmentFigures] = {
+            (bool(is_holdout), variant_id): AssignmentFigures(targeted, converted)
+            for is_holdout, variant_id, targeted, converted in assigned
+        }
+        events = (
+            select(*groups, EngagementRow.event_id, EngagementRow.value)
+            .distinct()
+            .select_from(AssignmentRow)
+            .join(EngagementRow, attributed)
+            .where(of_subject)
+            .subquery()
+        )
+        conversions = await self._session.execute(
+            select(
+                events.c.holdout,
+                events.c.variant_id,
+                func.count(),
+                func.coalesce(func.sum(events.c.value), 0.0),
+            ).group_by(events.c.holdout, events.c.variant_id)
+        )
+        for is_holdout, variant_id, count, value in conversions:
+            found = figures[(bool(is_holdout), variant_id)]
+            found.conversions, found.conversion_value = count, float(value)
+        treated = {variant: found for (held, variant), found in figures.items() if not held}
+        return treated, figures.get((True, ""))
 
     async def open_histograms(
         self, app_id: str, user_ids: Sequence[str], since: datetime
