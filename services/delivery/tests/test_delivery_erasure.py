@@ -17,10 +17,15 @@ from pushwarden.common.v1 import content_pb2, types_pb2
 from pushwarden.consent.v1 import messages_pb2 as consent_messages
 from pushwarden.consent.v1 import resources_pb2 as consent_resources
 from pushwarden.delivery.v1 import messages_pb2, resources_pb2
+from pushwarden.runtime.app import open_database
 from pushwarden.runtime.clock import FileClock
 from pushwarden.runtime.db import create_engine_for
 from pushwarden.runtime.settings import DatabaseSettings
-from pushwarden.services.delivery.handlers.erasure import CURSOR_NAME
+from pushwarden.services.delivery.bootstrap import MIGRATIONS
+from pushwarden.services.delivery.consent import ConsentPeer
+from pushwarden.services.delivery.handlers.common import DeliveryDeps
+from pushwarden.services.delivery.handlers.erasure import CURSOR_NAME, ErasureHandlers
+from pushwarden.services.delivery.storage.uow import unit_of_work_factory
 
 if TYPE_CHECKING:
     from pushwarden.delivery.v1.delivery_pb2_grpc import (
@@ -195,3 +200,63 @@ async def test_an_erased_user_leaves_no_row_and_no_token_in_delivery(platform: P
     assert sends["amy"].send_id in rows
     assert amy_bought in rows
     assert "firing-1" not in rows
+
+
+async def test_a_resync_after_a_lost_cursor_finds_users_held_only_in_assignments_or_engagement(
+    platform: Platform,
+) -> None:
+    """The resync (run when the stored cursor outlived consent's retention) asks
+    CheckErasure about every user delivery holds, not only those with sends: ghost has
+    only an assignment, wraith only a conversion; both erased while delivery was down."""
+    at = Timestamp()
+    at.FromDatetime(FileClock(platform.clock_file).now())
+    async with platform.delivery(dispatch=False) as stub:
+        await stub.RecordAssignments(
+            messages_pb2.RecordAssignmentsRequest(
+                app_id=platform.app,
+                campaign_id="spring",
+                assignments=[
+                    resources_pb2.Assignment(user_id=user, variant_id="A", assigned_at=at)
+                    for user in ("ghost", "amy")
+                ],
+            )
+        )
+        await stub.ReportEngagement(
+            messages_pb2.ReportEngagementRequest(
+                app_id=platform.app,
+                events=[
+                    resources_pb2.EngagementEvent(
+                        event_id="wraith-bought",
+                        kind=resources_pb2.ENGAGEMENT_KIND_CONVERTED,
+                        user_id="wraith",
+                        occurred_at=at,
+                    )
+                ],
+            )
+        )
+    for user in ("ghost", "wraith"):
+        await platform.consent.EraseUser(
+            consent_messages.EraseUserRequest(app_id=platform.app, user_id=user)
+        )
+    rows = "\n".join(dump_database(platform.database_url))
+    assert "ghost" in rows
+    assert "wraith" in rows
+
+    config = platform.delivery_config(dispatch=False)
+    database = open_database(config, MIGRATIONS)
+    channel = grpc.aio.insecure_channel(platform.consent_addr)
+    try:
+        deps = DeliveryDeps(
+            uow=unit_of_work_factory(database),
+            clock=FileClock(platform.clock_file),
+            consent=ConsentPeer(channel, 10.0),
+        )
+        await ErasureHandlers(deps).resync()
+    finally:
+        await channel.close()
+        await database.dispose()
+
+    rows = "\n".join(dump_database(platform.database_url))
+    assert "ghost" not in rows
+    assert "wraith" not in rows
+    assert "amy" in rows
