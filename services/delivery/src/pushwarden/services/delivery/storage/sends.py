@@ -383,21 +383,6 @@ class SendRepository:
             )
         return records
 
-    async def users_after(
-        self, app_id: str | None, after: tuple[str, str], limit: int
-    ) -> list[tuple[str, str]]:
-        """Distinct (app, user) pairs that have sends, in order, after ``after``."""
-        query = (
-            select(SendRow.app_id, SendRow.user_id)
-            .where(tuple_(SendRow.app_id, SendRow.user_id) > after)
-            .distinct()
-            .order_by(SendRow.app_id, SendRow.user_id)
-            .limit(limit)
-        )
-        if app_id is not None:
-            query = query.where(SendRow.app_id == app_id)
-        return [(a, u) for a, u in (await self._session.execute(query)).all()]
-
     async def pending_invalidations(self, limit: int) -> list[PendingInvalidation]:
         """Dead tokens not yet reported to consent, oldest sends first."""
         rows = await self._session.scalars(
