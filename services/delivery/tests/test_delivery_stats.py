@@ -727,3 +727,26 @@ async def test_trigger_stats_count_firings_and_each_attributed_conversion_once(
     assert not total.HasField("lift")
     assert (narrow.total.converted_users, narrow.total.conversions) == (0, 0)
     assert narrow.total.conversion_value == 0.0
+
+
+async def test_a_full_batch_of_ten_thousand_assignments_is_stored_once(platform: Platform) -> None:
+    app, at = platform.app, now(platform)
+    users = [f"user-{i:05d}" for i in range(10_000)]
+    batch = [
+        assignment(user, at, "holdout" if i % 10 == 0 else "AB"[i % 2])
+        for i, user in enumerate(users)
+    ]
+    async with platform.delivery(dispatch=False) as api:
+        assert {status for _, status in await record(api, app, *batch, campaign_id="big")} == {
+            APPLIED
+        }
+        again = await record(api, app, *batch, campaign_id="big")
+        figures = await stats(api, app, campaign_id="big")
+    assert [user for user, _ in again] == users
+    assert {status for _, status in again} == {UNCHANGED}
+    assert (figures.total.targeted, figures.holdout.users) == (9000, 1000)
+    assert [(v.variant_id, v.targeted) for v in figures.variants] == [("A", 4000), ("B", 5000)]
+    assert figures.total.lift.absolute_lift_ci.method == (
+        messages_pb2.INTERVAL_METHOD_NEWCOMBE_HYBRID_SCORE
+    )
+    assert figures.total.converted_users == 0
