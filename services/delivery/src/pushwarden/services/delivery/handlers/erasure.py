@@ -16,6 +16,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from pushwarden.common.v1 import types_pb2
 from pushwarden.consent.v1 import resources_pb2
 from pushwarden.services.delivery.domain.sends import Kind
 from pushwarden.services.delivery.handlers.common import DeliveryDeps
@@ -28,6 +29,9 @@ CURSOR_NAME = "consent_feed_cursor"
 RESYNC_BATCH = 1000
 FOLLOWED_KINDS = (resources_pb2.CHANGE_KIND_ERASED, resources_pb2.CHANGE_KIND_CONSENT)
 
+# Push is the channel delivery sends on; unset means every channel (ALL_MARKETING, and
+# CATEGORY or TOPIC without a channel). An e-mail-only opt-out is no reaction to a push.
+_PUSH_CHANNELS = (types_pb2.CHANNEL_UNSPECIFIED, types_pb2.CHANNEL_PUSH)
 _SCOPES = {
     resources_pb2.CONSENT_SCOPE_KIND_ALL_MARKETING: "ALL_MARKETING",
     resources_pb2.CONSENT_SCOPE_KIND_CHANNEL: "CHANNEL",
@@ -85,9 +89,10 @@ class ErasureHandlers:
             logger.info("erased users", extra={"users": len(erased), "rows": removed})
 
     async def _opt_outs(self, changes: Sequence[resources_pb2.Change]) -> list[OptOut]:
-        """The marketing opt-outs among ``changes``: every scope but a category of
-        transactional kind (kinds come from consent, cached; if consent cannot name them
-        the batch fails and the follower replays it)."""
+        """The marketing push opt-outs among ``changes``: every scope on the push channel
+        (or every channel) but a category of transactional kind (kinds come from
+        consent, cached; if consent cannot name them the batch fails and the follower
+        replays it)."""
         found: list[tuple[resources_pb2.Change, str]] = []
         for change in changes:
             entry = change.consent
@@ -96,6 +101,7 @@ class ErasureHandlers:
                 or not change.user_id
                 or entry.action != resources_pb2.CONSENT_ACTION_OPT_OUT
                 or entry.scope.kind not in _SCOPES
+                or entry.scope.channel not in _PUSH_CHANNELS
             ):
                 continue
             found.append((change, _SCOPES[entry.scope.kind]))
