@@ -18,13 +18,14 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from pushwarden.common.v1 import types_pb2
 from pushwarden.consent.v1 import messages_pb2, resources_pb2
+from pushwarden.runtime.protoenum import ProtoEnum
 from pushwarden.runtime.validation import Violations
 
 MAX_TOKEN_CHARS: Final = 1024
@@ -42,57 +43,27 @@ _MIN_SECONDS: Final = -62_135_596_800
 _MAX_SECONDS: Final = 253_402_300_799
 
 
-_NUMBERS: dict[tuple[int, str], int] = {}
-
-
-def _proto_number(enum_type: Any, prefix: str, name: str) -> int:
-    """The proto number of ``prefix + name``, memoised: enum conversions run once per
-    device in every eligibility batch, and the descriptor lookup by name is not free."""
-    key = (id(enum_type), name)
-    number = _NUMBERS.get(key)
-    if number is None:
-        number = _NUMBERS[key] = int(enum_type.Value(prefix + name))
-    return number
-
-
-class Platform(enum.StrEnum):
+class Platform(ProtoEnum[types_pb2.Platform.ValueType], enum.StrEnum, proto=types_pb2.Platform):
     """What a device runs on."""
 
     IOS = "IOS"
     ANDROID = "ANDROID"
     WEB = "WEB"
 
-    @classmethod
-    def from_proto(cls, value: int) -> Platform:
-        """The platform of a valid (checked) proto value."""
-        return cls(types_pb2.Platform.Name(value).removeprefix("PLATFORM_"))  # type: ignore[arg-type]
 
-    def to_proto(self) -> types_pb2.Platform.ValueType:
-        """The proto enum value."""
-        return types_pb2.Platform.ValueType(
-            _proto_number(types_pb2.Platform, "PLATFORM_", self.value)
-        )
-
-
-class Provider(enum.StrEnum):
+class Provider(ProtoEnum[types_pb2.Provider.ValueType], enum.StrEnum, proto=types_pb2.Provider):
     """The push service that serves a token."""
 
     APNS = "APNS"
     FCM = "FCM"
 
-    @classmethod
-    def from_proto(cls, value: int) -> Provider:
-        """The provider of a valid (checked) proto value."""
-        return cls(types_pb2.Provider.Name(value).removeprefix("PROVIDER_"))  # type: ignore[arg-type]
 
-    def to_proto(self) -> types_pb2.Provider.ValueType:
-        """The proto enum value."""
-        return types_pb2.Provider.ValueType(
-            _proto_number(types_pb2.Provider, "PROVIDER_", self.value)
-        )
-
-
-class Permission(enum.StrEnum):
+class Permission(
+    ProtoEnum[types_pb2.PermissionState.ValueType],
+    enum.StrEnum,
+    proto=types_pb2.PermissionState,
+    unspecified="NOT_DETERMINED",  # "not reported", as the contract's default says
+):
     """The OS notification permission on a device."""
 
     GRANTED = "GRANTED"
@@ -100,48 +71,29 @@ class Permission(enum.StrEnum):
     DENIED = "DENIED"
     NOT_DETERMINED = "NOT_DETERMINED"
 
-    @classmethod
-    def from_proto(cls, value: int) -> Permission:
-        """The permission of a valid (checked) proto value; "not reported" is
-        NOT_DETERMINED, as the contract's default says."""
-        if value == types_pb2.PERMISSION_STATE_UNSPECIFIED:
-            return cls.NOT_DETERMINED
-        name = types_pb2.PermissionState.Name(value)  # type: ignore[arg-type]
-        return cls(name.removeprefix("PERMISSION_STATE_"))
-
-    def to_proto(self) -> types_pb2.PermissionState.ValueType:
-        """The proto enum value."""
-        return types_pb2.PermissionState.ValueType(
-            _proto_number(types_pb2.PermissionState, "PERMISSION_STATE_", self.value)
-        )
-
     @property
     def allows_push(self) -> bool:
         """Whether a push may be shown (provisional pushes are delivered quietly)."""
         return self in (Permission.GRANTED, Permission.PROVISIONAL)
 
 
-class DeviceStatus(enum.StrEnum):
+class DeviceStatus(
+    ProtoEnum[resources_pb2.DeviceStatus.ValueType],
+    enum.StrEnum,
+    proto=resources_pb2.DeviceStatus,
+):
     """Where a device is in its lifecycle."""
 
     ACTIVE = "ACTIVE"
     INVALID = "INVALID"
     UNREGISTERED = "UNREGISTERED"
 
-    @classmethod
-    def from_proto(cls, value: int) -> DeviceStatus:
-        """The status of a valid (checked) proto value."""
-        name = resources_pb2.DeviceStatus.Name(value)  # type: ignore[arg-type]
-        return cls(name.removeprefix("DEVICE_STATUS_"))
 
-    def to_proto(self) -> resources_pb2.DeviceStatus.ValueType:
-        """The proto enum value."""
-        return resources_pb2.DeviceStatus.ValueType(
-            _proto_number(resources_pb2.DeviceStatus, "DEVICE_STATUS_", self.value)
-        )
-
-
-class InvalidReason(enum.StrEnum):
+class InvalidReason(
+    ProtoEnum[resources_pb2.InvalidationReason.ValueType],
+    enum.StrEnum,
+    proto=resources_pb2.InvalidationReason,
+):
     """Why a provider rejected a token."""
 
     UNREGISTERED = "UNREGISTERED"
@@ -150,31 +102,17 @@ class InvalidReason(enum.StrEnum):
     EXPIRED_TOKEN = "EXPIRED_TOKEN"
     OTHER = "OTHER"
 
-    @classmethod
-    def from_proto(cls, value: int) -> InvalidReason:
-        """The reason of a valid (checked) proto value."""
-        name = resources_pb2.InvalidationReason.Name(value)  # type: ignore[arg-type]
-        return cls(name.removeprefix("INVALIDATION_REASON_"))
 
-    def to_proto(self) -> resources_pb2.InvalidationReason.ValueType:
-        """The proto enum value."""
-        return resources_pb2.InvalidationReason.ValueType(
-            _proto_number(resources_pb2.InvalidationReason, "INVALIDATION_REASON_", self.value)
-        )
-
-
-class InvalidationOutcome(enum.StrEnum):
+class InvalidationOutcome(
+    ProtoEnum[messages_pb2.InvalidationOutcome.ValueType],
+    enum.StrEnum,
+    proto=messages_pb2.InvalidationOutcome,
+):
     """What an InvalidateDevice call did."""
 
     INVALIDATED = "INVALIDATED"
     ALREADY_INVALID = "ALREADY_INVALID"
     STALE = "STALE"
-
-    def to_proto(self) -> messages_pb2.InvalidationOutcome.ValueType:
-        """The proto enum value."""
-        return messages_pb2.InvalidationOutcome.ValueType(
-            _proto_number(messages_pb2.InvalidationOutcome, "INVALIDATION_OUTCOME_", self.value)
-        )
 
 
 # The values this server knows; anything else from a newer client is INVALID_ARGUMENT.
