@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from sqlalchemy import select
 from pushwarden.common.v1 import values_pb2
 from pushwarden.consent.v1 import consent_pb2_grpc
 from pushwarden.consent.v1 import messages_pb2 as consent_messages
+from pushwarden.runtime.app import ServiceApp
 from pushwarden.runtime.clock import shift_clock_file
 from pushwarden.runtime.db import create_engine_for
 from pushwarden.runtime.healthprobe import health_status
@@ -59,11 +61,12 @@ async def stub(any_database_url: str) -> AsyncIterator[Stub]:
 
 @asynccontextmanager
 async def consent_server(
-    tmp_path: Path, clock: Path | None = None
+    tmp_path: Path, clock: Path | None = None, port: int = 0
 ) -> AsyncIterator[tuple[str, ConsentServiceAsyncStub]]:
     """A real consent service on its own SQLite file; yields its address and a stub."""
     url = f"sqlite:///{tmp_path / 'consent' / 'consent.db'}"
     extra = {"PSEUDONYM_KEY": KEY, "FEED_HEARTBEAT_S": "0.2", "FEED_POLL_S": "0.05"}
+    extra["PORT"] = str(port)
     if clock is not None:
         extra["CLOCK_FILE"] = str(clock)
     app = consent_bootstrap(local_test_config(ConsentConfig, url, **extra))
@@ -293,9 +296,8 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def service_process(url: str, consent_addr: str, log: Path) -> AsyncIterator[Stub]:
-    """``python -m pushwarden.services.segmentation`` as ``make run`` starts it: its
-    bootstrap runs before the service's event loop exists. Yields a stub once SERVING;
-    SIGTERM afterwards, and the process must exit 0."""
+    """``python -m pushwarden.services.segmentation`` as ``make run`` starts it. Yields a
+    stub once SERVING; SIGTERM afterwards, and the process must exit 0."""
     prefix = "PUSHWARDEN_SEGMENTATION_"
     port = free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith(prefix)}
@@ -344,12 +346,11 @@ async def service_process(url: str, consent_addr: str, log: Path) -> AsyncIterat
 
 
 @pytest.mark.slow
-async def test_the_service_process_erases_with_a_channel_of_its_own_loop(
+async def test_the_service_process_erases_what_consent_erases(
     any_database_url: str, tmp_path: Path
 ) -> None:
-    """The erasure worker opens its consent channel inside the running loop; one made in
-    bootstrap would belong to another loop, and the worker would fail on every call
-    ("attached to a different loop") and never erase."""
+    """The real process (``make run``'s command) follows consent and erases; its log
+    shows no channel used on a loop it does not belong to."""
     async with (
         consent_server(tmp_path) as (address, consent),
         service_process(any_database_url, address, tmp_path / "segmentation.log") as stub,
@@ -359,3 +360,38 @@ async def test_the_service_process_erases_with_a_channel_of_its_own_loop(
         await wait_until_erased(stub, VICTIM)
     assert rows_mentioning(any_database_url, SECRETS) == []
     assert "different loop" not in log_of(tmp_path / "segmentation.log")
+
+
+def test_an_app_bootstrapped_with_no_loop_running_erases_once_served(
+    any_database_url: str, tmp_path: Path
+) -> None:
+    """``bootstrap`` called where no event loop runs (a tool, a thread) and the app
+    served later on a new loop: the erasure worker makes its consent channel on the
+    loop that runs it. A channel made in bootstrap would belong to no running loop (or
+    to another) and every call on it would fail."""
+    consent_port = free_port()
+    errors: list[BaseException] = []
+
+    async def erase_through(app: ServiceApp[SegmentationConfig]) -> None:
+        async with (
+            consent_server(tmp_path, port=consent_port) as (_, consent),
+            serving(app) as channel,
+        ):
+            stub: Stub = segmentation_pb2_grpc.SegmentationServiceStub(channel)
+            await seed(stub, VICTIM, "secret-attr-value", "secret-prop-value")
+            await consent.EraseUser(consent_messages.EraseUserRequest(app_id=APP, user_id=VICTIM))
+            await wait_until_erased(stub, VICTIM)
+
+    def scenario() -> None:  # a thread of its own: no loop runs here, none is set
+        try:
+            app = bootstrap(segmentation_config(any_database_url, f"127.0.0.1:{consent_port}"))
+            asyncio.run(erase_through(app))
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=scenario)
+    thread.start()
+    thread.join(2 * DEADLINE_S)
+    assert not thread.is_alive(), "the scenario never ended"
+    assert errors == []
+    assert rows_mentioning(any_database_url, SECRETS) == []

@@ -89,8 +89,9 @@ def erasure_worker(
     """The worker that follows consent's change feed and erases whom consent erased.
 
     Its channel to consent (segmentation's only use of consent) is opened inside the
-    worker: a ``grpc.aio`` channel belongs to the event loop it was made in, and
-    :func:`bootstrap` runs before ``serve`` starts the service's loop.
+    worker, on the loop that runs it: a ``grpc.aio`` channel belongs to the event loop
+    it was made in, so it must not depend on where :func:`bootstrap` was called (a tool
+    or test may call it with no loop running); and it closes when the worker ends.
     """
 
     async def run(ctx: WorkerContext) -> None:
