@@ -1,19 +1,24 @@
 """`make run`'s supervisor, run as its own command: all four services reach SERVING,
 a signal stops them all with exit 0 and no process left, and a child that dies takes
-the platform down with a non-zero exit."""
+the platform down with a non-zero exit. With the provider sandbox: the fake APNs and FCM
+start before delivery, delivery gets demo credentials for them, and a push delivered
+through the platform reaches each fake; real credentials switch the fakes off."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,21 +27,31 @@ from typing import Protocol
 import grpc
 import pytest
 
+from pushwarden.common.v1 import content_pb2, types_pb2
+from pushwarden.consent.v1 import consent_pb2_grpc
+from pushwarden.consent.v1 import messages_pb2 as consent_messages
+from pushwarden.consent.v1 import resources_pb2 as consent_resources
+from pushwarden.delivery.v1 import delivery_pb2_grpc
+from pushwarden.delivery.v1 import messages_pb2 as delivery_messages
+from pushwarden.delivery.v1 import resources_pb2 as delivery_resources
 from pushwarden.runtime.config import ConfigError
 from pushwarden.runtime.healthprobe import check
 from pushwarden.runtime.supervisor import (
     CHILDREN,
+    CREDENTIALS_VARIABLE,
     PSEUDONYM_KEY_FILE,
     PSEUDONYM_KEY_VARIABLE,
     build_plan,
     child_environment,
     next_steps,
+    plan_children,
     probe_credentials,
     pseudonym_key,
 )
 from pushwarden.runtime.tlsgen import generate_test_pki
 
 SERVICES = ("consent", "segmentation", "delivery", "scheduler")
+FAKES = ("fake-apns", "fake-fcm")
 SERVING_DEADLINE_S = 30.0
 STOP_DEADLINE_S = 30.0
 STARTED = re.compile(
@@ -118,9 +133,13 @@ def start_supervisor(tmp_path: Path) -> Iterator[StartSupervisor]:
     def start(
         extra_env: Mapping[str, str] | None = None, *, ports_on_command_line: bool = True
     ) -> tuple[Run, list[int]]:
-        ports = free_ports(len(SERVICES))
+        ports = free_ports(len(SERVICES) + len(FAKES))
         argv = [sys.executable, "-m", "pushwarden.runtime.supervisor"]
         argv += ["--var-dir", str(tmp_path / "var"), "--stop-timeout", "20"]
+        # The fake providers never take their fixed ports in a test.
+        for name, port in zip(FAKES, ports[len(SERVICES) :], strict=True):
+            argv += ["--port", f"{name}={port}"]
+        ports = ports[: len(SERVICES)]
         if ports_on_command_line:
             for name, port in zip(SERVICES, ports, strict=True):
                 argv += ["--port", f"{name}={port}"]
@@ -224,6 +243,8 @@ def test_the_plan_keeps_the_port_layout_and_wires_peers(tmp_path: Path) -> None:
         "segmentation": 50052,
         "scheduler": 50053,
         "delivery": 50054,
+        "fake-apns": 50061,
+        "fake-fcm": 50062,
     }
     plan = build_plan(tmp_path / "var", port_base=41000, ports={"delivery": 45000})
     assert plan.ports["scheduler"] == 41002
@@ -260,6 +281,8 @@ def test_the_plan_honours_each_services_port_and_host_variables(tmp_path: Path) 
         "segmentation": 50052,
         "delivery": 41904,
         "scheduler": 41999,
+        "fake-apns": 50061,
+        "fake-fcm": 50062,
     }
     assert plan.bind("delivery") == "0.0.0.0:41904"
     assert plan.addr("delivery") == "127.0.0.1:41904"  # a wildcard is no address to call
@@ -292,7 +315,10 @@ def test_two_services_on_one_port_are_refused(tmp_path: Path) -> None:
 
 def test_the_plan_says_what_it_created_and_leaves_a_supplied_key_alone(tmp_path: Path) -> None:
     first = build_plan(tmp_path / "var")
-    assert first.created == (tmp_path / "var" / PSEUDONYM_KEY_FILE,)
+    assert first.created == (
+        tmp_path / "var" / PSEUDONYM_KEY_FILE,
+        tmp_path / "var" / "sandbox" / "credentials.toml",  # delivery's demo credentials
+    )
     again = build_plan(tmp_path / "var")
     assert again.created == ()
     assert again.pseudonym_key == first.pseudonym_key
@@ -398,3 +424,184 @@ def test_a_misspelt_service_prefix_stops_make_run_before_anything_starts(tmp_pat
     assert "started" not in result.stdout
     with pytest.raises(ConfigError, match=r"^PUSHWARDEN_SHEDULER_DELIVERY_ADDR: .* SCHEDULER"):
         build_plan(tmp_path, environ={"PUSHWARDEN_SHEDULER_DELIVERY_ADDR": "x:1"})
+
+
+APP = "shop"
+IOS_TOKEN = "ab" * 32
+ANDROID_TOKEN = "fcm-token-make-run"
+SHIPPED = "Order 1 is on its way"
+
+
+def control(port: int, ca_file: Path, query: str) -> dict[str, int]:
+    """GET a fake's control route (``count?token=...``) over TLS, trusting its CA."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    url = f"https://127.0.0.1:{port}/_sandbox/{query}"
+    with urllib.request.urlopen(url, context=context, timeout=5) as answer:
+        body: dict[str, int] = json.loads(answer.read())
+        return body
+
+
+@pytest.mark.slow
+def test_make_run_starts_the_fakes_and_a_delivered_push_reaches_them(tmp_path: Path) -> None:
+    names = (*SERVICES, *FAKES)
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    var = tmp_path / "var"
+    argv = [sys.executable, "-m", "pushwarden.runtime.supervisor", "--var-dir", str(var)]
+    for name, port in ports.items():
+        argv += ["--port", f"{name}={port}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHWARDEN_")}
+    env = {k: v for k, v in env.items() if k not in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")}
+    run = Run(
+        subprocess.Popen(
+            argv,
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    )
+    try:
+        # The first lines say the fakes run and where delivery's demo credentials are.
+        line = run.wait_for(r"^supervisor\s+\| sandbox: fake APNs on ", 20).string
+        assert f"127.0.0.1:{ports['fake-apns']}" in line
+        assert f"127.0.0.1:{ports['fake-fcm']}" in line
+        assert str(var.resolve() / "sandbox" / "credentials.toml") in line
+        assert CREDENTIALS_VARIABLE in line
+        started = run.wait_for(r"started fake-apns pid=(\d+) listening on", 20)
+        fake_pids = [int(started.group(1))]
+        started = run.wait_for(r"started fake-fcm pid=(\d+) listening on", 20)
+        fake_pids.append(int(started.group(1)))
+        children = run.started()
+        run.wait_for(r"^supervisor\s+\| all 4 services SERVING", SERVING_DEADLINE_S)
+        deadline = time.monotonic() + SERVING_DEADLINE_S
+        for name in SERVICES:
+            wait_until_serving(children[name][1], deadline)
+        # The fakes announced themselves (their JSON line) before delivery started.
+        output = run.output()
+        assert output.index('"provider": "apns"') < output.index("started delivery pid=")
+        assert output.index('"provider": "fcm"') < output.index("started delivery pid=")
+        hint = run.wait_for(r"pushes delivered for app shop land at the fake APNs", 5).string
+        assert f"https://127.0.0.1:{ports['fake-apns']}/_sandbox/requests" in hint
+
+        # What the README shows: a category, a device, a Deliver; the push at the fake.
+        with grpc.insecure_channel(f"127.0.0.1:{ports['consent']}") as channel:
+            consent = consent_pb2_grpc.ConsentServiceStub(channel)
+            consent.DefineCategory(
+                consent_messages.DefineCategoryRequest(
+                    app_id=APP,
+                    category=consent_resources.Category(
+                        category_id="orders",
+                        kind=types_pb2.CATEGORY_KIND_TRANSACTIONAL,
+                        default_state=consent_resources.DEFAULT_STATE_OPTED_IN,
+                    ),
+                ),
+                timeout=10,
+            )
+            for platform, provider, token in (
+                (types_pb2.PLATFORM_IOS, types_pb2.PROVIDER_APNS, IOS_TOKEN),
+                (types_pb2.PLATFORM_ANDROID, types_pb2.PROVIDER_FCM, ANDROID_TOKEN),
+            ):
+                consent.RegisterDevice(
+                    consent_messages.RegisterDeviceRequest(
+                        app_id=APP,
+                        device=consent_resources.Device(
+                            user_id="ada",
+                            platform=platform,
+                            provider=provider,
+                            token=token,
+                            time_zone="Europe/Paris",
+                            permission=types_pb2.PERMISSION_STATE_GRANTED,
+                        ),
+                    ),
+                    timeout=10,
+                )
+        with grpc.insecure_channel(f"127.0.0.1:{ports['delivery']}") as channel:
+            delivery = delivery_pb2_grpc.DeliveryServiceStub(channel)
+            answer = delivery.Deliver(
+                delivery_messages.DeliverRequest(
+                    app_id=APP,
+                    sends=[
+                        delivery_resources.Send(
+                            send_id="order-1-shipped",
+                            user_id="ada",
+                            category_id="orders",
+                            content=content_pb2.Content(
+                                title="Shipped", body="Order 1 is on its way"
+                            ),
+                        )
+                    ],
+                ),
+                timeout=10,
+            )
+            assert answer.results[0].status == types_pb2.ITEM_STATUS_APPLIED
+            ca_file = var / "sandbox" / "sandbox-ca.pem"
+            end = time.monotonic() + 60
+            while True:
+                at_apns = control(ports["fake-apns"], ca_file, f"count?token={IOS_TOKEN}")
+                at_fcm = control(ports["fake-fcm"], ca_file, f"count?token={ANDROID_TOKEN}")
+                if at_apns["count"] >= 1 and at_fcm["count"] >= 1:
+                    break
+                assert time.monotonic() < end, f"no push at the fakes:\n{run.output()}"
+                time.sleep(0.2)
+            assert (at_apns["count"], at_fcm["count"]) == (1, 1)
+            record = delivery.GetDelivery(
+                delivery_messages.GetDeliveryRequest(app_id=APP, send_id="order-1-shipped"),
+                timeout=10,
+            ).delivery
+            end = time.monotonic() + 30
+            while record.status != delivery_resources.DELIVERY_STATUS_DELIVERED:
+                assert time.monotonic() < end, record
+                time.sleep(0.2)
+                record = delivery.GetDelivery(
+                    delivery_messages.GetDeliveryRequest(app_id=APP, send_id="order-1-shipped"),
+                    timeout=10,
+                ).delivery
+            assert (
+                sorted(d.status for d in record.devices)
+                == [delivery_resources.DELIVERY_STATUS_DELIVERED] * 2
+            )
+        [request] = json.loads(
+            urllib.request.urlopen(
+                f"https://127.0.0.1:{ports['fake-apns']}/_sandbox/requests?token={IOS_TOKEN}",
+                context=ssl.create_default_context(cafile=str(ca_file)),
+                timeout=5,
+            ).read()
+        )
+        assert SHIPPED in request["body"]
+
+        run.process.send_signal(signal.SIGTERM)
+        assert run.process.wait(timeout=STOP_DEADLINE_S) == 0, run.output()
+        assert_gone([pid for pid, _ in children.values()] + fake_pids)
+    finally:
+        if run.process.poll() is None:
+            run.process.kill()
+            run.process.wait()
+
+
+def test_real_credentials_switch_the_sandbox_off(tmp_path: Path) -> None:
+    sandboxed = build_plan(tmp_path / "var")
+    assert sandboxed.sandbox
+    assert [c.name for c in plan_children(sandboxed)] == [c.name for c in CHILDREN]
+    delivery = next(child for child in CHILDREN if child.name == "delivery")
+    env = child_environment(delivery, sandboxed, {})
+    credentials = tmp_path / "var" / "sandbox" / "credentials.toml"
+    assert env[CREDENTIALS_VARIABLE] == str(credentials.resolve())
+    assert env["SSL_CERT_FILE"] == str((tmp_path / "var" / "sandbox" / "sandbox-ca.pem").resolve())
+    text = credentials.read_text()
+    assert "[apps.shop.apns]" in text
+    assert 'endpoint = "https://127.0.0.1:50061"' in text
+    assert 'endpoint = "https://127.0.0.1:50062"' in text
+
+    real = {CREDENTIALS_VARIABLE: "/etc/pushwarden/credentials.toml"}
+    plan = build_plan(tmp_path / "real", environ=real)
+    assert not plan.sandbox
+    assert "fake-apns" not in plan.ports
+    assert "fake-fcm" not in plan.ports
+    expected = ["consent", "segmentation", "delivery", "scheduler"]
+    assert [c.name for c in plan_children(plan)] == expected
+    env = child_environment(delivery, plan, real)
+    assert env[CREDENTIALS_VARIABLE] == "/etc/pushwarden/credentials.toml"
+    assert "SSL_CERT_FILE" not in env
+    assert not (tmp_path / "real" / "sandbox").exists()
+    assert "fake APNs" not in "\n".join(next_steps(plan, {}))

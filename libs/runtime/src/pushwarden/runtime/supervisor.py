@@ -7,6 +7,13 @@ the child's name (``consent      | ...``). Its first lines say what it created u
 the var directory (consent's pseudonym key, the databases) and where each child
 listens; once every service reports SERVING it says so and what to try next.
 
+The sandbox: unless ``PUSHWARDEN_DELIVERY_CREDENTIALS`` names real provider
+credentials, it also runs the fake APNs (:50061) and the fake FCM with its ``/token``
+endpoint (:50062) from ``pushwarden.sandbox``, before delivery, and points delivery at
+them: demo credentials for the app ``shop`` in ``<var>/sandbox/credentials.toml`` (the
+demo APNs key and FCM service account are generated once by the fakes under
+``<var>/sandbox`` and reused), and trust in the fakes' CA. Its first lines say which.
+
 Each service listens where its own ``PUSHWARDEN_<SERVICE>_HOST`` / ``_PORT`` say
 (``--port NAME=PORT`` wins over them, ``--port-base`` and ``--host`` only fill in what
 they leave unset), and the supervisor tells every peer that address. A service with
@@ -34,7 +41,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -56,11 +63,29 @@ __all__ = [
     "ensure_pseudonym_key",
     "main",
     "next_steps",
+    "plan_children",
     "probe_credentials",
     "pseudonym_key",
+    "sandbox_wanted",
+    "write_sandbox_credentials",
 ]
 
 PSEUDONYM_KEY_FILE = "consent-pseudonym.key"
+CREDENTIALS_VARIABLE = "PUSHWARDEN_DELIVERY_CREDENTIALS"
+SANDBOX_DIR = "sandbox"
+SANDBOX_CREDENTIALS_FILE = "credentials.toml"
+# The app the demo credentials deliver for (the one the printed hints use), and what
+# ``python -m pushwarden.sandbox`` generates once under its state directory without
+# --key / --service-account (see libs/sandbox/README.md).
+SANDBOX_APP = "shop"
+SANDBOX_APNS_KEY_FILE = "apns-demo-key.p8"
+SANDBOX_APNS_KEY_ID = "SANDBOXKEY"
+SANDBOX_APNS_TEAM_ID = "SANDBOXTEAM"
+SANDBOX_APNS_TOPIC = "com.pushwarden.sandbox"
+SANDBOX_FCM_ACCOUNT_FILE = "fcm-service-account.json"
+SANDBOX_FCM_PROJECT = "pushwarden-sandbox"
+SANDBOX_CA_FILE = "sandbox-ca.pem"
+FIRST_LINE_TIMEOUT_S = 30.0
 PSEUDONYM_KEY_VARIABLE = "PUSHWARDEN_CONSENT_PSEUDONYM_KEY"
 DEFAULT_STOP_TIMEOUT_S = 20.0
 LINE_LIMIT_BYTES = 1024 * 1024
@@ -83,14 +108,21 @@ _REACHABLE_FROM_HERE = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1", "[
 @dataclass(frozen=True, slots=True)
 class Plan:
     """Where everything lives for one run: the var directory, the address and port each
-    child binds, consent's pseudonym key (None when the environment supplies it) and
-    what this run created under the var directory."""
+    child binds, consent's pseudonym key (None when the environment supplies it), what
+    this run created under the var directory, and whether the fake providers run
+    (no real credentials given)."""
 
     var_dir: Path
     hosts: Mapping[str, str]
     ports: Mapping[str, int]
     pseudonym_key: str | None
     created: tuple[Path, ...] = ()
+    sandbox: bool = False
+
+    @property
+    def sandbox_dir(self) -> Path:
+        """Where the fakes keep their TLS material and demo credentials."""
+        return self.var_dir / SANDBOX_DIR
 
     def bind(self, name: str) -> str:
         """``host:port`` child ``name`` binds (possibly a wildcard address)."""
@@ -141,18 +173,60 @@ def _consent_defaults(plan: Plan) -> dict[str, str]:
     return defaults
 
 
+def _delivery_env(plan: Plan) -> dict[str, str]:
+    values = _service_env("delivery", "consent")(plan)
+    if plan.sandbox:
+        # The fakes' CA, for aioapns and httpx (SSL_CERT_FILE) and for google-auth's
+        # token requests (REQUESTS_CA_BUNDLE).
+        ca_file = str((plan.sandbox_dir / SANDBOX_CA_FILE).resolve())
+        values |= {"SSL_CERT_FILE": ca_file, "REQUESTS_CA_BUNDLE": ca_file}
+    return values
+
+
+def _delivery_defaults(plan: Plan) -> dict[str, str]:
+    defaults = _service_defaults("delivery")(plan)
+    if plan.sandbox:
+        defaults[CREDENTIALS_VARIABLE] = str(
+            (plan.sandbox_dir / SANDBOX_CREDENTIALS_FILE).resolve()
+        )
+    return defaults
+
+
 def _no_env(_plan: Plan) -> dict[str, str]:
     return {}
+
+
+def _no_args(_plan: Plan) -> tuple[str, ...]:
+    return ()
+
+
+def _fake_args(name: str) -> Callable[[Plan], tuple[str, ...]]:
+    """Where a fake listens and keeps its state (the CA, the demo credentials)."""
+
+    def args(plan: Plan) -> tuple[str, ...]:
+        return (
+            "--host",
+            plan.hosts[name],
+            "--port",
+            str(plan.ports[name]),
+            "--state-dir",
+            str(plan.sandbox_dir.resolve()),
+        )
+
+    return args
 
 
 @dataclass(frozen=True, slots=True)
 class ChildSpec:
     """One process the supervisor runs.
 
-    ``argv`` follows the Python interpreter (``-m module ...``); ``env`` gives the
-    variables the supervisor decides (ports, peer addresses: they must agree across
-    children, so the environment cannot override them); ``defaults`` gives variables
-    that the supervisor's own environment may override.
+    ``argv`` follows the Python interpreter (``-m module ...``), then ``args`` of the
+    plan; ``env`` gives the variables the supervisor decides (ports, peer addresses:
+    they must agree across children, so the environment cannot override them);
+    ``defaults`` gives variables that the supervisor's own environment may override.
+    A ``sandbox`` child runs only when delivery has no real credentials; the next
+    child starts once an ``announces`` child printed its first line (a fake's JSON
+    line: it listens and its files exist).
     """
 
     name: str
@@ -161,10 +235,12 @@ class ChildSpec:
     env: Callable[[Plan], dict[str, str]] = _no_env
     defaults: Callable[[Plan], dict[str, str]] = _no_env
     is_grpc_service: bool = True
+    args: Callable[[Plan], tuple[str, ...]] = _no_args
+    sandbox: bool = False
+    announces: bool = False
 
 
-# Start order follows the call graph, callees first; the fake APNs and FCM servers
-# join this table when delivery needs them.
+# Start order follows the call graph, callees first: the fake providers before delivery.
 CHILDREN: tuple[ChildSpec, ...] = (
     ChildSpec(
         "consent",
@@ -181,11 +257,29 @@ CHILDREN: tuple[ChildSpec, ...] = (
         defaults=_service_defaults("segmentation"),
     ),
     ChildSpec(
+        "fake-apns",
+        ("-m", "pushwarden.sandbox", "apns"),
+        50061,
+        is_grpc_service=False,
+        args=_fake_args("fake-apns"),
+        sandbox=True,
+        announces=True,
+    ),
+    ChildSpec(
+        "fake-fcm",
+        ("-m", "pushwarden.sandbox", "fcm", "--project-id", SANDBOX_FCM_PROJECT),
+        50062,
+        is_grpc_service=False,
+        args=_fake_args("fake-fcm"),
+        sandbox=True,
+        announces=True,
+    ),
+    ChildSpec(
         "delivery",
         ("-m", "pushwarden.services.delivery"),
         50054,
-        env=_service_env("delivery", "consent"),
-        defaults=_service_defaults("delivery"),
+        env=_delivery_env,
+        defaults=_delivery_defaults,
     ),
     ChildSpec(
         "scheduler",
@@ -242,6 +336,51 @@ def _refuse_misspelt_prefixes(environ: Mapping[str, str], children: Sequence[Chi
                 raise misspelt_service_error(variable, misspelt, name, f"did you mean {meant}?")
 
 
+def sandbox_wanted(environ: Mapping[str, str], children: Sequence[ChildSpec] = CHILDREN) -> bool:
+    """Whether the fake providers run: delivery is among the children and the
+    environment names no real credentials for it."""
+    has_delivery = any(child.name == "delivery" for child in children)
+    return has_delivery and not environ.get(CREDENTIALS_VARIABLE, "").strip()
+
+
+def plan_children(plan: Plan, children: Sequence[ChildSpec] = CHILDREN) -> tuple[ChildSpec, ...]:
+    """The children this plan runs: the sandbox's only when it is on."""
+    return tuple(child for child in children if plan.sandbox or not child.sandbox)
+
+
+def write_sandbox_credentials(plan: Plan) -> tuple[Path, bool]:
+    """Write delivery's demo credentials file for the fakes of ``plan`` (their ports may
+    change between runs, so it is rewritten each time; it holds paths, not keys) and
+    say whether it is new. The key files it names are generated by the fakes once."""
+    path = plan.sandbox_dir / SANDBOX_CREDENTIALS_FILE
+    new = not path.exists()
+    text = "\n".join(
+        [
+            "# Written by make run (pushwarden.runtime.supervisor) for the fake providers it",
+            "# starts; set PUSHWARDEN_DELIVERY_CREDENTIALS to a file of your own to deliver to",
+            "# Apple and Google instead (that turns the fakes off).",
+            f"[apps.{SANDBOX_APP}.apns]",
+            f'key_file = "{SANDBOX_APNS_KEY_FILE}"',
+            f'key_id = "{SANDBOX_APNS_KEY_ID}"',
+            f'team_id = "{SANDBOX_APNS_TEAM_ID}"',
+            f'topic = "{SANDBOX_APNS_TOPIC}"',
+            'environment = "sandbox"',
+            f'endpoint = "https://{plan.addr("fake-apns")}"',
+            "",
+            f"[apps.{SANDBOX_APP}.fcm]",
+            f'service_account_file = "{SANDBOX_FCM_ACCOUNT_FILE}"',
+            f'project_id = "{SANDBOX_FCM_PROJECT}"',
+            f'endpoint = "https://{plan.addr("fake-fcm")}"',
+            "",
+        ]
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    scratch.write_text(text, encoding="utf-8")
+    os.replace(scratch, path)
+    return path, new
+
+
 def build_plan(
     var_dir: Path,
     *,
@@ -251,17 +390,20 @@ def build_plan(
     children: Sequence[ChildSpec] = CHILDREN,
     environ: Mapping[str, str] | None = None,
 ) -> Plan:
-    """Create the var directory and the pseudonym key, and settle where every child
-    listens.
+    """Create the var directory, the pseudonym key and (sandbox on) delivery's demo
+    credentials file, and settle where every child listens.
 
     A child's port is, first to last: ``ports`` (the command line), its
     ``PUSHWARDEN_<SERVICE>_PORT`` in ``environ``, its default shifted so that the first
     child's default lands on ``port_base`` (the layout is kept: consent base,
-    segmentation base+1, scheduler base+2, delivery base+3). Its address is its
-    ``PUSHWARDEN_<SERVICE>_HOST``, else ``host``. Raises :class:`ConfigError` for a
-    variable make run cannot use and ValueError for a bad argument.
+    segmentation base+1, scheduler base+2, delivery base+3, the fake APNs base+10 and
+    the fake FCM base+11). Its address is its ``PUSHWARDEN_<SERVICE>_HOST``, else
+    ``host``. The fakes run unless ``PUSHWARDEN_DELIVERY_CREDENTIALS`` is set. Raises
+    :class:`ConfigError` for a variable make run cannot use and ValueError for a bad
+    argument.
     """
     env = environ or {}
+    sandbox = sandbox_wanted(env, children)
     _refuse_misspelt_prefixes(env, children)
     unknown = set(ports or {}) - {child.name for child in children}
     if unknown:
@@ -270,6 +412,8 @@ def build_plan(
     chosen: dict[str, int] = {}
     hosts: dict[str, str] = {}
     for child in children:
+        if child.sandbox and not sandbox:
+            continue
         prefix = _env_prefix(child.name)
         from_env = _env_port(f"{prefix}PORT", env) if child.is_grpc_service else None
         chosen[child.name] = (ports or {}).get(
@@ -288,9 +432,18 @@ def build_plan(
         key, new = ensure_pseudonym_key(var_dir)
         if new:
             created.append(var_dir / PSEUDONYM_KEY_FILE)
-    return Plan(
-        var_dir=var_dir, hosts=hosts, ports=chosen, pseudonym_key=key, created=tuple(created)
+    plan = Plan(
+        var_dir=var_dir,
+        hosts=hosts,
+        ports=chosen,
+        pseudonym_key=key,
+        sandbox=sandbox,
     )
+    if sandbox:
+        path, new = write_sandbox_credentials(plan)
+        if new:
+            created.append(path)
+    return replace(plan, created=tuple(created))
 
 
 def probe_credentials(service: str, env: Mapping[str, str]) -> grpc.ChannelCredentials | None:
@@ -344,14 +497,22 @@ def next_steps(plan: Plan, consent_env: Mapping[str, str]) -> list[str]:
         f"print(g.ConsentServiceStub({channel}).ListCategories("
         f'm.ListCategoriesRequest(app_id="shop"){metadata}, timeout=5))'
     )
-    return [
+    steps = [
         "try (buf from `npm ci`): node_modules/.bin/buf curl --protocol grpc "
         f'{transport}{header}-d \'{{"app_id": "shop"}}\' {scheme}://{addr}/{method}',
         f"or from Python: .venv/bin/python -c 'import grpc; {python}'",
         "list every RPC: node_modules/.bin/buf curl --protocol grpc "
         f"{transport}{header}--list-methods {scheme}://{addr}",
-        "more in README.md (Calling a service, Next steps); Ctrl-C stops everything",
     ]
+    if plan.sandbox:
+        sandbox_ca = plan.sandbox_dir / SANDBOX_CA_FILE
+        steps.append(
+            "pushes delivered for app shop land at the fake APNs; what it received: "
+            f"curl --cacert {sandbox_ca} https://{plan.addr('fake-apns')}/_sandbox/requests "
+            "(README.md, A first push, shows one end to end)"
+        )
+    steps.append("more in README.md (Calling a service, Next steps); Ctrl-C stops everything")
+    return steps
 
 
 def child_environment(child: ChildSpec, plan: Plan, inherited: Mapping[str, str]) -> dict[str, str]:
@@ -379,6 +540,7 @@ class _Running:
     spec: ChildSpec
     process: asyncio.subprocess.Process
     pump: asyncio.Task[None]
+    first_line: asyncio.Event
     waiter: asyncio.Task[int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -391,14 +553,14 @@ class Supervisor:
     def __init__(
         self,
         plan: Plan,
-        children: Sequence[ChildSpec] = CHILDREN,
+        children: Sequence[ChildSpec] | None = None,
         *,
         inherited_env: Mapping[str, str] | None = None,
         stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
         out: TextIO = sys.stdout,
     ) -> None:
         self._plan = plan
-        self._children = tuple(children)
+        self._children = plan_children(plan) if children is None else tuple(children)
         self._inherited = dict(os.environ if inherited_env is None else inherited_env)
         self._envs = {c.name: child_environment(c, plan, self._inherited) for c in self._children}
         self._stop_timeout_s = stop_timeout_s
@@ -426,7 +588,7 @@ class Supervisor:
             self.say(SELF, f"{name} again: killing every child now")
             self._kill_now.set()
 
-    async def _pump(self, name: str, stream: asyncio.StreamReader) -> None:
+    async def _pump(self, name: str, stream: asyncio.StreamReader, first: asyncio.Event) -> None:
         while True:
             try:
                 line = await stream.readline()
@@ -438,11 +600,13 @@ class Supervisor:
             if not line:
                 return
             self.say(name, line.decode("utf-8", errors="replace"))
+            first.set()
 
     async def _start(self, spec: ChildSpec) -> _Running:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             *spec.argv,
+            *spec.args(self._plan),
             env=self._envs[spec.name],
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -452,14 +616,33 @@ class Supervisor:
             preexec_fn=_die_with_parent,
         )
         assert process.stdout is not None
-        pump = asyncio.create_task(self._pump(spec.name, process.stdout))
-        where = ""
-        if spec.is_grpc_service:
-            where = f"listening on {self._plan.bind(spec.name)}"
-            if probe_credentials(spec.name, self._envs[spec.name]) is not None:
-                where += " with TLS"
-        self.say(SELF, f"started {spec.name} pid={process.pid} {where}".rstrip())
-        return _Running(spec, process, pump)
+        first_line = asyncio.Event()
+        pump = asyncio.create_task(self._pump(spec.name, process.stdout, first_line))
+        where = f"listening on {self._plan.bind(spec.name)}"
+        if spec.is_grpc_service and probe_credentials(spec.name, self._envs[spec.name]):
+            where += " with TLS"
+        self.say(SELF, f"started {spec.name} pid={process.pid} {where}")
+        return _Running(spec, process, pump, first_line)
+
+    async def _announced(self, running: _Running) -> bool:
+        """Wait until ``running`` printed its first line; False when it exited first or
+        a stop was requested (the main loop reports either)."""
+        waits = [
+            asyncio.ensure_future(running.first_line.wait()),
+            asyncio.ensure_future(self._stop_requested.wait()),
+        ]
+        try:
+            await asyncio.wait(
+                [*waits, running.waiter],
+                timeout=FIRST_LINE_TIMEOUT_S,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if not running.first_line.is_set() and not running.waiter.done():
+            self.say(SELF, f"{running.spec.name} said nothing in {FIRST_LINE_TIMEOUT_S:.0f} s")
+        return running.first_line.is_set() and not running.waiter.done()
 
     def _signal_all(self, signum: int) -> None:
         for running in self._running:
@@ -534,6 +717,7 @@ class Supervisor:
             self.say(SELF, f"reusing consent's pseudonym key {key_file}")
         else:
             self.say(SELF, f"consent's pseudonym key comes from {PSEUDONYM_KEY_VARIABLE}")
+        self._announce_sandbox()
         fresh: list[str] = []
         kept: list[str] = []
         for child in self._children:
@@ -555,6 +739,28 @@ class Supervisor:
                     "probe trusts the system's root certificates only",
                 )
 
+    def _announce_sandbox(self) -> None:
+        plan = self._plan
+        if "delivery" not in self._envs:
+            return
+        if not plan.sandbox:
+            path = self._envs["delivery"].get(CREDENTIALS_VARIABLE, "")
+            self.say(
+                SELF,
+                f"delivery sends to the real APNs and FCM with the credentials in {path} "
+                f"({CREDENTIALS_VARIABLE}); no fake providers",
+            )
+            return
+        credentials = plan.sandbox_dir / SANDBOX_CREDENTIALS_FILE
+        self.say(
+            SELF,
+            f"sandbox: fake APNs on {plan.addr('fake-apns')} and fake FCM (with its /token "
+            f"endpoint) on {plan.addr('fake-fcm')}; delivery sends app {SANDBOX_APP}'s "
+            f"pushes to them with demo credentials {credentials} (keys generated once under "
+            f"{plan.sandbox_dir} and reused); set {CREDENTIALS_VARIABLE} to deliver to Apple "
+            "and Google instead",
+        )
+
     async def run(self) -> int:
         """Run until a signal or a child's unexpected exit; returns the exit code."""
         loop = asyncio.get_running_loop()
@@ -566,7 +772,10 @@ class Supervisor:
             for spec in self._children:
                 if self._stop_requested.is_set():
                     break
-                self._running.append(await self._start(spec))
+                running = await self._start(spec)
+                self._running.append(running)
+                if spec.announces and not await self._announced(running):
+                    break
             ready = asyncio.create_task(self._announce_ready())
             stop = asyncio.ensure_future(self._stop_requested.wait())
             await asyncio.wait(
