@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 import pytest
-from google.protobuf import field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pushwarden.common.v1 import content_pb2, decision_pb2, policy_pb2, types_pb2
 from pushwarden.policy import (
@@ -951,3 +954,104 @@ def test_a_scheduler_step_may_decide_the_explanation() -> None:
 
 def _pass() -> decision_pb2.StepResult.ValueType:
     return decision_pb2.STEP_RESULT_PASS
+
+
+# What the checks accept, the library accepts.
+
+
+def _mostly(valid: st.SearchStrategy[Any], invalid: st.SearchStrategy[Any]) -> Any:
+    """``valid`` 49 times in 50, else ``invalid``: most drawn policies pass every check,
+    and every check still gets broken now and then."""
+    return st.integers(0, 49).flatmap(lambda n: invalid if n == 0 else valid)
+
+
+def _durations(*valid_seconds: int) -> st.SearchStrategy[duration_pb2.Duration]:
+    return st.builds(
+        duration_pb2.Duration,
+        seconds=_mostly(st.sampled_from(valid_seconds), st.sampled_from([-60, 0, 10**7])),
+        nanos=_mostly(st.just(0), st.sampled_from([1, 500_000_000, -5])),
+    )
+
+
+_local_times = st.builds(
+    types_pb2.LocalTime,
+    hours=_mostly(st.integers(0, 23), st.sampled_from([-1, 24])),
+    minutes=_mostly(st.sampled_from([0, 15, 30, 59]), st.just(60)),
+)
+_days = st.lists(_mostly(st.integers(1, 7), st.sampled_from([0, 8])), max_size=3)
+
+
+@st.composite
+def _cap_rules(draw: st.DrawFn, rule_id: str) -> policy_pb2.CapRule:
+    scope = draw(_mostly(st.integers(1, 3), st.sampled_from([0, 4])))
+    rule = policy_pb2.CapRule(
+        rule_id=draw(_mostly(st.just(rule_id), st.sampled_from(["opt-down", "", "x" * 65]))),
+        scope=scope,
+        category_id=draw(
+            st.sampled_from(["", "promos"])
+            if scope == policy_pb2.CAP_SCOPE_CATEGORY
+            else _mostly(st.just(""), st.just("promos"))
+        ),
+        max_count=draw(_mostly(st.integers(1, 5), st.just(0))),
+        on_exceed=draw(_mostly(st.integers(0, 2), st.just(3))),
+        count_transactional=draw(st.booleans()),
+    )
+    window = draw(_mostly(st.sampled_from(["rolling", "calendar"]), st.just("none")))
+    if window == "rolling":
+        rule.rolling.CopyFrom(draw(_durations(1, 3600, 86400, 7 * 86400, 90 * 86400)))
+    elif window == "calendar":
+        rule.calendar = draw(_mostly(st.integers(1, 2), st.sampled_from([0, 3])))
+    return rule
+
+
+@st.composite
+def _policies(draw: st.DrawFn) -> Policy:
+    count = draw(_mostly(st.integers(0, 4), st.just(21)))
+    policy = Policy(
+        cap_rules=[draw(_cap_rules(f"rule-{index}")) for index in range(count)],
+        opt_down_on_exceed=draw(_mostly(st.integers(0, 2), st.just(3))),
+        default_digest_weekday=draw(_mostly(st.integers(0, 7), st.just(8))),
+        opt_down_daily_max=draw(st.integers(0, 3)),
+        opt_down_weekly_max=draw(st.integers(0, 3)),
+    )
+    if draw(st.booleans()):
+        windows = [
+            policy_pb2.QuietHoursWindow(
+                start=draw(_local_times), end=draw(_local_times), days=draw(_days)
+            )
+            for _ in range(draw(st.integers(0, 3)))
+        ]
+        policy.default_quiet_hours.CopyFrom(policy_pb2.QuietHours(windows=windows))
+    if draw(st.booleans()):
+        policy.jitter_window.CopyFrom(draw(_durations(0, 1, 1800, 6 * 3600)))
+    if draw(st.booleans()):
+        policy.digest_grace.CopyFrom(draw(_durations(1, 600, 7200, 86400)))
+    if draw(st.booleans()):
+        policy.default_digest_slot.CopyFrom(draw(_local_times))
+    mode = draw(_mostly(st.integers(0, 2), st.just(3)))
+    zones = ["Europe/Paris", "Pacific/Chatham", "America/St_Johns"]
+    zone = draw(
+        st.sampled_from(zones)
+        if mode == resources_pb2.TIME_ZONE_FALLBACK_MODE_DEFAULT_ZONE
+        else _mostly(st.just(""), st.sampled_from(zones))
+    )
+    policy.time_zone_fallback.mode = mode
+    policy.time_zone_fallback.default_time_zone = draw(
+        _mostly(st.just(zone), st.sampled_from(["", "Nowhere/Land"]))
+    )
+    return policy
+
+
+@settings(max_examples=400, deadline=None)
+@given(_policies())
+def test_a_policy_the_checks_accept_is_one_the_library_accepts(policy: Policy) -> None:
+    if violations_of(policy):
+        return
+    rules = to_rules(policy)  # the library's own checks raise on anything it refuses
+    assert [rule.name for rule in rules.caps] == [rule.rule_id for rule in policy.cap_rules]
+    windows = policy.default_quiet_hours.windows
+    assert len(rules.quiet_hours.windows) == len(windows)  # no accepted window is lost
+    effective = with_defaults(policy)
+    assert violations_of(effective) == []
+    assert with_defaults(effective) == effective
+    assert to_rules(effective) == rules
