@@ -322,9 +322,19 @@ async def deliver(
 
         async def feeder() -> None:
             for chunk in queue:
-                answer = await stub.Deliver(
-                    delivery_messages.DeliverRequest(app_id=APP, sends=chunk), timeout=120
-                )
+                request = delivery_messages.DeliverRequest(app_id=APP, sends=chunk)
+                for _ in range(10):
+                    try:
+                        answer = await stub.Deliver(request, timeout=120)
+                        break
+                    except grpc.aio.AioRpcError as error:
+                        # SQLite busy under the dispatcher's writes: Deliver is idempotent
+                        # by send id, so the same call again is what a client does.
+                        if error.code() != grpc.StatusCode.UNAVAILABLE:
+                            raise
+                        await asyncio.sleep(0.2)
+                else:
+                    raise RuntimeError("Deliver stayed UNAVAILABLE")
                 refused = [r for r in answer.results if r.status != types_pb2.ITEM_STATUS_APPLIED]
                 if refused:
                     raise RuntimeError(f"Deliver refused {len(refused)}: {refused[0]}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, or_, select, tuple_, update
+from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,11 +31,13 @@ from pushwarden.services.delivery.models import AttemptRow, SendDeviceRow, SendR
 # Rows per INSERT statement: SQLite allows 32,766 bound values per statement.
 _INSERT_CHUNK = 500
 
-# The executemany UPDATEs of :meth:`SendRepository.record`, on the tables (Core): the
-# ``key_*`` values of each parameter dict name its row, and its other keys (column
-# names, the same in every dict) are the columns it sets.
+# The executemany statements of :meth:`SendRepository.record`, on the tables (Core):
+# in the UPDATEs the ``key_*`` values of each parameter dict name its row, and its other
+# keys (column names, the same in every dict) are the columns it sets.
 _SENDS = cast(Table, SendRow.__table__)
 _DEVICES = cast(Table, SendDeviceRow.__table__)
+_INSERT_DEVICES = insert(_DEVICES)
+_INSERT_ATTEMPTS = insert(cast(Table, AttemptRow.__table__))
 _UPDATE_SENDS = update(_SENDS).where(
     _SENDS.c.app_id == bindparam("key_app_id"),
     _SENDS.c.send_id == bindparam("key_send_id"),
@@ -243,9 +245,9 @@ class SendRepository:
         """Write what dispatch passes made of their sends: status and schedule, devices
         (new ones inserted), attempts appended.
 
-        A few statements per batch whatever its size: one executemany UPDATE of the
-        sends, one of the devices already stored, and multi-row INSERTs of the new
-        devices and of the attempts.
+        Four statements per batch whatever its size, each an executemany of one
+        compiled statement (no SQL built per row): UPDATE of the sends, UPDATE of the
+        devices already stored, INSERT of the new devices, INSERT of the attempts.
         """
         sends: list[dict[str, Any]] = []
         stored_devices: list[dict[str, Any]] = []
@@ -292,14 +294,10 @@ class SendRepository:
             await self._session.execute(_UPDATE_SENDS, sends)
         if stored_devices:
             await self._session.execute(_UPDATE_DEVICES, stored_devices)
-        for start in range(0, len(new_devices), _INSERT_CHUNK):
-            await self._session.execute(
-                self._insert()(SendDeviceRow).values(new_devices[start : start + _INSERT_CHUNK])
-            )
-        for start in range(0, len(attempts), _INSERT_CHUNK):
-            await self._session.execute(
-                self._insert()(AttemptRow).values(attempts[start : start + _INSERT_CHUNK])
-            )
+        if new_devices:
+            await self._session.execute(_INSERT_DEVICES, new_devices)
+        if attempts:
+            await self._session.execute(_INSERT_ATTEMPTS, attempts)
 
     async def release(self, keys: Sequence[tuple[str, str]], at: datetime) -> None:
         """Give claimed sends back, due again at ``at`` (consent could not be asked)."""
