@@ -116,6 +116,9 @@ def main() -> int:
         command = [sys.executable, "-m", "pushwarden.runtime.supervisor", "--var-dir", var_dir]
         for name, port in ports.items():
             command += ["--port", f"{name}={port}"]
+        # The fake providers delivery sends to, on free ports too (not make run's).
+        for fake in ("fake-apns", "fake-fcm"):
+            command += ["--port", f"{fake}={_free_port()}"]
         supervisor = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ)
         )
