@@ -605,3 +605,24 @@ def test_real_credentials_switch_the_sandbox_off(tmp_path: Path) -> None:
     assert "SSL_CERT_FILE" not in env
     assert not (tmp_path / "real" / "sandbox").exists()
     assert "fake APNs" not in "\n".join(next_steps(plan, {}))
+
+
+@pytest.mark.slow
+def test_a_fake_that_cannot_listen_stops_make_run_before_delivery_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        names = (*SERVICES, "fake-fcm")
+        argv = [sys.executable, "-m", "pushwarden.runtime.supervisor"]
+        argv += ["--var-dir", str(tmp_path / "var"), "--stop-timeout", "20"]
+        argv += ["--port", f"fake-apns={taken.getsockname()[1]}"]
+        for name, port in zip(names, free_ports(len(names)), strict=True):
+            argv += ["--port", f"{name}={port}"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHWARDEN_")}
+        done = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+    assert done.returncode == 1, done.stdout
+    assert "fake-apns exited unexpectedly with code 1" in done.stdout
+    assert "address already in use" in done.stdout
+    assert "started delivery" not in done.stdout

@@ -225,8 +225,8 @@ class ChildSpec:
     they must agree across children, so the environment cannot override them);
     ``defaults`` gives variables that the supervisor's own environment may override.
     A ``sandbox`` child runs only when delivery has no real credentials; the next
-    child starts once an ``announces`` child printed its first line (a fake's JSON
-    line: it listens and its files exist).
+    child starts once an ``announces`` child printed a JSON line (a fake's
+    announcement: it listens and its files exist).
     """
 
     name: str
@@ -540,7 +540,7 @@ class _Running:
     spec: ChildSpec
     process: asyncio.subprocess.Process
     pump: asyncio.Task[None]
-    first_line: asyncio.Event
+    announced: asyncio.Event
     waiter: asyncio.Task[int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -588,7 +588,9 @@ class Supervisor:
             self.say(SELF, f"{name} again: killing every child now")
             self._kill_now.set()
 
-    async def _pump(self, name: str, stream: asyncio.StreamReader, first: asyncio.Event) -> None:
+    async def _pump(
+        self, name: str, stream: asyncio.StreamReader, announced: asyncio.Event
+    ) -> None:
         while True:
             try:
                 line = await stream.readline()
@@ -600,7 +602,8 @@ class Supervisor:
             if not line:
                 return
             self.say(name, line.decode("utf-8", errors="replace"))
-            first.set()
+            if line.startswith(b"{"):  # a fake's JSON line: it listens, its files exist
+                announced.set()
 
     async def _start(self, spec: ChildSpec) -> _Running:
         process = await asyncio.create_subprocess_exec(
@@ -616,19 +619,19 @@ class Supervisor:
             preexec_fn=_die_with_parent,
         )
         assert process.stdout is not None
-        first_line = asyncio.Event()
-        pump = asyncio.create_task(self._pump(spec.name, process.stdout, first_line))
+        announced = asyncio.Event()
+        pump = asyncio.create_task(self._pump(spec.name, process.stdout, announced))
         where = f"listening on {self._plan.bind(spec.name)}"
         if spec.is_grpc_service and probe_credentials(spec.name, self._envs[spec.name]):
             where += " with TLS"
         self.say(SELF, f"started {spec.name} pid={process.pid} {where}")
-        return _Running(spec, process, pump, first_line)
+        return _Running(spec, process, pump, announced)
 
     async def _announced(self, running: _Running) -> bool:
-        """Wait until ``running`` printed its first line; False when it exited first or
+        """Wait until ``running`` printed its JSON line; False when it exited first or
         a stop was requested (the main loop reports either)."""
         waits = [
-            asyncio.ensure_future(running.first_line.wait()),
+            asyncio.ensure_future(running.announced.wait()),
             asyncio.ensure_future(self._stop_requested.wait()),
         ]
         try:
@@ -640,9 +643,18 @@ class Supervisor:
         finally:
             for wait in waits:
                 wait.cancel()
-        if not running.first_line.is_set() and not running.waiter.done():
-            self.say(SELF, f"{running.spec.name} said nothing in {FIRST_LINE_TIMEOUT_S:.0f} s")
-        return running.first_line.is_set() and not running.waiter.done()
+        if not running.announced.is_set() and not running.waiter.done():
+            if not self._stop_requested.is_set():
+                # Stopped, it counts as a child that exited on its own: all stop, exit 1.
+                self.say(
+                    SELF,
+                    f"{running.spec.name} did not announce itself in "
+                    f"{FIRST_LINE_TIMEOUT_S:.0f} s: stopping it",
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(running.process.pid, signal.SIGTERM)
+            return False
+        return running.announced.is_set() and not running.waiter.done()
 
     def _signal_all(self, signum: int) -> None:
         for running in self._running:
