@@ -157,6 +157,15 @@ def test_immediate_is_due_when_the_campaign_started_on_every_page() -> None:
     )
 
 
+def test_naive_instants_are_refused() -> None:
+    naive = datetime(2026, 6, 1, 8, 0)
+    schedule = pb.Schedule(immediate=pb.ImmediateSchedule())
+    with pytest.raises(ValueError, match="timezone-aware"):
+        due(schedule, now=utc(2026, 6, 1, 8, 0), started_at=naive)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        fan_out_start(schedule, naive)
+
+
 def test_at_is_due_at_its_instant_or_now_once_passed() -> None:
     send_at = utc(2026, 6, 1, 12, 0)
     schedule = pb.Schedule(at=pb.AtSchedule(send_at=stamp(send_at)))

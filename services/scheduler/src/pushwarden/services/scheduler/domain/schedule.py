@@ -151,6 +151,12 @@ class NotDue:
     reason: decision_pb2.ReasonCode.ValueType
 
 
+def _require_aware(*instants: datetime) -> None:
+    # A naive datetime would be read in the machine's zone by astimezone: refuse it.
+    if any(at.utcoffset() is None for at in instants):
+        raise ValueError("instants must be timezone-aware")
+
+
 def _utc(ts: Timestamp) -> datetime:
     return ts.ToDatetime(UTC)
 
@@ -182,6 +188,7 @@ def due_time(
     ``app_best_local_hour``: the app's most likely local open hour, 0..23 (None: unknown).
     Datetimes must be aware.
     """
+    _require_aware(now, started_at)
     mode = schedule.WhichOneof("mode")
     if mode == "at":
         send_at = _utc(schedule.at.send_at)
@@ -327,6 +334,7 @@ def fan_out_start(
     every zone's users are fanned out before they are due. AT: ``send_at``. BEST_TIME:
     the window's start. IMMEDIATE: now.
     """
+    _require_aware(now)
     now = now.astimezone(UTC)
     mode = schedule.WhichOneof("mode")
     if mode == "at":
