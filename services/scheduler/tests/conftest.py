@@ -1,8 +1,9 @@
 """Scheduler's service tests start from databases already at the migrations' head (copied
 from a template migrated once per session: see ``pushwarden.runtime.testing``).
 
-The ``platform`` fixture is the world a scheduler test runs in: real consent and
-delivery services served in-process, each on its own database of the test's backend,
+The ``platform`` fixture is the world a scheduler test runs in: real consent,
+segmentation and delivery services served in-process, each on its own database of the
+test's backend,
 the fake APNs and FCM with one app's credentials, and one clock file every service
 reads, so a test moves time for all of them instead of sleeping.
 ``platform.scheduler()`` serves a scheduler app on the test's database (several may run
@@ -28,12 +29,15 @@ from pushwarden.runtime.servicetest import local_test_config, serving
 from pushwarden.runtime.testing import throwaway_postgres_database
 from pushwarden.sandbox.testing import Sandbox, provider_sandbox
 from pushwarden.scheduler.v1 import scheduler_pb2_grpc
+from pushwarden.segmentation.v1 import segmentation_pb2_grpc
 from pushwarden.services.consent.bootstrap import bootstrap as consent_bootstrap
 from pushwarden.services.consent.config import ConsentConfig
 from pushwarden.services.delivery.bootstrap import bootstrap as delivery_bootstrap
 from pushwarden.services.delivery.config import DeliveryConfig
 from pushwarden.services.scheduler.bootstrap import MIGRATIONS, bootstrap
 from pushwarden.services.scheduler.config import SchedulerConfig
+from pushwarden.services.segmentation.bootstrap import bootstrap as segmentation_bootstrap
+from pushwarden.services.segmentation.config import SegmentationConfig
 
 if TYPE_CHECKING:
     from pushwarden.consent.v1.consent_pb2_grpc import ConsentServiceAsyncStub as ConsentStub
@@ -42,6 +46,9 @@ if TYPE_CHECKING:
     )
     from pushwarden.scheduler.v1.scheduler_pb2_grpc import (
         SchedulerServiceAsyncStub as SchedulerStub,
+    )
+    from pushwarden.segmentation.v1.segmentation_pb2_grpc import (
+        SegmentationServiceAsyncStub as SegmentationStub,
     )
 
 PUSHWARDEN_TEST_MIGRATIONS = MIGRATIONS
@@ -64,8 +71,8 @@ def _sibling_database(url: str, directory: Path, name: str) -> Iterator[str]:
 
 
 class Platform:
-    """Consent and delivery serving, the fakes, one clock file, and a way to serve
-    the scheduler."""
+    """Consent, segmentation and delivery serving, the fakes, one clock file, and a way
+    to serve the scheduler."""
 
     app = APP
     topic = TOPIC
@@ -75,6 +82,7 @@ class Platform:
         database_url: str,
         consent: ConsentStub,
         delivery: DeliveryStub,
+        segmentation: SegmentationStub,
         addresses: dict[str, str],
         sandbox: Sandbox,
         clock_file: Path,
@@ -84,6 +92,7 @@ class Platform:
         self.delivery_url = delivery_url
         self.consent = consent
         self.delivery = delivery
+        self.segmentation = segmentation
         self.addresses = addresses
         self.sandbox = sandbox
         self.clock_file = clock_file
@@ -104,7 +113,7 @@ class Platform:
         settings = {
             "CONSENT_ADDR": self.addresses["consent"],
             "DELIVERY_ADDR": self.addresses["delivery"],
-            "SEGMENTATION_ADDR": self.addresses.get("segmentation", "127.0.0.1:9"),
+            "SEGMENTATION_ADDR": self.addresses["segmentation"],
             "CLOCK_FILE": str(self.clock_file),
             "DISPATCH_POLL_S": "0.05",
         }
@@ -179,7 +188,7 @@ class Platform:
 
 @pytest.fixture
 async def platform(any_database_url: str, tmp_path: Path) -> AsyncIterator[Platform]:
-    """Consent and delivery serving on their own databases of the test's backend, the
+    """Consent, segmentation and delivery on their own databases of the test's backend, the
     fakes, and one clock file."""
     clock_file = tmp_path / "clock.json"
     async with contextlib.AsyncExitStack() as stack:
@@ -210,11 +219,29 @@ async def platform(any_database_url: str, tmp_path: Path) -> AsyncIterator[Platf
         )
         delivery_channel = await stack.enter_async_context(serving(delivery_app))
         assert delivery_app.runtime is not None
+        segmentation_url = stack.enter_context(
+            _sibling_database(any_database_url, tmp_path, "segmentation")
+        )
+        segmentation_app = segmentation_bootstrap(
+            local_test_config(
+                SegmentationConfig,
+                segmentation_url,
+                CONSENT_ADDR=consent_addr,
+                CLOCK_FILE=str(clock_file),
+            )
+        )
+        segmentation_channel = await stack.enter_async_context(serving(segmentation_app))
+        assert segmentation_app.runtime is not None
         built = Platform(
             any_database_url,
             consent_pb2_grpc.ConsentServiceStub(consent_channel),
             delivery_pb2_grpc.DeliveryServiceStub(delivery_channel),
-            {"consent": consent_addr, "delivery": f"127.0.0.1:{delivery_app.runtime.port}"},
+            segmentation_pb2_grpc.SegmentationServiceStub(segmentation_channel),
+            {
+                "consent": consent_addr,
+                "delivery": f"127.0.0.1:{delivery_app.runtime.port}",
+                "segmentation": f"127.0.0.1:{segmentation_app.runtime.port}",
+            },
             sandbox,
             clock_file,
             delivery_url,

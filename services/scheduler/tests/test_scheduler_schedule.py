@@ -449,11 +449,14 @@ def test_fan_out_of_the_other_modes() -> None:
     now = utc(2026, 6, 1, 8, 0)
     assert fan_out_start(pb.Schedule(immediate=pb.ImmediateSchedule()), now) == now
     send_at = utc(2026, 6, 2, 10, 0)
-    assert fan_out_start(pb.Schedule(at=pb.AtSchedule(send_at=stamp(send_at))), now) == send_at
+    lead = FAN_OUT_LEAD
+    assert (
+        fan_out_start(pb.Schedule(at=pb.AtSchedule(send_at=stamp(send_at))), now) == send_at - lead
+    )
     assert fan_out_start(
         pb.Schedule(at=pb.AtSchedule(send_at=stamp(send_at))), send_at + timedelta(1)
     ) == send_at + timedelta(1)
-    assert fan_out_start(best_time_schedule(*WINDOW), utc(2026, 5, 1)) == WINDOW[0]
+    assert fan_out_start(best_time_schedule(*WINDOW), utc(2026, 5, 1)) == WINDOW[0] - lead
     assert fan_out_start(best_time_schedule(*WINDOW), now) == now
 
 

@@ -1,9 +1,10 @@
 """Composition root of the scheduler service: the one place that wires it together.
 
 :func:`bootstrap` turns a :class:`SchedulerConfig` into a ready app: the database
-connected and migrated, the unit-of-work factory, the channels to consent and delivery,
-the handlers and the servicer on them, and the dispatch loops and outboxes (one of
-each per lane, so marketing work never delays a transactional send) as hosted workers.
+connected and migrated, the unit-of-work factory, the channels to consent,
+segmentation and delivery, the handlers and the servicer on them, and as hosted
+workers the campaign fan-out and the dispatch loops and outboxes (one of each per lane,
+so marketing work never delays a transactional send).
 The entrypoint and the tests both call it, so what the tests exercise is what
 production runs.
 """
@@ -15,17 +16,25 @@ from pathlib import Path
 from pushwarden.runtime.app import ServiceApp, open_database
 from pushwarden.runtime.client import idempotent_methods, open_peer_channel
 from pushwarden.runtime.clock import clock_for
+from pushwarden.runtime.follower import ConsentFeedFollower, FollowerSettings
+from pushwarden.runtime.state import StateCursorStore
 from pushwarden.runtime.unimplemented import service_handler
 from pushwarden.runtime.workers import Worker
 from pushwarden.services.scheduler.config import SchedulerConfig
 from pushwarden.services.scheduler.domain.intents import Lane
+from pushwarden.services.scheduler.handlers.campaigns import CampaignHandlers
 from pushwarden.services.scheduler.handlers.common import SchedulerDeps
 from pushwarden.services.scheduler.handlers.dispatch import Dispatcher, DispatchSettings
+from pushwarden.services.scheduler.handlers.fanout import Fanout, FanoutSettings
+from pushwarden.services.scheduler.handlers.feed import FEED_CURSOR, FeedHandlers
+from pushwarden.services.scheduler.handlers.feed import KINDS as FEED_KINDS
 from pushwarden.services.scheduler.handlers.outbox import Outbox, OutboxSettings
 from pushwarden.services.scheduler.handlers.policies import PolicyHandlers
+from pushwarden.services.scheduler.handlers.prepare import Preparer
 from pushwarden.services.scheduler.handlers.sends import SendHandlers
 from pushwarden.services.scheduler.peers.consent import CONSENT_SERVICE, ConsentPeer
 from pushwarden.services.scheduler.peers.delivery import DELIVERY_SERVICE, DeliveryPeer
+from pushwarden.services.scheduler.peers.segmentation import SEGMENTATION_SERVICE, SegmentationPeer
 from pushwarden.services.scheduler.servicer import (
     SERVICE_DESCRIPTOR,
     SERVICE_NAME,
@@ -50,6 +59,12 @@ def bootstrap(config: SchedulerConfig) -> ServiceApp[SchedulerConfig]:
         default_timeout_s=config.peer_timeout_s,
         idempotent_methods=idempotent_methods(CONSENT_SERVICE),
     )
+    segmentation_channel = open_peer_channel(
+        config,
+        config.segmentation_addr,
+        default_timeout_s=config.peer_timeout_s,
+        idempotent_methods=idempotent_methods(SEGMENTATION_SERVICE),
+    )
     delivery_channel = open_peer_channel(
         config,
         config.delivery_addr,
@@ -62,9 +77,13 @@ def bootstrap(config: SchedulerConfig) -> ServiceApp[SchedulerConfig]:
         consent=ConsentPeer(consent_channel, config.peer_timeout_s),
         delivery=DeliveryPeer(delivery_channel, config.peer_timeout_s),
     )
+    segmentation = SegmentationPeer(segmentation_channel, config.peer_timeout_s)
     policies = PolicyHandlers(deps.uow, deps.clock, deps.consent)
+    preparer = Preparer(deps, segmentation)
     workers: list[Worker] = []
     if config.dispatch:
+        fanout = FanoutSettings(poll_s=config.dispatch_poll_s, lease_s=config.claim_lease_s)
+        workers.append(Worker("fanout", Fanout(deps, segmentation, policies, fanout).run))
         for lane in (Lane.TRANSACTIONAL, Lane.MARKETING):
             name = lane.name.lower()
             dispatch = DispatchSettings(
@@ -80,12 +99,30 @@ def bootstrap(config: SchedulerConfig) -> ServiceApp[SchedulerConfig]:
                 lease_s=config.claim_lease_s,
                 retry_max_s=config.handoff_retry_max_s,
             )
-            workers.append(Worker(f"dispatch-{name}", Dispatcher(deps, policies, dispatch).run))
+            workers.append(
+                Worker(f"dispatch-{name}", Dispatcher(deps, policies, preparer, dispatch).run)
+            )
             workers.append(Worker(f"outbox-{name}", Outbox(deps, outbox).run))
-    servicer = SchedulerServicer(SchedulerServiceHandlers(sends=SendHandlers(deps)))
+    feed = FeedHandlers(deps, policies)
+    follower = ConsentFeedFollower(
+        consent_channel,
+        StateCursorStore(deps.uow, FEED_CURSOR),
+        feed.on_changes,
+        resync=feed.resync,
+        settings=FollowerSettings(kinds=FEED_KINDS),
+    )
+    workers.append(Worker("consent-feed", follower.run))
+    servicer = SchedulerServicer(
+        SchedulerServiceHandlers(
+            sends=SendHandlers(deps),
+            campaigns=CampaignHandlers(deps, segmentation),
+            policies=policies,
+        )
+    )
 
     async def close_channels() -> None:
         await consent_channel.close()
+        await segmentation_channel.close()
         await delivery_channel.close()
 
     return ServiceApp(

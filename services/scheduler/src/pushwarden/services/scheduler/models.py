@@ -32,6 +32,7 @@ ID = String(128)
 SERVER_ID = String(64)
 
 INTENT_STATES = ("PENDING", "OUTBOX", "SENT", "DROPPED")
+CAMPAIGN_STATES = ("DRAFT", "SCHEDULED", "RUNNING", "PAUSED", "COMPLETED", "CANCELLED")
 OUTCOMES = ("ALLOW", "DEFER", "DROP")
 
 
@@ -140,6 +141,55 @@ class ContactRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
     campaign_id: Mapped[str | None] = mapped_column(ID)
     trigger_id: Mapped[str | None] = mapped_column(ID)
+
+
+class CampaignRow(Base):
+    """A campaign: its accepted definition, its state, and how far its fan-out got.
+
+    Fan-out streams the audience from segmentation page by page; ``fanout_cursor`` is
+    segmentation's resume point after the last page whose intents are stored, written
+    in the same transaction as them, so a restart resumes without a gap or a repeat.
+    A claim (``claimed_until``) keeps one process on a campaign's fan-out at a time.
+    """
+
+    __tablename__ = "campaigns"
+    __table_args__ = (
+        CheckConstraint(_one_of("state", CAMPAIGN_STATES), name="state"),
+        UniqueConstraint("app_id", "idempotency_key", name="uq_campaigns_app_id_idempotency_key"),
+        Index("ix_campaigns_state_fanout_at", "state", "fanout_at"),
+        Index("ix_campaigns_app_id_created_at", "app_id", "created_at"),
+    )
+
+    app_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(SERVER_ID, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(ID)
+    state: Mapped[str] = mapped_column(String(16))
+    category_id: Mapped[str] = mapped_column(ID)
+    # The accepted pushwarden.scheduler.v1.Campaign (output-only fields cleared).
+    definition: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # When fan-out may begin (early enough for the earliest zone of a LOCAL_TIME one).
+    fanout_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    fanout_cursor: Mapped[str | None] = mapped_column(String(4096))
+    fan_out_complete: Mapped[bool] = mapped_column(Boolean)
+    audience_size: Mapped[int] = mapped_column(BigInteger)
+    holdout_size: Mapped[int] = mapped_column(BigInteger)
+    claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class DecisionCountRow(Base):
+    """How many decisions of a campaign had one outcome and reason (a deferred intent
+    counts once per deferral), kept by the transactions that decide."""
+
+    __tablename__ = "decision_counts"
+
+    app_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(SERVER_ID, primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(8), primary_key=True)
+    reason: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
 
 
 class ServiceStateRow(Base):

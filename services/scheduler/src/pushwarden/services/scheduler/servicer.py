@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from google.protobuf.descriptor import ServiceDescriptor
 
 from pushwarden.scheduler.v1 import scheduler_pb2
+from pushwarden.services.scheduler.handlers.campaigns import CampaignHandlers
+from pushwarden.services.scheduler.handlers.policies import PolicyHandlers
 from pushwarden.services.scheduler.handlers.sends import SendHandlers
+from pushwarden.services.scheduler.rpc.campaigns import CampaignRpcs
+from pushwarden.services.scheduler.rpc.policies import PolicyRpcs
 from pushwarden.services.scheduler.rpc.sends import SendRpcs
 
 SERVICE_DESCRIPTOR: ServiceDescriptor = scheduler_pb2.DESCRIPTOR.services_by_name[
@@ -28,10 +32,14 @@ class SchedulerServiceHandlers:
     """Every area's handlers, as the composition root builds them."""
 
     sends: SendHandlers
+    campaigns: CampaignHandlers
+    policies: PolicyHandlers
 
 
-class SchedulerServicer(SendRpcs):
+class SchedulerServicer(SendRpcs, CampaignRpcs, PolicyRpcs):
     """Implements ``pushwarden.scheduler.v1.SchedulerService``."""
 
     def __init__(self, handlers: SchedulerServiceHandlers) -> None:
         self._sends = handlers.sends
+        self._campaigns = handlers.campaigns
+        self._policies = handlers.policies

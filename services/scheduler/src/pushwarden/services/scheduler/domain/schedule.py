@@ -330,21 +330,22 @@ def fan_out_start(
 ) -> datetime:
     """When a started campaign's fan-out is due (UTC, never before ``now``).
 
-    LOCAL_TIME: ``lead`` before the local time comes to the earliest zone (UTC+14), so
-    every zone's users are fanned out before they are due. AT: ``send_at``. BEST_TIME:
-    the window's start. IMMEDIATE: now.
+    Every mode fans out ``lead`` ahead of its first due instant, so intents are stored
+    when they fall due (the audience is checked again at due time). LOCAL_TIME: before
+    the local time comes to the earliest zone (UTC+14). AT: before ``send_at``.
+    BEST_TIME: before the window's start. IMMEDIATE: now.
     """
     _require_aware(now)
     now = now.astimezone(UTC)
     mode = schedule.WhichOneof("mode")
     if mode == "at":
-        return max(now, _utc(schedule.at.send_at))
+        return max(now, _utc(schedule.at.send_at) - lead)
     if mode == "local_time":
         local = schedule.local_time
         wall = datetime.combine(_local_date(local.date), _local_time(local.time), UTC)
         return max(now, wall - EARLIEST_OFFSET - lead)
     if mode == "best_time":
-        return max(now, _utc(schedule.best_time.window_start))
+        return max(now, _utc(schedule.best_time.window_start) - lead)
     return now
 
 

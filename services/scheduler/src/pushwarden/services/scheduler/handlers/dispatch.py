@@ -6,12 +6,14 @@ never waits behind a marketing batch):
 1. claim a batch of due intents in one short transaction (a lease);
 2. ask consent once per category and topic of the batch (one ``CheckEligibility`` per
    1,000 users): consent state, devices, zone and preferences as of now;
-3. in one transaction per app: lock the batch's users, check the claims still hold,
+3. learn who left a campaign's audience or is on a suppression list, and render each
+   send's content (``prepare``);
+4. in one transaction per app: lock the batch's users, check the claims still hold,
    read their contact history, decide every user's due intents together with the
    policy library (arbitration between a user's competing intents), and write the
    decisions: ALLOW records the contact and the send for the outbox, DEFER sets the
    new due time, DROP ends the intent;
-4. wake the outbox of the lane.
+5. wake the outbox of the lane.
 
 When consent cannot be reached the claims are given back for a retry a second later;
 nothing is decided on stale facts.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,9 +32,9 @@ from typing import Protocol
 from pushwarden.common.v1 import content_pb2, decision_pb2, types_pb2
 from pushwarden.delivery.v1 import resources_pb2 as delivery_pb2
 from pushwarden.payload import DeliveryOptions, check_size
-from pushwarden.policy import Decision, Outcome, Recipient, Rules
+from pushwarden.policy import Outcome, Recipient, Rules
 from pushwarden.runtime.workers import WorkerContext
-from pushwarden.scheduler.v1 import messages_pb2, resources_pb2
+from pushwarden.scheduler.v1 import resources_pb2
 from pushwarden.services.scheduler.domain.deciding import (
     Due,
     decide_user,
@@ -48,9 +50,9 @@ from pushwarden.services.scheduler.domain.intents import (
     Lane,
     PastContact,
     Verdict,
-    localized_content,
 )
 from pushwarden.services.scheduler.handlers.common import SchedulerDeps
+from pushwarden.services.scheduler.handlers.prepare import Prepared, Preparer
 from pushwarden.services.scheduler.peers import PeerUnavailable
 from pushwarden.services.scheduler.peers.consent import Eligibility, UnknownCategory
 
@@ -87,10 +89,15 @@ class Dispatcher:
     """One dispatch loop (a worker of the app)."""
 
     def __init__(
-        self, deps: SchedulerDeps, policies: PolicySource, settings: DispatchSettings
+        self,
+        deps: SchedulerDeps,
+        policies: PolicySource,
+        preparer: Preparer,
+        settings: DispatchSettings,
     ) -> None:
         self._deps = deps
         self._policies = policies
+        self._preparer = preparer
         self._settings = settings
 
     async def run(self, ctx: WorkerContext) -> None:
@@ -150,6 +157,7 @@ class Dispatcher:
                 unknown.extend(members)
                 continue
             dues.extend(_dues(members, answer))
+        prepared = await self._preparer.prepare(app_id, dues)
         async with deps.uow() as work:
             users = {i.user_id for i in intents}
             await work.intents.lock_users(app_id, users)
@@ -163,13 +171,22 @@ class Dispatcher:
             ]
             by_user: dict[str, list[Due]] = defaultdict(list)
             for due in dues:
-                if due.intent.key in held:
+                key = due.intent.key
+                if key not in held:
+                    continue
+                reason = prepared.drops.get(key)
+                if reason is not None:
+                    verdicts.append(
+                        Verdict(intent=due.intent, outcome="DROP", reason=reason, decided_at=now)
+                    )
+                else:
                     by_user[due.intent.user_id].append(due)
             for user_id, mine in by_user.items():
                 verdicts.extend(
-                    self._verdicts(user_id, mine, policy, rules, histories[user_id], now)
+                    self._verdicts(user_id, mine, policy, rules, histories[user_id], now, prepared)
                 )
             await work.intents.apply(verdicts)
+            await work.campaigns.count(_campaign_counts(verdicts))
             await work.commit()
         for lane in {v.intent.lane for v in verdicts if v.outcome == "ALLOW"}:
             deps.sends_allowed(lane)
@@ -182,8 +199,9 @@ class Dispatcher:
         rules: Rules,
         history: Sequence[PastContact],
         now: datetime,
+        prepared: Prepared,
     ) -> list[Verdict]:
-        recipient = recipient_for(user_id, dues, policy)
+        recipient = recipient_for(user_id, dues, policy, suppressed=user_id in prepared.suppressed)
         decided = decide_user(dues, recipient, history_of(history), rules, now)
         zone = zone_name(recipient, rules)
         verdicts: list[Verdict] = []
@@ -194,7 +212,8 @@ class Dispatcher:
                 decision, evaluated_at=now, include_trace=keep_trace, zone_name=zone
             ).SerializeToString(deterministic=True)
             if decision.outcome is Outcome.ALLOW:
-                verdicts.append(self._allowed(due, decision, recipient, rules, now, stored))
+                content = prepared.contents[intent.key]
+                verdicts.append(self._allowed(due, content, recipient, rules, now, stored))
                 continue
             verdicts.append(
                 Verdict(
@@ -211,15 +230,13 @@ class Dispatcher:
     def _allowed(
         self,
         due: Due,
-        decision: Decision,
+        content: content_pb2.Content,
         recipient: Recipient,
         rules: Rules,
         now: datetime,
         stored: bytes,
     ) -> Verdict:
         intent = due.intent
-        devices = due.facts.devices
-        content = _content(intent, devices[0].locale if devices else "")
         latest = latest_send_at(recipient, rules, message_for(due), now)
         send = delivery_pb2.Send(
             send_id=intent.send_id,
@@ -262,6 +279,16 @@ class Dispatcher:
         )
 
 
+def _campaign_counts(verdicts: Sequence[Verdict]) -> Counter[tuple[str, str, str, int]]:
+    """The decision counters a batch adds to its campaigns."""
+    counts: Counter[tuple[str, str, str, int]] = Counter()
+    for verdict in verdicts:
+        campaign_id = verdict.intent.campaign_id
+        if campaign_id is not None:
+            counts[(verdict.intent.app_id, campaign_id, verdict.outcome, verdict.reason)] += 1
+    return counts
+
+
 def _dues(members: Sequence[ClaimedIntent], answer: Eligibility) -> list[Due]:
     return [
         Due(
@@ -273,14 +300,6 @@ def _dues(members: Sequence[ClaimedIntent], answer: Eligibility) -> list[Due]:
         for intent in members
         if intent.user_id in answer.users
     ]
-
-
-def _content(intent: ClaimedIntent, locale: str) -> content_pb2.Content:
-    """The content an allowed intent sends, in the device's language when translated."""
-    request = messages_pb2.SendTransactionalRequest.FromString(intent.body or b"")
-    return localized_content(
-        request.content, {entry.locale: entry.content for entry in request.localized}, locale
-    )
 
 
 class _Wake:

@@ -144,6 +144,15 @@ class SendHandlers:
             raise NotFound(f"no send {name!r}", resource_type="send", resource_name=name)
         return record
 
+    async def export(
+        self, app_id: str, user_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> tuple[datetime, list[tuple[datetime, IntentRecord]]]:
+        """When the export was made, and a page of a user's intents and contacts (each
+        with its creation instant), oldest first."""
+        async with self._deps.uow(read_only=True) as work:
+            rows = await work.intents.of_user(app_id, user_id, after, limit)
+        return self._deps.clock.now(), rows
+
 
 async def _replay(intents: IntentRepository, request: TransactionalRequest) -> Accepted | None:
     """The first acceptance of the request's key, or None; another body is refused."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import grpc
 
@@ -101,3 +102,18 @@ class ConsentPeer:
             else kind == "MARKETING",
             users=answers,
         )
+
+    async def erasures(self, app_id: str, user_ids: Sequence[str]) -> dict[str, datetime]:
+        """When each of the users was last erased (users never erased are left out)."""
+        try:
+            answer = await self._stub.CheckErasure(
+                messages_pb2.CheckErasureRequest(app_id=app_id, user_ids=list(user_ids)),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise PeerUnavailable.of("consent", error) from error
+        return {
+            user.user_id: user.erased_at.ToDatetime(UTC)
+            for user in answer.users
+            if user.HasField("erased_at")
+        }

@@ -1,8 +1,10 @@
-"""Calls to delivery: handing over batches of sends (``Deliver``, idempotent by send id)."""
+"""Calls to delivery: handing over batches of sends (``Deliver``, idempotent by send id),
+recording campaign and trigger assignments, and reading open hours for best-time sends."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 import grpc
 
@@ -12,6 +14,7 @@ from pushwarden.services.scheduler.peers import PeerUnavailable
 
 DELIVERY_SERVICE = delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"]
 DELIVER_BATCH = 1000  # Deliver's limit of sends per call
+ASSIGNMENT_BATCH = 10_000  # RecordAssignments' limit per call
 
 
 class DeliveryPeer:
@@ -39,3 +42,36 @@ class DeliveryPeer:
                 raise PeerUnavailable.of("delivery", error) from error
             results.update((result.id, result) for result in answer.results)
         return results
+
+    async def record_assignments(
+        self,
+        app_id: str,
+        assignments: Sequence[resources_pb2.Assignment],
+        *,
+        campaign_id: str = "",
+        trigger_id: str = "",
+    ) -> None:
+        """Record who was assigned what (idempotent: a repeated batch changes nothing)."""
+        for start in range(0, len(assignments), ASSIGNMENT_BATCH):
+            request = messages_pb2.RecordAssignmentsRequest(
+                app_id=app_id, assignments=list(assignments[start : start + ASSIGNMENT_BATCH])
+            )
+            if campaign_id:
+                request.campaign_id = campaign_id
+            else:
+                request.trigger_id = trigger_id
+            try:
+                await self._stub.RecordAssignments(request, timeout=self._timeout)
+            except grpc.aio.AioRpcError as error:
+                raise PeerUnavailable.of("delivery", error) from error
+
+    async def open_hours(
+        self, app_id: str, user_ids: Sequence[str], lookback: timedelta
+    ) -> messages_pb2.GetOpenHoursResponse:
+        """Each user's opens by UTC hour, and the app's, over ``lookback``."""
+        request = messages_pb2.GetOpenHoursRequest(app_id=app_id, user_ids=list(user_ids))
+        request.lookback.FromTimedelta(lookback)
+        try:
+            return await self._stub.GetOpenHours(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise PeerUnavailable.of("delivery", error) from error

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 from pushwarden.common.v1 import decision_pb2, types_pb2
 from pushwarden.runtime.auth import require_app
 from pushwarden.runtime.telemetry import current_trace_headers
-from pushwarden.runtime.validation import Violations
+from pushwarden.runtime.validation import Violations, decode_page_token, encode_page_token
 from pushwarden.scheduler.v1 import messages_pb2, resources_pb2, scheduler_pb2_grpc
 from pushwarden.services.scheduler.domain.content import check_content, check_translations
 from pushwarden.services.scheduler.domain.intents import IntentRecord, IntentState
 from pushwarden.services.scheduler.handlers.sends import SendHandlers, TransactionalRequest
 from pushwarden.services.scheduler.rpc.context import Context
 
+DEFAULT_EXPORT_PAGE = 1000
+MAX_EXPORT_PAGE = 10_000
 _PRIORITIES = (types_pb2.PRIORITY_LOW, types_pb2.PRIORITY_NORMAL, types_pb2.PRIORITY_HIGH)
 _OUTCOMES = {
     "ALLOW": decision_pb2.OUTCOME_ALLOW,
@@ -90,6 +92,33 @@ class SendRpcs(scheduler_pb2_grpc.SchedulerServiceServicer):
         return messages_pb2.GetSendResponse(
             record=contact_record(record, include_trace=request.include_trace)
         )
+
+    async def ExportUserData(
+        self, request: messages_pb2.ExportUserDataRequest, context: Context
+    ) -> messages_pb2.ExportUserDataResponse:
+        """What the scheduler holds about a user (intents, contacts), paged."""
+        require_app(request.app_id)
+        problems = Violations()
+        problems.caller_id("app_id", request.app_id)
+        problems.caller_id("user_id", request.user_id)
+        size = problems.page_size("page_size", request.page_size, maximum=MAX_EXPORT_PAGE)
+        if request.page_size == 0:
+            size = DEFAULT_EXPORT_PAGE
+        filters = {"user": request.user_id}
+        cursor = decode_page_token(request.page_token, filters, problems)
+        problems.raise_if_any()
+        after = (datetime.fromisoformat(cursor.after[0]), cursor.after[1]) if cursor else None
+        now, rows = await self._sends.export(request.app_id, request.user_id, after, size + 1)
+        response = messages_pb2.ExportUserDataResponse(
+            contacts=[contact_record(record, include_trace=False) for _, record in rows[:size]]
+        )
+        response.exported_at.FromDatetime(now)
+        if len(rows) > size:
+            created, record = rows[size - 1]
+            response.next_page_token = encode_page_token(
+                (created.isoformat(), record.send_id), filters
+            )
+        return response
 
 
 def contact_record(record: IntentRecord, *, include_trace: bool) -> resources_pb2.ContactRecord:

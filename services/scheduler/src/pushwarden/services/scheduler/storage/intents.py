@@ -20,7 +20,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, or_, select, text, tuple_, update
+from sqlalchemy import Table, and_, bindparam, delete, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.runtime.db import insert_ignoring_duplicates
@@ -33,7 +33,7 @@ from pushwarden.services.scheduler.domain.intents import (
     PastContact,
     Verdict,
 )
-from pushwarden.services.scheduler.models import ContactRow, IntentRow
+from pushwarden.services.scheduler.models import CampaignRow, ContactRow, IntentRow
 
 _INSERT_CHUNK = 500  # rows per multi-row INSERT (well under both backends' parameter limits)
 _PENDING = IntentState.PENDING.value
@@ -42,6 +42,18 @@ _SENT = IntentState.SENT.value
 _DROPPED = IntentState.DROPPED.value
 _INTENTS = cast(Table, IntentRow.__table__)
 _KEY = tuple_(IntentRow.app_id, IntentRow.send_id)
+
+
+# An intent of a paused campaign waits where it is: dispatch does not claim it.
+_PAUSED = (
+    select(CampaignRow.campaign_id)
+    .where(
+        CampaignRow.app_id == IntentRow.app_id,
+        CampaignRow.campaign_id == IntentRow.campaign_id,
+        CampaignRow.state == "PAUSED",
+    )
+    .exists()
+)
 
 
 def _user_lock_key(app_id: str, user_id: str) -> int:
@@ -81,6 +93,27 @@ class IntentRepository:
             added += await insert_ignoring_duplicates(self._session, IntentRow, rows)
         return added
 
+    async def add_dropped(self, dropped: Sequence[tuple[NewIntent, int]], now: datetime) -> int:
+        """Store records of users a fan-out will not send to (the holdout, a passed local
+        time...), DROPPED with their reason; existing send ids are left alone."""
+        added = 0
+        for start in range(0, len(dropped), _INSERT_CHUNK):
+            rows = [
+                {
+                    **asdict(intent),
+                    "lane": int(intent.lane),
+                    "state": _DROPPED,
+                    "outcome": "DROP",
+                    "reason": reason,
+                    "decided_at": now,
+                    "deferrals": 0,
+                    "handoff_tries": 0,
+                }
+                for intent, reason in dropped[start : start + _INSERT_CHUNK]
+            ]
+            added += await insert_ignoring_duplicates(self._session, IntentRow, rows)
+        return added
+
     async def by_key(self, app_id: str, idempotency_key: str) -> IntentRow | None:
         """The intent a transactional idempotency key names, or None."""
         return (
@@ -101,6 +134,83 @@ class IntentRepository:
         row = await self.by_key(app_id, idempotency_key)
         return None if row is None else _record(row)
 
+    async def of_campaign(
+        self,
+        app_id: str,
+        campaign_id: str,
+        *,
+        after_user: str | None,
+        limit: int,
+        outcome: str | None = None,
+        reason: int | None = None,
+        variant_id: str | None = None,
+        holdout: bool | None = None,
+    ) -> list[IntentRecord]:
+        """A campaign's per-user records, by user id, after ``after_user``."""
+        query = select(IntentRow).where(
+            IntentRow.app_id == app_id, IntentRow.campaign_id == campaign_id
+        )
+        if after_user is not None:
+            query = query.where(IntentRow.user_id > after_user)
+        if outcome is not None:
+            query = query.where(IntentRow.outcome == outcome)
+        if reason is not None:
+            query = query.where(IntentRow.reason == reason)
+        if variant_id is not None:
+            query = query.where(IntentRow.variant_id == variant_id)
+        if holdout is not None:
+            query = query.where(IntentRow.holdout.is_(holdout))
+        rows = await self._session.scalars(query.order_by(IntentRow.user_id).limit(limit))
+        return [_record(row) for row in rows]
+
+    async def of_user(
+        self, app_id: str, user_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[tuple[datetime, IntentRecord]]:
+        """A user's intents and contacts, oldest first (with their creation instants)."""
+        query = select(IntentRow).where(IntentRow.app_id == app_id, IntentRow.user_id == user_id)
+        if after is not None:
+            created, send_id = after
+            query = query.where(
+                or_(
+                    IntentRow.created_at > created,
+                    and_(IntentRow.created_at == created, IntentRow.send_id > send_id),
+                )
+            )
+        rows = await self._session.scalars(
+            query.order_by(IntentRow.created_at, IntentRow.send_id).limit(limit)
+        )
+        return [(row.created_at, _record(row)) for row in rows]
+
+    async def erase_user(self, app_id: str, user_id: str, erased_at: datetime) -> int:
+        """Delete what the scheduler holds of a user from before ``erased_at`` (intents,
+        contacts); what arrived after the erasure (the user came back) stays."""
+        result = await self._session.execute(
+            delete(IntentRow).where(
+                IntentRow.app_id == app_id,
+                IntentRow.user_id == user_id,
+                IntentRow.created_at <= erased_at,
+            )
+        )
+        await self._session.execute(
+            delete(ContactRow).where(
+                ContactRow.app_id == app_id,
+                ContactRow.user_id == user_id,
+                ContactRow.at <= erased_at,
+            )
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def users_after(self, after: tuple[str, str], limit: int) -> list[tuple[str, str]]:
+        """(app, user) pairs the scheduler holds, in order, after ``after``."""
+        rows = await self._session.execute(
+            select(IntentRow.app_id, IntentRow.user_id)
+            .where(tuple_(IntentRow.app_id, IntentRow.user_id) > after)
+            .group_by(IntentRow.app_id, IntentRow.user_id)
+            .order_by(IntentRow.app_id, IntentRow.user_id)
+            .limit(limit)
+        )
+        return [(app_id, user_id) for app_id, user_id in rows]
+
     # ---- dispatch ---------------------------------------------------------------------
 
     async def claim_due(
@@ -116,6 +226,7 @@ class IntentRepository:
                     IntentRow.lane.in_([int(lane) for lane in lanes]),
                     IntentRow.due_at <= now,
                     _free(now),
+                    ~_PAUSED,
                 )
                 .order_by(IntentRow.lane, IntentRow.due_at)
                 .limit(limit)

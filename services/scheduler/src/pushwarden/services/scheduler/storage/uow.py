@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pushwarden.runtime.db import Database, UnitOfWork, UnitOfWorkFactory
 from pushwarden.runtime.state import ServiceStateRepository
 from pushwarden.services.scheduler.models import ServiceStateRow
+from pushwarden.services.scheduler.storage.campaigns import CampaignRepository
 from pushwarden.services.scheduler.storage.intents import IntentRepository
 from pushwarden.services.scheduler.storage.policies import PolicyRepository
 
@@ -18,6 +19,7 @@ class SchedulerUnitOfWork(UnitOfWork):
         super().__init__(session)
         self.policies = PolicyRepository(session)
         self.intents = IntentRepository(session)
+        self.campaigns = CampaignRepository(session)
         self.state = ServiceStateRepository(session, ServiceStateRow)
 
 

@@ -1,0 +1,164 @@
+"""What a dispatch pass learns besides consent before it decides: who is still in a
+campaign's audience, who is on one of the app's suppression lists, and what each send
+says (a transactional request's content in the device's language, a campaign
+variant's template rendered with the user's profile).
+
+Everything is asked in batches: one CheckMembership per campaign of the batch (with
+the app's suppression lists), one per batch for the other marketing sends, one
+GetProfiles per campaign for the attributes its templates use.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pushwarden.common.v1 import content_pb2, decision_pb2
+from pushwarden.scheduler.v1 import messages_pb2, resources_pb2
+from pushwarden.services.scheduler.domain.campaigns import in_audience
+from pushwarden.services.scheduler.domain.deciding import Due
+from pushwarden.services.scheduler.domain.intents import Lane, localized_content
+from pushwarden.services.scheduler.domain.templates import Missing, placeholders_needed, render
+from pushwarden.services.scheduler.handlers.common import SchedulerDeps
+from pushwarden.services.scheduler.peers.segmentation import SegmentationPeer
+
+_NOT_IN_AUDIENCE = decision_pb2.REASON_CODE_NOT_IN_AUDIENCE
+_MISSING_VALUE = decision_pb2.REASON_CODE_MISSING_TEMPLATE_VALUE
+_CAMPAIGN_CANCELLED = decision_pb2.REASON_CODE_CAMPAIGN_CANCELLED
+
+
+@dataclass
+class Prepared:
+    """Per intent key: its content, or the reason it drops before the policy; and the
+    users on a suppression list."""
+
+    contents: dict[tuple[str, str], content_pb2.Content] = field(default_factory=dict)
+    drops: dict[tuple[str, str], int] = field(default_factory=dict)
+    suppressed: set[str] = field(default_factory=set)
+
+
+class Preparer:
+    """Builds a :class:`Prepared` for one app's dues."""
+
+    def __init__(self, deps: SchedulerDeps, segmentation: SegmentationPeer) -> None:
+        self._deps = deps
+        self._segmentation = segmentation
+        # Campaign definitions never change once created: kept for the process's life.
+        self._campaigns: dict[tuple[str, str], resources_pb2.Campaign] = {}
+
+    async def prepare(self, app_id: str, dues: Sequence[Due]) -> Prepared:
+        """Contents, pre-policy drops and suppression for ``dues`` (one app)."""
+        prepared = Prepared()
+        by_campaign: dict[str, list[Due]] = defaultdict(list)
+        others: list[Due] = []
+        for due in dues:
+            intent = due.intent
+            if intent.lane is Lane.TRANSACTIONAL:
+                prepared.contents[intent.key] = _transactional_content(due)
+            elif intent.campaign_id is not None:
+                by_campaign[intent.campaign_id].append(due)
+            else:
+                others.append(due)
+        campaigns = await self._definitions(app_id, list(by_campaign))
+        for campaign_id, members in by_campaign.items():
+            campaign = campaigns.get(campaign_id)
+            if campaign is None:  # the campaign is gone (erased app data): nothing to send
+                for due in members:
+                    prepared.drops[due.intent.key] = _CAMPAIGN_CANCELLED
+                continue
+            await self._campaign(app_id, campaign, members, prepared)
+        if others:
+            found = await self._segmentation.memberships(
+                app_id, [d.intent.user_id for d in others], suppression=True
+            )
+            prepared.suppressed.update(
+                user for user, member in found.items() if member.suppression_list_ids
+            )
+        return prepared
+
+    async def _campaign(
+        self,
+        app_id: str,
+        campaign: resources_pb2.Campaign,
+        members: Sequence[Due],
+        prepared: Prepared,
+    ) -> None:
+        audience = campaign.audience
+        users = [due.intent.user_id for due in members]
+        found = await self._segmentation.memberships(
+            app_id,
+            users,
+            segment_ids=[*audience.include_segment_ids, *audience.exclude_segment_ids],
+            list_ids=list(audience.exclude_list_ids),
+            suppression=True,
+        )
+        variants = {variant.variant_id: variant.template for variant in campaign.variants}
+        needed_attributes: set[str] = set()
+        needed_events: set[str] = set()
+        for template in variants.values():
+            attribute_keys, event_keys = placeholders_needed(template)
+            needed_attributes.update(attribute_keys)
+            needed_events.update(event_keys)
+        profiles = (
+            await self._segmentation.profiles(
+                app_id,
+                users,
+                attribute_names=sorted(needed_attributes),
+                latest_event_names=sorted(needed_events),
+            )
+            if needed_attributes or needed_events
+            else {}
+        )
+        for due in members:
+            intent = due.intent
+            member = found.get(intent.user_id)
+            if member is not None and member.suppression_list_ids:
+                prepared.suppressed.add(intent.user_id)
+            if member is None or not in_audience(
+                audience, set(member.segment_ids), set(member.list_ids)
+            ):
+                prepared.drops[intent.key] = _NOT_IN_AUDIENCE
+                continue
+            profile = profiles.get(intent.user_id)
+            attributes = dict(profile.profile.attributes) if profile is not None else {}
+            events = (
+                {event.name: dict(event.properties) for event in profile.latest_events}
+                if profile is not None
+                else {}
+            )
+            content = render(
+                variants[intent.variant_id],
+                locale=due.facts.devices[0].locale if due.facts.devices else "",
+                attributes=attributes,
+                event_properties=events,
+            )
+            if isinstance(content, Missing):
+                prepared.drops[intent.key] = _MISSING_VALUE
+            else:
+                prepared.contents[intent.key] = content
+
+    async def _definitions(
+        self, app_id: str, campaign_ids: Sequence[str]
+    ) -> dict[str, resources_pb2.Campaign]:
+        missing = [c for c in campaign_ids if (app_id, c) not in self._campaigns]
+        if missing:
+            async with self._deps.uow(read_only=True) as work:
+                for campaign_id in missing:
+                    row = await work.campaigns.get(app_id, campaign_id)
+                    if row is not None:
+                        self._campaigns[(app_id, campaign_id)] = resources_pb2.Campaign.FromString(
+                            row.definition
+                        )
+        return {
+            c: self._campaigns[(app_id, c)] for c in campaign_ids if (app_id, c) in self._campaigns
+        }
+
+
+def _transactional_content(due: Due) -> content_pb2.Content:
+    """A transactional request's content in the language of the user's latest device."""
+    request = messages_pb2.SendTransactionalRequest.FromString(due.intent.body or b"")
+    locale = due.facts.devices[0].locale if due.facts.devices else ""
+    return localized_content(
+        request.content, {entry.locale: entry.content for entry in request.localized}, locale
+    )
