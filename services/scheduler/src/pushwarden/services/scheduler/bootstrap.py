@@ -109,7 +109,8 @@ def bootstrap(config: SchedulerConfig) -> ServiceApp[SchedulerConfig]:
         StateCursorStore(deps.uow, FEED_CURSOR),
         feed.on_changes,
         resync=feed.resync,
-        settings=FollowerSettings(kinds=FEED_KINDS),
+        # From the oldest change on a first start: an erasure from before it is honoured.
+        settings=FollowerSettings(kinds=FEED_KINDS, start_at_head=False),
     )
     workers.append(Worker("consent-feed", follower.run))
     servicer = SchedulerServicer(

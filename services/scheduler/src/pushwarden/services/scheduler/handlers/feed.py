@@ -6,7 +6,9 @@
 - a CONSENT opt-out of all marketing or of the PUSH channel (not from an IMPORT), when
   the app's policy enables it: store the opt-out confirmation as a transactional
   intent, whose send id derives from the change's sequence, so a re-read feed never
-  sends it twice.
+  sends it twice. An opt-out older than an hour when it is read (a first start reading
+  the feed from its oldest change, a long outage) gets none: a late confirmation
+  confuses more than it reassures.
 
 Handlers are idempotent, as the follower redelivers a batch after a crash. When the
 stored cursor has outlived the feed's retention, every user the scheduler holds is
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, timedelta
 
 from pushwarden.common.v1 import types_pb2
 from pushwarden.consent.v1 import resources_pb2 as consent_pb2
@@ -31,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 FEED_CURSOR = "consent_feed_cursor"
 RESYNC_BATCH = 1000
+CONFIRMATION_MAX_AGE = timedelta(hours=1)
 KINDS = (consent_pb2.CHANGE_KIND_ERASED, consent_pb2.CHANGE_KIND_CONSENT)
 _OPT_OUT = consent_pb2.CONSENT_ACTION_OPT_OUT
 _CONFIRMED_SCOPES = (
@@ -56,7 +59,12 @@ class FeedHandlers:
         erased = [c for c in changes if c.kind == consent_pb2.CHANGE_KIND_ERASED and c.user_id]
         confirmations: list[NewIntent] = []
         for change in changes:
-            if change.kind == consent_pb2.CHANGE_KIND_CONSENT and _confirms(change):
+            if (
+                change.kind == consent_pb2.CHANGE_KIND_CONSENT
+                and _confirms(change)
+                and change.committed_at.ToDatetime(UTC)
+                >= self._deps.clock.now() - CONFIRMATION_MAX_AGE
+            ):
                 intent = await self._confirmation(change)
                 if intent is not None:
                     confirmations.append(intent)
