@@ -25,6 +25,7 @@ from pushwarden.services.scheduler.domain.intents import Lane
 from pushwarden.services.scheduler.handlers.campaigns import CampaignHandlers
 from pushwarden.services.scheduler.handlers.common import SchedulerDeps
 from pushwarden.services.scheduler.handlers.dispatch import Dispatcher, DispatchSettings
+from pushwarden.services.scheduler.handlers.explain import ExplainHandlers
 from pushwarden.services.scheduler.handlers.fanout import Fanout, FanoutSettings
 from pushwarden.services.scheduler.handlers.feed import FEED_CURSOR, FeedHandlers
 from pushwarden.services.scheduler.handlers.feed import KINDS as FEED_KINDS
@@ -113,11 +114,13 @@ def bootstrap(config: SchedulerConfig) -> ServiceApp[SchedulerConfig]:
         settings=FollowerSettings(kinds=FEED_KINDS, start_at_head=False),
     )
     workers.append(Worker("consent-feed", follower.run))
+    campaigns = CampaignHandlers(deps, segmentation)
     servicer = SchedulerServicer(
         SchedulerServiceHandlers(
             sends=SendHandlers(deps),
-            campaigns=CampaignHandlers(deps, segmentation),
+            campaigns=campaigns,
             policies=policies,
+            explain=ExplainHandlers(deps, segmentation, policies, preparer, campaigns),
         )
     )
 

@@ -15,9 +15,11 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from pushwarden.scheduler.v1 import scheduler_pb2
 from pushwarden.services.scheduler.handlers.campaigns import CampaignHandlers
+from pushwarden.services.scheduler.handlers.explain import ExplainHandlers
 from pushwarden.services.scheduler.handlers.policies import PolicyHandlers
 from pushwarden.services.scheduler.handlers.sends import SendHandlers
 from pushwarden.services.scheduler.rpc.campaigns import CampaignRpcs
+from pushwarden.services.scheduler.rpc.explain import ExplainRpcs
 from pushwarden.services.scheduler.rpc.policies import PolicyRpcs
 from pushwarden.services.scheduler.rpc.sends import SendRpcs
 
@@ -34,12 +36,14 @@ class SchedulerServiceHandlers:
     sends: SendHandlers
     campaigns: CampaignHandlers
     policies: PolicyHandlers
+    explain: ExplainHandlers
 
 
-class SchedulerServicer(SendRpcs, CampaignRpcs, PolicyRpcs):
+class SchedulerServicer(SendRpcs, CampaignRpcs, PolicyRpcs, ExplainRpcs):
     """Implements ``pushwarden.scheduler.v1.SchedulerService``."""
 
     def __init__(self, handlers: SchedulerServiceHandlers) -> None:
         self._sends = handlers.sends
         self._campaigns = handlers.campaigns
         self._policies = handlers.policies
+        self._explain = handlers.explain

@@ -109,7 +109,7 @@ class CampaignHandlers:
             first = None if found is None else StoredCampaign.of(found)
         if first is not None:
             return self._replay(first, definition), True
-        await self._check_references(app_id, campaign)
+        await self.check_references(app_id, campaign)
         now = self._deps.clock.now()
         campaign_id = campaign_id_for(app_id, idempotency_key)
         async with self._deps.uow() as work:
@@ -145,7 +145,11 @@ class CampaignHandlers:
             )
         return CampaignView(row, None, self._deps.clock.now())
 
-    async def _check_references(self, app_id: str, campaign: resources_pb2.Campaign) -> None:
+    async def check_references(self, app_id: str, campaign: resources_pb2.Campaign) -> None:
+        """Refuse a definition naming what other services do not have: the category at
+        consent (INVALID_ARGUMENT when unknown, FAILED_PRECONDITION unless MARKETING),
+        segments (unknown or deleted) and lists at segmentation (CreateCampaign's and
+        PreviewCampaign's check)."""
         audience = campaign.audience
         try:
             kinds = await self._deps.consent.kinds(app_id, [campaign.category_id])

@@ -16,10 +16,16 @@ from dataclasses import dataclass, field
 
 from pushwarden.common.v1 import content_pb2, decision_pb2
 from pushwarden.scheduler.v1 import messages_pb2, resources_pb2
+from pushwarden.segmentation.v1 import messages_pb2 as segmentation_messages
 from pushwarden.services.scheduler.domain.campaigns import in_audience
 from pushwarden.services.scheduler.domain.deciding import Due
 from pushwarden.services.scheduler.domain.intents import Lane, localized_content
-from pushwarden.services.scheduler.domain.templates import Missing, placeholders_needed, render
+from pushwarden.services.scheduler.domain.templates import (
+    Missing,
+    Rendering,
+    placeholders_needed,
+    render_detailed,
+)
 from pushwarden.services.scheduler.handlers.common import SchedulerDeps
 from pushwarden.services.scheduler.peers.segmentation import SegmentationPeer
 
@@ -36,6 +42,9 @@ class Prepared:
     contents: dict[tuple[str, str], content_pb2.Content] = field(default_factory=dict)
     drops: dict[tuple[str, str], int] = field(default_factory=dict)
     suppressed: set[str] = field(default_factory=set)
+    # What ExplainDecision shows besides: a campaign user's memberships and rendering.
+    memberships: dict[str, segmentation_messages.UserMembership] = field(default_factory=dict)
+    renderings: dict[tuple[str, str], Rendering] = field(default_factory=dict)
 
 
 class Preparer:
@@ -75,6 +84,16 @@ class Preparer:
             prepared.suppressed.update(
                 user for user, member in found.items() if member.suppression_list_ids
             )
+            prepared.memberships.update(found)
+        return prepared
+
+    async def prepare_campaign(
+        self, app_id: str, campaign: resources_pb2.Campaign, members: Sequence[Due]
+    ) -> Prepared:
+        """What :meth:`prepare` learns for one campaign's dues, given its definition
+        (a saved or an unsaved one: previews and explanations)."""
+        prepared = Prepared()
+        await self._campaign(app_id, campaign, members, prepared)
         return prepared
 
     async def _campaign(
@@ -113,6 +132,8 @@ class Preparer:
         for due in members:
             intent = due.intent
             member = found.get(intent.user_id)
+            if member is not None:
+                prepared.memberships[intent.user_id] = member
             if member is not None and member.suppression_list_ids:
                 prepared.suppressed.add(intent.user_id)
             if member is None or not in_audience(
@@ -127,12 +148,14 @@ class Preparer:
                 if profile is not None
                 else {}
             )
-            content = render(
+            rendering = render_detailed(
                 variants[intent.variant_id],
                 locale=due.facts.devices[0].locale if due.facts.devices else "",
                 attributes=attributes,
                 event_properties=events,
             )
+            prepared.renderings[intent.key] = rendering
+            content = rendering.result
             if isinstance(content, Missing):
                 prepared.drops[intent.key] = _MISSING_VALUE
             else:
