@@ -4,7 +4,8 @@
 connected and migrated, the unit-of-work factory, the channels to consent,
 segmentation and delivery, the handlers and the servicer on them, and as hosted
 workers the campaign fan-out and the dispatch loops and outboxes (one of each per lane,
-so marketing work never delays a transactional send).
+so marketing work never delays a transactional send), the consent feed follower and the
+event-stream follower that fires triggers.
 The entrypoint and the tests both call it, so what the tests exercise is what
 production runs.
 """
@@ -33,6 +34,7 @@ from pushwarden.services.scheduler.handlers.outbox import Outbox, OutboxSettings
 from pushwarden.services.scheduler.handlers.policies import PolicyHandlers
 from pushwarden.services.scheduler.handlers.prepare import Preparer
 from pushwarden.services.scheduler.handlers.sends import SendHandlers
+from pushwarden.services.scheduler.handlers.triggers import TriggerFollower, TriggerHandlers
 from pushwarden.services.scheduler.peers.consent import CONSENT_SERVICE, ConsentPeer
 from pushwarden.services.scheduler.peers.delivery import DELIVERY_SERVICE, DeliveryPeer
 from pushwarden.services.scheduler.peers.segmentation import SEGMENTATION_SERVICE, SegmentationPeer
@@ -114,6 +116,7 @@ def bootstrap(config: SchedulerConfig) -> ServiceApp[SchedulerConfig]:
         settings=FollowerSettings(kinds=FEED_KINDS, start_at_head=False),
     )
     workers.append(Worker("consent-feed", follower.run))
+    workers.append(Worker("event-stream", TriggerFollower(deps, segmentation).run))
     campaigns = CampaignHandlers(deps, segmentation)
     servicer = SchedulerServicer(
         SchedulerServiceHandlers(
@@ -121,6 +124,7 @@ def bootstrap(config: SchedulerConfig) -> ServiceApp[SchedulerConfig]:
             campaigns=campaigns,
             policies=policies,
             explain=ExplainHandlers(deps, segmentation, policies, preparer, campaigns),
+            triggers=TriggerHandlers(deps),
         )
     )
 

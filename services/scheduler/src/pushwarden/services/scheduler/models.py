@@ -192,6 +192,35 @@ class DecisionCountRow(Base):
     count: Mapped[int] = mapped_column(BigInteger)
 
 
+class TriggerRow(Base):
+    """An event trigger: its accepted definition and whether it fires.
+
+    ``enabled_at`` is when it was created or last re-enabled: only events segmentation
+    received at or after that instant fire it (both services read one clock), so
+    history is never replayed and events of a disabled spell never fire it. ``lane``
+    follows the category's kind at consent (0 transactional, 1 marketing).
+    """
+
+    __tablename__ = "triggers"
+    __table_args__ = (
+        UniqueConstraint("app_id", "idempotency_key", name="uq_triggers_app_id_idempotency_key"),
+        Index("ix_triggers_app_id_enabled", "app_id", "enabled"),
+    )
+
+    app_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    trigger_id: Mapped[str] = mapped_column(SERVER_ID, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(ID)
+    category_id: Mapped[str] = mapped_column(ID)
+    lane: Mapped[int] = mapped_column(Integer)
+    # The event name that fires it (the follower's filter).
+    event_name: Mapped[str] = mapped_column(ID)
+    # The accepted pushwarden.scheduler.v1.Trigger (output-only fields cleared).
+    definition: Mapped[bytes] = mapped_column(LargeBinary)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    enabled_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class ServiceStateRow(Base):
     """Small named values the service keeps for itself (feed cursors)."""
 

@@ -18,10 +18,12 @@ from pushwarden.services.scheduler.handlers.campaigns import CampaignHandlers
 from pushwarden.services.scheduler.handlers.explain import ExplainHandlers
 from pushwarden.services.scheduler.handlers.policies import PolicyHandlers
 from pushwarden.services.scheduler.handlers.sends import SendHandlers
+from pushwarden.services.scheduler.handlers.triggers import TriggerHandlers
 from pushwarden.services.scheduler.rpc.campaigns import CampaignRpcs
 from pushwarden.services.scheduler.rpc.explain import ExplainRpcs
 from pushwarden.services.scheduler.rpc.policies import PolicyRpcs
 from pushwarden.services.scheduler.rpc.sends import SendRpcs
+from pushwarden.services.scheduler.rpc.triggers import TriggerRpcs
 
 SERVICE_DESCRIPTOR: ServiceDescriptor = scheduler_pb2.DESCRIPTOR.services_by_name[
     "SchedulerService"
@@ -37,9 +39,10 @@ class SchedulerServiceHandlers:
     campaigns: CampaignHandlers
     policies: PolicyHandlers
     explain: ExplainHandlers
+    triggers: TriggerHandlers
 
 
-class SchedulerServicer(SendRpcs, CampaignRpcs, PolicyRpcs, ExplainRpcs):
+class SchedulerServicer(SendRpcs, CampaignRpcs, PolicyRpcs, ExplainRpcs, TriggerRpcs):
     """Implements ``pushwarden.scheduler.v1.SchedulerService``."""
 
     def __init__(self, handlers: SchedulerServiceHandlers) -> None:
@@ -47,3 +50,4 @@ class SchedulerServicer(SendRpcs, CampaignRpcs, PolicyRpcs, ExplainRpcs):
         self._campaigns = handlers.campaigns
         self._policies = handlers.policies
         self._explain = handlers.explain
+        self._triggers = handlers.triggers

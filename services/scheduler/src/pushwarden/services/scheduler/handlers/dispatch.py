@@ -15,6 +15,9 @@ never waits behind a marketing batch):
    new due time, DROP ends the intent;
 5. wake the outbox of the lane.
 
+Trigger firings are recorded with delivery as assignments before step 2 (each firing
+that reaches its due time counts, whatever the policy decides).
+
 When consent cannot be reached the claims are given back for a retry a second later;
 nothing is decided on stale facts.
 """
@@ -142,6 +145,7 @@ class Dispatcher:
 
     async def _decide_app(self, app_id: str, intents: Sequence[ClaimedIntent]) -> None:
         deps = self._deps
+        await self._record_firings(app_id, intents)
         rules, policy = await self._policies.rules(app_id)
         groups: dict[tuple[str, str], list[ClaimedIntent]] = defaultdict(list)
         for intent in intents:
@@ -226,6 +230,22 @@ class Dispatcher:
                 )
             )
         return verdicts
+
+    async def _record_firings(self, app_id: str, intents: Sequence[ClaimedIntent]) -> None:
+        """Record the trigger firings reaching their due time with delivery (one
+        assignment each, assigned at the due time) before any is decided, whatever the
+        policy then says: intent to treat. A deferred firing was recorded on its first
+        pass; delivery ignores a repeated assignment (a pass that failed after it)."""
+        firings: dict[str, list[delivery_pb2.Assignment]] = defaultdict(list)
+        for intent in intents:
+            if intent.trigger_id is not None and intent.deferrals == 0:
+                assignment = delivery_pb2.Assignment(
+                    user_id=intent.user_id, firing_id=intent.send_id
+                )
+                assignment.assigned_at.FromDatetime(intent.due_at)
+                firings[intent.trigger_id].append(assignment)
+        for trigger_id, assignments in firings.items():
+            await self._deps.delivery.record_assignments(app_id, assignments, trigger_id=trigger_id)
 
     def _allowed(
         self,

@@ -1,28 +1,33 @@
 """What a dispatch pass learns besides consent before it decides: who is still in a
 campaign's audience, who is on one of the app's suppression lists, and what each send
 says (a transactional request's content in the device's language, a campaign
-variant's template rendered with the user's profile).
+variant's template rendered with the user's profile, a trigger's with the firing
+event's properties and the user's profile).
 
 Everything is asked in batches: one CheckMembership per campaign of the batch (with
 the app's suppression lists), one per batch for the other marketing sends, one
-GetProfiles per campaign for the attributes its templates use.
+GetProfiles per campaign for the attributes its templates use, one per batch for the
+triggers' (marketing firings join the batch's suppression check).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pushwarden.common.v1 import content_pb2, decision_pb2
 from pushwarden.scheduler.v1 import messages_pb2, resources_pb2
 from pushwarden.segmentation.v1 import messages_pb2 as segmentation_messages
+from pushwarden.segmentation.v1 import resources_pb2 as segmentation_resources
 from pushwarden.services.scheduler.domain.campaigns import in_audience
 from pushwarden.services.scheduler.domain.deciding import Due
 from pushwarden.services.scheduler.domain.intents import Lane, localized_content
 from pushwarden.services.scheduler.domain.templates import (
+    TRIGGER_EVENT,
     Missing,
     Rendering,
+    ValueLike,
     placeholders_needed,
     render_detailed,
 )
@@ -32,6 +37,7 @@ from pushwarden.services.scheduler.peers.segmentation import SegmentationPeer
 _NOT_IN_AUDIENCE = decision_pb2.REASON_CODE_NOT_IN_AUDIENCE
 _MISSING_VALUE = decision_pb2.REASON_CODE_MISSING_TEMPLATE_VALUE
 _CAMPAIGN_CANCELLED = decision_pb2.REASON_CODE_CAMPAIGN_CANCELLED
+_TRIGGER_DISABLED = decision_pb2.REASON_CODE_TRIGGER_DISABLED
 
 
 @dataclass
@@ -55,15 +61,22 @@ class Preparer:
         self._segmentation = segmentation
         # Campaign definitions never change once created: kept for the process's life.
         self._campaigns: dict[tuple[str, str], resources_pb2.Campaign] = {}
+        # Trigger definitions never change either (SetTriggerEnabled drops what is pending).
+        self._triggers: dict[tuple[str, str], resources_pb2.Trigger] = {}
 
     async def prepare(self, app_id: str, dues: Sequence[Due]) -> Prepared:
         """Contents, pre-policy drops and suppression for ``dues`` (one app)."""
         prepared = Prepared()
         by_campaign: dict[str, list[Due]] = defaultdict(list)
         others: list[Due] = []
+        triggered: list[Due] = []
         for due in dues:
             intent = due.intent
-            if intent.lane is Lane.TRANSACTIONAL:
+            if intent.trigger_id is not None:
+                triggered.append(due)
+                if intent.lane is Lane.MARKETING:  # suppression lists apply
+                    others.append(due)
+            elif intent.lane is Lane.TRANSACTIONAL:
                 prepared.contents[intent.key] = _transactional_content(due)
             elif intent.campaign_id is not None:
                 by_campaign[intent.campaign_id].append(due)
@@ -77,6 +90,8 @@ class Preparer:
                     prepared.drops[due.intent.key] = _CAMPAIGN_CANCELLED
                 continue
             await self._campaign(app_id, campaign, members, prepared)
+        if triggered:
+            await self._triggered(app_id, triggered, prepared)
         if others:
             found = await self._segmentation.memberships(
                 app_id, [d.intent.user_id for d in others], suppression=True
@@ -160,6 +175,69 @@ class Preparer:
                 prepared.drops[intent.key] = _MISSING_VALUE
             else:
                 prepared.contents[intent.key] = content
+
+    async def _triggered(self, app_id: str, dues: Sequence[Due], prepared: Prepared) -> None:
+        """Trigger firings: each trigger's template rendered with the firing event's
+        properties (under ``TRIGGER_EVENT``) and the profile values it uses."""
+        triggers = await self._trigger_definitions(
+            app_id, {d.intent.trigger_id or "" for d in dues}
+        )
+        attribute_names: set[str] = set()
+        event_names: set[str] = set()
+        for definition in triggers.values():
+            attribute_keys, event_keys = placeholders_needed(definition.template)
+            attribute_names.update(attribute_keys)
+            event_names.update(name for name in event_keys if name != TRIGGER_EVENT)
+        profiles = (
+            await self._segmentation.profiles(
+                app_id,
+                [due.intent.user_id for due in dues],
+                attribute_names=sorted(attribute_names),
+                latest_event_names=sorted(event_names),
+            )
+            if attribute_names or event_names
+            else {}
+        )
+        for due in dues:
+            intent = due.intent
+            trigger = triggers.get(intent.trigger_id or "")
+            if trigger is None:  # the trigger is gone (erased app data): nothing to send
+                prepared.drops[intent.key] = _TRIGGER_DISABLED
+                continue
+            profile = profiles.get(intent.user_id)
+            attributes = dict(profile.profile.attributes) if profile is not None else {}
+            events: dict[str, Mapping[str, ValueLike]] = (
+                {event.name: dict(event.properties) for event in profile.latest_events}
+                if profile is not None
+                else {}
+            )
+            firing = segmentation_resources.Event.FromString(intent.body or b"")
+            events[TRIGGER_EVENT] = dict(firing.properties)
+            rendering = render_detailed(
+                trigger.template,
+                locale=due.facts.devices[0].locale if due.facts.devices else "",
+                attributes=attributes,
+                event_properties=events,
+            )
+            prepared.renderings[intent.key] = rendering
+            if isinstance(rendering.result, Missing):
+                prepared.drops[intent.key] = _MISSING_VALUE
+            else:
+                prepared.contents[intent.key] = rendering.result
+
+    async def _trigger_definitions(
+        self, app_id: str, trigger_ids: set[str]
+    ) -> dict[str, resources_pb2.Trigger]:
+        missing = [t for t in trigger_ids if (app_id, t) not in self._triggers]
+        if missing:
+            async with self._deps.uow(read_only=True) as work:
+                for row in await work.triggers.many(app_id, missing):
+                    self._triggers[(app_id, row.trigger_id)] = resources_pb2.Trigger.FromString(
+                        row.definition
+                    )
+        return {
+            t: self._triggers[(app_id, t)] for t in trigger_ids if (app_id, t) in self._triggers
+        }
 
     async def _definitions(
         self, app_id: str, campaign_ids: Sequence[str]

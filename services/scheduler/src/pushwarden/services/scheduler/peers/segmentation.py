@@ -1,6 +1,6 @@
 """Calls to segmentation: the segments and lists a campaign names, its audience as a
 stream of pages, due-time membership and suppression checks, and profile values for
-templates."""
+templates, and the event stream triggers follow."""
 
 from __future__ import annotations
 
@@ -153,3 +153,19 @@ class SegmentationPeer:
                 raise PeerUnavailable.of("segmentation", error) from error
             found.update((user.user_id, user) for user in answer.users)
         return found
+
+    def stream_events(
+        self, cursor: str, *, from_head: bool, batch: int, timeout_s: float
+    ) -> grpc.aio.UnaryStreamCall[
+        messages_pb2.StreamEventsRequest, messages_pb2.StreamEventsResponse
+    ]:
+        """Every app's events after ``cursor`` in commit order (``from_head`` with an
+        empty cursor: only events committed after the call, announced by a first empty
+        caught-up message). The caller iterates the call, cancels it to stop, and sees
+        ``grpc.aio.AioRpcError`` (OUT_OF_RANGE: the cursor outlived the retention)."""
+        return self._stub.StreamEvents(
+            messages_pb2.StreamEventsRequest(
+                cursor=cursor, from_head=from_head and not cursor, max_batch_size=batch
+            ),
+            timeout=timeout_s,
+        )

@@ -10,6 +10,7 @@ from pushwarden.services.scheduler.models import ServiceStateRow
 from pushwarden.services.scheduler.storage.campaigns import CampaignRepository
 from pushwarden.services.scheduler.storage.intents import IntentRepository
 from pushwarden.services.scheduler.storage.policies import PolicyRepository
+from pushwarden.services.scheduler.storage.triggers import TriggerRepository
 
 
 class SchedulerUnitOfWork(UnitOfWork):
@@ -20,6 +21,7 @@ class SchedulerUnitOfWork(UnitOfWork):
         self.policies = PolicyRepository(session)
         self.intents = IntentRepository(session)
         self.campaigns = CampaignRepository(session)
+        self.triggers = TriggerRepository(session)
         self.state = ServiceStateRepository(session, ServiceStateRow)
 
 
