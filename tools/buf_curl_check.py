@@ -119,8 +119,10 @@ def main() -> int:
         # The fake providers delivery sends to, on free ports too (not make run's).
         for fake in ("fake-apns", "fake-fcm"):
             command += ["--port", f"{fake}={_free_port()}"]
+        log_path = Path(var_dir) / "supervisor.log"
+        log = log_path.open("w")
         supervisor = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ)
+            command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)
         )
         problems: list[str] = []
         try:
@@ -134,8 +136,12 @@ def main() -> int:
         finally:
             supervisor.send_signal(signal.SIGTERM)
             code = supervisor.wait(timeout=60)
+            log.close()
             if code != 0:
-                problems.append(f"supervisor exited {code} after SIGTERM")
+                tail = log_path.read_text().splitlines()[-40:]
+                problems.append(
+                    f"supervisor exited {code} after SIGTERM; its last lines:\n" + "\n".join(tail)
+                )
     for problem in problems:
         print(problem, file=sys.stderr)
     if not problems:
