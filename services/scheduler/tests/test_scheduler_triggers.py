@@ -16,12 +16,19 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from pushwarden.common.v1 import content_pb2, decision_pb2, types_pb2, values_pb2
+from pushwarden.delivery.v1 import messages_pb2 as delivery_messages
 from pushwarden.runtime.clock import shift_clock_file
 from pushwarden.runtime.servicetest import rich_error
 from pushwarden.scheduler.v1 import messages_pb2, resources_pb2
 from pushwarden.segmentation.v1 import messages_pb2 as seg_messages
 from pushwarden.segmentation.v1 import resources_pb2 as seg_resources
-from pushwarden.services.scheduler.domain.triggers import firing_send_id
+from pushwarden.services.scheduler.domain.triggers import (
+    ActiveTrigger,
+    StoredFiring,
+    condition_holds,
+    firing_send_id,
+    plan_batch,
+)
 
 from .conftest import APP, Platform
 
@@ -198,6 +205,12 @@ async def test_cart_abandonment_fires_after_the_delay_unless_the_same_cart_is_bo
             return bool(titles(platform, tokens["ann"]) and titles(platform, tokens["cyd"]))
 
         await platform.eventually(delivered, what="APNs requests")
+        # Delivery holds one assignment per firing that reached its due time: Ann's,
+        # Cyd's and the probe's; Bob's was cancelled before, Ann's second never fired.
+        stats = await platform.delivery.GetCampaignStats(
+            delivery_messages.GetCampaignStatsRequest(app_id=APP, trigger_id=trigger_id)
+        )
+        assert stats.total.targeted == 3
     assert titles(platform, tokens["ann"]) == [("Your cart", "Still thinking about red shoes?")]
     assert titles(platform, tokens["cyd"]) == [("Your cart", "Still thinking about gloves?")]
     assert titles(platform, tokens["bob"]) == []
@@ -436,3 +449,64 @@ async def test_bad_triggers_are_refused_with_their_field_paths(platform: Platfor
                 messages_pb2.SetTriggerEnabledRequest(app_id=APP, trigger_id="trg_nope")
             )
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+# ---- the pure parts -----------------------------------------------------------------
+
+
+def _filter(op: int, value: values_pb2.AttributeValue | None = None) -> values_pb2.PropertyFilter:
+    built = values_pb2.PropertyFilter(name="total", operator=op)  # type: ignore[arg-type]
+    if value is not None:
+        built.value.CopyFrom(value)
+    return built
+
+
+def test_conditions_compare_values_of_the_same_type() -> None:
+    number = {"total": values_pb2.AttributeValue(number_value=30)}
+    text = {"total": _string("30")}
+    gt20 = _filter(values_pb2.OPERATOR_GT, values_pb2.AttributeValue(number_value=20))
+    assert condition_holds(gt20, number)
+    assert not condition_holds(gt20, text)
+    assert not condition_holds(gt20, {})
+    assert condition_holds(_filter(values_pb2.OPERATOR_EXISTS), text)
+    assert condition_holds(_filter(values_pb2.OPERATOR_PREFIX, _string("3")), text)
+    assert not condition_holds(_filter(values_pb2.OPERATOR_NEQ, _string("30")), text)
+    in_list = values_pb2.PropertyFilter(
+        name="total", operator=values_pb2.OPERATOR_IN, values=[_string("1"), _string("30")]
+    )
+    assert condition_holds(in_list, text)
+
+
+def _seq(built: seg_resources.Event, sequence: int, received: datetime) -> seg_resources.Event:
+    built.app_id = APP
+    built.sequence = sequence
+    built.received_at.FromDatetime(received)
+    return built
+
+
+def test_a_batch_plan_cancels_within_the_batch_and_respects_enabled_at() -> None:
+    trigger = ActiveTrigger(APP, "trg", 1, NOW, cart_abandonment())
+    late = NOW + timedelta(seconds=1)
+    events = [
+        _seq(event("old", "ann", "add_to_cart", NOW, cart_id="c0"), 1, NOW - timedelta(seconds=1)),
+        _seq(event("a1", "ann", "add_to_cart", NOW, cart_id="c1"), 2, late),
+        _seq(event("p9", "ann", "purchase", NOW, cart_id="c9"), 3, late),
+        _seq(event("p1", "ann", "purchase", NOW, cart_id="c1"), 4, late),
+        _seq(event("b1", "bob", "add_to_cart", NOW, cart_id="c2"), 5, late),
+    ]
+    plan = plan_batch(events, [trigger], {}, NOW)
+    assert [f.send_id for f in plan.firings] == [firing_send_id("trg", "b1")]
+    assert plan.firings[0].due_at == NOW + timedelta(hours=1)
+    assert plan.not_reeligible == []
+    assert plan.cancel == {}
+    # A stored pending firing is cancelled by a later correlated purchase, not an earlier one.
+    triggering = _seq(event("a0", "ann", "add_to_cart", NOW, cart_id="c1"), 10, late)
+    stored = {
+        (APP, "trg", "ann"): [
+            StoredFiring("tf_a0", "PENDING", NOW + timedelta(hours=1), None, triggering)
+        ]
+    }
+    before = [_seq(event("p0", "ann", "purchase", NOW, cart_id="c1"), 9, late)]
+    assert plan_batch(before, [trigger], stored, NOW).cancel == {}
+    after = [_seq(event("p2", "ann", "purchase", NOW, cart_id="c1"), 11, late)]
+    assert plan_batch(after, [trigger], stored, NOW).cancel == {(APP, "tf_a0"): "p2"}
