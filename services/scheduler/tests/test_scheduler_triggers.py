@@ -126,9 +126,16 @@ async def wait_record(
 async def follower_ready(platform: Platform, scheduler: object, trigger_id: str) -> None:
     """Probe until the scheduler's event follower applies new events (a first start
     begins at the stream's head, so events tracked before it would never fire)."""
+    await follower_ready_for(platform, scheduler, trigger_id, "add_to_cart", cart_id="p")
+
+
+async def follower_ready_for(
+    platform: Platform, scheduler: object, trigger_id: str, name: str, **properties: str
+) -> None:
+    """:func:`follower_ready` with an event of ``name`` (the probe user has no device)."""
     for _ in range(200):
         probe = f"probe-{next(_probes)}"
-        await track(platform, event(probe, "probe-user", "add_to_cart", NOW, cart_id="p"))
+        await track(platform, event(probe, "probe-user", name, NOW, **properties))
         for _ in range(20):
             if await record(scheduler, firing_send_id(trigger_id, probe)) is not None:
                 return
@@ -362,6 +369,61 @@ async def test_max_firings_one_fires_once_per_user(platform: Platform) -> None:
 
         await platform.eventually(delivered, what="APNs request")
     assert titles(platform, tokens["ann"]) == [("Your cart", "Still thinking about A?")]
+
+
+async def test_a_transactional_trigger_with_conditions_and_a_minimum_interval(
+    platform: Platform,
+) -> None:
+    tokens = await devices(platform, ["ann", "bob"])
+    shipped = resources_pb2.Trigger(
+        name="Shipped",
+        event=resources_pb2.EventMatcher(
+            event_name="order_shipped",
+            conditions=[
+                values_pb2.PropertyFilter(
+                    name="carrier", operator=values_pb2.OPERATOR_EQ, value=_string("ups")
+                )
+            ],
+        ),
+        category_id="orders",
+        template=resources_pb2.Template(
+            content=content_pb2.Content(title="Shipped", body="Order {{order}} is on its way"),
+            placeholders=[
+                resources_pb2.Placeholder(
+                    name="order",
+                    source=resources_pb2.PLACEHOLDER_SOURCE_EVENT_PROPERTY,
+                    key="order",
+                )
+            ],
+        ),
+        re_eligibility=resources_pb2.ReEligibility(min_interval=Duration(seconds=86400)),
+    )
+    async with platform.scheduler() as scheduler:
+        trigger_id = await create(scheduler, shipped, "shipped")
+        await follower_ready_for(platform, scheduler, trigger_id, "order_shipped", carrier="ups")
+        await track(
+            platform,
+            event("s-1", "ann", "order_shipped", NOW, carrier="ups", order="A1"),
+            event("s-2", "bob", "order_shipped", NOW, carrier="dhl", order="B1"),
+        )
+        first = await wait_record(platform, scheduler, firing_send_id(trigger_id, "s-1"), sent=True)
+        assert first.category_id == "orders"
+        # Within a day of the first send: not re-eligible.
+        await track(platform, event("s-3", "ann", "order_shipped", NOW, carrier="ups", order="A2"))
+        await wait_record(
+            platform,
+            scheduler,
+            firing_send_id(trigger_id, "s-3"),
+            reason=decision_pb2.REASON_CODE_NOT_REELIGIBLE,
+        )
+
+        async def delivered() -> bool:
+            return bool(titles(platform, tokens["ann"]))
+
+        await platform.eventually(delivered, what="APNs request")
+        assert await record(scheduler, firing_send_id(trigger_id, "s-2")) is None
+    assert titles(platform, tokens["ann"]) == [("Shipped", "Order A1 is on its way")]
+    assert titles(platform, tokens["bob"]) == []
 
 
 async def test_bad_triggers_are_refused_with_their_field_paths(platform: Platform) -> None:
