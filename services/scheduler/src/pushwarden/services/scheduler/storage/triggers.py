@@ -83,16 +83,17 @@ class TriggerRepository:
 
     async def enabled_of(self, app_ids: Iterable[str]) -> list[TriggerRow]:
         """The enabled triggers of ``app_ids`` (whatever their event: a cancel matcher
-        names another one)."""
+        names another one), share-locked until the transaction ends: a concurrent
+        SetTriggerEnabled waits, then drops the firings this transaction stored."""
         apps = sorted(set(app_ids))
         if not apps:
             return []
         return list(
             (
                 await self._session.scalars(
-                    select(TriggerRow).where(
-                        TriggerRow.app_id.in_(apps), TriggerRow.enabled.is_(True)
-                    )
+                    select(TriggerRow)
+                    .where(TriggerRow.app_id.in_(apps), TriggerRow.enabled.is_(True))
+                    .with_for_update(read=True)
                 )
             ).all()
         )
