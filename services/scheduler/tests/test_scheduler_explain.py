@@ -7,12 +7,15 @@ or stored."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from pushwarden.common.v1 import content_pb2, decision_pb2, policy_pb2, types_pb2, values_pb2
@@ -25,6 +28,7 @@ from pushwarden.segmentation.v1 import messages_pb2 as seg_messages
 from pushwarden.segmentation.v1 import resources_pb2 as seg_resources
 from pushwarden.services.scheduler.domain.assignment import assign
 from pushwarden.services.scheduler.domain.campaigns import campaign_id_for
+from pushwarden.services.scheduler.domain.triggers import firing_send_id
 
 from .conftest import APP, Platform
 
@@ -558,3 +562,71 @@ async def test_bad_requests_are_refused_naming_the_field(platform: Platform) -> 
                 assert field in error.fields, (request, error)
         listed = await scheduler.ListCampaigns(messages_pb2.ListCampaignsRequest(app_id=APP))
         assert list(listed.campaigns) == []
+
+
+async def stored(scheduler: SchedulerStub, send_id: str) -> bool:
+    """Whether the scheduler holds a record of ``send_id``."""
+    try:
+        await scheduler.GetSend(messages_pb2.GetSendRequest(app_id=APP, send_id=send_id))
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def test_a_trigger_is_explained_with_its_re_eligibility(platform: Platform) -> None:
+    """A pending firing makes the user not re-eligible; another user passes the trigger
+    step and gets the policy's decision for the trigger's category."""
+    shift_clock_file(platform.clock_file, to=NOW, speed=1.0)
+    for user in ("ann", "bob"):
+        await platform.register(user)
+    trigger = resources_pb2.Trigger(
+        name="Cart abandonment",
+        event=resources_pb2.EventMatcher(event_name="add_to_cart"),
+        delay=Duration(seconds=3600),
+        category_id="promos",
+        template=resources_pb2.Template(content=content_pb2.Content(title="Cart", body="Hi")),
+        re_eligibility=resources_pb2.ReEligibility(max_firings=1),
+    )
+    async with platform.scheduler() as scheduler:
+        created = await scheduler.CreateTrigger(
+            messages_pb2.CreateTriggerRequest(app_id=APP, trigger=trigger, idempotency_key="t")
+        )
+        trigger_id = created.trigger.trigger_id
+        # The follower starts at the stream's head: track until one of ann's fires.
+        for number in itertools.count():
+            event_id = f"e{number}"
+            tracked = seg_resources.Event(event_id=event_id, user_id="ann", name="add_to_cart")
+            tracked.occurred_at.FromDatetime(NOW)
+            await platform.segmentation.TrackEvents(
+                seg_messages.TrackEventsRequest(app_id=APP, events=[tracked])
+            )
+            await asyncio.sleep(0.1)
+            if await stored(scheduler, firing_send_id(trigger_id, event_id)):
+                break
+            assert number < 200, "the event follower never applied an event"
+        ann = await scheduler.ExplainDecision(
+            messages_pb2.ExplainDecisionRequest(app_id=APP, user_id="ann", trigger_id=trigger_id)
+        )
+        assert (ann.decision.outcome, ann.decision.reason) == (
+            DROP,
+            R.REASON_CODE_NOT_REELIGIBLE,
+        )
+        (step,) = ann.decision.trace.steps
+        assert step.check == R.CHECK_TRIGGER
+        assert (step.trigger.trigger_id, step.trigger.max_firings) == (trigger_id, 1)
+        assert ann.explanation[-1] == "→ DROP (NOT_REELIGIBLE)"
+        bob = await scheduler.ExplainDecision(
+            messages_pb2.ExplainDecisionRequest(app_id=APP, user_id="bob", trigger_id=trigger_id)
+        )
+        assert bob.decision.outcome == ALLOW
+        first = bob.decision.trace.steps[0]
+        assert (first.check, first.result, first.trigger.firings) == (
+            R.CHECK_TRIGGER,
+            R.STEP_RESULT_PASS,
+            0,
+        )
+        assert bob.explanation[0] == f"trigger: PASS: trigger {trigger_id}: 0 of 1 firings sent"
+        assert bob.explanation[-1] == "→ ALLOW: send now"
+    assert platform.sandbox.apns.recorder.requests() == []

@@ -10,7 +10,8 @@ and asks every peer once per page; nothing is written.
 
 The scheduler's own checks become the trace's leading steps, in the order they decide:
 send time (LOCAL_TIME_PASSED, NO_TIMEZONE), holdout, audience, template (missing value);
-a payload over the limit after an ALLOW is a trailing template step.
+a payload over the limit after an ALLOW is a trailing template step. A trigger's
+explanation leads with its re-eligibility step; a category's is the policy's trace alone.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from pushwarden.services.scheduler.domain.decisions import (
 )
 from pushwarden.services.scheduler.domain.intents import ClaimedIntent, Lane, PastContact
 from pushwarden.services.scheduler.domain.templates import rendered_size
+from pushwarden.services.scheduler.domain.triggers import StoredFiring
 from pushwarden.services.scheduler.handlers.campaigns import CampaignHandlers
 from pushwarden.services.scheduler.handlers.common import SchedulerDeps
 from pushwarden.services.scheduler.handlers.dispatch import HISTORY_SPAN, PolicySource
@@ -305,11 +307,68 @@ class ExplainHandlers:
         )
         return Explanation(decision=decision, lines=lines)
 
-    async def explain_trigger(self, app_id: str, user_id: str, trigger_id: str) -> Explanation:
-        """Triggers are not stored by this build: every trigger id is unknown."""
-        raise NotFound(
-            f"no trigger {trigger_id!r}", resource_type="trigger", resource_name=trigger_id
+    async def explain_trigger(
+        self, app_id: str, user_id: str, trigger_id: str, as_of: datetime
+    ) -> Explanation:
+        """A firing of the trigger for the user at ``as_of`` (NOT_FOUND for an unknown
+        trigger): its re-eligibility against the user's stored firings, then the policy
+        for its category, topic and priority. No event fired it, so its template (which
+        may read the event's properties) is not rendered, and cancel events are not
+        replayed."""
+        deps = self._deps
+        async with deps.uow(read_only=True) as work:
+            row = await work.triggers.get(app_id, trigger_id)
+            if row is None:
+                raise NotFound(
+                    f"no trigger {trigger_id!r}", resource_type="trigger", resource_name=trigger_id
+                )
+            definition = resources_pb2.Trigger.FromString(row.definition)
+            lane = Lane(row.lane)
+            stored = await work.triggers.firings([(app_id, user_id)], [trigger_id])
+        step = _reeligibility_step(
+            trigger_id, definition, stored[(app_id, trigger_id, user_id)], as_of
         )
+        no_choice = Assignment(holdout=False, variant_id="", bucket=0)
+        if step.result == _DROP:
+            judged = _dropped(user_id, no_choice, None, step.reason, [step], as_of, trace=True)
+            assert judged.decision is not None
+            return Explanation(decision=judged.decision, lines=judged.lines)
+        try:
+            try:
+                answer = await deps.consent.eligibility(
+                    app_id, definition.category_id, definition.topic_id, [user_id]
+                )
+            except UnknownCategory:
+                judged = _dropped(
+                    user_id, no_choice, None, _UNKNOWN_CATEGORY, [step], as_of, trace=True
+                )
+                assert judged.decision is not None
+                return Explanation(decision=judged.decision, lines=judged.lines)
+            intent = _intent(
+                app_id,
+                user_id,
+                send_id=f"explain:{trigger_id}:{user_id}",
+                lane=lane,
+                category_id=definition.category_id,
+                topic_id=definition.topic_id,
+                due_at=as_of,
+                trigger_id=trigger_id,
+                priority=int(definition.priority),
+                expires_at=as_of + definition.ttl.ToTimedelta()
+                if definition.HasField("ttl")
+                else None,
+            )
+            due = _due(intent, answer)
+            # For the suppression lists (marketing); the rendering is left out (above).
+            prepared = await self._preparer.prepare(app_id, [due])
+            histories = await self._histories(app_id, [user_id], as_of)
+            rules, policy = await self._policies.rules(app_id)
+        except PeerUnavailable as error:
+            raise Unavailable(f"cannot explain the decision: {error}") from error
+        decision, lines = _policy_trace(
+            due, prepared, histories[user_id], rules, policy, as_of, leading=[step], extra=[]
+        )
+        return Explanation(decision=decision, lines=lines)
 
     async def _saved(self, app_id: str, campaign_id: str) -> resources_pb2.Campaign:
         async with self._deps.uow(read_only=True) as work:
@@ -480,6 +539,7 @@ def _intent(
     topic_id: str,
     due_at: datetime,
     campaign_id: str | None = None,
+    trigger_id: str | None = None,
     variant_id: str = "",
     priority: int = 0,
     expires_at: datetime | None = None,
@@ -494,7 +554,7 @@ def _intent(
         category_id=category_id,
         topic_id=topic_id,
         campaign_id=campaign_id,
-        trigger_id=None,
+        trigger_id=trigger_id,
         variant_id=variant_id,
         event_id="",
         idempotency_key=None,
@@ -602,6 +662,42 @@ def _dropped(
     proto.trace.steps.extend(steps)
     lines = explanation_lines(None, leading_steps=steps, final=proto)
     return _Judged(user, "DROP", reason, choice, due_at, proto, lines)
+
+
+def _reeligibility_step(
+    trigger_id: str,
+    definition: resources_pb2.Trigger,
+    firings: Sequence[StoredFiring],
+    as_of: datetime,
+) -> ProtoStep:
+    """The trigger's re-eligibility for one user, as the event follower judges a new
+    firing: not while one is pending, not past ``max_firings`` sent ones, not before
+    ``min_interval`` after the latest sent one."""
+    step = ProtoStep(check=decision_pb2.CHECK_TRIGGER, result=_PASS)
+    detail = step.trigger
+    detail.trigger_id = trigger_id
+    rule = definition.re_eligibility
+    sent = sorted(f.sent_at for f in firings if f.sent_at is not None)
+    detail.firings = len(sent)
+    detail.max_firings = rule.max_firings
+    if rule.HasField("min_interval"):
+        detail.min_interval.CopyFrom(rule.min_interval)
+    if sent:
+        detail.last_fired_at.FromDatetime(sent[-1])
+    eligible = True
+    if any(f.state == "PENDING" for f in firings) or (
+        rule.max_firings and len(sent) >= rule.max_firings
+    ):
+        eligible = False
+    elif rule.HasField("min_interval") and sent:
+        again = sent[-1] + rule.min_interval.ToTimedelta()
+        if as_of < again:
+            eligible = False
+            detail.eligible_again_at.FromDatetime(again)
+    if not eligible:
+        step.result = _DROP
+        step.reason = decision_pb2.REASON_CODE_NOT_REELIGIBLE
+    return step
 
 
 def _names(proto: decision_pb2.Decision) -> tuple[str, int]:

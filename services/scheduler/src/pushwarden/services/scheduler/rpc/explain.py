@@ -110,7 +110,7 @@ class ExplainRpcs(scheduler_pb2_grpc.SchedulerServiceServicer):
             )
         else:
             explanation = await self._explain.explain_trigger(
-                request.app_id, request.user_id, request.trigger_id
+                request.app_id, request.user_id, request.trigger_id, as_of
             )
         response = messages_pb2.ExplainDecisionResponse(
             decision=explanation.decision,
