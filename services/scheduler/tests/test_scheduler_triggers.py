@@ -265,6 +265,28 @@ async def test_a_restart_neither_misses_nor_repeats_a_firing(platform: Platform)
     assert titles(platform, tokens["bob"]) == []
 
 
+async def test_two_replicas_fire_each_event_once(platform: Platform) -> None:
+    users = [f"u{i}" for i in range(6)]
+    tokens = await devices(platform, users)
+    async with platform.scheduler() as first, platform.scheduler() as second:
+        trigger_id = await create(first, cart_abandonment(delay=Duration()), "now")
+        await follower_ready(platform, first, trigger_id)
+        await follower_ready(platform, second, trigger_id)
+        for user in users:
+            await track(
+                platform, event(f"e-{user}", user, "add_to_cart", NOW, cart_id="c", item=user)
+            )
+        for user in users:
+            await wait_record(platform, second, firing_send_id(trigger_id, f"e-{user}"), sent=True)
+
+        async def delivered() -> bool:
+            return all(titles(platform, tokens[user]) for user in users)
+
+        await platform.eventually(delivered, what="APNs requests")
+    for user in users:
+        assert titles(platform, tokens[user]) == [("Your cart", f"Still thinking about {user}?")]
+
+
 async def test_a_suppressed_user_gets_nothing(platform: Platform) -> None:
     tokens = await devices(platform, ["ann", "bob"])
     await platform.segmentation.CreateList(

@@ -9,6 +9,8 @@ refused.
 The follower reads every app's events after its cursor, kept in ``service_state``
 and written in the transaction that stores a batch's firings, so a restart neither
 misses nor repeats a firing (a first start begins at the head: history never fires).
+That transaction locks the cursor's row and goes on only if it still reads where the
+batch began: with several replicas, each stretch of the stream is applied once.
 Which triggers an event fires is decided by when segmentation received it: at or
 after the trigger's ``enabled_at`` (both services read one clock). An event whose
 TrackEvents began before CreateTrigger but committed after it is therefore not
@@ -227,7 +229,8 @@ class TriggerFollower:
         try:
             async for message in call:
                 if message.events or (message.cursor and message.cursor != cursor):
-                    await self.apply(list(message.events), message.cursor)
+                    if not await self.apply(list(message.events), message.cursor, after=cursor):
+                        return True  # another replica moved the cursor: resume from it
                     cursor = message.cursor
                     progressed = True
         except asyncio.CancelledError:
@@ -251,13 +254,19 @@ class TriggerFollower:
                 await stopper
         return progressed
 
-    async def apply(self, events: Sequence[segmentation_pb2.Event], cursor: str) -> None:
-        """Store what ``events`` do to the firings, with the cursor after them, in one
-        transaction (reads and writes one statement each)."""
+    async def apply(
+        self, events: Sequence[segmentation_pb2.Event], cursor: str, *, after: str | None
+    ) -> bool:
+        """Store what ``events`` (read from the stored cursor ``after``) do to the
+        firings, with the cursor after them, in one transaction (reads and writes one
+        statement each). False, storing nothing, when the stored cursor is no longer
+        ``after`` (another replica's follower applied them)."""
         deps = self._deps
         now = deps.clock.now()
         lanes: set[Lane] = set()
         async with deps.uow() as work:
+            if await work.triggers.locked_cursor(EVENTS_CURSOR) != after:
+                return False
             if events:
                 rows = await work.triggers.enabled_of({e.app_id for e in events})
                 triggers = [self._active(row) for row in rows]
@@ -275,6 +284,7 @@ class TriggerFollower:
             await work.commit()
         for lane in lanes:
             deps.intents_arrived(lane)
+        return True
 
     def _active(self, row: TriggerRow) -> ActiveTrigger:
         key = (row.app_id, row.trigger_id)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pushwarden.runtime.db import insert_ignoring_duplicates
 from pushwarden.segmentation.v1 import resources_pb2 as segmentation_pb2
 from pushwarden.services.scheduler.domain.triggers import StoredFiring
-from pushwarden.services.scheduler.models import IntentRow, TriggerRow
+from pushwarden.services.scheduler.models import IntentRow, ServiceStateRow, TriggerRow
 
 _PENDING = "PENDING"
 _DROPPED = "DROPPED"
@@ -97,6 +97,12 @@ class TriggerRepository:
                 )
             ).all()
         )
+
+    async def locked_cursor(self, name: str) -> str | None:
+        """The stored cursor ``name``, its row locked until the transaction ends (two
+        followers never apply the same stretch of the stream)."""
+        row = await self._session.get(ServiceStateRow, name, with_for_update=True)
+        return None if row is None else row.value
 
     async def drop_pending(self, app_id: str, trigger_id: str, reason: int, now: datetime) -> int:
         """Drop every pending firing of a trigger with ``reason``; returns how many."""
