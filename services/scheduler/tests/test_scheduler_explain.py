@@ -630,3 +630,81 @@ async def test_a_trigger_is_explained_with_its_re_eligibility(platform: Platform
         assert bob.explanation[0] == f"trigger: PASS: trigger {trigger_id}: 0 of 1 firings sent"
         assert bob.explanation[-1] == "→ ALLOW: send now"
     assert platform.sandbox.apns.recorder.requests() == []
+
+
+async def test_a_payload_over_the_limit_drops_after_the_policy_allows(platform: Platform) -> None:
+    """A profile value repeated by the template makes one user's payload too large."""
+    shift_clock_file(platform.clock_file, to=NOW, speed=1.0)
+    bios = {"big": "x" * 1024, "small": "hi"}
+    for user in bios:
+        await platform.register(user)
+    await platform.segmentation.UpsertProfiles(
+        seg_messages.UpsertProfilesRequest(
+            app_id=APP,
+            profiles=[
+                seg_resources.ProfileUpdate(
+                    user_id=user,
+                    set_attributes={
+                        "plan": values_pb2.AttributeValue(string_value="pro"),
+                        "bio": values_pb2.AttributeValue(string_value=bio),
+                    },
+                )
+                for user, bio in bios.items()
+            ],
+        )
+    )
+    await platform.segmentation.CreateSegment(
+        seg_messages.CreateSegmentRequest(
+            app_id=APP,
+            segment=seg_resources.Segment(
+                segment_id="pro",
+                name="Pro users",
+                rule=seg_resources.Rule(
+                    attribute=seg_resources.AttributePredicate(
+                        filter=values_pb2.PropertyFilter(
+                            name="plan",
+                            operator=values_pb2.OPERATOR_EQ,
+                            value=values_pb2.AttributeValue(string_value="pro"),
+                        )
+                    )
+                ),
+            ),
+        )
+    )
+    template = resources_pb2.Template(
+        content=content_pb2.Content(title="About you", body="{{bio}}" * 5),
+        placeholders=[
+            resources_pb2.Placeholder(
+                name="bio", source=resources_pb2.PLACEHOLDER_SOURCE_PROFILE_ATTRIBUTE, key="bio"
+            )
+        ],
+    )
+    body = a_campaign(
+        holdout_basis_points=0,
+        variants=[resources_pb2.Variant(variant_id="A", weight=100, template=template)],
+    )
+    async with platform.scheduler() as scheduler:
+        answer = await scheduler.PreviewCampaign(
+            messages_pb2.PreviewCampaignRequest(app_id=APP, campaign=body)
+        )
+        assert buckets(answer) == {
+            (ALLOW, R.REASON_CODE_UNSPECIFIED): ["small"],
+            (DROP, R.REASON_CODE_PAYLOAD_TOO_LARGE): ["big"],
+        }
+        created = await scheduler.CreateCampaign(
+            messages_pb2.CreateCampaignRequest(app_id=APP, campaign=body, idempotency_key="big")
+        )
+        big = await scheduler.ExplainDecision(
+            messages_pb2.ExplainDecisionRequest(
+                app_id=APP, user_id="big", campaign_id=created.campaign.campaign_id
+            )
+        )
+        assert (big.decision.outcome, big.decision.reason) == (
+            DROP,
+            R.REASON_CODE_PAYLOAD_TOO_LARGE,
+        )
+        last = big.decision.trace.steps[-1]
+        assert (last.check, last.result) == (R.CHECK_TEMPLATE, R.STEP_RESULT_DROP)
+        assert last.template.payload_bytes > last.template.limit_bytes > 0
+        assert big.explanation[-1] == "→ DROP (PAYLOAD_TOO_LARGE)"
+    assert platform.sandbox.apns.recorder.requests() == []
