@@ -121,11 +121,19 @@ class Platform:
         return local_test_config(SchedulerConfig, self.database_url, **settings)
 
     @contextlib.asynccontextmanager
-    async def another_delivery(self, **extra: str) -> AsyncIterator[None]:
-        """A second delivery replica on delivery's database (``PORT`` may pin it)."""
+    async def another_delivery(self, directory: Path, **extra: str) -> AsyncIterator[None]:
+        """Another delivery service on a database of its own (``PORT`` may pin it). Not a
+        replica on delivery's database: on SQLite its start-up migration would wait for
+        the running one's write lock."""
+        with _sibling_database(self.database_url, directory, "late_delivery") as url:
+            async with self._delivery_at(url, **extra):
+                yield
+
+    @contextlib.asynccontextmanager
+    async def _delivery_at(self, url: str, **extra: str) -> AsyncIterator[None]:
         config = local_test_config(
             DeliveryConfig,
-            self.delivery_url,
+            url,
             CONSENT_ADDR=self.addresses["consent"],
             CREDENTIALS=str(self.sandbox.credentials_file),
             CLOCK_FILE=str(self.clock_file),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -284,7 +285,9 @@ async def test_an_opted_in_quiet_hours_send_waits_for_morning(platform: Platform
         await platform.eventually(arrived, what="the morning send")
 
 
-async def test_the_outbox_waits_for_an_unreachable_delivery(platform: Platform) -> None:
+async def test_the_outbox_waits_for_an_unreachable_delivery(
+    platform: Platform, tmp_path: Path
+) -> None:
     phone = await platform.register("fay")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -303,7 +306,7 @@ async def test_the_outbox_waits_for_an_unreachable_delivery(platform: Platform) 
             return record.decision.outcome == decision_pb2.OUTCOME_ALLOW
 
         await platform.eventually(in_outbox, what="the decision")
-        async with platform.another_delivery(PORT=str(port)):
+        async with platform.another_delivery(tmp_path, PORT=str(port)):
 
             async def arrived() -> bool:
                 return bool(apns_titles(platform, phone.token))
