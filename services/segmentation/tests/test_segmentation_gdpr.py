@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,6 @@ from sqlalchemy import select
 from pushwarden.common.v1 import values_pb2
 from pushwarden.consent.v1 import consent_pb2_grpc
 from pushwarden.consent.v1 import messages_pb2 as consent_messages
-from pushwarden.runtime.app import ServiceApp
 from pushwarden.runtime.clock import shift_clock_file
 from pushwarden.runtime.db import create_engine_for
 from pushwarden.runtime.healthprobe import health_status
@@ -360,38 +358,3 @@ async def test_the_service_process_erases_what_consent_erases(
         await wait_until_erased(stub, VICTIM)
     assert rows_mentioning(any_database_url, SECRETS) == []
     assert "different loop" not in log_of(tmp_path / "segmentation.log")
-
-
-def test_an_app_bootstrapped_with_no_loop_running_erases_once_served(
-    any_database_url: str, tmp_path: Path
-) -> None:
-    """``bootstrap`` called where no event loop runs (a tool, a thread) and the app
-    served later on a new loop: the erasure worker makes its consent channel on the
-    loop that runs it. A channel made in bootstrap would belong to no running loop (or
-    to another) and every call on it would fail."""
-    consent_port = free_port()
-    errors: list[BaseException] = []
-
-    async def erase_through(app: ServiceApp[SegmentationConfig]) -> None:
-        async with (
-            consent_server(tmp_path, port=consent_port) as (_, consent),
-            serving(app) as channel,
-        ):
-            stub: Stub = segmentation_pb2_grpc.SegmentationServiceStub(channel)
-            await seed(stub, VICTIM, "secret-attr-value", "secret-prop-value")
-            await consent.EraseUser(consent_messages.EraseUserRequest(app_id=APP, user_id=VICTIM))
-            await wait_until_erased(stub, VICTIM)
-
-    def scenario() -> None:  # a thread of its own: no loop runs here, none is set
-        try:
-            app = bootstrap(segmentation_config(any_database_url, f"127.0.0.1:{consent_port}"))
-            asyncio.run(erase_through(app))
-        except BaseException as error:
-            errors.append(error)
-
-    thread = threading.Thread(target=scenario)
-    thread.start()
-    thread.join(2 * DEADLINE_S)
-    assert not thread.is_alive(), "the scenario never ended"
-    assert errors == []
-    assert rows_mentioning(any_database_url, SECRETS) == []
