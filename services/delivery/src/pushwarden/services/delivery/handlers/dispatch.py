@@ -135,20 +135,9 @@ class Dispatcher:
                 if self._settings.lanes is None:
                     await self.report_invalidations()
                 if handled == 0:
-                    await self._idle(ctx, wake)
+                    await ctx.idle(wake, self._settings.poll_s)
         finally:
             self._deps.wakers.remove(wake)
-
-    async def _idle(self, ctx: WorkerContext, wake: asyncio.Event) -> None:
-        waits = [
-            asyncio.ensure_future(wake.wait()),
-            asyncio.ensure_future(ctx.wait_stopping()),
-        ]
-        try:
-            await asyncio.wait(waits, timeout=self._settings.poll_s, return_when="FIRST_COMPLETED")
-        finally:
-            for waiter in waits:
-                waiter.cancel()
 
     async def dispatch_once(self) -> int:
         """Claim one batch of due sends and carry it through; returns how many."""
