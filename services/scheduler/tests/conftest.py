@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pushwarden.common.v1 import types_pb2
+from pushwarden.common.v1 import types_pb2, values_pb2
 from pushwarden.consent.v1 import consent_pb2_grpc, messages_pb2, resources_pb2
 from pushwarden.delivery.v1 import delivery_pb2_grpc
 from pushwarden.runtime.db import is_sqlite
@@ -29,6 +29,8 @@ from pushwarden.runtime.servicetest import local_test_config, serving
 from pushwarden.runtime.testing import throwaway_postgres_database
 from pushwarden.sandbox.testing import Sandbox, provider_sandbox
 from pushwarden.scheduler.v1 import scheduler_pb2_grpc
+from pushwarden.segmentation.v1 import messages_pb2 as seg_messages
+from pushwarden.segmentation.v1 import resources_pb2 as seg_resources
 from pushwarden.segmentation.v1 import segmentation_pb2_grpc
 from pushwarden.services.consent.bootstrap import bootstrap as consent_bootstrap
 from pushwarden.services.consent.config import ConsentConfig
@@ -149,6 +151,39 @@ class Platform:
         async with serving(bootstrap(self.scheduler_config(**extra))) as channel:
             stub: SchedulerStub = scheduler_pb2_grpc.SchedulerServiceStub(channel)
             yield stub
+
+    async def pro_segment(self, users: list[str]) -> None:
+        """``users`` on the "pro" plan, and the segment "pro" of everyone on it."""
+        await self.segmentation.UpsertProfiles(
+            seg_messages.UpsertProfilesRequest(
+                app_id=APP,
+                profiles=[
+                    seg_resources.ProfileUpdate(
+                        user_id=user,
+                        set_attributes={"plan": values_pb2.AttributeValue(string_value="pro")},
+                    )
+                    for user in users
+                ],
+            )
+        )
+        await self.segmentation.CreateSegment(
+            seg_messages.CreateSegmentRequest(
+                app_id=APP,
+                segment=seg_resources.Segment(
+                    segment_id="pro",
+                    name="Pro users",
+                    rule=seg_resources.Rule(
+                        attribute=seg_resources.AttributePredicate(
+                            filter=values_pb2.PropertyFilter(
+                                name="plan",
+                                operator=values_pb2.OPERATOR_EQ,
+                                value=values_pb2.AttributeValue(string_value="pro"),
+                            )
+                        )
+                    ),
+                ),
+            )
+        )
 
     async def define_categories(self) -> None:
         """``promos`` (marketing, opted in by default) and ``orders`` (transactional)."""

@@ -65,36 +65,7 @@ async def seed(platform: Platform, users: list[str]) -> dict[str, str]:
     tokens = {}
     for user in users:
         tokens[user] = (await platform.register(user)).token
-    await platform.segmentation.UpsertProfiles(
-        seg_messages.UpsertProfilesRequest(
-            app_id=APP,
-            profiles=[
-                seg_resources.ProfileUpdate(
-                    user_id=user,
-                    set_attributes={"plan": values_pb2.AttributeValue(string_value="pro")},
-                )
-                for user in users
-            ],
-        )
-    )
-    await platform.segmentation.CreateSegment(
-        seg_messages.CreateSegmentRequest(
-            app_id=APP,
-            segment=seg_resources.Segment(
-                segment_id="pro",
-                name="Pro users",
-                rule=seg_resources.Rule(
-                    attribute=seg_resources.AttributePredicate(
-                        filter=values_pb2.PropertyFilter(
-                            name="plan",
-                            operator=values_pb2.OPERATOR_EQ,
-                            value=values_pb2.AttributeValue(string_value="pro"),
-                        )
-                    )
-                ),
-            ),
-        )
-    )
+    await platform.pro_segment(users)
     return tokens
 
 

@@ -110,36 +110,7 @@ async def seed(platform: Platform, roles: dict[str, str]) -> dict[str, str]:
             continue
         zone = "America/New_York" if user == roles["quiet"] else "Europe/Paris"
         tokens[user] = (await platform.register(user, time_zone=zone)).token
-    await platform.segmentation.UpsertProfiles(
-        seg_messages.UpsertProfilesRequest(
-            app_id=APP,
-            profiles=[
-                seg_resources.ProfileUpdate(
-                    user_id=user,
-                    set_attributes={"plan": values_pb2.AttributeValue(string_value="pro")},
-                )
-                for user in USERS
-            ],
-        )
-    )
-    await platform.segmentation.CreateSegment(
-        seg_messages.CreateSegmentRequest(
-            app_id=APP,
-            segment=seg_resources.Segment(
-                segment_id="pro",
-                name="Pro users",
-                rule=seg_resources.Rule(
-                    attribute=seg_resources.AttributePredicate(
-                        filter=values_pb2.PropertyFilter(
-                            name="plan",
-                            operator=values_pb2.OPERATOR_EQ,
-                            value=values_pb2.AttributeValue(string_value="pro"),
-                        )
-                    )
-                ),
-            ),
-        )
-    )
+    await platform.pro_segment(USERS)
     await platform.segmentation.CreateList(
         seg_messages.CreateListRequest(
             app_id=APP,
