@@ -9,9 +9,11 @@ later with a smaller number. Sequences are never reused, also after retention or
 deleted rows.
 
 Serving side (here): an opaque cursor bound to the feed's filter, a signal that wakes
-the streams of this process when a change commits, and the loop that streams batches,
+the streams of this process when a change commits, the loop that streams batches,
 reports ``caught_up``, sends heartbeats while idle and polls for changes committed by
-other replicas.
+other replicas, and the retention cut-off (:class:`FeedRetention`): which sequence a
+stream starts after and, when expired rows are deleted, the watermark below which a
+cursor is refused as ``CURSOR_EXPIRED``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from datetime import datetime, timedelta
+from typing import Generic, Protocol, TypeVar
+
+from pushwarden.runtime.errors import OutOfRange
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -128,3 +133,82 @@ async def stream(
             yield message([], position, True)
         await signal.wait(timing.poll_s)
         idle_for += timing.poll_s
+
+
+class RetainedLog(Protocol):
+    """A feed's rows as its retention sees them (the service's feed repository)."""
+
+    async def head(self) -> int:
+        """The latest sequence handed out (0 before the first change)."""
+        ...
+
+    async def oldest(self) -> int | None:
+        """The oldest retained sequence (None when the feed holds no row)."""
+        ...
+
+
+class Watermarks(Protocol):
+    """Where the retention keeps its watermark (the service's ``service_state``)."""
+
+    async def get(self, name: str) -> str | None:
+        """The value, or None."""
+        ...
+
+    async def put(self, name: str, value: str) -> None:
+        """Set the value."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRetention:
+    """A feed's retention cut-off: rows older than ``keep`` are deleted, and the sequence
+    below which the feed no longer holds every row (``purged through``) is stored under
+    ``watermark``. A cursor before it has missed deleted rows: OUT_OF_RANGE
+    CURSOR_EXPIRED (``expired_message`` tells the follower what to do). Both methods run
+    inside the caller's unit of work; :meth:`purge` needs the feed's append lock, so no
+    change commits between reading the head and deleting."""
+
+    watermark: str
+    keep: timedelta
+    expired_message: str
+
+    async def start_sequence(
+        self, state: Watermarks, log: RetainedLog, cursor: int | None, from_head: bool
+    ) -> int:
+        """Where a stream starts: after ``cursor`` (expired when older than the
+        watermark), at the head (``from_head``), or else after the watermark, i.e. at
+        the oldest change still held."""
+        purged = int(await state.get(self.watermark) or 0)
+        if cursor is not None:
+            if cursor < purged:
+                raise OutOfRange(
+                    self.expired_message,
+                    reason="CURSOR_EXPIRED",
+                    metadata={"purged_through": str(purged)},
+                )
+            return cursor
+        if from_head:
+            return await log.head()
+        return purged
+
+    def cutoff(self, now: datetime) -> datetime:
+        """Rows stamped before this instant are expired."""
+        return now - self.keep
+
+    async def purge(
+        self,
+        state: Watermarks,
+        log: RetainedLog,
+        now: datetime,
+        delete_before: Callable[[datetime], Awaitable[int]],
+    ) -> int:
+        """Delete the expired rows (``delete_before(cutoff)`` returns how many) and move
+        the watermark to just before the oldest row kept, or to the head when none is
+        left; returns the number deleted (the watermark stays when it is 0)."""
+        head = await log.head()
+        purged = await delete_before(self.cutoff(now))
+        if purged:
+            oldest = await log.oldest()
+            through = (oldest - 1) if oldest is not None else head
+            await state.put(self.watermark, str(through))
+        return purged

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from pushwarden.consent.v1 import messages_pb2, resources_pb2
-from pushwarden.runtime.errors import OutOfRange
-from pushwarden.runtime.feed import Batch, StreamTiming, encode_cursor, stream
+from pushwarden.runtime.feed import Batch, FeedRetention, StreamTiming, encode_cursor, stream
 from pushwarden.runtime.workers import WorkerContext
 from pushwarden.services.consent.handlers.common import ConsentDeps
 from pushwarden.services.consent.storage.feed import StoredChange
@@ -48,24 +47,18 @@ class FeedHandlers:
     def __init__(self, deps: ConsentDeps, settings: FeedSettings) -> None:
         self._deps = deps
         self._settings = settings
+        self._retention = FeedRetention(
+            PURGED_THROUGH,
+            settings.retention,
+            "the cursor is older than the feed's retention; resynchronise "
+            "(e.g. CheckErasure) and follow from the head",
+        )
 
     async def start_sequence(self, cursor: int | None, from_head: bool) -> int:
         """Where a stream starts: after ``cursor`` (OUT_OF_RANGE CURSOR_EXPIRED when
         retention dropped changes after it), at the head, or before the oldest."""
         async with self._deps.uow(read_only=True) as work:
-            purged = int(await work.state.get(PURGED_THROUGH) or 0)
-            if cursor is not None:
-                if cursor < purged:
-                    raise OutOfRange(
-                        "the cursor is older than the feed's retention; resynchronise "
-                        "(e.g. CheckErasure) and follow from the head",
-                        reason="CURSOR_EXPIRED",
-                        metadata={"purged_through": str(purged)},
-                    )
-                return cursor
-            if from_head:
-                return await work.feed.head()
-            return purged
+            return await self._retention.start_sequence(work.state, work.feed, cursor, from_head)
 
     def watch(
         self,
@@ -109,13 +102,9 @@ class FeedHandlers:
         deps = self._deps
         async with deps.uow() as work:
             await work.lock_appends()
-            cutoff = deps.clock.now() - self._settings.retention
-            head = await work.feed.head()
-            purged = await work.feed.purge_before(cutoff)
-            if purged:
-                oldest = await work.feed.oldest()
-                through = (oldest - 1) if oldest is not None else head
-                await work.state.put(PURGED_THROUGH, str(through))
+            purged = await self._retention.purge(
+                work.state, work.feed, deps.clock.now(), work.feed.purge_before
+            )
             await work.commit()
         return purged
 

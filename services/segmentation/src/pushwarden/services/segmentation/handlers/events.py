@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-from pushwarden.runtime.errors import OutOfRange
-from pushwarden.runtime.feed import Batch, StreamTiming, stream
+from pushwarden.runtime.feed import Batch, FeedRetention, StreamTiming, stream
 from pushwarden.runtime.workers import WorkerContext
 from pushwarden.segmentation.v1 import messages_pb2, resources_pb2
 from pushwarden.services.segmentation.domain.events import (
@@ -61,6 +60,11 @@ class EventHandlers:
     def __init__(self, deps: SegmentationDeps, timing: StreamTiming) -> None:
         self._deps = deps
         self._timing = timing
+        self._retention = FeedRetention(
+            PURGED_THROUGH,
+            deps.retention,
+            "the cursor is older than the events' retention; follow again from the head",
+        )
 
     async def track(self, app_id: str, events: Sequence[TrackedEvent]) -> list[EventOutcome]:
         """Record a checked batch: a skewed event is REJECTED alone, a known id (or one
@@ -117,19 +121,7 @@ class EventHandlers:
         """Where a stream starts: after ``cursor`` (OUT_OF_RANGE CURSOR_EXPIRED when
         retention dropped events after it), at the head, or before the oldest."""
         async with self._deps.uow(read_only=True) as work:
-            purged = int(await work.state.get(PURGED_THROUGH) or 0)
-            if cursor is not None:
-                if cursor < purged:
-                    raise OutOfRange(
-                        "the cursor is older than the events' retention; follow again "
-                        "from the head",
-                        reason="CURSOR_EXPIRED",
-                        metadata={"purged_through": str(purged)},
-                    )
-                return cursor
-            if from_head:
-                return await work.events.head()
-            return purged
+            return await self._retention.start_sequence(work.state, work.events, cursor, from_head)
 
     def stream(
         self,
@@ -176,13 +168,9 @@ class EventHandlers:
         deps = self._deps
         async with deps.uow() as work:
             await work.lock_appends()
-            cutoff = deps.clock.now() - deps.retention
-            head = await work.events.head()
-            purged = await work.events.purge_received_before(cutoff)
-            if purged:
-                oldest = await work.events.oldest()
-                through = (oldest - 1) if oldest is not None else head
-                await work.state.put(PURGED_THROUGH, str(through))
+            purged = await self._retention.purge(
+                work.state, work.events, deps.clock.now(), work.events.purge_received_before
+            )
             await work.commit()
         return purged
 
