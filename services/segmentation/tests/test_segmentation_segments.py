@@ -414,6 +414,60 @@ async def test_recency_of_events_and_timestamp_attributes(stub: Stub) -> None:
     ) == ["old"]
 
 
+async def test_recency_after_includes_its_reference_instant_and_before_excludes_it(
+    stub: Stub,
+) -> None:
+    week = timedelta(days=7)
+    edge = NOW - week
+    just_before = edge - timedelta(microseconds=1)
+    await profiles(stub, on_edge={"last_seen": edge}, earlier={"last_seen": just_before})
+    await events(stub, ("on_edge", "open", edge), ("earlier", "open", just_before))
+    for subject in ({"event": "open"}, {"attribute": "last_seen"}):
+        after = recency(**subject, before=False, ago=week)  # type: ignore[arg-type]
+        before = recency(**subject, ago=week)  # type: ignore[arg-type]
+        assert await members(stub, after, as_of=NOW) == ["on_edge"], subject
+        assert await members(stub, before, as_of=NOW) == ["earlier"], subject
+        fixed = recency(**subject, before=False, instant=edge)  # type: ignore[arg-type]
+        assert await members(stub, fixed) == ["on_edge"], subject
+
+
+async def test_a_resumed_evaluation_keeps_its_as_of_and_nested_segments_use_it(
+    stub: Stub,
+) -> None:
+    day = timedelta(days=1)
+    then = NOW - 10 * day
+    await events(
+        stub,
+        *[(f"u{i}", "purchase", NOW - 12 * day) for i in range(5)],
+        ("u5", "purchase", NOW - day),
+    )
+    await create(stub, "recent-buyers", did("purchase", within=7 * day))
+    rule = in_segment("recent-buyers")
+    # The referenced segment's relative window ends at the evaluation's as_of.
+    assert await members(stub, rule, as_of=then) == ["u0", "u1", "u2", "u3", "u4"]
+    assert await members(stub, rule) == ["u5"]  # as of the service clock
+    target = messages_pb2.SegmentTarget(rule=rule)
+    call = stub.EvaluateSegment(
+        messages_pb2.EvaluateSegmentRequest(
+            app_id=APP, target=target, as_of=to_timestamp(then), page_size=2
+        )
+    )
+    first = await call.read()
+    call.cancel()
+    assert isinstance(first, messages_pb2.EvaluateSegmentResponse)
+    assert list(first.user_ids) == ["u0", "u1"]
+    # Resumed without as_of, the cursor's instant applies, not the clock's: u5 (a member
+    # now, not then) never joins a running evaluation.
+    resumed = [
+        page
+        async for page in stub.EvaluateSegment(
+            messages_pb2.EvaluateSegmentRequest(app_id=APP, target=target, cursor=first.cursor)
+        )
+    ]
+    assert [u for page in resumed for u in page.user_ids] == ["u2", "u3", "u4"]
+    assert {page.as_of.ToDatetime(UTC) for page in resumed} == {then}
+
+
 # Lists, nested segments, unknown users.
 
 
