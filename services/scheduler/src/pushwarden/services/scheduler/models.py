@@ -192,6 +192,19 @@ class DecisionCountRow(Base):
     count: Mapped[int] = mapped_column(BigInteger)
 
 
+class ThrottleSlotRow(Base):
+    """A throttled campaign's send slots: the minute being filled and how many sends
+    it holds (sent in it, or deferred to it with a reserved place). A decision that
+    admits a send locks this row, so two processes never overfill a minute."""
+
+    __tablename__ = "throttle_slots"
+
+    app_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(SERVER_ID, primary_key=True)
+    slot_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used: Mapped[int] = mapped_column(BigInteger)
+
+
 class TriggerRow(Base):
     """An event trigger: its accepted definition and whether it fires.
 

@@ -89,6 +89,10 @@ class ClaimedIntent:
     traceparent: str
     tracestate: str
     claimed_until: datetime
+    # The latest decision's reason and DEFER instant (a THROTTLED deferral reserved a
+    # place in the minute it was deferred to).
+    reason: int = 0
+    defer_until: datetime | None = None
 
     @property
     def key(self) -> tuple[str, str]:

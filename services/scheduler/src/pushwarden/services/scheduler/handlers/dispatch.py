@@ -10,9 +10,11 @@ never waits behind a marketing batch):
    send's content (``prepare``);
 4. in one transaction per app: lock the batch's users, check the claims still hold,
    read their contact history, decide every user's due intents together with the
-   policy library (arbitration between a user's competing intents), and write the
-   decisions: ALLOW records the contact and the send for the outbox, DEFER sets the
-   new due time, DROP ends the intent;
+   policy library (arbitration between a user's competing intents), let each throttled
+   campaign's slot (locked too) hold back what its minute has no room for (DEFER
+   THROTTLED to the minute with room), and write the decisions: ALLOW records the
+   contact and the send for the outbox, DEFER sets the new due time, DROP ends the
+   intent;
 5. wake the outbox of the lane.
 
 Trigger firings are recorded with delivery as assignments before step 2 (each firing
@@ -27,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -35,7 +37,7 @@ from typing import Protocol
 from pushwarden.common.v1 import content_pb2, decision_pb2, types_pb2
 from pushwarden.delivery.v1 import resources_pb2 as delivery_pb2
 from pushwarden.payload import DeliveryOptions, check_size
-from pushwarden.policy import Outcome, Recipient, Rules
+from pushwarden.policy import Decision, Outcome, Recipient, Rules
 from pushwarden.runtime.workers import WorkerContext
 from pushwarden.scheduler.v1 import resources_pb2
 from pushwarden.services.scheduler.domain.deciding import (
@@ -54,6 +56,7 @@ from pushwarden.services.scheduler.domain.intents import (
     PastContact,
     Verdict,
 )
+from pushwarden.services.scheduler.domain.throttle import ThrottleSlot, throttle_step
 from pushwarden.services.scheduler.handlers.common import SchedulerDeps
 from pushwarden.services.scheduler.handlers.prepare import Prepared, Preparer
 from pushwarden.services.scheduler.peers import PeerUnavailable
@@ -67,6 +70,7 @@ HISTORY_SPAN = timedelta(days=91)
 RETRY_AFTER_UNAVAILABLE = timedelta(seconds=1)
 _UNKNOWN_CATEGORY = decision_pb2.REASON_CODE_UNKNOWN_CATEGORY
 _PAYLOAD_TOO_LARGE = decision_pb2.REASON_CODE_PAYLOAD_TOO_LARGE
+_THROTTLED = decision_pb2.REASON_CODE_THROTTLED
 _OUTCOME_NAMES = {Outcome.ALLOW: "ALLOW", Outcome.DEFER: "DEFER", Outcome.DROP: "DROP"}
 
 
@@ -168,6 +172,10 @@ class Dispatcher:
             held = await work.intents.still_claimed(intents)
             now = deps.clock.now()
             histories = await work.intents.history(app_id, users, now - HISTORY_SPAN)
+            limits = await work.campaigns.throttle_limits(
+                app_id, {i.campaign_id for i in intents if i.campaign_id is not None}
+            )
+            slots = await work.campaigns.lock_throttle_slots(app_id, limits, now)
             verdicts = [
                 Verdict(intent=i, outcome="DROP", reason=_UNKNOWN_CATEGORY, decided_at=now)
                 for i in unknown
@@ -187,8 +195,11 @@ class Dispatcher:
                     by_user[due.intent.user_id].append(due)
             for user_id, mine in by_user.items():
                 verdicts.extend(
-                    self._verdicts(user_id, mine, policy, rules, histories[user_id], now, prepared)
+                    self._verdicts(
+                        user_id, mine, policy, rules, histories[user_id], now, prepared, slots
+                    )
                 )
+            await work.campaigns.save_throttle_slots(app_id, slots)
             await work.intents.apply(verdicts)
             await work.campaigns.count(_campaign_counts(verdicts))
             await work.commit()
@@ -204,6 +215,7 @@ class Dispatcher:
         history: Sequence[PastContact],
         now: datetime,
         prepared: Prepared,
+        slots: Mapping[str, ThrottleSlot],
     ) -> list[Verdict]:
         recipient = recipient_for(user_id, dues, policy, suppressed=user_id in prepared.suppressed)
         decided = decide_user(dues, recipient, history_of(history), rules, now)
@@ -217,7 +229,14 @@ class Dispatcher:
             ).SerializeToString(deterministic=True)
             if decision.outcome is Outcome.ALLOW:
                 content = prepared.contents[intent.key]
-                verdicts.append(self._allowed(due, content, recipient, rules, now, stored))
+                verdict = self._allowed(due, content, recipient, rules, now, stored)
+                slot = slots.get(intent.campaign_id or "")
+                if verdict.outcome == "ALLOW" and slot is not None:
+                    reserved = intent.defer_until if intent.reason == _THROTTLED else None
+                    later = slot.admit(now, reserved)
+                    if later is not None:
+                        verdict = _throttled(intent, decision, slot, later, now, zone)
+                verdicts.append(verdict)
                 continue
             verdicts.append(
                 Verdict(
@@ -297,6 +316,33 @@ class Dispatcher:
             kind=due.kind,
             latest_send_at=latest,
         )
+
+
+def _throttled(
+    intent: ClaimedIntent,
+    decision: Decision,
+    slot: ThrottleSlot,
+    later: datetime,
+    now: datetime,
+    zone: str | None,
+) -> Verdict:
+    """An allowed send its campaign's throttle holds back to the minute ``later``: the
+    policy's trace with the throttle step after it."""
+    step = throttle_step(slot, now, later)
+    stored = decision_to_proto(
+        decision, evaluated_at=now, include_trace=True, zone_name=zone, extra_steps=[step]
+    )
+    stored.outcome = decision_pb2.OUTCOME_DEFER
+    stored.reason = _THROTTLED
+    stored.defer_until.FromDatetime(later)
+    return Verdict(
+        intent=intent,
+        outcome="DEFER",
+        reason=_THROTTLED,
+        decided_at=now,
+        until=later,
+        decision=stored.SerializeToString(deterministic=True),
+    )
 
 
 def _campaign_counts(verdicts: Sequence[Verdict]) -> Counter[tuple[str, str, str, int]]:

@@ -48,6 +48,7 @@ from pushwarden.services.scheduler.domain.decisions import (
 )
 from pushwarden.services.scheduler.domain.intents import ClaimedIntent, Lane, PastContact
 from pushwarden.services.scheduler.domain.templates import rendered_size
+from pushwarden.services.scheduler.domain.throttle import ThrottleSlot, throttle_step
 from pushwarden.services.scheduler.domain.triggers import StoredFiring
 from pushwarden.services.scheduler.handlers.campaigns import CampaignHandlers
 from pushwarden.services.scheduler.handlers.common import SchedulerDeps
@@ -381,6 +382,16 @@ class ExplainHandlers:
                 )
             return resources_pb2.Campaign.FromString(row.definition)
 
+    async def _throttle_slot(
+        self, app_id: str, campaign_id: str, campaign: resources_pb2.Campaign
+    ) -> ThrottleSlot | None:
+        """The campaign's throttle slot as dispatch left it (None: not throttled)."""
+        limit = campaign.throttle.sends_per_minute
+        if not limit:
+            return None
+        async with self._deps.uow(read_only=True) as work:
+            return await work.campaigns.throttle_slot(app_id, campaign_id, limit)
+
     async def _histories(
         self, app_id: str, user_ids: Sequence[str], as_of: datetime
     ) -> dict[str, list[PastContact]]:
@@ -477,11 +488,12 @@ class ExplainHandlers:
             dues = [due for due, _ in pending]
             prepared = await self._preparer.prepare_campaign(app_id, campaign, dues)
             histories = await self._histories(app_id, [d.intent.user_id for d in dues], as_of)
+            slot = await self._throttle_slot(app_id, campaign_id, campaign) if trace else None
             for waiting, steps in pending:
                 user = waiting.intent.user_id
                 judged[user] = self._judge_due(
                     waiting, steps, campaign, choices[user], prepared, histories,
-                    rules, policy, as_of, trace,
+                    rules, policy, as_of, trace, slot,
                 )  # fmt: skip
         return [judged[user] for user in user_ids]
 
@@ -497,6 +509,7 @@ class ExplainHandlers:
         policy: resources_pb2.Policy,
         as_of: datetime,
         trace: bool,
+        slot: ThrottleSlot | None = None,
     ) -> _Judged:
         intent = due.intent
         user = intent.user_id
@@ -516,6 +529,10 @@ class ExplainHandlers:
         too_large = size is not None and size[0] > size[1]
         if trace:
             extra = [_size_step(due, size)] if too_large else []
+            if slot is not None and not too_large:
+                # As dispatch would place it now (a copy: explaining takes no place).
+                held = ThrottleSlot(slot.sends_per_minute, slot.slot_at, slot.used)
+                extra.append(throttle_step(held, at, held.admit(at, None)))
             proto, lines = _policy_trace(
                 due, prepared, histories[user], rules, policy, at, leading=steps, extra=extra
             )
@@ -608,7 +625,8 @@ def _policy_trace(
     extra: Sequence[ProtoStep],
 ) -> tuple[decision_pb2.Decision, list[str]]:
     """The policy's decision at ``at`` with its full trace and text; a trailing
-    ``extra`` step (payload too large) turns an ALLOW into its DROP."""
+    ``extra`` step that is not a PASS (payload too large, a full throttle minute) turns
+    an ALLOW into its DROP or DEFER."""
     user = due.intent.user_id
     recipient = recipient_for(user, [due], policy, suppressed=user in prepared.suppressed)
     ((_, decision),) = decide_user([due], recipient, history_of(history), rules, at)
@@ -630,9 +648,14 @@ def _policy_trace(
         rules=rules,
     )
     final = None
-    if decision.outcome is Outcome.ALLOW and extra:
-        proto.outcome = decision_pb2.OUTCOME_DROP
-        proto.reason = extra[-1].reason
+    if decision.outcome is Outcome.ALLOW and extra and extra[-1].result != _PASS:
+        last = extra[-1]
+        proto.reason = last.reason
+        if last.result == decision_pb2.STEP_RESULT_DEFER:
+            proto.outcome = decision_pb2.OUTCOME_DEFER
+            proto.defer_until.CopyFrom(last.defer_until)
+        else:
+            proto.outcome = decision_pb2.OUTCOME_DROP
         final = proto
     lines = explanation_lines(
         decision,

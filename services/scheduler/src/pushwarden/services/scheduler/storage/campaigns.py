@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,9 +14,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.runtime.db import insert_ignoring_duplicates
+from pushwarden.scheduler.v1 import resources_pb2
 from pushwarden.services.scheduler.domain.campaigns import CampaignState
 from pushwarden.services.scheduler.domain.intents import IntentState
-from pushwarden.services.scheduler.models import CampaignRow, DecisionCountRow, IntentRow
+from pushwarden.services.scheduler.domain.throttle import MINUTE, ThrottleSlot, minute_of
+from pushwarden.services.scheduler.models import (
+    CampaignRow,
+    DecisionCountRow,
+    IntentRow,
+    ThrottleSlotRow,
+)
 
 _PENDING = IntentState.PENDING.value
 _OUTBOX = IntentState.OUTBOX.value
@@ -149,6 +156,72 @@ class CampaignRepository:
             set_={"count": DecisionCountRow.count + statement.excluded.count},
         )
         await self._session.execute(statement)
+
+    async def throttle_limits(self, app_id: str, campaign_ids: Iterable[str]) -> dict[str, int]:
+        """The sends-per-minute limit of each throttled campaign among ``campaign_ids``
+        (unthrottled ones are left out)."""
+        ids = sorted(set(campaign_ids))
+        if not ids:
+            return {}
+        rows = await self._session.execute(
+            select(CampaignRow.campaign_id, CampaignRow.definition).where(
+                CampaignRow.app_id == app_id, CampaignRow.campaign_id.in_(ids)
+            )
+        )
+        limits: dict[str, int] = {}
+        for campaign_id, definition in rows:
+            limit = resources_pb2.Campaign.FromString(definition).throttle.sends_per_minute
+            if limit:
+                limits[campaign_id] = limit
+        return limits
+
+    async def lock_throttle_slots(
+        self, app_id: str, limits: Mapping[str, int], now: datetime
+    ) -> dict[str, ThrottleSlot]:
+        """The slots of throttled campaigns, locked until this transaction ends (row
+        locks in campaign order on PostgreSQL; SQLite's write lock serialises anyway)."""
+        if not limits:
+            return {}
+        ids = sorted(limits)
+        fresh = minute_of(now) - MINUTE
+        await insert_ignoring_duplicates(
+            self._session,
+            ThrottleSlotRow,
+            [{"app_id": app_id, "campaign_id": c, "slot_at": fresh, "used": 0} for c in ids],
+        )
+        rows = await self._session.execute(
+            select(ThrottleSlotRow.campaign_id, ThrottleSlotRow.slot_at, ThrottleSlotRow.used)
+            .where(ThrottleSlotRow.app_id == app_id, ThrottleSlotRow.campaign_id.in_(ids))
+            .order_by(ThrottleSlotRow.campaign_id)
+            .with_for_update()
+        )
+        return {
+            campaign_id: ThrottleSlot(limits[campaign_id], slot_at, int(used))
+            for campaign_id, slot_at, used in rows
+        }
+
+    async def throttle_slot(self, app_id: str, campaign_id: str, limit: int) -> ThrottleSlot:
+        """A campaign's throttle slot as it stands, unlocked (for explanations)."""
+        row = (
+            await self._session.execute(
+                select(ThrottleSlotRow.slot_at, ThrottleSlotRow.used).where(
+                    ThrottleSlotRow.app_id == app_id, ThrottleSlotRow.campaign_id == campaign_id
+                )
+            )
+        ).one_or_none()
+        if row is None:
+            return ThrottleSlot(limit)
+        return ThrottleSlot(limit, row.slot_at, int(row.used))
+
+    async def save_throttle_slots(self, app_id: str, slots: Mapping[str, ThrottleSlot]) -> None:
+        """Write back slots taken with :meth:`lock_throttle_slots`."""
+        for campaign_id, slot in sorted(slots.items()):
+            await self._session.execute(
+                update(ThrottleSlotRow)
+                .where(ThrottleSlotRow.app_id == app_id, ThrottleSlotRow.campaign_id == campaign_id)
+                .values(slot_at=slot.slot_at, used=slot.used)
+                .execution_options(synchronize_session=False)
+            )
 
     async def progress(self, app_id: str, campaign_id: str) -> Progress:
         """The campaign's intents counted by state and variant, and its counters."""

@@ -483,6 +483,8 @@ def _claimed(row: IntentRow) -> ClaimedIntent:
         traceparent=row.traceparent,
         tracestate=row.tracestate,
         claimed_until=row.claimed_until,
+        reason=row.reason,
+        defer_until=row.defer_until,
     )
 
 
