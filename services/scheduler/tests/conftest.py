@@ -154,18 +154,19 @@ class Platform:
 
     async def pro_segment(self, users: list[str]) -> None:
         """``users`` on the "pro" plan, and the segment "pro" of everyone on it."""
-        await self.segmentation.UpsertProfiles(
-            seg_messages.UpsertProfilesRequest(
-                app_id=APP,
-                profiles=[
-                    seg_resources.ProfileUpdate(
-                        user_id=user,
-                        set_attributes={"plan": values_pb2.AttributeValue(string_value="pro")},
-                    )
-                    for user in users
-                ],
+        for start in range(0, len(users), 1000):
+            await self.segmentation.UpsertProfiles(
+                seg_messages.UpsertProfilesRequest(
+                    app_id=APP,
+                    profiles=[
+                        seg_resources.ProfileUpdate(
+                            user_id=user,
+                            set_attributes={"plan": values_pb2.AttributeValue(string_value="pro")},
+                        )
+                        for user in users[start : start + 1000]
+                    ],
+                )
             )
-        )
         await self.segmentation.CreateSegment(
             seg_messages.CreateSegmentRequest(
                 app_id=APP,

@@ -7,14 +7,19 @@ RPC, one-line start-up errors) without four copies of the same test code.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import grpc
 import pytest
@@ -101,6 +106,96 @@ def run_service_module(
         timeout=60,
         check=False,
     )
+
+
+class ServiceProcess:
+    """``python -m <module>`` as a child process for durability tests: configured only
+    through the environment (the caller's, minus every ``prefix`` variable, plus
+    ``settings``), its output in one log file per run under ``logs``; started again after
+    a :meth:`kill` as an operator would restart it."""
+
+    def __init__(
+        self, module: str, prefix: str, port: int, settings: Mapping[str, str], logs: Path
+    ) -> None:
+        self.module = module
+        self.port = port
+        self.logs = logs
+        self.env = {
+            name: value for name, value in os.environ.items() if not name.startswith(prefix)
+        }
+        self.env.update(settings)
+        self.runs = 0
+        self.process: asyncio.subprocess.Process | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """Where it listens."""
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self, within_s: float = 30.0) -> None:
+        """Start a run and wait until its health check says SERVING."""
+        self.runs += 1
+        self._log = (self.logs / f"{self.module.rsplit('.', 1)[-1]}-{self.runs}.log").open("wb")
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            self.module,
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + within_s
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            while True:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    if await health_status(channel, timeout_s=1.0) == "SERVING":
+                        return
+                if self.process.returncode is not None or time.monotonic() > deadline:
+                    pytest.fail(
+                        f"{self.module} did not serve within {within_s} s:\n{self.output()}"
+                    )
+                await asyncio.sleep(0.1)
+
+    async def kill(self) -> None:
+        """SIGKILL the running process (no shutdown code runs) and reap it."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        assert await asyncio.wait_for(self.process.wait(), 10) == -signal.SIGKILL
+        self._close_log()
+
+    async def stop(self) -> None:
+        """SIGTERM (SIGKILL after 20 s) if it still runs."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 20)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        self._close_log()
+
+    def output(self) -> str:
+        """The tail of every run's log."""
+        stem = self.module.rsplit(".", 1)[-1]
+        return "\n".join(
+            f"--- run {n}\n" + (self.logs / f"{stem}-{n}.log").read_text(errors="replace")[-4000:]
+            for n in range(1, self.runs + 1)
+        )
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def assert_one_line_refusal(result: subprocess.CompletedProcess[str], starts_with: str) -> str:
