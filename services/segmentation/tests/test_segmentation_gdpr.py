@@ -293,33 +293,28 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def service_process(url: str, consent_addr: str, log: Path) -> AsyncIterator[Stub]:
-    """``python -m pushwarden.services.segmentation`` as ``make run`` starts it. Yields a
-    stub once SERVING; SIGTERM afterwards, and the process must exit 0."""
-    prefix = "PUSHWARDEN_SEGMENTATION_"
+async def process(service: str, settings: dict[str, str], log: Path) -> AsyncIterator[str]:
+    """``python -m pushwarden.services.<service>`` as ``make run`` starts it, with
+    ``PUSHWARDEN_<SERVICE>_*`` ``settings`` (and a free port). Yields its address once
+    SERVING; SIGTERM afterwards, and the process must exit 0."""
+    prefix = f"PUSHWARDEN_{service.upper()}_"
     port = free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith(prefix)}
-    settings = {
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "DATABASE_URL": url,
-        "DB_POOL_SIZE": "2",
-        "CONSENT_ADDR": consent_addr,
-        "CONSENT_POLL_S": "0.05",
-    }
     env.update({prefix + name: value for name, value in settings.items()})
+    env.update({prefix + "HOST": "127.0.0.1", prefix + "PORT": str(port)})
     with log.open("wb") as output:
-        process = await asyncio.create_subprocess_exec(
+        child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "pushwarden.services.segmentation",
+            f"pushwarden.services.{service}",
             env=env,
             cwd=log.parent,
             stdout=output,
             stderr=asyncio.subprocess.STDOUT,
         )
+    address = f"127.0.0.1:{port}"
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with grpc.aio.insecure_channel(address) as channel:
             loop = asyncio.get_running_loop()
             give_up = loop.time() + DEADLINE_S
             while True:
@@ -328,17 +323,17 @@ async def service_process(url: str, consent_addr: str, log: Path) -> AsyncIterat
                         break
                 except grpc.aio.AioRpcError:
                     pass
-                assert process.returncode is None, log_of(log)
-                assert loop.time() < give_up, "the service never served"
+                assert child.returncode is None, log_of(log)
+                assert loop.time() < give_up, f"{service} never served"
                 await asyncio.sleep(0.1)
-            yield segmentation_pb2_grpc.SegmentationServiceStub(channel)
+        yield address
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
+        if child.returncode is None:
+            child.send_signal(signal.SIGTERM)
         try:
-            code = await asyncio.wait_for(process.wait(), DEADLINE_S)
+            code = await asyncio.wait_for(child.wait(), DEADLINE_S)
         except TimeoutError:
-            process.kill()
+            child.kill()
             raise
     assert code == 0, log_of(log)
 
@@ -347,14 +342,34 @@ async def service_process(url: str, consent_addr: str, log: Path) -> AsyncIterat
 async def test_the_service_process_erases_what_consent_erases(
     any_database_url: str, tmp_path: Path
 ) -> None:
-    """The real process (``make run``'s command) follows consent and erases; its log
-    shows no channel used on a loop it does not belong to."""
-    async with (
-        consent_server(tmp_path) as (address, consent),
-        service_process(any_database_url, address, tmp_path / "segmentation.log") as stub,
-    ):
-        await seed(stub, VICTIM, "secret-attr-value", "secret-prop-value")
-        await consent.EraseUser(consent_messages.EraseUserRequest(app_id=APP, user_id=VICTIM))
-        await wait_until_erased(stub, VICTIM)
+    """Both real processes (``make run``'s commands): segmentation follows consent's
+    feed over the network and erases; its log shows no channel used on a loop it does
+    not belong to."""
+    consent_settings = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'consent.db'}",
+        "PSEUDONYM_KEY": KEY,
+        "FEED_HEARTBEAT_S": "0.2",
+        "FEED_POLL_S": "0.05",
+    }
+    log = tmp_path / "segmentation.log"
+    async with process("consent", consent_settings, tmp_path / "consent.log") as consent_addr:
+        segmentation_settings = {
+            "DATABASE_URL": any_database_url,
+            "DB_POOL_SIZE": "2",
+            "CONSENT_ADDR": consent_addr,
+            "CONSENT_POLL_S": "0.05",
+        }
+        async with (
+            process("segmentation", segmentation_settings, log) as address,
+            grpc.aio.insecure_channel(address) as channel,
+            grpc.aio.insecure_channel(consent_addr) as consent_channel,
+        ):
+            stub: Stub = segmentation_pb2_grpc.SegmentationServiceStub(channel)
+            consent: ConsentServiceAsyncStub = consent_pb2_grpc.ConsentServiceStub(consent_channel)
+            await seed(stub, VICTIM, "secret-attr-value", "secret-prop-value")
+            await seed(stub, "keeper", "kept-value", "kept-prop")
+            await consent.EraseUser(consent_messages.EraseUserRequest(app_id=APP, user_id=VICTIM))
+            await wait_until_erased(stub, VICTIM)
+            assert len((await export(stub, "keeper"))[0].events) == 3
     assert rows_mentioning(any_database_url, SECRETS) == []
-    assert "different loop" not in log_of(tmp_path / "segmentation.log")
+    assert "different loop" not in log_of(log)
