@@ -67,7 +67,7 @@ buf-curl-check: install node_modules/.installed
 	@$(PY) tools/buf_curl_check.py
 
 # ---- quality ---------------------------------------------------------------------------
-LINT_PATHS := libs/payload libs/policy libs/runtime libs/sandbox libs/contracts/tests services tests bench tools scripts
+LINT_PATHS := libs/payload libs/policy libs/runtime libs/sandbox libs/cli libs/contracts/tests services tests bench tools scripts
 lint: install
 	@$(PY) -m ruff check $(LINT_PATHS)
 	@$(PY) -m ruff format --check $(LINT_PATHS)
