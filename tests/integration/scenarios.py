@@ -45,20 +45,32 @@ def order_update(
     )
 
 
-def segment_of(platform: Platform, segment_id: str, users: Iterable[str]) -> None:
-    """``users`` get the attribute ``cohort = segment_id``; the segment holds that cohort."""
+def member_attribute(segment_id: str) -> str:
+    """The profile attribute that puts a user in the segment ``segment_id``."""
+    return "in_" + segment_id.replace("-", "_")
+
+
+def join_segment(platform: Platform, segment_id: str, users: Iterable[str]) -> None:
+    """``users`` get the attribute that :func:`segment_of`'s segment selects."""
     platform.segmentation.UpsertProfiles(
         seg_messages.UpsertProfilesRequest(
             app_id=APP,
             profiles=[
                 seg_resources.ProfileUpdate(
                     user_id=user,
-                    set_attributes={"cohort": values_pb2.AttributeValue(string_value=segment_id)},
+                    set_attributes={
+                        member_attribute(segment_id): values_pb2.AttributeValue(string_value="yes")
+                    },
                 )
                 for user in users
             ],
         )
     )
+
+
+def segment_of(platform: Platform, segment_id: str, users: Iterable[str]) -> None:
+    """The segment ``segment_id`` of ``users`` (an attribute of their own per segment)."""
+    join_segment(platform, segment_id, users)
     platform.segmentation.CreateSegment(
         seg_messages.CreateSegmentRequest(
             app_id=APP,
@@ -68,9 +80,9 @@ def segment_of(platform: Platform, segment_id: str, users: Iterable[str]) -> Non
                 rule=seg_resources.Rule(
                     attribute=seg_resources.AttributePredicate(
                         filter=values_pb2.PropertyFilter(
-                            name="cohort",
+                            name=member_attribute(segment_id),
                             operator=values_pb2.OPERATOR_EQ,
-                            value=values_pb2.AttributeValue(string_value=segment_id),
+                            value=values_pb2.AttributeValue(string_value="yes"),
                         )
                     )
                 ),

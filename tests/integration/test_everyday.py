@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from pushwarden.common.v1 import content_pb2, decision_pb2, types_pb2, values_pb2
+from pushwarden.common.v1 import content_pb2, decision_pb2, types_pb2
 from pushwarden.consent.v1 import messages_pb2 as consent_messages
 from pushwarden.consent.v1 import resources_pb2 as consent_resources
 from pushwarden.delivery.v1 import messages_pb2 as delivery_messages
@@ -26,6 +26,7 @@ from .scenarios import (
     PROMOS,
     decisions,
     get_campaign,
+    join_segment,
     opt_out_of_marketing,
     order_update,
     segment_of,
@@ -428,17 +429,7 @@ def test_7_gdpr_export_and_one_erasure_leave_only_the_suppression_record(
 
     # The same user id registers again: still out of marketing, transactional reaches it.
     again = platform.register(user)
-    platform.segmentation.UpsertProfiles(
-        seg_messages.UpsertProfilesRequest(
-            app_id=APP,
-            profiles=[
-                seg_resources.ProfileUpdate(
-                    user_id=user,
-                    set_attributes={"cohort": values_pb2.AttributeValue(string_value="gdpr")},
-                )
-            ],
-        )
-    )
+    join_segment(platform, "gdpr", [user])
     campaign_id = start_campaign(
         platform,
         "gdpr-sale",
