@@ -170,6 +170,19 @@ def test_an_operator_runs_a_campaign_end_to_end(platform: Platform, tmp_path: Pa
     for user in ("carl", "dora"):
         assert platform.fake_apns_requests(token_of(user)) == []
 
+    # decisions: who got what, who was held back and why.
+    decisions = platform.cli("campaign", "decisions", campaign_id, "--json").json()
+    assert {d["user_id"]: d["decision"]["outcome"] for d in decisions} == {
+        "ada": "OUTCOME_ALLOW",
+        "bob": "OUTCOME_ALLOW",
+        "carl": "OUTCOME_DROP",
+    }
+    dropped = platform.cli("campaign", "decisions", campaign_id, "--outcome", "drop")
+    assert dropped.code == 0, dropped.stderr
+    assert "carl" in dropped.stdout
+    assert "NO_PERMISSION" in dropped.stdout
+    assert "ada" not in dropped.stdout
+
     # explain: carl's trace says why nothing reached him.
     explained = platform.cli("explain", "carl", "--campaign", campaign_id)
     assert explained.code == 0, explained.stderr
@@ -200,7 +213,12 @@ def test_an_operator_runs_a_campaign_end_to_end(platform: Platform, tmp_path: Pa
     assert [c["campaign_id"] for c in document["scheduler"]["contacts"]] == [campaign_id]
     assert len(document["delivery"]["deliveries"]) == 1
 
-    # erase through consent, and wait until nothing is left anywhere else.
+    # erase through consent (asked first: declining erases nothing), and wait until
+    # nothing is left anywhere else.
+    declined = platform.cli("user", "erase", "ada", stdin="n\n")
+    assert declined.code == 1
+    assert declined.stderr.strip().endswith("pushwarden: aborted: nothing was done")
+    assert platform.cli("user", "export", "ada", "--json").json()["consent"]["devices"]
     erased = platform.cli("user", "erase", "ada", "--yes", "--wait", "60", "--json").json()
     assert erased["devices_deleted"] == 1
     assert erased["verified_empty"] == ["segmentation", "scheduler", "delivery"]

@@ -43,7 +43,7 @@ from pushwarden.cli.render import (
     table,
     timestamp_text,
 )
-from pushwarden.common.v1 import policy_pb2, types_pb2
+from pushwarden.common.v1 import decision_pb2, policy_pb2, types_pb2
 from pushwarden.consent.v1 import messages_pb2 as consent_messages
 from pushwarden.consent.v1 import resources_pb2 as consent_resources
 from pushwarden.scheduler.v1 import messages_pb2 as scheduler_messages
@@ -83,7 +83,9 @@ class _Cli(click.Group):
             _fail(f"{error.format_message()}{hint}", EXIT_INPUT)
         except click.ClickException as error:
             _fail(error.format_message(), error.exit_code)
-        except (click.Abort, KeyboardInterrupt):
+        except click.Abort:
+            _fail("aborted: nothing was done", EXIT_FAILED)
+        except KeyboardInterrupt:
             _fail("interrupted", 130)
         except Exception as error:
             if os.environ.get(DEBUG_VARIABLE):
@@ -503,7 +505,8 @@ def campaigns(settings: Settings, states: tuple[str, ...], as_json: bool) -> Non
 
 @cli.group()
 def campaign() -> None:
-    """Show, start, pause, resume, cancel and watch a campaign; its statistics."""
+    """Show, start, pause, resume, cancel and watch a campaign; its decisions and
+    statistics."""
 
 
 def _print_campaign(found: scheduler_resources.Campaign, as_json: bool) -> None:
@@ -625,6 +628,79 @@ def campaign_watch(
     """Follow a campaign with a live progress bar until it is COMPLETED or CANCELLED,
     then print its decisions (with --json: the final campaign only)."""
     _watch(settings, campaign_id, interval, max_wait, as_json)
+
+
+_OUTCOMES = [n.removeprefix("OUTCOME_").lower() for n in decision_pb2.Outcome.keys()[1:]]
+_REASONS = [n.removeprefix("REASON_CODE_").lower() for n in decision_pb2.ReasonCode.keys()[1:]]
+
+
+@campaign.command("decisions")
+@click.argument("campaign_id")
+@click.option("--outcome", type=click.Choice(_OUTCOMES), default=None, help="Only this outcome.")
+@click.option("--reason", type=click.Choice(_REASONS), default=None, help="Only this reason.")
+@click.option("--variant", default="", help="Only users assigned this variant.")
+@click.option(
+    "--holdout/--no-holdout", default=None, help="Only holdout users, or only the others."
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many."
+)
+@json_option
+@click.pass_obj
+def campaign_decisions(
+    settings: Settings,
+    campaign_id: str,
+    outcome: str | None,
+    reason: str | None,
+    variant: str,
+    holdout: bool | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Who got what, and who was held back and why: one row per user of the campaign."""
+    app_id = _app(settings)
+    request = scheduler_messages.ListCampaignDecisionsRequest(
+        app_id=app_id, campaign_id=campaign_id, variant_id=variant
+    )
+    if outcome is not None:
+        request.outcome = decision_pb2.Outcome.Value(f"OUTCOME_{outcome.upper()}")
+    if reason is not None:
+        request.reason = decision_pb2.ReasonCode.Value(f"REASON_CODE_{reason.upper()}")
+    if holdout is not None:
+        request.holdout = holdout
+
+    async def work(clients: Clients) -> list[scheduler_resources.ContactRecord]:
+        found: list[scheduler_resources.ContactRecord] = []
+        while len(found) < limit:
+            request.page_size = min(limit - len(found), 1000)
+            page = await clients.call("scheduler", clients.scheduler.ListCampaignDecisions, request)
+            found.extend(page.records)
+            request.page_token = page.next_page_token
+            if not page.next_page_token:
+                break
+        return found[:limit]
+
+    found = _run(work, settings)
+    if as_json:
+        print_json([message_dict(record) for record in found])
+        return
+    console().print(
+        table(
+            f"Decisions of {campaign_id}",
+            ["user", "variant", "outcome", "reason", "due", "sent"],
+            [
+                (
+                    r.user_id,
+                    "holdout" if r.holdout else r.variant_id,
+                    enum_text(decision_pb2.Outcome, r.decision.outcome, "OUTCOME_"),
+                    enum_text(decision_pb2.ReasonCode, r.decision.reason, "REASON_CODE_"),
+                    timestamp_text(r.due_at),
+                    timestamp_text(r.sent_at),
+                )
+                for r in found
+            ],
+        )
+    )
 
 
 @campaign.command("stats")
