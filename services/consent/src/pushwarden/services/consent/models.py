@@ -64,7 +64,6 @@ class DeviceRow(Base):
     __tablename__ = "devices"
     __table_args__ = (
         UniqueConstraint("app_id", "token"),
-        Index("ix_devices_app_id_user_id", "app_id", "user_id"),
         CheckConstraint("status IN ('ACTIVE', 'INVALID', 'UNREGISTERED')", name="status"),
     )
 
@@ -89,6 +88,17 @@ class DeviceRow(Base):
     registered_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # The last-write-wins clock: the client time of the latest applied change.
     changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+# A batch's devices come back grouped by user, latest registration first, in index order
+# (SQLite needs no sort); every (app, user) lookup uses its prefix.
+Index(
+    "ix_devices_app_id_user_id_registered_at",
+    DeviceRow.app_id,
+    DeviceRow.user_id,
+    DeviceRow.registered_at.desc(),
+    DeviceRow.device_id,
+)
 
 
 class ConsentChoiceRow(Base):

@@ -27,4 +27,4 @@ class Pseudonyms:
     def subject(self, app_id: str, user_id: str) -> str:
         """The user's pseudonym (64 hex digits)."""
         message = app_id.encode() + b"\0" + user_id.encode()
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+        return hmac.digest(self._key, message, "sha256").hex()  # one-shot: no HMAC object

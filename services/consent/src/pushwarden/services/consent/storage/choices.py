@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.services.consent.domain.consent import Action, Choice, Scope, ScopeKind
 from pushwarden.services.consent.models import ConsentChoiceRow, SuppressionRow
+from pushwarden.services.consent.storage.batches import in_batch
 
 
 def _choice(row: ConsentChoiceRow) -> Choice:
@@ -41,7 +42,7 @@ _CHOICES_OF_USERS = select(
     _C.recorded_at,
     _C.client_time,
     _C.ledger_sequence,
-).where(_C.app_id == bindparam("app_id"), _C.user_id.in_(bindparam("user_ids", expanding=True)))
+).where(_C.app_id == bindparam("app_id"), in_batch(_C.user_id, "user_ids"))
 _ACTIONS = {action.value: action for action in Action}
 
 
@@ -82,12 +83,12 @@ class ChoiceRepository:
 
     async def of_users(self, app_id: str, user_ids: Sequence[str]) -> dict[str, dict[str, Choice]]:
         """The choices of many users by user and scope key, in one query (read as plain
-        columns: this runs for every eligibility batch)."""
+        columns through the session's connection: this runs for every eligibility
+        batch)."""
         found: dict[str, dict[str, Choice]] = {}
         scopes: dict[str, Scope] = {}
-        rows = await self._session.execute(
-            _CHOICES_OF_USERS, {"app_id": app_id, "user_ids": list(user_ids)}
-        )
+        connection = await self._session.connection()
+        rows = await connection.execute(_CHOICES_OF_USERS, {"app_id": app_id, "user_ids": user_ids})
         for (
             user_id,
             key,
@@ -145,7 +146,7 @@ _SUPPRESSIONS_OF_SUBJECTS = select(
     SuppressionRow.subject, SuppressionRow.erased_at, SuppressionRow.lifted_at
 ).where(
     SuppressionRow.app_id == bindparam("app_id"),
-    SuppressionRow.subject.in_(bindparam("subjects", expanding=True)),
+    in_batch(SuppressionRow.subject, "subjects"),
 )
 
 
@@ -173,8 +174,9 @@ class SuppressionRepository:
 
     async def of_subjects(self, app_id: str, subjects: Sequence[str]) -> dict[str, Suppression]:
         """The suppression records of many pseudonyms (one query)."""
-        rows = await self._session.execute(
-            _SUPPRESSIONS_OF_SUBJECTS, {"app_id": app_id, "subjects": list(subjects)}
+        connection = await self._session.connection()
+        rows = await connection.execute(
+            _SUPPRESSIONS_OF_SUBJECTS, {"app_id": app_id, "subjects": subjects}
         )
         return {subject: Suppression(erased, lifted) for subject, erased, lifted in rows}
 

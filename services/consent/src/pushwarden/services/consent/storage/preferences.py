@@ -10,10 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.consent.v1 import resources_pb2
 from pushwarden.services.consent.models import PreferencesRow
+from pushwarden.services.consent.storage.batches import in_batch
 
 _P = PreferencesRow
-_OF_USERS = select(_P.user_id, _P.document, _P.updated_at).where(
-    _P.app_id == bindparam("app_id"), _P.user_id.in_(bindparam("user_ids", expanding=True))
+_OF_USERS = select(_P.user_id, _P.document).where(
+    _P.app_id == bindparam("app_id"), in_batch(_P.user_id, "user_ids")
 )
 
 
@@ -37,16 +38,13 @@ class PreferencesRepository:
     async def of_users(
         self, app_id: str, user_ids: Sequence[str]
     ) -> dict[str, resources_pb2.Preferences]:
-        """Many users' stored preferences, in one query."""
-        rows = await self._session.execute(
-            _OF_USERS, {"app_id": app_id, "user_ids": list(user_ids)}
-        )
-        found: dict[str, resources_pb2.Preferences] = {}
-        for user_id, document, updated_at in rows:
-            preferences = resources_pb2.Preferences.FromString(document)
-            preferences.updated_at.FromDatetime(updated_at)
-            found[user_id] = preferences
-        return found
+        """Many users' stored preferences, in one query (through the session's
+        connection: this runs for every eligibility batch), without ``updated_at``
+        (which eligibility never answers)."""
+        connection = await self._session.connection()
+        rows = await connection.execute(_OF_USERS, {"app_id": app_id, "user_ids": user_ids})
+        parse = resources_pb2.Preferences.FromString
+        return {user_id: parse(document) for user_id, document in rows}
 
     async def put(
         self, app_id: str, user_id: str, document: resources_pb2.Preferences, now: datetime
