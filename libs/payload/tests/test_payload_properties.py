@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pushwarden.common.v1 import content_pb2, types_pb2
-from pushwarden.payload import DeliveryOptions, is_reserved_data_key, render
+from pushwarden.payload import (
+    DeliveryOptions,
+    is_reserved_data_key,
+    render,
+    size_bound,
+    surely_fits,
+)
 from pushwarden.sandbox.fcm import InvalidMessage, validate_send_body
 
 NOW = dt.datetime(2026, 12, 4, 18, 0, tzinfo=dt.UTC)
@@ -117,3 +123,74 @@ def test_fcm_size_verdict_agrees_with_the_fake_fcm(
         refusal = refused.message
     assert rendered.size.fits == (refusal is None), refusal
     assert refusal is None or "too big" in refusal
+
+
+# Text that JSON grows the most: control characters (six bytes each), quotes and
+# backslashes, beside ordinary and multi-byte characters.
+escaped = st.text(
+    alphabet=st.sampled_from(["\x00", "\x1f", "\n", '"', "\\", "a", "é", "\u2028", "😀"]),
+    max_size=40,
+)
+
+
+@st.composite
+def escaped_contents(draw: st.DrawFn) -> content_pb2.Content:
+    content = content_pb2.Content(
+        title=draw(escaped),
+        subtitle=draw(escaped),
+        body=draw(escaped),
+        sound=draw(escaped),
+        image_url=draw(escaped),
+        thread_id=draw(escaped),
+        action_category=draw(escaped),
+        mutable_content=draw(st.booleans()),
+        deep_link=draw(escaped),
+        custom_data=draw(st.dictionaries(escaped.filter(bool), escaped, max_size=5)),
+    )
+    content.badge = draw(st.integers(0, 2**32 - 1))
+    apns = content.apns
+    apns.interruption_level = draw(st.sampled_from(content_pb2.ApnsInterruptionLevel.values()))
+    apns.relevance_score = draw(st.floats(allow_nan=False))
+    apns.content_available = draw(st.booleans())
+    apns.target_content_id = draw(escaped)
+    apns.title_loc_key = draw(escaped)
+    apns.title_loc_args.extend(draw(st.lists(escaped, max_size=4)))
+    apns.body_loc_key = draw(escaped)
+    apns.body_loc_args.extend(draw(st.lists(escaped, max_size=4)))
+    android = content.android
+    for name in ("channel_id", "icon", "color", "tag", "click_action"):
+        setattr(android, name, draw(escaped))
+    return content
+
+
+escaped_options = st.builds(
+    DeliveryOptions,
+    priority=st.sampled_from(types_pb2.Priority.values()),
+    now=st.just(NOW),
+    apns_topic=st.sampled_from(["", "com.example.app"]),
+    send_id=escaped,
+    campaign_id=escaped,
+    variant_id=escaped,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(contents(), escaped_contents()), st.one_of(options, escaped_options))
+def test_surely_fits_is_a_bound_on_both_renderings(
+    content: content_pb2.Content, opts: DeliveryOptions
+) -> None:
+    rendered = render(content, opts)
+    bound = size_bound(content, opts)
+    assert rendered.apns.size.size <= bound
+    assert rendered.fcm.size.size <= bound
+    if surely_fits(content, opts):
+        assert rendered.fits
+
+
+def test_surely_fits_says_so_for_ordinary_content_and_not_near_the_limit() -> None:
+    ordinary = content_pb2.Content(title="Order #12 shipped", body="On its way.", sound="default")
+    assert surely_fits(ordinary, DeliveryOptions(send_id="s-1", campaign_id="c-1"))
+    # Fits (about 2,500 bytes) but too close to the limit for the bound to tell.
+    near = content_pb2.Content(title="x" * 2500)
+    assert not surely_fits(near)
+    assert render(near).fits

@@ -59,12 +59,46 @@ def check_size(
     return render(content, options).tightest
 
 
+#: At most what the renderer adds around the content's own text, whatever fields are
+#: set: every key it can write with its quotes and punctuation, the numbers (badge,
+#: relevance score) and the constant values (``"time-sensitive"``...), in the APNs
+#: payload (about 560 bytes) and in what FCM counts (only the text itself).
+STRUCTURE_BOUND = 1024
+#: The most bytes JSON makes of one byte of text: a control character as ``\u00XX``.
+_ESCAPE_FACTOR = 6
+
+
+def size_bound(content: content_pb2.Content, options: DeliveryOptions = _DEFAULT_OPTIONS) -> int:
+    """A bound on both renderings' sizes (APNs payload bytes, what FCM counts), told
+    without rendering.
+
+    Every string of the content and of the ids the options add appears at most once in
+    each rendering, and each of its bytes becomes at most six (JSON escapes); the
+    protobuf encoding of the content already counts at least one byte per text byte,
+    and more per list item and map entry than JSON's quotes and commas take; a
+    character of an id is at most four UTF-8 bytes; :data:`STRUCTURE_BOUND` covers
+    the rest.
+    """
+    ids = len(options.send_id) + len(options.campaign_id) + len(options.variant_id)
+    return _ESCAPE_FACTOR * (content.ByteSize() + 4 * ids) + STRUCTURE_BOUND
+
+
+def surely_fits(content: content_pb2.Content, options: DeliveryOptions = _DEFAULT_OPTIONS) -> bool:
+    """Whether ``content`` fits both providers' limits for certain (:func:`size_bound`).
+
+    True means :func:`check_size` would find it fits; False only that it must be asked
+    (a content near the limit). Microseconds where rendering both takes tens.
+    """
+    return size_bound(content, options) <= min(APNS_LIMIT, FCM_LIMIT)
+
+
 __all__ = [
     "APNS_LIMIT",
     "APNS_VOIP_LIMIT",
     "FCM_LIMIT",
     "RESERVED_DATA_KEYS",
     "RESERVED_DATA_PREFIXES",
+    "STRUCTURE_BOUND",
     "ApnsRequest",
     "DeliveryOptions",
     "FcmAndroidConfig",
@@ -87,4 +121,6 @@ __all__ = [
     "render",
     "render_apns",
     "render_fcm",
+    "size_bound",
+    "surely_fits",
 ]
