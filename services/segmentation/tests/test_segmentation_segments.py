@@ -25,6 +25,7 @@ from pushwarden.segmentation.v1 import messages_pb2, resources_pb2, segmentation
 from pushwarden.services.segmentation.bootstrap import bootstrap
 from pushwarden.services.segmentation.config import SegmentationConfig
 from pushwarden.services.segmentation.domain.values import to_timestamp
+from pushwarden.services.segmentation.rpc.segments import EVALUATE_READ
 
 if TYPE_CHECKING:
     from pushwarden.segmentation.v1.segmentation_pb2_grpc import (
@@ -584,6 +585,29 @@ async def test_evaluate_pages_resume_by_cursor_without_repeats(stub: Stub) -> No
         )
     )
     assert error.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_pages_stream_across_the_services_reads_without_repeats_or_gaps(
+    stub: Stub,
+) -> None:
+    total = EVALUATE_READ + 7  # one more read than the service makes at a time
+    for start in range(0, total, 1000):
+        users = {f"u{i:05d}": {"n": i} for i in range(start, min(total, start + 1000))}
+        await profiles(stub, **users)
+    target = messages_pb2.SegmentTarget(rule=attr("n", "GTE", 3))
+    request = messages_pb2.EvaluateSegmentRequest(app_id=APP, target=target, page_size=999)
+    pages = [page async for page in stub.EvaluateSegment(request)]
+    everything = [u for page in pages for u in page.user_ids]
+    assert everything == [f"u{i:05d}" for i in range(3, total)]
+    assert [page.done for page in pages] == [False] * (len(pages) - 1) + [True]
+    assert all(len(page.user_ids) == 999 for page in pages[:-1] if page.user_ids)
+    for number, page in enumerate(pages[:-1]):  # every cursor resumes right after its page
+        resumed = messages_pb2.EvaluateSegmentRequest(
+            app_id=APP, target=target, page_size=5000, cursor=page.cursor
+        )
+        first = await stub.EvaluateSegment(resumed).read()
+        assert isinstance(first, messages_pb2.EvaluateSegmentResponse)
+        assert first.user_ids[0] == pages[number + 1].user_ids[0], number
 
 
 # Lifecycle and bad input.

@@ -32,6 +32,11 @@ from pushwarden.services.segmentation.rpc.context import Context
 
 DEFAULT_EVALUATE_PAGE: Final = 1000
 MAX_EVALUATE_PAGE: Final = 10_000
+# Members read per query of an evaluation, then sent in pages of the requested size: a
+# query after a cursor evaluates the rule for every known user after it before sorting,
+# so fewer, larger reads cost fewer passes over the population. Bounded (whole pages of
+# at most this many members), so memory stays flat as the population grows.
+EVALUATE_READ: Final = 10_000
 MAX_MEMBERSHIP_USERS: Final = 1000
 MAX_MEMBERSHIP_TARGETS: Final = 20
 
@@ -169,21 +174,24 @@ class SegmentRpcs(segmentation_pb2_grpc.SegmentationServiceServicer):
                 as_of, after = resumed
         problems.raise_if_any()
         target = await self._target(request.app_id, request.target, problems)
+        read = size * max(1, EVALUATE_READ // size)  # whole pages
         while True:
             found = await self._segments.members_page(
-                request.app_id, target, as_of, after, size + 1
+                request.app_id, target, as_of, after, read + 1
             )
-            page = found[:size]
-            done = len(found) <= size
-            if page:
-                after = page[-1]
-            yield messages_pb2.EvaluateSegmentResponse(
-                user_ids=page,
-                cursor=encode_evaluate_cursor(tag, as_of, after),
-                as_of=to_timestamp(as_of),
-                done=done,
-            )
-            if done:
+            more = len(found) > read
+            found = found[:read]
+            pages = [found[start : start + size] for start in range(0, len(found), size)]
+            for number, page in enumerate(pages or [[]]):
+                if page:
+                    after = page[-1]
+                yield messages_pb2.EvaluateSegmentResponse(
+                    user_ids=page,
+                    cursor=encode_evaluate_cursor(tag, as_of, after),
+                    as_of=to_timestamp(as_of),
+                    done=not more and number >= len(pages) - 1,
+                )
+            if not more:
                 return
 
     async def CountSegment(
