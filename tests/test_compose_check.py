@@ -18,7 +18,7 @@ TOOL = ROOT / "tools" / "compose_check.py"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "compose"
 
 
-def _load_problems_in() -> Callable[[Path], list[str]]:
+def _load_problems_in() -> Callable[..., list[str]]:
     # The tool is a script, not a package module: load it from its file, in-process, so
     # that the many broken files below do not each pay for a new interpreter.
     spec = importlib.util.spec_from_file_location("pushwarden_tools_compose_check", TOOL)
@@ -27,16 +27,16 @@ def _load_problems_in() -> Callable[[Path], list[str]]:
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
-    problems_in: Callable[[Path], list[str]] = module.problems_in
+    problems_in: Callable[..., list[str]] = module.problems_in
     return problems_in
 
 
 problems_in = _load_problems_in()
 
 
-def compose_check(path: Path) -> subprocess.CompletedProcess[str]:
+def compose_check(path: Path, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(TOOL), str(path)],
+        [sys.executable, str(TOOL), str(path), *options],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -52,7 +52,8 @@ def problems(result: subprocess.CompletedProcess[str]) -> list[str]:
 def test_the_real_compose_file_passes() -> None:
     result = compose_check(ROOT / "docker-compose.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "OK" in result.stdout
+    assert "with compose.sandbox.yml: OK" in result.stdout
+    assert "fake-apns, fake-fcm" in result.stdout
 
 
 def test_make_compose_check_default_is_the_real_file() -> None:
@@ -188,7 +189,7 @@ def test_a_file_without_services_is_rejected(tmp_path: Path) -> None:
 
 
 def test_the_command_exits_1_and_prints_one_line_per_problem() -> None:
-    result = compose_check(FIXTURES / "missing-service.yml")
+    result = compose_check(FIXTURES / "missing-service.yml", "--no-sandbox")
     assert result.returncode == 1
     assert len(problems(result)) == 2
 
@@ -218,4 +219,114 @@ def test_a_dockerfile_missing_a_library_or_running_as_root_is_rejected(tmp_path:
         "delivery: services/delivery/Dockerfile does not copy libs/contracts, "
         "which the service depends on",
         "delivery: services/delivery/Dockerfile runs as root (needs a USER)",
+    ]
+
+
+# --- the sandbox profile and override ---------------------------------------------------
+
+OVERRIDE = ROOT / "deploy" / "compose.sandbox.yml"
+CREDENTIALS = ROOT / "deploy" / "sandbox" / "credentials.toml"
+
+
+def sandbox_problems(
+    tmp_path: Path,
+    compose: Callable[[str], str] = lambda text: text,
+    override: Callable[[str], str] = lambda text: text,
+    credentials: Callable[[str], str] = lambda text: text,
+) -> list[str]:
+    """The problems of edited copies of the compose file, the sandbox override and its
+    credentials file (builds still from the repository)."""
+    text = (ROOT / "docker-compose.yml").read_text().replace("context: .\n", f"context: {ROOT}\n")
+    edited = compose(text)
+    assert edited != text or compose("") == ""
+    (tmp_path / "docker-compose.yml").write_text(edited)
+    (tmp_path / "deploy" / "sandbox").mkdir(parents=True)
+    (tmp_path / "deploy" / "compose.sandbox.yml").write_text(override(OVERRIDE.read_text()))
+    (tmp_path / "deploy" / "sandbox" / "credentials.toml").write_text(
+        credentials(CREDENTIALS.read_text())
+    )
+    return problems_in(tmp_path / "docker-compose.yml", tmp_path / "deploy" / "compose.sandbox.yml")
+
+
+def test_the_real_files_pass_with_the_sandbox(tmp_path: Path) -> None:
+    assert problems_in(ROOT / "docker-compose.yml", OVERRIDE) == []
+    assert sandbox_problems(tmp_path) == []
+
+
+def test_a_fake_outside_the_sandbox_profile_or_a_service_inside_one_is_rejected(
+    tmp_path: Path,
+) -> None:
+    def edit(text: str) -> str:
+        text = text.replace("    profiles: [sandbox]\n", "", 1)  # fake-apns
+        return text.replace(
+            "  scheduler:\n    <<: *service-defaults\n",
+            "  scheduler:\n    <<: *service-defaults\n    profiles: [full]\n",
+        )
+
+    assert sandbox_problems(tmp_path, compose=edit) == [
+        "scheduler: is in profiles ['full'], so a plain `docker compose up` would not start "
+        "it (only the fakes are a profile)",
+        "fake-apns: must be in the profile 'sandbox' alone",
+    ]
+
+
+def test_a_fake_listening_on_another_port_than_it_publishes_is_rejected(tmp_path: Path) -> None:
+    def edit(text: str) -> str:
+        return text.replace('"--port", "50061"', '"--port", "50071"')
+
+    assert sandbox_problems(tmp_path, compose=edit) == [
+        "fake-apns: listens on --port 50071 but publishes container port(s) 50061",
+        "fake-apns: healthcheck does not probe its port 50071",
+    ]
+
+
+def test_fakes_sharing_their_state_volume_must_start_one_after_the_other(tmp_path: Path) -> None:
+    def edit(text: str) -> str:
+        start = text.index("    depends_on:\n      fake-apns:")
+        end = text.index("    volumes:", start)
+        return text[:start] + text[end:]
+
+    assert sandbox_problems(tmp_path, compose=edit) == [
+        "fake-fcm: shares the volume sandbox-state with fake-apns but does not wait for it "
+        "(depends_on), so both could write the TLS CA at once"
+    ]
+
+
+def test_the_override_changes_delivery_only_and_waits_for_both_fakes(tmp_path: Path) -> None:
+    def edit(text: str) -> str:
+        text = text.replace(
+            "      fake-fcm:\n        condition: service_healthy\n",
+            "",
+        )
+        return text + "  scheduler:\n    stop_grace_period: 5s\n"
+
+    assert sandbox_problems(tmp_path, override=edit) == [
+        "compose.sandbox.yml: changes scheduler; the sandbox override may change delivery only",
+        "compose.sandbox.yml: delivery must wait for fake-fcm",
+    ]
+
+
+def test_credentials_must_reach_the_fakes_with_keys_on_their_volume(tmp_path: Path) -> None:
+    def edit(text: str) -> str:
+        return text.replace("https://fake-fcm:50062", "https://fcm.googleapis.com").replace(
+            "/var/lib/pushwarden/sandbox/apns-demo-key.p8", "/etc/keys/apns.p8"
+        )
+
+    assert sandbox_problems(tmp_path, credentials=edit) == [
+        "deploy/sandbox/credentials.toml: apps.shop.apns.key_file is not on the fakes' "
+        "state volume",
+        "deploy/sandbox/credentials.toml: apps.shop.fcm.endpoint is "
+        "'https://fcm.googleapis.com', not the fake's 'https://fake-fcm:50062'",
+    ]
+
+
+def test_delivery_must_trust_the_fakes_ca(tmp_path: Path) -> None:
+    def edit(text: str) -> str:
+        return text.replace(
+            "      REQUESTS_CA_BUNDLE: /var/lib/pushwarden/sandbox/sandbox-ca.pem\n", ""
+        )
+
+    assert sandbox_problems(tmp_path, override=edit) == [
+        "compose.sandbox.yml: delivery's REQUESTS_CA_BUNDLE must name the fakes' CA on their "
+        "state volume"
     ]

@@ -23,7 +23,21 @@ the services' config classes and the call graph:
   and every ``*_ADDR`` at the peer's name and container port;
 - each service's environment loads through its config class (values valid, required
   settings present), with ``${VAR:-default}`` taken as its default and any other
-  ``${VAR}`` as a value the operator supplies.
+  ``${VAR}`` as a value the operator supplies;
+- the sandbox (checked with the override, as ``make compose-check`` does): the fake
+  providers (fake-apns, fake-fcm) are the profile ``sandbox`` and nothing else is in a
+  profile; each runs ``python -m pushwarden.sandbox <provider>`` from its own image,
+  listens (``--port``) on the container port it publishes and its health check probes,
+  keeps its state (``--state-dir``) on a named volume, and fakes sharing that volume start
+  one after the other (each writes the TLS CA there on first start);
+- the sandbox override (deploy/compose.sandbox.yml, checked merged into the compose file
+  as ``docker compose -f docker-compose.yml -f deploy/compose.sandbox.yml`` would) changes
+  delivery only: delivery waits for both fakes, mounts their state volume, trusts their
+  CA (``SSL_CERT_FILE`` and ``REQUESTS_CA_BUNDLE``) and reads credentials from a mounted
+  file of the repository whose every app's endpoints name a fake and its container port
+  and whose key files lie on the state volume.
+
+The integration suite (tests/integration) starts the platform from these same files.
 
 Prints one line per problem and exits 1, or prints a summary and exits 0.
 """
@@ -33,12 +47,14 @@ from __future__ import annotations
 import argparse
 import difflib
 import ipaddress
+import itertools
+import json
 import re
 import sys
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -81,10 +97,13 @@ _EXPOSE = re.compile(r"^\s*EXPOSE\s+(\d+)", re.MULTILINE | re.IGNORECASE)
 
 @dataclass(frozen=True, slots=True)
 class Compose:
-    """The parts of a compose file the checks read."""
+    """The parts of a compose file the checks read (with an override merged in, when
+    ``override`` names one)."""
 
     path: Path
     services: Mapping[str, Any]
+    override: Path | None = None
+    override_services: Mapping[str, Any] | None = None
 
     def pushwarden(self) -> Iterator[tuple[str, Mapping[str, Any]]]:
         """The Pushwarden services that are present."""
@@ -487,6 +506,197 @@ def check_config_loads(compose: Compose) -> list[str]:
     return problems
 
 
+# --- the sandbox --------------------------------------------------------------------
+
+SANDBOX_PROFILE = "sandbox"
+FAKES = {"fake-apns": "apns", "fake-fcm": "fcm"}
+SANDBOX_MODULE = ("python", "-m", "pushwarden.sandbox")
+SANDBOX_OVERRIDE = ROOT / "deploy" / "compose.sandbox.yml"
+CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+_ENTRYPOINT = re.compile(r"^\s*ENTRYPOINT\s+(\[.*\])\s*$", re.MULTILINE)
+
+
+def _argument(argv: Sequence[str], flag: str) -> str | None:
+    """The value after ``flag`` in ``argv`` (None when absent)."""
+    for index, part in enumerate(argv[:-1]):
+        if part == flag:
+            return argv[index + 1]
+    return None
+
+
+def _list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(part) for part in value] if isinstance(value, list) else str(value).split()
+
+
+def volume_mounts(spec: Mapping[str, Any]) -> dict[str, str]:
+    """``{container path: source}`` of a service's short-syntax volumes."""
+    mounts = {}
+    for entry in spec.get("volumes") or []:
+        if isinstance(entry, Mapping):
+            mounts[str(entry.get("target"))] = str(entry.get("source"))
+            continue
+        parts = str(entry).split(":")
+        if len(parts) >= 2:
+            mounts[parts[1]] = parts[0]
+    return mounts
+
+
+def _mount_of(mounts: Mapping[str, str], path: str) -> tuple[str, str] | None:
+    """The ``(container path, source)`` mount that holds ``path``."""
+    for target, source in sorted(mounts.items(), key=lambda item: -len(item[0])):
+        if path == target or path.startswith(target.rstrip("/") + "/"):
+            return target, source
+    return None
+
+
+def _dockerfile_entrypoint(compose: Compose, spec: Mapping[str, Any]) -> list[str] | None:
+    build = spec.get("build")
+    if not isinstance(build, Mapping) or "dockerfile" not in build:
+        return None
+    dockerfile = compose.path.parent / str(build.get("context", ".")) / str(build["dockerfile"])
+    if not dockerfile.is_file():
+        return None
+    found = _ENTRYPOINT.findall(dockerfile.read_text(encoding="utf-8"))
+    return [str(part) for part in json.loads(found[-1])] if found else None
+
+
+def check_sandbox(compose: Compose) -> list[str]:
+    """The fakes are the sandbox profile, run the sandbox module on the port they publish
+    and probe, keep state on a named volume, and start one at a time on a shared one
+    (checked with the sandbox override only)."""
+    if compose.override is None:
+        return []
+    problems = []
+    for service, spec in compose.services.items():
+        if not isinstance(spec, Mapping) or service in FAKES:
+            continue
+        if spec.get("profiles"):
+            problems.append(
+                f"{service}: is in profiles {list(spec['profiles'])}, so a plain "
+                "`docker compose up` would not start it (only the fakes are a profile)"
+            )
+    state_volumes: dict[str, list[str]] = {}
+    for fake, provider in FAKES.items():
+        spec = compose.services.get(fake)
+        if not isinstance(spec, Mapping):
+            problems.append(f"service {fake!r} is missing (the fake {provider.upper()})")
+            continue
+        if _list(spec.get("profiles")) != [SANDBOX_PROFILE]:
+            problems.append(f"{fake}: must be in the profile {SANDBOX_PROFILE!r} alone")
+        entrypoint = _list(spec.get("entrypoint")) or _dockerfile_entrypoint(compose, spec)
+        if entrypoint is None:
+            problems.append(f"{fake}: needs a build whose Dockerfile has a JSON ENTRYPOINT")
+            continue
+        argv = entrypoint + _list(spec.get("command"))
+        if tuple(argv[:3]) != SANDBOX_MODULE or argv[3:4] != [provider]:
+            problems.append(
+                f"{fake}: runs {' '.join(argv[:4])!r}, not "
+                f"{' '.join((*SANDBOX_MODULE, provider))!r}"
+            )
+        port = _argument(argv, "--port")
+        targets = [target for _, target in published_ports(spec)]
+        if port is None or not port.isdigit() or targets != [int(port)]:
+            problems.append(
+                f"{fake}: listens on --port {port} but publishes container port(s) "
+                f"{', '.join(map(str, targets)) or 'none'}"
+            )
+        command = healthcheck_command(spec) or ""
+        if port is not None and f":{port}/" not in command:
+            problems.append(f"{fake}: healthcheck does not probe its port {port}")
+        state = _argument(argv, "--state-dir")
+        mount = _mount_of(volume_mounts(spec), state or "")
+        if state is None or mount is None or mount[0] != state or mount[1].startswith((".", "/")):
+            problems.append(f"{fake}: --state-dir {state} is not a named volume's mount")
+        else:
+            state_volumes.setdefault(mount[1], []).append(fake)
+    for volume, fakes in state_volumes.items():
+        for first, second in itertools.pairwise(fakes):
+            if first not in dependencies(compose.services[second]):
+                problems.append(
+                    f"{second}: shares the volume {volume} with {first} but does not wait for "
+                    f"it (depends_on), so both could write the TLS CA at once"
+                )
+    return problems
+
+
+def check_sandbox_override(compose: Compose) -> list[str]:
+    """The sandbox override points delivery, and only delivery, at the fakes."""
+    if compose.override is None or compose.override_services is None:
+        return []
+    where = compose.override.name
+    problems = [
+        f"{where}: changes {service}; the sandbox override may change delivery only"
+        for service in compose.override_services
+        if service != "delivery"
+    ]
+    delivery = compose.services.get("delivery")
+    if not isinstance(delivery, Mapping):
+        return problems
+    depends = dependencies(delivery)
+    for fake in FAKES:
+        if fake not in depends:
+            problems.append(f"{where}: delivery must wait for {fake}")
+    env = environment(delivery)
+    mounts = volume_mounts(delivery)
+    fake_volumes = {
+        source
+        for fake in FAKES
+        if isinstance(compose.services.get(fake), Mapping)
+        for source in volume_mounts(compose.services[fake]).values()
+    }
+
+    def on_state_volume(path: str) -> bool:
+        mount = _mount_of(mounts, path)
+        return mount is not None and mount[1] in fake_volumes
+
+    for name in CA_VARIABLES:
+        if not on_state_volume(env.get(name, "")):
+            problems.append(
+                f"{where}: delivery's {name} must name the fakes' CA on their state volume"
+            )
+    credentials = env.get("PUSHWARDEN_DELIVERY_CREDENTIALS", "")
+    mount = _mount_of(mounts, credentials)
+    if mount is None or not mount[1].startswith((".", "/")):
+        problems.append(
+            f"{where}: PUSHWARDEN_DELIVERY_CREDENTIALS must be a file of the repository "
+            "mounted into delivery"
+        )
+        return problems
+    source = (compose.path.parent / mount[1]).resolve()
+    name = str(PurePosixPath(mount[1]))
+    if not source.is_file():
+        problems.append(f"{where}: the credentials file {name} does not exist")
+        return problems
+    try:
+        apps = tomllib.loads(source.read_text(encoding="utf-8")).get("apps", {})
+    except tomllib.TOMLDecodeError as error:
+        return [*problems, f"{name}: not TOML ({error})"]
+    if not apps:
+        problems.append(f"{name}: no [apps.<app>] table")
+    for app, tables in apps.items():
+        for provider, fake in (("apns", "fake-apns"), ("fcm", "fake-fcm")):
+            table = tables.get(provider) if isinstance(tables, Mapping) else None
+            if not isinstance(table, Mapping):
+                problems.append(f"{name}: apps.{app} has no {provider} table")
+                continue
+            peer = compose.services.get(fake)
+            ports = [t for _, t in published_ports(peer)] if isinstance(peer, Mapping) else []
+            expected = f"https://{fake}:{ports[0] if ports else '?'}"
+            if table.get("endpoint") != expected:
+                problems.append(
+                    f"{name}: apps.{app}.{provider}.endpoint is "
+                    f"{table.get('endpoint')!r}, not the fake's {expected!r}"
+                )
+            key = "key_file" if provider == "apns" else "service_account_file"
+            if not on_state_volume(str(table.get(key, ""))):
+                problems.append(
+                    f"{name}: apps.{app}.{provider}.{key} is not on the fakes' state volume"
+                )
+    return problems
+
+
 CHECKS: tuple[Callable[[Compose], list[str]], ...] = (
     check_presence,
     check_environment,
@@ -498,11 +708,12 @@ CHECKS: tuple[Callable[[Compose], list[str]], ...] = (
     check_healthchecks,
     check_wiring,
     check_config_loads,
+    check_sandbox,
+    check_sandbox_override,
 )
 
 
-def load(path: Path) -> Compose:
-    """Parse ``path``; raises ValueError when it is not a compose file."""
+def _services(path: Path) -> Mapping[str, Any]:
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
@@ -510,13 +721,56 @@ def load(path: Path) -> Compose:
     services = document.get("services") if isinstance(document, Mapping) else None
     if not isinstance(services, Mapping):
         raise ValueError("no 'services' mapping")
-    return Compose(path=path.resolve(), services=services)
+    return services
 
 
-def problems_in(path: Path) -> list[str]:
-    """Every problem in the compose file at ``path`` (empty when it is consistent)."""
+def merge_service(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """A service of an override file merged into the base one as compose merges them:
+    environment and depends_on by key, volumes by container path, anything else replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if key == "environment":
+            merged[key] = environment(base) | environment(override)
+        elif key == "depends_on":
+            merged[key] = {
+                **{n: {"condition": c} for n, c in dependencies(base).items()},
+                **{n: {"condition": c} for n, c in dependencies(override).items()},
+            }
+        elif key == "volumes":
+            by_target = {str(v).split(":")[1]: v for v in base.get("volumes") or []}
+            by_target |= {str(v).split(":")[1]: v for v in value or []}
+            merged[key] = list(by_target.values())
+        else:
+            merged[key] = value
+    return merged
+
+
+def load(path: Path, override: Path | None = None) -> Compose:
+    """Parse ``path`` (merged with ``override``); raises ValueError when either is not a
+    compose file."""
+    services = dict(_services(path))
+    extra: Mapping[str, Any] | None = None
+    if override is not None:
+        try:
+            extra = _services(override)
+        except ValueError as error:
+            raise ValueError(f"{override.name}: {error}") from error
+        for name, spec in extra.items():
+            base = services.get(name)
+            services[name] = merge_service(base if isinstance(base, Mapping) else {}, spec or {})
+    return Compose(
+        path=path.resolve(),
+        services=services,
+        override=None if override is None else override.resolve(),
+        override_services=extra,
+    )
+
+
+def problems_in(path: Path, override: Path | None = None) -> list[str]:
+    """Every problem in the compose file at ``path`` (merged with ``override``; empty
+    when it is consistent)."""
     try:
-        compose = load(path)
+        compose = load(path, override)
     except ValueError as error:
         return [str(error)]
     return [problem for check in CHECKS for problem in check(compose)]
@@ -526,13 +780,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     parser = argparse.ArgumentParser(description="Validate docker-compose.yml.")
     parser.add_argument("file", nargs="?", type=Path, default=ROOT / "docker-compose.yml")
+    parser.add_argument(
+        "--override",
+        type=Path,
+        default=SANDBOX_OVERRIDE,
+        help="override file checked merged into FILE (default: deploy/compose.sandbox.yml)",
+    )
+    parser.add_argument(
+        "--no-sandbox",
+        dest="override",
+        action="store_const",
+        const=None,
+        help="check FILE alone, without the sandbox override and its checks",
+    )
     args = parser.parse_args(argv)
-    problems = problems_in(args.file)
+    problems = problems_in(args.file, args.override)
     for problem in problems:
         print(f"{args.file}: {problem}")
     if problems:
         return 1
-    print(f"{args.file}: OK ({', '.join((DATABASE, *SERVICE_CONFIGS))})")
+    if args.override is None:
+        print(f"{args.file}: OK ({', '.join((DATABASE, *SERVICE_CONFIGS))})")
+    else:
+        names = ", ".join((DATABASE, *SERVICE_CONFIGS, *FAKES))
+        print(f"{args.file} with {args.override.name}: OK ({names})")
     return 0
 
 
