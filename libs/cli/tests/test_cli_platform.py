@@ -245,6 +245,11 @@ def test_pause_resume_and_cancel_a_scheduled_campaign(platform: Platform, tmp_pa
     )
     applied = platform.cli("apply", "-f", str(setup), "-f", str(evening), "--json").json()
     campaign_id = applied[-1]["id"]
+    started = platform.cli("campaign", "start", campaign_id)
+    assert started.stdout.strip() == f"campaign {campaign_id} is SCHEDULED"
+    # Watching a campaign that is not due for hours gives up when told to.
+    line = platform.cli("campaign", "watch", campaign_id, "--max-wait", "1").one_error_line()
+    assert line.startswith(f"pushwarden: campaign {campaign_id} is still SCHEDULED after 1 s"), line
     for verb, state in (
         ("start", "SCHEDULED"),
         ("pause", "PAUSED"),
