@@ -14,6 +14,7 @@ from pushwarden.delivery.v1 import resources_pb2
 from pushwarden.runtime.db import Database, create_async_engine_for, is_sqlite
 from pushwarden.runtime.settings import DatabaseSettings
 from pushwarden.services.delivery.domain.sends import Kind, NewSend, SendStatus
+from pushwarden.services.delivery.storage.sends import pending_invalidations_query
 from pushwarden.services.delivery.storage.uow import DeliveryUow, unit_of_work_factory
 
 T0 = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
@@ -106,3 +107,24 @@ async def test_overlapping_claims_on_postgresql_take_disjoint_sends(
         await first.commit()
     assert [c.send_id for c in mine] == ids[:4]
     assert [c.send_id for c in theirs] == ids[4:]
+
+
+async def test_the_dead_token_scan_reads_its_partial_index(
+    uow: DeliveryUow, any_database_url: str
+) -> None:
+    # The repository's own statement, explained by the database: the scan after every
+    # dispatch pass must not read every device ever sent to.
+    async with uow(read_only=True) as work:
+        connection = await work.session.connection()
+        compiled = pending_invalidations_query(200).compile(dialect=connection.dialect)
+        params = compiled.construct_params()
+        if is_sqlite(any_database_url):
+            positional = tuple(params[name] for name in compiled.positiontup or ())
+            plan = await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", positional)
+        else:
+            # An empty table is cheapest to scan whole: make the planner show whether
+            # the index can serve the query at all.
+            await connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = await connection.exec_driver_sql(f"EXPLAIN {compiled}", params)
+        lines = [str(row) for row in plan.all()]
+    assert any("ix_send_devices_pending_invalidations" in line for line in lines), lines

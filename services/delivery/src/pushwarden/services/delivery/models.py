@@ -23,6 +23,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -45,6 +46,13 @@ SEND_STATUSES = (
 )
 DEVICE_STATUSES = ("RETRYING", "DELIVERED", "FAILED", "TOKEN_DEAD", "DEAD_LETTERED", "SKIPPED")
 OUTCOMES = ("DELIVERED", "TOKEN_DEAD", "RETRYABLE", "FAILED")
+
+
+# The predicate of the partial index of pending dead-token reports, as each database
+# renders the query's own terms (SQLite uses a partial index only for a query whose
+# terms match the index's).
+PENDING_INVALIDATION_SQLITE = "status = 'TOKEN_DEAD' AND invalidation_reported = 0"
+PENDING_INVALIDATION_POSTGRESQL = "status = 'TOKEN_DEAD' AND invalidation_reported = false"
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -112,6 +120,15 @@ class SendDeviceRow(Base):
         CheckConstraint(_one_of("status", DEVICE_STATUSES), name="status"),
         ForeignKeyConstraint(
             ["app_id", "send_id"], ["sends.app_id", "sends.send_id"], ondelete="CASCADE"
+        ),
+        # The dead tokens consent has not been told about (the dispatcher reads them
+        # after every pass): a partial index, so the other devices cost it nothing.
+        Index(
+            "ix_send_devices_pending_invalidations",
+            "status",
+            "invalidation_reported",
+            sqlite_where=text(PENDING_INVALIDATION_SQLITE),
+            postgresql_where=text(PENDING_INVALIDATION_POSTGRESQL),
         ),
     )
 

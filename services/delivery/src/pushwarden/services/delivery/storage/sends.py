@@ -9,9 +9,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    false,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.delivery.v1 import resources_pb2
@@ -192,48 +205,55 @@ class SendRepository:
         PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent dispatchers (in this or another
         process) take disjoint sets. SQLite: the unit of work holds the one write lock.
         """
-        due = select(SendRow.app_id, SendRow.send_id).where(
+        # One read of the columns dispatch needs (Core rows: no ORM objects), one
+        # UPDATE per app naming the send ids, and the devices only of sends that have
+        # had a pass (a first pass has none stored yet).
+        due = select(*_CLAIM_COLUMNS).where(
             SendRow.status.in_(ACTIVE_STATUSES), SendRow.next_attempt_at <= now
         )
         if lanes is not None:
             due = due.where(SendRow.lane.in_(list(lanes)))
-        keys = (
+        rows = (
             await self._session.execute(
                 due.order_by(SendRow.lane, SendRow.next_attempt_at)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
         ).all()
-        if not keys:
+        if not rows:
             return []
-        pairs = [(app_id, send_id) for app_id, send_id in keys]
-        where = tuple_(SendRow.app_id, SendRow.send_id).in_(pairs)
-        await self._session.execute(
-            update(SendRow)
-            .where(where)
-            .values(status=SendStatus.IN_PROGRESS.value, next_attempt_at=lease_until)
-            .execution_options(synchronize_session=False)
-        )
-        rows = (await self._session.scalars(select(SendRow).where(where))).all()
-        devices = await self._session.scalars(
-            select(SendDeviceRow).where(
-                tuple_(SendDeviceRow.app_id, SendDeviceRow.send_id).in_(pairs)
+        claimed = [_claimed(row) for row in rows]
+        by_app: dict[str, list[str]] = defaultdict(list)
+        for send in claimed:
+            by_app[send.app_id].append(send.send_id)
+        for app_id, send_ids in by_app.items():
+            await self._session.execute(
+                update(SendRow)
+                .where(SendRow.app_id == app_id, SendRow.send_id.in_(send_ids))
+                .values(status=SendStatus.IN_PROGRESS.value, next_attempt_at=lease_until)
+                .execution_options(synchronize_session=False)
             )
-        )
-        claimed = {(row.app_id, row.send_id): _claimed(row) for row in rows}
-        for device in devices:
-            claimed[(device.app_id, device.send_id)].devices[device.device_id] = DeviceState(
-                device_id=device.device_id,
-                provider=device.provider,
-                platform=device.platform,
-                status=DeviceStatus(device.status),
-                requests=device.requests,
-                tries=device.tries,
-                apns_id=device.apns_id,
-                reason=device.reason,
-                invalidated_at=device.invalidated_at,
+        retried = [(send.app_id, send.send_id) for send in claimed if send.passes > 0]
+        if retried:
+            by_key = {(send.app_id, send.send_id): send for send in claimed}
+            devices = await self._session.scalars(
+                select(SendDeviceRow).where(
+                    tuple_(SendDeviceRow.app_id, SendDeviceRow.send_id).in_(retried)
+                )
             )
-        return [claimed[pair] for pair in pairs if pair in claimed]
+            for device in devices:
+                by_key[(device.app_id, device.send_id)].devices[device.device_id] = DeviceState(
+                    device_id=device.device_id,
+                    provider=device.provider,
+                    platform=device.platform,
+                    status=DeviceStatus(device.status),
+                    requests=device.requests,
+                    tries=device.tries,
+                    apns_id=device.apns_id,
+                    reason=device.reason,
+                    invalidated_at=device.invalidated_at,
+                )
+        return claimed
 
     async def record(self, results: Iterable[PassResult]) -> None:
         """Write what dispatch passes made of their sends: status and schedule, devices
@@ -377,14 +397,7 @@ class SendRepository:
 
     async def pending_invalidations(self, limit: int) -> list[PendingInvalidation]:
         """Dead tokens not yet reported to consent, oldest sends first."""
-        rows = await self._session.scalars(
-            select(SendDeviceRow)
-            .where(
-                SendDeviceRow.status == DeviceStatus.TOKEN_DEAD.value,
-                SendDeviceRow.invalidation_reported.is_(False),
-            )
-            .limit(limit)
-        )
+        rows = await self._session.scalars(pending_invalidations_query(limit))
         return [
             PendingInvalidation(
                 app_id=row.app_id,
@@ -420,6 +433,21 @@ class SendRepository:
         )
 
 
+def pending_invalidations_query(limit: int) -> Select[SendDeviceRow]:
+    """The devices whose dead token consent has not been told about, read through the
+    partial index ix_send_devices_pending_invalidations. Its predicate's terms are
+    repeated as the index has them: SQLite uses a partial index only for a query
+    whose terms match (``= 0``; ``IS 0``, what ``.is_(False)`` writes, does not)."""
+    return (
+        select(SendDeviceRow)
+        .where(
+            SendDeviceRow.status == DeviceStatus.TOKEN_DEAD.value,
+            SendDeviceRow.invalidation_reported == false(),
+        )
+        .limit(limit)
+    )
+
+
 def _send_values(new: NewSend, kind: Kind, now: datetime) -> dict[str, Any]:
     send = new.proto
     return {
@@ -450,7 +478,22 @@ def _send_values(new: NewSend, kind: Kind, now: datetime) -> dict[str, Any]:
     }
 
 
-def _claimed(row: SendRow) -> ClaimedSend:
+_CLAIM_COLUMNS = (
+    SendRow.app_id,
+    SendRow.send_id,
+    SendRow.user_id,
+    SendRow.category_id,
+    SendRow.topic_id,
+    SendRow.kind,
+    SendRow.send,
+    SendRow.expires_at,
+    SendRow.latest_send_at,
+    SendRow.passes,
+    SendRow.requests,
+)
+
+
+def _claimed(row: Row[*tuple[Any, ...]]) -> ClaimedSend:
     send = resources_pb2.Send()
     send.ParseFromString(row.send)
     return ClaimedSend(
