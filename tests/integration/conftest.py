@@ -174,10 +174,15 @@ def backend() -> str:
 
 
 @pytest.fixture(scope="module")
-def platform() -> Iterator[Platform]:
-    """The platform for one test module, on the test run's backend."""
+def platform(request: pytest.FixtureRequest) -> Iterator[Platform]:
+    """The platform for one test module, on the test run's backend; a module's
+    ``REPLICAS = {"scheduler": 2, ...}`` runs several processes of a service."""
+    replicas = dict(getattr(request.module, "REPLICAS", {}))
+    chosen = backend()
+    if replicas and chosen == "sqlite":
+        pytest.skip("replicas share one PostgreSQL database (make test-pg)")
     with tempfile.TemporaryDirectory(prefix="pw-integration-") as directory:
-        compose = ComposePlatform(Path(directory), backend=backend()).start()
+        compose = ComposePlatform(Path(directory), backend=chosen, replicas=replicas).start()
         built = Platform(compose)
         try:
             yield built

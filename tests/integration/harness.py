@@ -65,10 +65,20 @@ WILDCARDS = ("0.0.0.0", "::", "[::]")
 # Test knobs by suffix (PUSHWARDEN_<SERVICE>_<suffix>), set where the service has them:
 # the one clock every process reads, and short polls so that a scenario takes seconds.
 TEST_SETTINGS: dict[str, dict[str, str]] = {
-    "consent": {"FEED_POLL_S": "0.1", "FEED_HEARTBEAT_S": "1"},
-    "segmentation": {"CONSENT_POLL_S": "0.1", "STREAM_POLL_S": "0.1", "STREAM_HEARTBEAT_S": "1"},
-    "delivery": {"DISPATCH_POLL_S": "0.05", "RETRY_BASE_S": "0.05", "RETRY_MAX_S": "0.5"},
-    "scheduler": {"DISPATCH_POLL_S": "0.05", "HANDOFF_RETRY_MAX_S": "1"},
+    "consent": {"FEED_POLL_S": "0.1", "FEED_HEARTBEAT_S": "1", "GRACE_PERIOD_S": "1"},
+    "segmentation": {
+        "CONSENT_POLL_S": "0.1",
+        "STREAM_POLL_S": "0.1",
+        "STREAM_HEARTBEAT_S": "1",
+        "GRACE_PERIOD_S": "1",
+    },
+    "delivery": {
+        "DISPATCH_POLL_S": "0.05",
+        "RETRY_BASE_S": "0.05",
+        "RETRY_MAX_S": "0.5",
+        "GRACE_PERIOD_S": "1",
+    },
+    "scheduler": {"DISPATCH_POLL_S": "0.05", "HANDOFF_RETRY_MAX_S": "1", "GRACE_PERIOD_S": "1"},
 }
 
 

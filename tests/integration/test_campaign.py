@@ -13,6 +13,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from pushwarden.common.v1 import decision_pb2, policy_pb2, types_pb2
+from pushwarden.consent.v1 import resources_pb2 as consent_resources
 from pushwarden.scheduler.v1 import messages_pb2, resources_pb2
 
 from .conftest import APP, Platform
@@ -43,6 +44,11 @@ def short(zone: str) -> str:
 
 @pytest.fixture(scope="module", autouse=True)
 def world(platform: Platform) -> None:
+    set_up_scenario_2(platform)
+
+
+def set_up_scenario_2(platform: Platform) -> None:
+    """The clock, the categories, and the app's cap, quiet hours and jitter."""
     set_up(platform)
     platform.scheduler.SetPolicy(
         messages_pb2.SetPolicyRequest(
@@ -91,6 +97,12 @@ def run_to_completion(platform: Platform, key: str, campaign: resources_pb2.Camp
 
 
 def test_2_variants_holdout_zones_quiet_hours_and_caps(platform: Platform) -> None:
+    run_scenario_2(platform)
+
+
+def run_scenario_2(platform: Platform) -> dict[str, tuple[consent_resources.Device, list[str]]]:
+    """Scenario 2 on ``platform`` (also run by the scale-out test on several replicas);
+    returns each user's device and the titles it received."""
     zones = {f"z-{short(zone)}-{i}": zone for zone in AWAKE + ASLEEP for i in range(6)}
     # Awake users who already had marketing today: one push (room for one more) or two
     # (at the cap).
@@ -191,3 +203,4 @@ def test_2_variants_holdout_zones_quiet_hours_and_caps(platform: Platform) -> No
                 assert QUIET_END <= local <= end, (user, local)
             else:
                 assert QUIET_END <= local < QUIET_START, (user, local)
+    return {user: (devices[user], got[user]) for user in everyone}
