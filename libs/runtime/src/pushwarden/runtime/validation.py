@@ -138,7 +138,8 @@ def id_problem(value: str, max_chars: int = MAX_ID_CHARS) -> str | None:
         return f"at most {max_chars} characters, got {len(value)}"
     if value != value.strip():
         return "must not start or end with white space"
-    if any(_is_control(ch) for ch in value):
+    # Printable text has no control character: checked char by char only otherwise.
+    if not value.isprintable() and any(_is_control(ch) for ch in value):
         return "must not contain control characters"
     return None
 
