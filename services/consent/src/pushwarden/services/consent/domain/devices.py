@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -527,24 +527,25 @@ class DeviceSummary(NamedTuple):
         """Whether a push may go to it now (as :attr:`Device.usable`)."""
         return self.status is DeviceStatus.ACTIVE and self.permission.allows_push
 
-    def fill_usable(self, target: messages_pb2.UsableDevice) -> None:
-        """Write this device into ``target`` (a message already in its response)."""
-        target.device_id = self.device_id
-        target.provider = self.provider.to_proto()
-        target.token = self.token
-        target.platform = self.platform.to_proto()
-        target.permission = self.permission.to_proto()
-        target.locale = self.locale
-        target.app_version = self.app_version
+    def usable_fields(self) -> dict[str, Any]:
+        """The fields of this device's UsableDevice, for building it in one call (the
+        enumerations' numbers looked up, not converted, per device)."""
+        return {
+            "device_id": self.device_id,
+            "provider": _PROVIDER_NUMBERS[self.provider],
+            "token": self.token,
+            "platform": _PLATFORM_NUMBERS[self.platform],
+            "permission": _PERMISSION_NUMBERS[self.permission],
+            "locale": self.locale,
+            "app_version": self.app_version,
+        }
 
     def to_usable_proto(self) -> messages_pb2.UsableDevice:
         """The contract's UsableDevice (meaningful for a usable device)."""
-        return messages_pb2.UsableDevice(
-            device_id=self.device_id,
-            provider=self.provider.to_proto(),
-            token=self.token,
-            platform=self.platform.to_proto(),
-            permission=self.permission.to_proto(),
-            locale=self.locale,
-            app_version=self.app_version,
-        )
+        return messages_pb2.UsableDevice(**self.usable_fields())
+
+
+# Proto numbers by member, for eligibility's per-device path.
+_PLATFORM_NUMBERS: Final = {member: member.to_proto() for member in Platform}
+_PROVIDER_NUMBERS: Final = {member: member.to_proto() for member in Provider}
+_PERMISSION_NUMBERS: Final = {member: member.to_proto() for member in Permission}

@@ -3,13 +3,15 @@
 An expanding ``IN (:id_1, ..., :id_1000)`` is rendered afresh for every execution (a
 thousand placeholders named, a thousand parameters bound) and, on PostgreSQL, parsed and
 planned as a thousand-element list each time. Eligibility reads several tables per batch
-of up to 1,000 users, so it binds the batch once instead:
+of up to 1,000 users, so it binds the batch once, as one JSON array of strings (encoded
+in C by the json module; the database decodes it):
 
-- PostgreSQL: ``column = ANY(:batch)`` with the ids as one ``varchar[]``;
-- SQLite: ``column IN (SELECT value FROM json_each(:batch))`` with the ids as one JSON
-  array (SQLite's JSON functions are built in since 3.38).
+- PostgreSQL: ``column = ANY(ARRAY(SELECT json_array_elements_text(CAST(:batch AS json))))``
+  (an array bound through the driver would be quoted element by element in Python);
+- SQLite: ``column IN (SELECT value FROM json_each(:batch))`` (SQLite's JSON functions
+  are built in since 3.38).
 
-Both use the column's index exactly as the expanded list does (one probe per id).
+Both probe the column's index once per id, exactly as the expanded list does.
 """
 
 from __future__ import annotations
@@ -18,35 +20,24 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Boolean, Dialect, String, bindparam
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Boolean, Dialect, Text, bindparam
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
-from sqlalchemy.sql.type_api import TypeEngine
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator
 
 
 class IdBatch(TypeDecorator[Sequence[str]]):
-    """A list of string ids bound as one value: an array on PostgreSQL, a JSON array
-    elsewhere."""
+    """A list of string ids bound as one JSON array."""
 
-    impl = String
+    impl = Text
     cache_ok = True
 
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        """``varchar[]`` on PostgreSQL, text elsewhere."""
-        if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.ARRAY(String()))
-        return dialect.type_descriptor(String())
-
-    def process_bind_param(self, value: Sequence[str] | None, dialect: Dialect) -> Any:
-        """The ids as the driver wants them."""
+    def process_bind_param(self, value: Sequence[str] | None, dialect: Dialect) -> str:
+        """The ids as a JSON array."""
         if value is None:
             raise ValueError("an id batch must not be None")
-        if dialect.name == "postgresql":
-            return list(value)
         return json.dumps(list(value))
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Sequence[str]:
@@ -86,4 +77,4 @@ def _in_json_array(element: InBatch, compiler: SQLCompiler, **kw: Any) -> str:
 def _any_of_array(element: InBatch, compiler: SQLCompiler, **kw: Any) -> str:
     column = compiler.process(element.column, **kw)
     batch = compiler.process(element.batch, **kw)
-    return f"{column} = ANY({batch})"
+    return f"{column} = ANY(ARRAY(SELECT json_array_elements_text(CAST({batch} AS json))))"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Row, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.runtime.db import insert_ignoring_duplicates
@@ -15,14 +16,18 @@ from pushwarden.services.consent.domain.categories import (
     CategorySpec,
     DefaultState,
 )
-from pushwarden.services.consent.models import CategoryRow
+from pushwarden.services.consent.models import CategoryRow, LedgerEntryRow
 
 _ONE = select(*CategoryRow.__table__.columns).where(
     CategoryRow.app_id == bindparam("app_id"), CategoryRow.category_id == bindparam("category_id")
 )
 
+_ONE_WITH_HEAD = _ONE.add_columns(
+    select(func.max(LedgerEntryRow.sequence)).scalar_subquery().label("ledger_head")
+)
 
-def _category(row: CategoryRow) -> Category:
+
+def _category(row: CategoryRow | Row[Any]) -> Category:
     return Category(
         app_id=row.app_id,
         category_id=row.category_id,
@@ -101,23 +106,22 @@ class CategoryRepository:
         return [_category(row) for row in rows]
 
     async def get(self, app_id: str, category_id: str) -> Category | None:
-        """One category, or None (read as plain columns: every eligibility batch asks)."""
+        """One category, or None (read as plain columns)."""
         row = (
             await self._session.execute(_ONE, {"app_id": app_id, "category_id": category_id})
         ).one_or_none()
-        if row is None:
-            return None
-        return Category(
-            app_id=row.app_id,
-            category_id=row.category_id,
-            kind=CategoryKind(row.kind),
-            default_state=DefaultState(row.default_state),
-            user_can_opt_out=row.user_can_opt_out,
-            display_name=row.display_name,
-            description=row.description,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
+        return None if row is None else _category(row)
+
+    async def get_with_ledger_head(
+        self, app_id: str, category_id: str
+    ) -> tuple[Category, int] | None:
+        """One category and the whole ledger's latest sequence (0 when empty), in one
+        statement (every eligibility batch asks for both), or None without the category."""
+        connection = await self._session.connection()
+        row = (
+            await connection.execute(_ONE_WITH_HEAD, {"app_id": app_id, "category_id": category_id})
+        ).one_or_none()
+        return None if row is None else (_category(row), int(row.ledger_head or 0))
 
     async def get_many(self, app_id: str, category_ids: Sequence[str]) -> dict[str, Category]:
         """The categories among ``category_ids`` that exist, by id (one query)."""

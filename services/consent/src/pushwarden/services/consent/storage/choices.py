@@ -88,7 +88,9 @@ class ChoiceRepository:
         found: dict[str, dict[str, Choice]] = {}
         scopes: dict[str, Scope] = {}
         connection = await self._session.connection()
-        rows = await connection.execute(_CHOICES_OF_USERS, {"app_id": app_id, "user_ids": user_ids})
+        result = await connection.execute(
+            _CHOICES_OF_USERS, {"app_id": app_id, "user_ids": user_ids}
+        )
         for (
             user_id,
             key,
@@ -103,7 +105,7 @@ class ChoiceRepository:
             recorded_at,
             client_time,
             sequence,
-        ) in rows:
+        ) in result.all():
             scope = scopes.get(key)
             if scope is None:
                 scope = scopes[key] = Scope(ScopeKind(kind), channel, category_id, topic_id)
@@ -175,10 +177,10 @@ class SuppressionRepository:
     async def of_subjects(self, app_id: str, subjects: Sequence[str]) -> dict[str, Suppression]:
         """The suppression records of many pseudonyms (one query)."""
         connection = await self._session.connection()
-        rows = await connection.execute(
+        result = await connection.execute(
             _SUPPRESSIONS_OF_SUBJECTS, {"app_id": app_id, "subjects": subjects}
         )
-        return {subject: Suppression(erased, lifted) for subject, erased, lifted in rows}
+        return {subject: Suppression(erased, lifted) for subject, erased, lifted in result.all()}
 
     async def lift(self, app_id: str, subject: str, now: datetime) -> bool:
         """An opt-in that lifts suppression was recorded after the erasure."""

@@ -229,7 +229,7 @@ class DeviceRepository:
         found: defaultdict[str, list[DeviceSummary]] = defaultdict(list)
         platforms, providers, permissions, states = _PLATFORMS, _PROVIDERS, _PERMISSIONS, _STATUSES
         connection = await self._session.connection()
-        for row in await connection.execute(query, params):
+        for row in (await connection.execute(query, params)).all():
             (
                 device_id,
                 user_id,

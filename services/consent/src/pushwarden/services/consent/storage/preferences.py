@@ -42,9 +42,9 @@ class PreferencesRepository:
         connection: this runs for every eligibility batch), without ``updated_at``
         (which eligibility never answers)."""
         connection = await self._session.connection()
-        rows = await connection.execute(_OF_USERS, {"app_id": app_id, "user_ids": user_ids})
+        result = await connection.execute(_OF_USERS, {"app_id": app_id, "user_ids": user_ids})
         parse = resources_pb2.Preferences.FromString
-        return {user_id: parse(document) for user_id, document in rows}
+        return {user_id: parse(document) for user_id, document in result.all()}
 
     async def put(
         self, app_id: str, user_id: str, document: resources_pb2.Preferences, now: datetime
