@@ -13,8 +13,13 @@ Both apply the same pragmas, transaction modes and pool limits.
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Generic, Literal, TypeVar
@@ -267,6 +272,10 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(bind=engine, expire_on_commit=False)
 
 
+# ``session.info`` key: whether the session's unit of work was opened read-only.
+READ_ONLY_INFO: Final = "pushwarden.read_only"
+
+
 @asynccontextmanager
 async def unit_of_work(
     factory: async_sessionmaker[AsyncSession], *, read_only: bool = False, snapshot: bool = False
@@ -278,9 +287,29 @@ async def unit_of_work(
     when it begins, so a read-then-write cannot lose a race to another writer. With
     ``snapshot`` (read-only work that reads several tables and must see them as of one
     instant), PostgreSQL runs the transaction REPEATABLE READ READ ONLY; a SQLite read
-    transaction in WAL mode sees one snapshot from its first read anyway.
+    transaction in WAL mode sees one snapshot from its first read anyway. A process's
+    SQLite write transactions queue at its :class:`WriterGate` before they begin (RPC
+    handlers' ahead of background workers').
     """
+    bind = factory.kw.get("bind")
+    gate = _writer_gate(bind) if not read_only and isinstance(bind, AsyncEngine) else None
+    if gate is not None:
+        async with (
+            gate.held(),
+            _session_of(factory, read_only=read_only, snapshot=snapshot) as session,
+        ):
+            yield session
+    else:
+        async with _session_of(factory, read_only=read_only, snapshot=snapshot) as session:
+            yield session
+
+
+@asynccontextmanager
+async def _session_of(
+    factory: async_sessionmaker[AsyncSession], *, read_only: bool, snapshot: bool
+) -> AsyncIterator[AsyncSession]:
     session = factory()
+    session.info[READ_ONLY_INFO] = read_only
     try:
         if not read_only:
             await session.connection(execution_options={SQLITE_BEGIN_OPTION: "IMMEDIATE"})
@@ -294,6 +323,85 @@ async def unit_of_work(
             await session.rollback()
         finally:
             await session.close()
+
+
+# Set in the tasks of the app's background workers (dispatch loops, followers): their
+# SQLite writes wait behind the writes of RPC handlers, which a caller is waiting for.
+_BACKGROUND: ContextVar[bool] = ContextVar("pushwarden_background_work", default=False)
+
+
+def mark_background_work() -> None:
+    """Mark the current task (and the tasks it starts) as background work."""
+    _BACKGROUND.set(True)
+
+
+class WriterGate:
+    """One SQLite write transaction at a time within this process, handed on in arrival
+    order with RPC handlers' writes ahead of background work's.
+
+    SQLite has one writer. Left to its busy handler, a waiting writer sleeps in steps
+    of up to 100 ms and retries, so a call that needs one short write can wait behind
+    several background transactions that happen to retry first; queueing here instead
+    makes the wait the length of the transaction ahead of it. A task that holds the gate
+    and opens another write unit of work goes on (SQLite's own lock still applies).
+    """
+
+    def __init__(self) -> None:
+        self._holder: asyncio.Task[Any] | None = None
+        self._waiters: list[tuple[int, int, asyncio.Future[None], asyncio.Task[Any]]] = []
+        self._arrivals = itertools.count()
+
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """Hold the gate for the block."""
+        task = asyncio.current_task()
+        assert task is not None
+        if self._holder is task:
+            yield
+            return
+        if self._holder is None and not self._waiters:
+            self._holder = task
+        else:
+            granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            rank = 1 if _BACKGROUND.get() else 0
+            heapq.heappush(self._waiters, (rank, next(self._arrivals), granted, task))
+            try:
+                await granted
+            except asyncio.CancelledError:
+                if granted.done() and not granted.cancelled():
+                    self._release()  # handed over as the wait was cancelled: pass it on
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._holder = None
+        while self._waiters:
+            _, _, granted, task = heapq.heappop(self._waiters)
+            if not granted.done():
+                self._holder = task
+                granted.set_result(None)
+                return
+
+    @property
+    def waiting(self) -> int:
+        """How many writers wait (for tests and metrics)."""
+        return sum(1 for _, _, granted, _ in self._waiters if not granted.done())
+
+
+_GATES: weakref.WeakKeyDictionary[Engine, WriterGate] = weakref.WeakKeyDictionary()
+
+
+def _writer_gate(engine: AsyncEngine) -> WriterGate | None:
+    """The gate of a SQLite engine (None for PostgreSQL, whose writers do not queue)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    gate = _GATES.get(engine.sync_engine)
+    if gate is None:
+        gate = _GATES[engine.sync_engine] = WriterGate()
+    return gate
 
 
 class Database:
@@ -377,16 +485,22 @@ class UtcDateTime(TypeDecorator[datetime]):
 async def insert_ignoring_duplicates(
     session: AsyncSession, table: type[Any], rows: Sequence[Mapping[str, Any]]
 ) -> int:
-    """``INSERT ... ON CONFLICT DO NOTHING`` of ``rows`` into the mapped class ``table`` in
-    one statement, on SQLite and PostgreSQL alike; returns how many rows were inserted
-    (the rest already existed)."""
+    """``INSERT ... ON CONFLICT DO NOTHING`` of ``rows`` into the mapped class ``table``, on
+    SQLite and PostgreSQL alike; returns how many rows were inserted (the rest already
+    existed).
+
+    The rows go as parameters of one cached statement (SQLAlchemy's "insertmanyvalues"
+    batches them into multi-row VALUES at execution), not as literals of a new
+    statement: compiling a 1,000-row VALUES clause cost more than running it.
+    RETURNING counts the inserted rows on both backends (the drivers' rowcount is not
+    reliable for batched inserts)."""
     if not rows:
         return 0
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    # One multi-row VALUES statement; RETURNING counts the inserted rows on both backends
-    # (the drivers' rowcount is not reliable for ORM-level or multi-row inserts).
-    keys = list(inspect(table).primary_key)
-    statement = insert(table).values(list(rows)).on_conflict_do_nothing().returning(*keys)
-    result = await session.execute(statement)
+    core = inspect(table).local_table
+    keys = [core.c[column.name] for column in inspect(table).primary_key]
+    statement = insert(core).on_conflict_do_nothing().returning(*keys)
+    connection = await session.connection()
+    result = await connection.execute(statement, [dict(row) for row in rows])
     return len(result.all())

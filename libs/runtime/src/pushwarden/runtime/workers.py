@@ -23,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from pushwarden.runtime.db import mark_background_work
+
 logger = logging.getLogger(__name__)
 
 INITIAL_BACKOFF_S = 0.5
@@ -134,6 +136,7 @@ class WorkerHost:
         del done
 
     async def _supervise(self, worker: Worker) -> None:
+        mark_background_work()
         state = self.states[worker.name]
         ctx = WorkerContext(worker.name, self._stop)
         backoff = self._initial
