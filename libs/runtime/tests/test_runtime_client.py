@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 import grpc
 import pytest
@@ -17,8 +19,10 @@ from pushwarden.runtime.client import (
     RetryPolicy,
     idempotent_methods,
     open_channel,
+    open_peer_channel,
     service_config,
 )
+from pushwarden.runtime.config import ConfigError, ServiceConfig, load_config
 from pushwarden.runtime.server import RuntimeServer, create_server
 from pushwarden.runtime.settings import CallerGrant, ServerSettings
 
@@ -164,3 +168,35 @@ def test_idempotent_methods_come_from_the_contract_options() -> None:
     assert f"{prefix}RecordConsent" not in safe
     assert f"{prefix}RecordPermissionPrompt" not in safe
     assert json.loads(service_config(safe, RetryPolicy()))["methodConfig"][0]["name"]
+
+
+async def test_a_peer_channel_presents_the_peer_token_file(
+    remote: tuple[Remote, RuntimeServer], tmp_path: Path
+) -> None:
+    _, server = remote
+    token_file = tmp_path / "peer-token"
+    token_file.write_text("tok\n")
+    with_token = load_config(
+        SchedulerLikeConfig,
+        environ={"PUSHWARDEN_PEERTEST_PEER_TOKEN_FILE": str(token_file)},
+    )
+    async with open_peer_channel(with_token, f"127.0.0.1:{server.port}") as ch:
+        assert await unary(ch, f"/{SERVICE}/Caller")(b"") == b"scheduler"
+    without = load_config(SchedulerLikeConfig, environ={})
+    async with open_peer_channel(without, f"127.0.0.1:{server.port}") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await unary(ch, f"/{SERVICE}/Caller")(b"")
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    token_file.write_text("\n")
+    with pytest.raises(ConfigError, match="PUSHWARDEN_PEERTEST_PEER_TOKEN_FILE: the file holds"):
+        load_config(
+            SchedulerLikeConfig,
+            environ={"PUSHWARDEN_PEERTEST_PEER_TOKEN_FILE": str(token_file)},
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchedulerLikeConfig(ServiceConfig):
+    """A service config as the services declare theirs."""
+
+    SERVICE: ClassVar[str] = "peertest"

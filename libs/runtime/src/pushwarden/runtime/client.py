@@ -179,12 +179,13 @@ def open_peer_channel(
 ) -> grpc.aio.Channel:
     """A channel from the service ``config`` describes to one of its peers (``target``
     is one of its ``*_ADDR`` settings): TLS verified against ``PEER_CA`` when that is
-    set, with the service's own certificate offered to peers that require mTLS, and the
-    service's message size limit."""
+    set, with the service's own certificate offered to peers that require mTLS, the
+    bearer token of ``PEER_TOKEN_FILE`` (unless ``token`` is given), and the service's
+    message size limit."""
     return open_channel(
         target,
         tls=config.peer_tls(),
-        token=token,
+        token=token if token is not None else config.peer_token(),
         default_timeout_s=default_timeout_s,
         idempotent_methods=idempotent_methods,
         retry=retry,

@@ -452,6 +452,13 @@ class ServiceConfig:
         "certificates. make run's readiness probe trusts it too.",
         must_exist=True,
     )
+    peer_token_file: Path | None = setting(  # noqa: RUF009
+        None,
+        help="File holding the bearer token this service presents to the services it "
+        "calls (its *_ADDR targets; one line); needed once they have auth on, where the "
+        "token's caller must be granted the RPCs this service calls.",
+        must_exist=True,
+    )
     callers: tuple[CallerGrant, ...] = setting(
         (),
         env="AUTH_TOKENS_FILE",
@@ -503,6 +510,8 @@ class ServiceConfig:
                 self.env_name("otel_endpoint"),
                 f"required when {self.env_name('otel_exporter')}=otlp",
             )
+        if self.peer_token_file is not None and self.peer_token() is None:
+            raise ConfigError(self.env_name("peer_token_file"), "the file holds no token")
 
     def server_settings(self) -> ServerSettings:
         """What the gRPC server bootstrap needs."""
@@ -532,6 +541,12 @@ class ServiceConfig:
         if self.peer_ca is None:
             return None
         return ClientTls(self.peer_ca, cert_file=self.tls_cert, key_file=self.tls_key)
+
+    def peer_token(self) -> str | None:
+        """The bearer token for calls to peers (``PEER_TOKEN_FILE``), or None."""
+        if self.peer_token_file is None:
+            return None
+        return self.peer_token_file.read_text(encoding="utf-8").strip() or None
 
     def telemetry_settings(self) -> TelemetrySettings:
         """What telemetry set-up needs; the OTel service name is ``pushwarden-<service>``."""
