@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -21,6 +22,8 @@ from pushwarden.runtime.servicetest import rich_error
 from pushwarden.scheduler.v1 import messages_pb2, resources_pb2
 from pushwarden.segmentation.v1 import messages_pb2 as seg_messages
 from pushwarden.segmentation.v1 import resources_pb2 as seg_resources
+from pushwarden.services.scheduler.peers import PeerUnavailable
+from pushwarden.services.scheduler.peers.segmentation import SegmentationPeer
 
 from .conftest import APP, Platform
 
@@ -346,3 +349,42 @@ def _stamp(at: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(at)
     return stamp
+
+
+async def test_a_broken_audience_stream_resumes_from_its_cursor_without_waiting_a_lease(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audience stream breaks after its first page (segmentation away, or a long
+    audience outliving one stream's deadline): fan-out gives its claim back and resumes
+    at the stored cursor on its next pass, not after its one-hour lease; every user is
+    reached once."""
+    tokens = await seed(platform, USERS)
+    original = SegmentationPeer.audience
+    broken: list[str] = []
+
+    async def breaks_once(self: SegmentationPeer, *args: Any, **kwargs: Any) -> Any:
+        pages = 0
+        async for page in original(self, *args, **kwargs):
+            yield page
+            pages += 1
+            if not broken and not page.done:
+                broken.append(page.cursor)
+                raise PeerUnavailable("segmentation answered DEADLINE_EXCEEDED: test")
+
+    monkeypatch.setattr(SegmentationPeer, "audience", breaks_once)
+    async with platform.scheduler(CLAIM_LEASE_S="3600", FANOUT_PAGE_SIZE="5") as scheduler:
+        created = await scheduler.CreateCampaign(
+            messages_pb2.CreateCampaignRequest(
+                app_id=APP, campaign=campaign(holdout_basis_points=0), idempotency_key="broken"
+            )
+        )
+        campaign_id = created.campaign.campaign_id
+        await scheduler.StartCampaign(
+            messages_pb2.StartCampaignRequest(app_id=APP, campaign_id=campaign_id)
+        )
+        done = await wait_state(
+            platform, scheduler, campaign_id, resources_pb2.CAMPAIGN_STATE_COMPLETED
+        )
+    assert broken
+    assert done.progress.audience_size == len(USERS)
+    assert all(len(titles) == 1 for titles in received(platform, tokens).values())

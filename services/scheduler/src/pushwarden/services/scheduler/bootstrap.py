@@ -85,7 +85,11 @@ def bootstrap(config: SchedulerConfig) -> ServiceApp[SchedulerConfig]:
     preparer = Preparer(deps, segmentation)
     workers: list[Worker] = []
     if config.dispatch:
-        fanout = FanoutSettings(poll_s=config.dispatch_poll_s, lease_s=config.claim_lease_s)
+        fanout = FanoutSettings(
+            poll_s=config.dispatch_poll_s,
+            lease_s=config.claim_lease_s,
+            page_size=config.fanout_page_size,
+        )
         workers.append(Worker("fanout", Fanout(deps, segmentation, policies, fanout).run))
         for lane in (Lane.TRANSACTIONAL, Lane.MARKETING):
             name = lane.name.lower()
@@ -102,8 +106,13 @@ def bootstrap(config: SchedulerConfig) -> ServiceApp[SchedulerConfig]:
                 lease_s=config.claim_lease_s,
                 retry_max_s=config.handoff_retry_max_s,
             )
-            workers.append(
-                Worker(f"dispatch-{name}", Dispatcher(deps, policies, preparer, dispatch).run)
+            loops = config.marketing_loops if lane is Lane.MARKETING else 1
+            workers.extend(
+                Worker(
+                    f"dispatch-{name}" + (f"-{n}" if n else ""),
+                    Dispatcher(deps, policies, preparer, dispatch).run,
+                )
+                for n in range(loops)
             )
             workers.append(Worker(f"outbox-{name}", Outbox(deps, outbox).run))
     feed = FeedHandlers(deps, policies)

@@ -50,6 +50,21 @@ class SchedulerConfig(ServiceConfig):
         minimum=1,
         maximum=1000,
     )
+    fanout_page_size: int = setting(
+        1000,
+        help="Audience members per page of a campaign's fan-out (one transaction of "
+        "intents and one RecordAssignments call each; the resume point after a restart).",
+        minimum=1,
+        maximum=10_000,
+    )
+    marketing_loops: int = setting(
+        2,
+        help="Marketing dispatch loops per process: while one waits for consent or "
+        "segmentation, another decides (claims and per-user locks keep them apart, as "
+        "they keep replicas apart). The transactional lane always has a loop of its own.",
+        minimum=1,
+        maximum=8,
+    )
     dispatch_poll_s: float = setting(
         0.5,
         help="Seconds a dispatch loop or the outbox waits before looking again when "

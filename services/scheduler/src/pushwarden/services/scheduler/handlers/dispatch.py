@@ -8,14 +8,16 @@ never waits behind a marketing batch):
    1,000 users): consent state, devices, zone and preferences as of now;
 3. learn who left a campaign's audience or is on a suppression list, and render each
    send's content (``prepare``);
-4. in one transaction per app: lock the batch's users, check the claims still hold,
-   read their contact history, decide every user's due intents together with the
-   policy library (arbitration between a user's competing intents), let each throttled
-   campaign's slot (locked too) hold back what its minute has no room for (DEFER
-   THROTTLED to the minute with room), and write the decisions: ALLOW records the
-   contact and the send for the outbox, DEFER sets the new due time, DROP ends the
-   intent;
-5. wake the outbox of the lane.
+4. read the users' contact history and decide every user's due intents together with
+   the policy library (arbitration between a user's competing intents) on that
+   snapshot, outside any write transaction;
+5. in one transaction per app: lock the batch's users, check the claims still hold and
+   each user's history is still the snapshot's (deciding again, on the fresh history,
+   any user it is not), let each throttled campaign's slot (locked too) hold back what
+   its minute has no room for (DEFER THROTTLED to the minute with room), and write the
+   decisions: ALLOW records the contact and the send for the outbox, DEFER sets the new
+   due time, DROP ends the intent;
+6. wake the outbox of the lane.
 
 Trigger firings are recorded with delivery as assignments before step 2 (each firing
 that reaches its due time counts, whatever the policy decides).
@@ -36,7 +38,7 @@ from typing import Protocol
 
 from pushwarden.common.v1 import content_pb2, decision_pb2, types_pb2
 from pushwarden.delivery.v1 import resources_pb2 as delivery_pb2
-from pushwarden.payload import DeliveryOptions, check_size
+from pushwarden.payload import DeliveryOptions, check_size, surely_fits
 from pushwarden.policy import Decision, Outcome, Recipient, Rules
 from pushwarden.runtime.workers import WorkerContext
 from pushwarden.scheduler.v1 import resources_pb2
@@ -166,12 +168,39 @@ class Dispatcher:
                 continue
             dues.extend(_dues(members, answer))
         prepared = await self._preparer.prepare(app_id, dues)
+        users = {i.user_id for i in intents}
+        by_user: dict[str, list[Due]] = defaultdict(list)
+        for due in dues:
+            if due.intent.key not in prepared.drops:
+                by_user[due.intent.user_id].append(due)
+        # Decide on a snapshot of the contact history, outside the write transaction (the
+        # policy's work is most of a pass's CPU, and a SQLite write transaction holds up
+        # every other writer); the transaction then checks, with the users locked, that
+        # each user's history is still the snapshot's, and decides again only those it
+        # is not for (another process or loop decided for them meanwhile).
+        now = deps.clock.now()
+        since = now - HISTORY_SPAN
+        async with deps.uow(read_only=True) as work:
+            histories = await work.intents.history(app_id, users, since)
+        drafts = {
+            user_id: self._verdicts(user_id, mine, policy, rules, histories[user_id], now, prepared)
+            for user_id, mine in by_user.items()
+        }
         async with deps.uow() as work:
-            users = {i.user_id for i in intents}
             await work.intents.lock_users(app_id, users)
             held = await work.intents.still_claimed(intents)
-            now = deps.clock.now()
-            histories = await work.intents.history(app_id, users, now - HISTORY_SPAN)
+            current = await work.intents.history_keys(app_id, by_user, since)
+            changed = [
+                user_id
+                for user_id in by_user
+                if current[user_id] != {c.send_id for c in histories[user_id]}
+            ]
+            if changed:
+                fresh = await work.intents.history(app_id, changed, since)
+                for user_id in changed:
+                    drafts[user_id] = self._verdicts(
+                        user_id, by_user[user_id], policy, rules, fresh[user_id], now, prepared
+                    )
             limits = await work.campaigns.throttle_limits(
                 app_id, {i.campaign_id for i in intents if i.campaign_id is not None}
             )
@@ -181,24 +210,16 @@ class Dispatcher:
                 for i in unknown
                 if i.key in held
             ]
-            by_user: dict[str, list[Due]] = defaultdict(list)
             for due in dues:
-                key = due.intent.key
-                if key not in held:
-                    continue
-                reason = prepared.drops.get(key)
-                if reason is not None:
+                reason = prepared.drops.get(due.intent.key)
+                if reason is not None and due.intent.key in held:
                     verdicts.append(
                         Verdict(intent=due.intent, outcome="DROP", reason=reason, decided_at=now)
                     )
-                else:
-                    by_user[due.intent.user_id].append(due)
-            for user_id, mine in by_user.items():
-                verdicts.extend(
-                    self._verdicts(
-                        user_id, mine, policy, rules, histories[user_id], now, prepared, slots
-                    )
-                )
+            for drafted in drafts.values():
+                for draft in drafted:
+                    if draft.verdict.intent.key in held:
+                        verdicts.append(_throttle(draft, slots, now))
             await work.campaigns.save_throttle_slots(app_id, slots)
             await work.intents.apply(verdicts)
             await work.campaigns.count(_campaign_counts(verdicts))
@@ -215,12 +236,12 @@ class Dispatcher:
         history: Sequence[PastContact],
         now: datetime,
         prepared: Prepared,
-        slots: Mapping[str, ThrottleSlot],
-    ) -> list[Verdict]:
+    ) -> list[_Draft]:
+        """The policy's verdicts on one user's due intents (before any throttle)."""
         recipient = recipient_for(user_id, dues, policy, suppressed=user_id in prepared.suppressed)
         decided = decide_user(dues, recipient, history_of(history), rules, now)
         zone = zone_name(recipient, rules)
-        verdicts: list[Verdict] = []
+        drafts: list[_Draft] = []
         for due, decision in decided:
             intent = due.intent
             keep_trace = intent.lane is Lane.TRANSACTIONAL or decision.outcome is not Outcome.ALLOW
@@ -230,25 +251,18 @@ class Dispatcher:
             if decision.outcome is Outcome.ALLOW:
                 content = prepared.contents[intent.key]
                 verdict = self._allowed(due, content, recipient, rules, now, stored)
-                slot = slots.get(intent.campaign_id or "")
-                if verdict.outcome == "ALLOW" and slot is not None:
-                    reserved = intent.defer_until if intent.reason == _THROTTLED else None
-                    later = slot.admit(now, reserved)
-                    if later is not None:
-                        verdict = _throttled(intent, decision, slot, later, now, zone)
-                verdicts.append(verdict)
+                drafts.append(_Draft(verdict, decision, zone))
                 continue
-            verdicts.append(
-                Verdict(
-                    intent=intent,
-                    outcome=_OUTCOME_NAMES[decision.outcome],
-                    reason=reason_code(decision.reason),
-                    decided_at=now,
-                    until=decision.until,
-                    decision=stored,
-                )
+            verdict = Verdict(
+                intent=intent,
+                outcome=_OUTCOME_NAMES[decision.outcome],
+                reason=reason_code(decision.reason),
+                decided_at=now,
+                until=decision.until,
+                decision=stored,
             )
-        return verdicts
+            drafts.append(_Draft(verdict, decision, zone))
+        return drafts
 
     async def _record_firings(self, app_id: str, intents: Sequence[ClaimedIntent]) -> None:
         """Record the trigger firings reaching their due time with delivery (one
@@ -296,7 +310,8 @@ class Dispatcher:
             send.expires_at.FromDatetime(intent.expires_at)
         if latest is not None:
             send.latest_send_at.FromDatetime(latest)
-        if not check_size(content, DeliveryOptions.for_send(send, now=now)).fits:
+        options = DeliveryOptions.for_send(send, now=now)
+        if not surely_fits(content, options) and not check_size(content, options).fits:
             return Verdict(
                 intent=intent,
                 outcome="DROP",
@@ -316,6 +331,29 @@ class Dispatcher:
             kind=due.kind,
             latest_send_at=latest,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    """A verdict of the policy, with what a throttle needs to hold it back."""
+
+    verdict: Verdict
+    decision: Decision
+    zone: str | None
+
+
+def _throttle(draft: _Draft, slots: Mapping[str, ThrottleSlot], now: datetime) -> Verdict:
+    """The verdict once its campaign's throttle (if any) placed an ALLOW."""
+    verdict = draft.verdict
+    intent = verdict.intent
+    slot = slots.get(intent.campaign_id or "")
+    if verdict.outcome != "ALLOW" or slot is None:
+        return verdict
+    reserved = intent.defer_until if intent.reason == _THROTTLED else None
+    later = slot.admit(now, reserved)
+    if later is None:
+        return verdict
+    return _throttled(intent, draft.decision, slot, later, now, draft.zone)
 
 
 def _throttled(

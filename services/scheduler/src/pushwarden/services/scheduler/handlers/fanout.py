@@ -99,6 +99,9 @@ class Fanout:
     async def complete_finished(self) -> int:
         """Mark RUNNING campaigns with nothing left to decide or hand over COMPLETED."""
         deps = self._deps
+        async with deps.uow(read_only=True) as work:
+            if not await work.campaigns.finished_fanouts(1):
+                return 0  # the usual case: no write transaction for nothing
         async with deps.uow() as work:
             done = await work.campaigns.finished_fanouts(100)
             now = deps.clock.now()
@@ -128,6 +131,13 @@ class Fanout:
                 error,
                 extra={"app_id": row.app_id, "campaign_id": row.campaign_id},
             )
+            # Give the claim back at once: the stored cursor resumes the stream after the
+            # loop's pause (a long audience outlives one stream's deadline; waiting for
+            # the lease to run out would stall the campaign for a whole lease).
+            async with deps.uow() as work:
+                await work.campaigns.release_fanout(row.app_id, row.campaign_id)
+                await work.commit()
+            return False
         return True
 
     async def _stream(self, row: CampaignRow) -> None:

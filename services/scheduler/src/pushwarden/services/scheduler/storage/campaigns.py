@@ -118,6 +118,15 @@ class CampaignRepository:
             await self._session.flush()
         return row
 
+    async def release_fanout(self, app_id: str, campaign_id: str) -> None:
+        """Give a campaign's fan-out claim back (the next claim resumes at its cursor)."""
+        await self._session.execute(
+            update(CampaignRow)
+            .where(CampaignRow.app_id == app_id, CampaignRow.campaign_id == campaign_id)
+            .values(claimed_until=None)
+            .execution_options(synchronize_session=False)
+        )
+
     async def cancel_pending(
         self, app_id: str, campaign_id: str, reason: int, now: datetime
     ) -> int:

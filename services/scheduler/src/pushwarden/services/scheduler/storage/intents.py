@@ -313,6 +313,25 @@ class IntentRepository:
                 )
         return found
 
+    async def history_keys(
+        self, app_id: str, user_ids: Iterable[str], since: datetime
+    ) -> dict[str, set[str]]:
+        """The send ids of the users' contacts at or after ``since``, by user: what
+        :meth:`history` would return, told cheaply (to check a snapshot still holds)."""
+        users = sorted(set(user_ids))
+        found: dict[str, set[str]] = {user: set() for user in users}
+        for start in range(0, len(users), 1000):
+            rows = await self._session.execute(
+                select(ContactRow.user_id, ContactRow.send_id).where(
+                    ContactRow.app_id == app_id,
+                    ContactRow.user_id.in_(users[start : start + 1000]),
+                    ContactRow.at >= since,
+                )
+            )
+            for user_id, send_id in rows:
+                found[user_id].add(send_id)
+        return found
+
     async def apply(self, verdicts: Sequence[Verdict]) -> None:
         """Write a pass's decisions: ALLOW records the contact and moves the intent to
         the outbox, DEFER moves its due time, DROP ends it. Call after
