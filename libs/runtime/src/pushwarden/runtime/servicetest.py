@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,9 +115,16 @@ class ServiceProcess:
     a :meth:`kill` as an operator would restart it."""
 
     def __init__(
-        self, module: str, prefix: str, port: int, settings: Mapping[str, str], logs: Path
+        self,
+        module: str,
+        prefix: str,
+        port: int,
+        settings: Mapping[str, str],
+        logs: Path,
+        python_args: Sequence[str] = (),
     ) -> None:
         self.module = module
+        self.python_args = tuple(python_args)  # e.g. ("-m", "cProfile", "-o", path)
         self.port = port
         self.logs = logs
         self.env = {
@@ -139,6 +146,7 @@ class ServiceProcess:
         self._log = (self.logs / f"{self.module.rsplit('.', 1)[-1]}-{self.runs}.log").open("wb")
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
+            *self.python_args,
             "-m",
             self.module,
             env=self.env,
