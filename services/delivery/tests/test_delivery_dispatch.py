@@ -245,6 +245,25 @@ async def test_an_expired_send_ends_expired_without_a_provider_call(
     assert expired.HasField("completed_at")
 
 
+async def test_an_apns_expiry_counts_on_the_service_clock_not_the_wall_clock(
+    platform: Platform,
+) -> None:
+    # The service's clock a day ahead of the wall clock: a send that expires in an hour
+    # by it goes with an hour of life at APNs (not a day and an hour, as a TTL taken
+    # from the wall clock would give).
+    iphone = await platform.register("ida", IOS)
+    now = shift_clock_file(platform.clock_file, advance=dt.timedelta(days=1))
+    send = new_send("ida")
+    send.expires_at.FromDatetime(now + dt.timedelta(hours=1))
+    async with platform.delivery() as stub:
+        await deliver(stub, platform.app, send)
+        await wait_status(platform, stub, send.send_id, S.DELIVERY_STATUS_DELIVERED)
+
+    [request] = platform.sandbox.apns.recorder.requests(token=iphone.token)
+    expiration = int(dict(request.headers)["apns-expiration"])
+    assert abs(expiration - (request.time + 3600)) < 120, expiration - request.time
+
+
 async def test_each_provider_attempt_is_a_span_of_the_sends_trace_and_is_counted(
     platform: Platform,
 ) -> None:

@@ -12,6 +12,14 @@ One pass, hosted as a worker of the app:
 5. record every attempt and the sends' new status in one transaction, then tell
    consent about dead tokens (an outbox: unreported ones are retried on later passes).
 
+Passes overlap so that the providers are not left idle while the database and consent
+work: while one batch is at the providers, the next one is claimed and checked with
+consent (steps 1-3), and the batch before it is recorded (step 5). One batch at a time
+is at the providers, so ``batch`` bounds the pushes in flight. Right before a batch
+goes, expiry and the latest-send instant are checked again, and consent is asked
+again when its answer is older than :data:`ELIGIBILITY_MAX_AGE_S` (a slow provider
+held the batch before).
+
 A device the provider accepted is never sent again. The window where a push can go
 twice is between the provider's acceptance and step 5's commit: a process killed there
 leaves its claim to expire, and the next pass sends those pushes again with the same
@@ -24,9 +32,9 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from pushwarden.common.v1 import decision_pb2, types_pb2
 from pushwarden.consent.v1 import messages_pb2
@@ -61,9 +69,13 @@ from pushwarden.services.delivery.storage.sends import (
 from pushwarden.services.delivery.telemetry import AttemptTelemetry
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MAX_USERS_PER_CHECK = 1000
 INVALIDATIONS_PER_PASS = 200
+# A batch claimed and checked while the one before it was at the providers goes with
+# that consent answer if it is at most this old, else consent is asked again.
+ELIGIBILITY_MAX_AGE_S = 0.5
 NO_CREDENTIALS = "no_credentials"
 
 
@@ -99,6 +111,18 @@ class _Push:
     outgoing: OutgoingPush
 
 
+@dataclass(slots=True)
+class _Batch:
+    """A claimed batch checked with consent: its plans, the pushes to make, and when
+    consent answered (monotonic seconds)."""
+
+    claimed: list[ClaimedSend]
+    stored_devices: dict[tuple[str, str], dict[str, DeviceState]]
+    plans: list[_Plan]
+    pushes: list[_Push]
+    checked_at: float
+
+
 def push_seed(send_id: str, device_id: str) -> str:
     """What a device's ``apns-id`` is derived from: the send and the device, so that
     every retry of that pair (in any process) carries the same id and two devices of one
@@ -124,23 +148,57 @@ class Dispatcher:
         self._telemetry = telemetry or AttemptTelemetry()
 
     async def run(self, ctx: WorkerContext) -> None:
-        """Dispatch until the app stops; in-flight work finishes, the rest stays stored.
-        The dispatcher of every lane also reports dead tokens to consent."""
+        """Dispatch until the app stops; in-flight work finishes, the rest stays stored
+        (a batch claimed ahead and not sent is given back). The dispatcher of every
+        lane also reports dead tokens to consent."""
         wake = asyncio.Event()
         self._deps.wakers.append(wake)
+        batch: _Batch | None = None
+        ahead: asyncio.Task[_Batch | None] | None = None
+        recording: asyncio.Task[None] | None = None
         try:
             while not ctx.stopping:
                 wake.clear()
-                handled = await self.dispatch_once()
+                if batch is None:
+                    batch = await self._prepare()
+                if batch is None:
+                    if recording is not None:
+                        await recording
+                        recording = None
+                    if self._settings.lanes is None:
+                        await self.report_invalidations()
+                    await ctx.idle(wake, self._settings.poll_s)
+                    continue
+                # The next batch is claimed and checked while this one is out.
+                ahead = asyncio.create_task(self._prepare())
+                carrying, batch = batch, None  # once out, it is never given back
+                results = await self._carry(carrying)
+                if recording is not None:
+                    await recording
+                recording = asyncio.create_task(self._record(results))
+                batch = await ahead
+                ahead = None
                 if self._settings.lanes is None:
                     await self.report_invalidations()
-                if handled == 0:
-                    await ctx.idle(wake, self._settings.poll_s)
         finally:
             self._deps.wakers.remove(wake)
+            if ahead is not None:
+                batch = await _settled(ahead)
+            if batch is not None:
+                await self._give_back(batch)
+            if recording is not None:
+                await _settled(recording)
 
     async def dispatch_once(self) -> int:
         """Claim one batch of due sends and carry it through; returns how many."""
+        batch = await self._prepare()
+        if batch is None:
+            return 0
+        await self._record(await self._carry(batch))
+        return len(batch.claimed)
+
+    async def _prepare(self) -> _Batch | None:
+        """Claim a batch and check it with consent; None when nothing is due."""
         deps = self._deps
         now = deps.clock.now()
         lease_until = now + timedelta(seconds=self._settings.lease_s)
@@ -150,12 +208,70 @@ class Dispatcher:
             )
             await work.commit()
         if not claimed:
-            return 0
-        results = await self._pass(claimed)
-        async with deps.uow() as work:
+            return None
+        stored = {
+            (send.app_id, send.send_id): {k: replace(d) for k, d in send.devices.items()}
+            for send in claimed
+            if send.devices
+        }
+        batch = _Batch(claimed, stored, [], [], 0.0)
+        await self._check(batch)
+        return batch
+
+    async def _check(self, batch: _Batch) -> None:
+        """Steps 2 and 3: expiry, then consent, from the devices as claimed."""
+        now = self._deps.clock.now()
+        for send in batch.claimed:
+            stored = batch.stored_devices.get((send.app_id, send.send_id), {})
+            send.devices = {k: replace(d) for k, d in stored.items()}
+        batch.plans = [_Plan(send) for send in batch.claimed]
+        live = [plan for plan in batch.plans if not self._ended(plan, now)]
+        batch.checked_at = time.monotonic()
+        batch.pushes = await self._resolve(live, now)
+
+    def _ended(self, plan: _Plan, now: datetime) -> bool:
+        """Close a send past its expiry or latest-send instant (no call); True if so."""
+        send = plan.claimed
+        if send.expires_at is not None and now >= send.expires_at:
+            plan.result = _closed(send, SendStatus.EXPIRED, now)
+        elif send.latest_send_at is not None and now >= send.latest_send_at:
+            plan.result = _closed(send, SendStatus.LATE, now)
+        else:
+            return False
+        return True
+
+    async def _carry(self, batch: _Batch) -> list[PassResult]:
+        """Step 4 (consent asked again first if its answer has aged): the results."""
+        if time.monotonic() - batch.checked_at > ELIGIBILITY_MAX_AGE_S:
+            await self._check(batch)
+        now = self._deps.clock.now()
+        ended = {id(plan) for plan in batch.plans if plan.result is None and self._ended(plan, now)}
+        pushes = [push for push in batch.pushes if id(push.plan) not in ended]
+        outcomes = await self._send(pushes)
+        finished = self._deps.clock.now()
+        for push, (outcome, started, stopped) in zip(pushes, outcomes, strict=True):
+            self._apply(push, outcome, started, stopped)
+        for plan in batch.plans:
+            if plan.result is None:
+                plan.result = self._conclude(plan, finished)
+            plan.result.attempts = plan.attempts
+        return [plan.result for plan in batch.plans if plan.result is not None]
+
+    async def _record(self, results: list[PassResult]) -> None:
+        """Step 5: the attempts and the sends' new status, in one transaction."""
+        async with self._deps.uow() as work:
             await work.sends.record(results)
             await work.commit()
-        return len(claimed)
+
+    async def _give_back(self, batch: _Batch) -> None:
+        """A batch claimed and never sent: due again now, for this or another process."""
+        keys = [(send.app_id, send.send_id) for send in batch.claimed]
+        try:
+            async with self._deps.uow() as work:
+                await work.sends.release(keys, self._deps.clock.now())
+                await work.commit()
+        except Exception:  # its lease runs out instead
+            logger.warning("claimed batch not given back", exc_info=True)
 
     async def report_invalidations(self) -> int:
         """Tell consent about dead tokens not reported yet; returns how many were."""
@@ -186,29 +302,6 @@ class Dispatcher:
             await work.sends.mark_reported(reported)
             await work.commit()
         return len(reported)
-
-    async def _pass(self, claimed: Sequence[ClaimedSend]) -> list[PassResult]:
-        now = self._deps.clock.now()
-        plans = [_Plan(send) for send in claimed]
-        live: list[_Plan] = []
-        for plan in plans:
-            send = plan.claimed
-            if send.expires_at is not None and now >= send.expires_at:
-                plan.result = _closed(send, SendStatus.EXPIRED, now)
-            elif send.latest_send_at is not None and now >= send.latest_send_at:
-                plan.result = _closed(send, SendStatus.LATE, now)
-            else:
-                live.append(plan)
-        pushes = await self._resolve(live, now)
-        outcomes = await self._send(pushes)
-        finished = self._deps.clock.now()
-        for push, (outcome, started, ended) in zip(pushes, outcomes, strict=True):
-            self._apply(push, outcome, started, ended)
-        for plan in live:
-            if plan.result is None:
-                plan.result = self._conclude(plan, finished)
-            plan.result.attempts = plan.attempts
-        return [plan.result for plan in plans if plan.result is not None]
 
     async def _resolve(self, live: list[_Plan], now: datetime) -> list[_Push]:
         """One CheckEligibility per (app, category, topic) of the batch; the pushes of
@@ -421,6 +514,16 @@ class Dispatcher:
                 send, SendStatus.SUPPRESSED, now, suppressed=decision_pb2.REASON_CODE_NO_DEVICE
             )
         return _closed(send, SendStatus.FAILED, now, reason=_first_reason(send, ""))
+
+
+async def _settled(task: asyncio.Task[_T]) -> _T | None:
+    """What a claiming or recording task gave, once it is done (None if it failed: the
+    sends it held come back when their lease runs out)."""
+    try:
+        return await task
+    except Exception:
+        logger.warning("dispatch step failed", exc_info=True)
+        return None
 
 
 def _first_reason(send: ClaimedSend, status: str) -> str:

@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import functools
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -250,7 +249,11 @@ class ApnsProvider:
         rendered = render_apns(push.content, options)
         if not rendered.size.fits:
             return Failed(reason="PayloadTooLarge", permanent=True, requests=0)
-        ttl = None if rendered.expiration is None else rendered.expiration - int(time.time())
+        # Seconds left by the service's clock (the runtime clock: options.now is when
+        # dispatch built the push), which aioapns counts from its own wall clock.
+        ttl = None
+        if rendered.expiration is not None and options.now is not None:
+            ttl = rendered.expiration - int(options.now.timestamp())
         if ttl is not None and ttl <= 0:
             return Failed(reason="Expired", permanent=True, requests=0)
         try:
