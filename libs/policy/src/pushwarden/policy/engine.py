@@ -16,15 +16,20 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, cast
+from zlib import crc32
 from zoneinfo import ZoneInfo
 
 from .caps import calendar_free_at, evaluate_cap, rule_applies
 from .clock import (
+    JITTER_MULTIPLIER,
+    MASK32,
+    SECONDS,
+    SEEDS,
     TABLES_OF,
     DayView,
     add_seconds,
     digest_period,
-    jitter_seconds,
+    jitter_seed,
     quiet_tables,
     view_in,
 )
@@ -86,6 +91,11 @@ _DAY_SECONDS = 86400
 _ZONES = ZONES.data
 _PLANS = PLANS.data
 _TABLES_OF = TABLES_OF.data
+_SEEDS = SEEDS.data
+_SECONDS = SECONDS
+_N_SECONDS = len(SECONDS)
+_MULT = JITTER_MULTIPLIER
+_MASK32 = MASK32
 
 _new = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
 
@@ -292,10 +302,12 @@ def decide(
             at = end
             room = rooms[place]
             width = jitter_span if jitter_span < room else room
-            if width:
-                at = add_seconds(
-                    end, jitter_seconds(recipient.user_id, message.message_id, end, width)
-                )
+            if width:  # ``clock.jitter_seconds`` and ``clock.add_seconds``, inlined
+                seed = _SEEDS.get((message.message_id, end))
+                if seed is None:
+                    seed = jitter_seed(message.message_id, end)
+                offset = (crc32(recipient.user_id.encode(), seed) * _MULT & _MASK32) * width >> 32
+                at = end + _SECONDS[offset] if offset < _N_SECONDS else add_seconds(end, offset)
             source = (_expand, message, recipient, hist, rules, now, _DEFER, _R_QUIET_HOURS, at)
             return _new(Decision, (_DEFER, _R_QUIET_HOURS, at, lazy_trace(source)))
         search = Search(message, recipient, hist, rules, zone, quiet, None)
