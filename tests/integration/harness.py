@@ -558,7 +558,7 @@ def running_platform(directory: Path, **options: Any) -> Iterator[ComposePlatfor
 
 
 def eventually(
-    check: Callable[[], bool], *, within_s: float = 30.0, what: str = "condition"
+    check: Callable[[], bool], *, within_s: float = 60.0, what: str = "condition"
 ) -> None:
     """Poll ``check`` until it holds; AssertionError after ``within_s`` seconds."""
     deadline = time.monotonic() + within_s

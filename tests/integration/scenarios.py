@@ -160,7 +160,7 @@ def delivery_status(platform: Platform, send_id: str) -> int:
     return int(answer.delivery.status)
 
 
-def wait_delivered(platform: Platform, send_id: str, within_s: float = 30.0) -> None:
+def wait_delivered(platform: Platform, send_id: str, within_s: float = 60.0) -> None:
     eventually(
         lambda: delivery_status(platform, send_id) == delivery_resources.DELIVERY_STATUS_DELIVERED,
         within_s=within_s,

@@ -278,11 +278,14 @@ def test_5_an_opt_out_mid_campaign_stops_everything_but_its_confirmation(
     platform.scheduler.PauseCampaign(
         messages_pb2.PauseCampaignRequest(app_id=APP, campaign_id=campaign_id)
     )
-    # Paused: wait until everything handed to delivery has reached the fake.
-    last = -1
-    while (now := fake_total(platform, devices)) != last:
-        last = now
-        time.sleep(1.0)
+    # Paused: wait until every send handed to delivery has reached the fake.
+    eventually(
+        lambda: (
+            get_campaign(platform, campaign_id).state == resources_pb2.CAMPAIGN_STATE_PAUSED
+            and fake_total(platform, devices) == get_campaign(platform, campaign_id).progress.sent
+        ),
+        what="the paused campaign's sends at the fake",
+    )
     leavers = [user for user, device in devices.items() if not platform.titles(device)][:3]
     assert len(leavers) == 3
     for user in leavers:
