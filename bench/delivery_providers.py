@@ -7,7 +7,8 @@ Run: .venv/bin/python bench/delivery_providers.py [--quick] [--apns-n N] [--fcm-
 Every piece is its own process on the same 2 cores: the fake APNs and the fake FCM
 (``python -m pushwarden.sandbox``), consent and delivery (``python -m
 pushwarden.services.<name>``, SQLite files, delivery's default settings: 10 APNs
-connections, the server's 1000 streams each, dispatch batches of 500, FCM chunks of
+connections of at most 100 streams each, dispatch batches of 500 with one batch at the
+providers at a time while the next is claimed and checked with consent, FCM chunks of
 100). This process only feeds Deliver (1,000 sends a call, up to 4 calls in flight) and
 watches the fake's count; the time is from the first Deliver to the last push at the
 fake, CPU is read from ``/proc/<pid>/stat`` of each process over that time.
@@ -19,8 +20,9 @@ Android on FCM).
 
 Baselines in the same run (the functions of ``bench/bare_aioapns.py`` and
 ``bench/bare_firebase_admin.py``): aioapns at delivery's concurrency (10 connections at
-most, the server's streams, 500 in flight: one dispatch batch), aioapns with its
-defaults (10 connections, 1000 in flight), firebase-admin ``send_each_async`` at
+most, 100 streams each, 500 in flight: one dispatch batch), aioapns with its defaults
+(10 connections, the server's 1000 streams each, 1000 in flight, which aioapns puts on
+one connection), firebase-admin ``send_each_async`` at
 delivery's (chunks of 100, one at a time). The runs take turns so that a change in the
 machine's load hits them alike.
 """
@@ -68,6 +70,7 @@ MARKETING_SHARE = 0.8
 DELIVER_CHUNK = 1000
 DELIVERS_IN_FLIGHT = 4
 DISPATCH_BATCH = 500  # delivery's default: the pushes one dispatch pass has in flight
+APNS_STREAMS = 100  # delivery's default apns_max_streams: requests per APNs connection
 FCM_CHUNK = 100  # delivery's default fcm_chunk_size
 
 
@@ -381,7 +384,7 @@ async def run(args: argparse.Namespace) -> int:
             await deliver(platform, build_sends(500, ios, "warm-apns", 1), platform.apns_info)
             await deliver(platform, build_sends(100, android, "warm-fcm", 2), platform.fcm_info)
 
-            equal = bare_aioapns.Setting("equal", 10, None, DISPATCH_BATCH)
+            equal = bare_aioapns.Setting("equal", 10, APNS_STREAMS, DISPATCH_BATCH)
             defaults = bare_aioapns.Setting("defaults", 10, None, 1000)
             apns_key, apns_pid = platform.apns_key, platform.pid("fake-apns")
             bare_equal: list[bare_aioapns.Result] = []
@@ -466,7 +469,8 @@ async def run(args: argparse.Namespace) -> int:
     print(header + f"{'fake ms':>9}")
     rows = [
         (f"bare aioapns, {equal.describe()}", b_equal.n, b_equal.per_s, b_equal.client_ms, None),
-        ("delivery -> APNs (10 conn max, server's streams, batch 500)", apns.n, apns.per_s,
+        (f"delivery -> APNs (10 conn max x {APNS_STREAMS} streams/conn, batch "
+         f"{DISPATCH_BATCH})", apns.n, apns.per_s,
          apns.ms(apns.delivery_cpu), apns.ms(apns.consent_cpu)),
         (f"bare aioapns, {defaults.describe()}", b_defaults.n, b_defaults.per_s,
          b_defaults.client_ms, None),
@@ -496,8 +500,9 @@ async def run(args: argparse.Namespace) -> int:
         f"{fcm_.ms(fcm_.consent_cpu):.3f} ms; bare firebase-admin {b_fcm.client_ms:.3f} ms"
     )
     concurrency = (
-        f"delivery: 10 APNs connections max, server's 1000 streams, dispatch batch "
-        f"{DISPATCH_BATCH} (up to {DISPATCH_BATCH} pushes in flight a dispatcher); bare equal: "
+        f"delivery: 10 APNs connections max, {APNS_STREAMS} streams each, dispatch batch "
+        f"{DISPATCH_BATCH} (up to {DISPATCH_BATCH} pushes in flight a dispatcher, the next "
+        f"batch claimed meanwhile); bare equal: "
         f"{equal.describe()}; bare defaults: {defaults.describe()}"
     )
     print(line("delivery.apns_per_s", apns.per_s, "notifications/s", None, f"{concurrency}; {mix}"))

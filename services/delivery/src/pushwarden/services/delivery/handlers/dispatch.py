@@ -46,6 +46,7 @@ from pushwarden.services.delivery.domain.sends import (
     AttemptOutcome,
     AttemptRecord,
     DeviceStatus,
+    Kind,
     SendStatus,
 )
 from pushwarden.services.delivery.handlers.common import DeliveryDeps
@@ -169,8 +170,11 @@ class Dispatcher:
                         await self.report_invalidations()
                     await ctx.idle(wake, self._settings.poll_s)
                     continue
-                # The next batch is claimed and checked while this one is out.
-                ahead = asyncio.create_task(self._prepare())
+                # The next batch is claimed and checked while this one is out (of the
+                # marketing lane only, for the dispatcher of every lane: a transactional
+                # send does not wait behind a batch in flight; the transactional
+                # dispatcher takes it at once).
+                ahead = asyncio.create_task(self._prepare(self._ahead_lanes))
                 carrying, batch = batch, None  # once out, it is never given back
                 results = await self._carry(carrying)
                 if recording is not None:
@@ -197,14 +201,22 @@ class Dispatcher:
         await self._record(await self._carry(batch))
         return len(batch.claimed)
 
-    async def _prepare(self) -> _Batch | None:
-        """Claim a batch and check it with consent; None when nothing is due."""
+    @property
+    def _ahead_lanes(self) -> tuple[int, ...]:
+        """The lanes a batch claimed while another is out comes from."""
+        if self._settings.lanes is None:
+            return (Kind.MARKETING.lane,)
+        return self._settings.lanes
+
+    async def _prepare(self, lanes: tuple[int, ...] | None = None) -> _Batch | None:
+        """Claim a batch (of ``lanes``, else of the dispatcher's) and check it with
+        consent; None when nothing is due."""
         deps = self._deps
         now = deps.clock.now()
         lease_until = now + timedelta(seconds=self._settings.lease_s)
         async with deps.uow() as work:
             claimed = await work.sends.claim_due(
-                now, self._settings.batch, lease_until, self._settings.lanes
+                now, self._settings.batch, lease_until, lanes or self._settings.lanes
             )
             await work.commit()
         if not claimed:

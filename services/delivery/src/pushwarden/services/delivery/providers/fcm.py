@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import itertools
 import json
+import logging
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -97,6 +98,9 @@ class FcmProvider:
             return self._app
 
     async def _open(self) -> firebase_admin.App:
+        # httpx logs every request at INFO: a line per FCM push in the service's log
+        # (and a good part of the CPU a push costs). Its warnings still show.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         creds = self._credentials
         certificate = credentials.Certificate(str(creds.service_account_file))
         app = firebase_admin.initialize_app(

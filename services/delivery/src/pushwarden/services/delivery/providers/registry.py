@@ -17,7 +17,7 @@ class ProviderSettings:
 
     apns_timeout: float = 10.0
     apns_max_connections: int = 10
-    apns_max_streams: int | None = None
+    apns_max_streams: int | None = 100
     fcm_timeout: float = 10.0
     fcm_chunk_size: int = 100
 
