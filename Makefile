@@ -5,7 +5,7 @@ PY := .venv/bin/python
 VENV_STAMP := .venv/.installed-$(shell cat constraints.txt requirements.in libs/*/pyproject.toml services/*/pyproject.toml | cksum | cut -d' ' -f1)
 PG_URL ?= $(or $(PUSHWARDEN_TEST_PG_URL),postgresql+psycopg://postgres@127.0.0.1:5432/test)
 
-.PHONY: install lock run test test-pg protos protos-check proto-lint buf-curl-check lint bench compose-check config-table clean
+.PHONY: install lock run demo test test-pg protos protos-check proto-lint buf-curl-check lint bench compose-check config-table clean
 
 install: $(VENV_STAMP)
 
@@ -23,6 +23,12 @@ lock:
 # One Python supervisor runs the four services (SQLite under var/); make stays its parent.
 run: install
 	@$(PY) -m pushwarden.runtime.supervisor
+
+# One simulated day of a shop app on the whole platform (sandbox included, SQLite in a
+# temporary directory, the runtime's test clock): a report and var/demo/demo-chart.png.
+DEMO_ARGS ?=
+demo: install
+	@$(PY) tools/demo.py $(DEMO_ARGS)
 
 # ---- tests -----------------------------------------------------------------------------
 PYTEST := $(PY) -m pytest
