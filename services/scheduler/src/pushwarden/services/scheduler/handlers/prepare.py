@@ -130,10 +130,16 @@ class Preparer:
         variants = {variant.variant_id: variant.template for variant in campaign.variants}
         needed_attributes: set[str] = set()
         needed_events: set[str] = set()
-        for template in variants.values():
+        # A variant whose template reads no profile or event renders the same for every
+        # user of one locale: rendered once per locale, not once per user.
+        constant: set[str] = set()
+        for variant_id, template in variants.items():
             attribute_keys, event_keys = placeholders_needed(template)
             needed_attributes.update(attribute_keys)
             needed_events.update(event_keys)
+            if not attribute_keys and not event_keys:
+                constant.add(variant_id)
+        rendered: dict[tuple[str, str], Rendering] = {}
         profiles = (
             await self._segmentation.profiles(
                 app_id,
@@ -156,19 +162,25 @@ class Preparer:
             ):
                 prepared.drops[intent.key] = _NOT_IN_AUDIENCE
                 continue
-            profile = profiles.get(intent.user_id)
-            attributes = dict(profile.profile.attributes) if profile is not None else {}
-            events = (
-                {event.name: dict(event.properties) for event in profile.latest_events}
-                if profile is not None
-                else {}
-            )
-            rendering = render_detailed(
-                variants[intent.variant_id],
-                locale=due.facts.devices[0].locale if due.facts.devices else "",
-                attributes=attributes,
-                event_properties=events,
-            )
+            locale = due.facts.devices[0].locale if due.facts.devices else ""
+            once = (intent.variant_id, locale) if intent.variant_id in constant else None
+            rendering = rendered.get(once) if once is not None else None
+            if rendering is None:
+                profile = profiles.get(intent.user_id)
+                attributes = dict(profile.profile.attributes) if profile is not None else {}
+                events = (
+                    {event.name: dict(event.properties) for event in profile.latest_events}
+                    if profile is not None
+                    else {}
+                )
+                rendering = render_detailed(
+                    variants[intent.variant_id],
+                    locale=locale,
+                    attributes=attributes,
+                    event_properties=events,
+                )
+                if once is not None:
+                    rendered[once] = rendering
             prepared.renderings[intent.key] = rendering
             content = rendering.result
             if isinstance(content, Missing):
