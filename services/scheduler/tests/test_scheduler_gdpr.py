@@ -147,6 +147,7 @@ async def test_an_opt_out_gets_one_confirmation_when_the_policy_asks(platform: P
         export = await scheduler.ExportUserData(
             messages_pb2.ExportUserDataRequest(app_id=APP, user_id="cleo")
         )
+
         # One confirmation per recorded opt-out change of the feed, never a repeat of one
         # (the second may still be on its way to the fake when the export answers).
         async def all_arrived() -> bool:
