@@ -368,13 +368,6 @@ def test_6_a_token_the_provider_reports_dead_is_never_used_again(platform: Platf
     dead_token(platform, "dead-ada", provider_clock_ahead=timedelta(0))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="consent's InvalidateDevice refuses a provider_timestamp more than 5 minutes "
-    "ahead of its clock (INVALID_ARGUMENT); delivery then retries the report on every "
-    "dispatch pass and keeps sending to the dead token (tried on each of the three sends)",
-)
 def test_6_a_dead_token_stamped_by_a_provider_clock_ten_minutes_ahead_is_never_used_again(
     platform: Platform,
 ) -> None:

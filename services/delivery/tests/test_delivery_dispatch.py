@@ -155,8 +155,10 @@ async def test_a_dead_token_is_one_call_and_the_device_is_invalid_at_consent(
     platform: Platform,
 ) -> None:
     iphone = await platform.register("cy", IOS)
-    # After the registration: an older provider timestamp would be stale at consent.
-    stamp_ms = int(FileClock(platform.clock_file).now().timestamp() * 1000) + 1000
+    # Just after the registration (an older provider timestamp would be stale at
+    # consent) and before the answer arrives (a later one, from a provider clock running
+    # ahead of ours, is recorded as the instant delivery learned it).
+    stamp_ms = iphone.registered_at.ToMilliseconds() + 1
     platform.sandbox.apns.faults.add(
         FaultSpec("status", token=iphone.token, status=410, timestamp_ms=stamp_ms)
     )

@@ -293,14 +293,21 @@ class Dispatcher:
         if not pending:
             return 0
 
+        now = deps.clock.now()
+
         async def report(item: PendingInvalidation) -> bool:
+            # The provider answered before now: a stamp from a clock running ahead of
+            # ours (which consent shares) would be refused as from the future.
+            at = item.invalidated_at
+            if at is not None and at > now:
+                at = now
             try:
                 await deps.consent.invalidate(
                     app_id=item.app_id,
                     device_id=item.device_id,
                     provider=item.provider,
                     reason=item.reason,
-                    at=item.invalidated_at,
+                    at=at,
                     send_id=item.send_id,
                 )
             except ConsentUnavailable as exc:
