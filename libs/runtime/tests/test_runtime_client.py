@@ -3,6 +3,7 @@ UNAVAILABLE for idempotent methods only."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -46,8 +47,10 @@ class Remote:
 
     def __init__(self) -> None:
         self.attempts: Counter[str] = Counter()
+        self.calls = 0
 
     async def time_left(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        self.calls += 1
         return repr(context.time_remaining()).encode()
 
     async def caller(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
@@ -152,9 +155,41 @@ def test_service_config_names_only_the_idempotent_methods() -> None:
     [method_config] = config["methodConfig"]
     assert method_config["name"] == [{"service": "a.v1.S", "method": "Get"}, {"service": "a.v1.T"}]
     assert method_config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
-    assert json.loads(service_config([], RetryPolicy())) == {"methodConfig": []}
+    assert json.loads(service_config([], RetryPolicy())) == {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [],
+    }
     with pytest.raises(ValueError, match="full method"):
         service_config(["Get"], RetryPolicy())
+
+
+async def test_calls_spread_over_every_address_of_the_target() -> None:
+    """A target naming several replicas (as dns:/// of a name with several addresses
+    resolves) gets calls on each of them, not all on the first."""
+    served: Counter[int] = Counter()
+    servers = []
+    for _ in range(2):
+        handlers = Remote()
+        runtime = create_server(
+            ServerSettings(host="127.0.0.1", port=0),
+            register=handlers.register,
+            service_names=[SERVICE],
+        )
+        await runtime.start()
+        servers.append((handlers, runtime))
+    try:
+        target = "ipv4:" + ",".join(f"127.0.0.1:{runtime.port}" for _, runtime in servers)
+        async with open_channel(target) as ch:
+            await ch.channel_ready()
+            for _ in range(20):
+                await unary(ch, f"/{SERVICE}/TimeLeft")(b"")
+                await asyncio.sleep(0.01)
+        for handlers, runtime in servers:
+            served[runtime.port] = handlers.calls
+    finally:
+        for _, runtime in servers:
+            await runtime.stop(0)
+    assert all(count > 0 for count in served.values()), served
 
 
 def test_idempotent_methods_come_from_the_contract_options() -> None:

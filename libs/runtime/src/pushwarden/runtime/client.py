@@ -71,11 +71,15 @@ def idempotent_methods(service: ServiceDescriptor) -> tuple[str, ...]:
 
 
 def service_config(idempotent_methods: Sequence[str], retry: RetryPolicy) -> str:
-    """The channel's service config (JSON): a retry policy for the idempotent methods."""
+    """The channel's service config (JSON): calls spread round robin over every address
+    the target resolves to (``dns:///name:port`` of several replicas; gRPC's default
+    would send every call to the first), and a retry policy for the idempotent methods."""
+    balance: list[dict[str, dict[str, str]]] = [{"round_robin": {}}]
     if not idempotent_methods:
-        return json.dumps({"methodConfig": []})
+        return json.dumps({"loadBalancingConfig": balance, "methodConfig": []})
     return json.dumps(
         {
+            "loadBalancingConfig": balance,
             "methodConfig": [
                 {
                     "name": [_method_name_entry(m) for m in idempotent_methods],
@@ -87,7 +91,7 @@ def service_config(idempotent_methods: Sequence[str], retry: RetryPolicy) -> str
                         "retryableStatusCodes": ["UNAVAILABLE"],
                     },
                 }
-            ]
+            ],
         }
     )
 
