@@ -3,42 +3,32 @@ the figures it promises; nothing here looks at how fast anything was."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
+
+from pushwarden.runtime.servicetest import BenchRun, run_bench
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "consent_eligibility.py"
 
 
-def _run(tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--quick",
-            "--users",
-            "1500",
-            "--writers",
-            "4",
-            "--no-postgres",
-            "--data-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+def _run(tmp_path: Path) -> BenchRun:
+    return run_bench(
+        BENCH,
+        "--quick",
+        "--users",
+        "1500",
+        "--writers",
+        "4",
+        "--no-postgres",
+        "--data-dir",
+        str(tmp_path),
     )
 
 
 def test_the_benchmark_prints_its_figures_and_keeps_its_population(tmp_path: Path) -> None:
     first = _run(tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    lines = [
-        json.loads(line[6:]) for line in first.stdout.splitlines() if line.startswith("BENCH ")
-    ]
-    by_name = {line["name"]: line for line in lines}
+    lines = first.lines
+    by_name = first.figures
     assert set(by_name) == {
         "consent.eligibility_users_per_s",
         "consent.eligibility_server_cpu_ms_per_batch",

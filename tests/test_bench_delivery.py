@@ -4,30 +4,21 @@ here looks at how fast anything was."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from pushwarden.runtime.servicetest import run_bench
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "delivery_providers.py"
 
 
 @pytest.mark.slow
 def test_the_delivery_benchmark_prints_its_figures() -> None:
-    command = [sys.executable, str(BENCH), "--quick"]
-    command += ["--apns-n", "600", "--fcm-n", "200", "--users", "50"]
-    done = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_bench(BENCH, "--quick", "--apns-n", "600", "--fcm-n", "200", "--users", "50")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    lines = [json.loads(line[6:]) for line in done.stdout.splitlines() if line.startswith("BENCH ")]
-    by_name = {line["name"]: line for line in lines}
+    lines = done.lines
+    by_name = done.figures
     assert set(by_name) == {
         "delivery.apns_per_s",
         "delivery.apns_ratio_to_bare",

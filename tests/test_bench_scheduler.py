@@ -4,35 +4,27 @@ looks at how fast anything was."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from pushwarden.runtime.servicetest import run_bench
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "scheduler_fanout.py"
 
 
 @pytest.mark.slow
 def test_the_scheduler_benchmark_prints_its_figures() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--users", "300"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_bench(BENCH, "--users", "300")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    lines = [json.loads(line[6:]) for line in done.stdout.splitlines() if line.startswith("BENCH ")]
-    by_name = {line["name"]: line for line in lines}
+    by_name = done.figures
     assert set(by_name) == {
         "scheduler.fanout_per_s",
         "scheduler.handed_per_s",
         "scheduler.fanout_ratio_to_eligibility",
         "scheduler.transactional_accept_p99_ms",
     }
-    for line in lines:
+    for line in done.lines:
         assert set(line) == {"name", "value", "unit", "baseline", "notes"}
         assert line["value"] > 0
     assert by_name["scheduler.fanout_per_s"]["baseline"] == 10_000

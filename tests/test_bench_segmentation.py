@@ -4,43 +4,33 @@ at how fast anything was."""
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from pushwarden.runtime.servicetest import BenchRun, run_bench
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "segmentation_evaluate.py"
 
 
-def _run(tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--quick",
-            "--profiles",
-            "4000",
-            "--events",
-            "8000",
-            "--no-postgres",
-            "--data-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+def _run(tmp_path: Path) -> BenchRun:
+    return run_bench(
+        BENCH,
+        "--quick",
+        "--profiles",
+        "4000",
+        "--events",
+        "8000",
+        "--no-postgres",
+        "--data-dir",
+        str(tmp_path),
     )
 
 
 def test_the_benchmark_prints_its_figures_and_keeps_its_population(tmp_path: Path) -> None:
     first = _run(tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    lines = [
-        json.loads(line[6:]) for line in first.stdout.splitlines() if line.startswith("BENCH ")
-    ]
-    by_name = {line["name"]: line for line in lines}
+    lines = first.lines
+    by_name = first.figures
     assert set(by_name) == {
         "segmentation.evaluate_1m_s",
         "segmentation.count_1m_s",

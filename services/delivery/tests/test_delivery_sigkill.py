@@ -18,17 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import os
 import random
-import signal
-import socket
-import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -38,7 +34,7 @@ from pushwarden.common.v1 import content_pb2, types_pb2
 from pushwarden.delivery.v1 import delivery_pb2_grpc, messages_pb2, resources_pb2
 from pushwarden.runtime.clock import shift_clock_file
 from pushwarden.runtime.db import Database, create_async_engine_for
-from pushwarden.runtime.healthprobe import health_status
+from pushwarden.runtime.servicetest import ServiceProcess, free_port
 from pushwarden.runtime.settings import DatabaseSettings
 from pushwarden.sandbox.faults import FaultSpec
 from pushwarden.services.delivery.handlers.dispatch import push_seed
@@ -68,27 +64,19 @@ FINAL = {
 FINAL_NAMES = {"DELIVERED", "FAILED", "EXPIRED"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class DeliveryProcess:
-    """``python -m pushwarden.services.delivery`` as a child process, its output in a file."""
-
-    def __init__(self, platform: Platform, logs: Path) -> None:
-        self.port = free_port()
-        self.logs = logs
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("PUSHWARDEN_")}
-        assert platform.sandbox.apns.ca_file is not None
-        self.env = {
-            **inherited,
-            # What make run gives delivery: its address, consent's, the database, the
-            # credentials file, and trust in the fakes' CA.
+def delivery_process_for(platform: Platform, logs: Path) -> ServiceProcess:
+    """``python -m pushwarden.services.delivery`` configured as ``make run`` configures
+    it: its address, consent's, the database, the credentials file, and trust in the
+    fakes' CA."""
+    port = free_port()
+    assert platform.sandbox.apns.ca_file is not None
+    return ServiceProcess(
+        "pushwarden.services.delivery",
+        "PUSHWARDEN_",
+        port,
+        {
             "PUSHWARDEN_DELIVERY_HOST": "127.0.0.1",
-            "PUSHWARDEN_DELIVERY_PORT": str(self.port),
+            "PUSHWARDEN_DELIVERY_PORT": str(port),
             "PUSHWARDEN_DELIVERY_DATABASE_URL": platform.database_url,
             "PUSHWARDEN_DELIVERY_DB_POOL_SIZE": "3",
             "PUSHWARDEN_DELIVERY_CONSENT_ADDR": platform.consent_addr,
@@ -98,61 +86,14 @@ class DeliveryProcess:
             "PUSHWARDEN_DELIVERY_APNS_TIMEOUT": "10",
             "PUSHWARDEN_DELIVERY_LOG_FORMAT": "text",
             "SSL_CERT_FILE": str(platform.sandbox.apns.ca_file),
-        }
-        self.runs = 0
-        self.process: asyncio.subprocess.Process | None = None
-        self._log: IO[bytes] | None = None
-
-    async def start(self) -> None:
-        self.runs += 1
-        self._log = (self.logs / f"delivery-{self.runs}.log").open("wb")
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "pushwarden.services.delivery",
-            env=self.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as channel:
-            while True:
-                with contextlib.suppress(grpc.aio.AioRpcError):
-                    if await health_status(channel, timeout_s=1.0) == "SERVING":
-                        return
-                if self.process.returncode is not None or time.monotonic() > deadline:
-                    pytest.fail(f"delivery did not serve within 30 s:\n{self.output()}")
-                await asyncio.sleep(0.1)
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        assert await asyncio.wait_for(self.process.wait(), 10) == -signal.SIGKILL
-        assert self._log is not None
-        self._log.close()
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), 20)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-        if self._log is not None:
-            self._log.close()
-
-    def output(self) -> str:
-        return "\n".join(
-            f"--- run {n}\n" + (self.logs / f"delivery-{n}.log").read_text(errors="replace")[-4000:]
-            for n in range(1, self.runs + 1)
-        )
+        },
+        logs,
+    )
 
 
 @contextlib.asynccontextmanager
-async def delivery_process(platform: Platform, logs: Path) -> AsyncIterator[DeliveryProcess]:
-    process = DeliveryProcess(platform, logs)
+async def delivery_process(platform: Platform, logs: Path) -> AsyncIterator[ServiceProcess]:
+    process = delivery_process_for(platform, logs)
     try:
         yield process
     finally:

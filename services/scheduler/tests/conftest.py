@@ -167,6 +167,10 @@ class Platform:
                     ],
                 )
             )
+        await self.create_pro_segment()
+
+    async def create_pro_segment(self) -> None:
+        """The segment "pro": everyone whose profile says plan = pro."""
         await self.segmentation.CreateSegment(
             seg_messages.CreateSegmentRequest(
                 app_id=APP,

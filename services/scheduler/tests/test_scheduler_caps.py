@@ -42,28 +42,29 @@ from .test_scheduler_triggers import (
 
 pytestmark = pytest.mark.storage
 
+# The app cap these tests hold the scheduler to: one marketing push per local day, DROP.
+ONE_MARKETING_PUSH_A_DAY = messages_pb2.SetPolicyRequest(
+    app_id=APP,
+    policy=resources_pb2.Policy(
+        cap_rules=[
+            policy_pb2.CapRule(
+                rule_id="one-a-day",
+                scope=policy_pb2.CAP_SCOPE_ALL_MARKETING,
+                max_count=1,
+                calendar=policy_pb2.CALENDAR_PERIOD_DAY,
+                on_exceed=policy_pb2.ON_EXCEED_DROP,
+            )
+        ]
+    ),
+)
+
 
 async def test_two_schedulers_and_two_campaigns_never_exceed_a_cap(platform: Platform) -> None:
     tokens = await seed(platform, USERS)
     async with contextlib.AsyncExitStack() as stack:
         first = await stack.enter_async_context(platform.scheduler(DISPATCH_BATCH="2"))
         second = await stack.enter_async_context(platform.scheduler(DISPATCH_BATCH="2"))
-        await first.SetPolicy(
-            messages_pb2.SetPolicyRequest(
-                app_id=APP,
-                policy=resources_pb2.Policy(
-                    cap_rules=[
-                        policy_pb2.CapRule(
-                            rule_id="one-a-day",
-                            scope=policy_pb2.CAP_SCOPE_ALL_MARKETING,
-                            max_count=1,
-                            calendar=policy_pb2.CALENDAR_PERIOD_DAY,
-                            on_exceed=policy_pb2.ON_EXCEED_DROP,
-                        )
-                    ]
-                ),
-            )
-        )
+        await first.SetPolicy(ONE_MARKETING_PUSH_A_DAY)
         ids = []
         for key, stub in (("sale-1", first), ("sale-2", second)):
             created = await stub.CreateCampaign(
@@ -169,22 +170,7 @@ async def test_a_stale_history_snapshot_is_decided_again_inside_the_transaction(
     users = USERS[:4]
     tokens = await seed(platform, users)
     async with platform.scheduler() as scheduler:
-        await scheduler.SetPolicy(
-            messages_pb2.SetPolicyRequest(
-                app_id=APP,
-                policy=resources_pb2.Policy(
-                    cap_rules=[
-                        policy_pb2.CapRule(
-                            rule_id="one-a-day",
-                            scope=policy_pb2.CAP_SCOPE_ALL_MARKETING,
-                            max_count=1,
-                            calendar=policy_pb2.CALENDAR_PERIOD_DAY,
-                            on_exceed=policy_pb2.ON_EXCEED_DROP,
-                        )
-                    ]
-                ),
-            )
-        )
+        await scheduler.SetPolicy(ONE_MARKETING_PUSH_A_DAY)
         ids = []
         for key in ("first", "second"):
             created = await scheduler.CreateCampaign(
@@ -224,22 +210,7 @@ async def test_two_campaigns_and_a_trigger_due_together_never_exceed_a_cap(
     async with contextlib.AsyncExitStack() as stack:
         first = await stack.enter_async_context(platform.scheduler(DISPATCH_BATCH="3"))
         second = await stack.enter_async_context(platform.scheduler(DISPATCH_BATCH="3"))
-        await first.SetPolicy(
-            messages_pb2.SetPolicyRequest(
-                app_id=APP,
-                policy=resources_pb2.Policy(
-                    cap_rules=[
-                        policy_pb2.CapRule(
-                            rule_id="one-a-day",
-                            scope=policy_pb2.CAP_SCOPE_ALL_MARKETING,
-                            max_count=1,
-                            calendar=policy_pb2.CALENDAR_PERIOD_DAY,
-                            on_exceed=policy_pb2.ON_EXCEED_DROP,
-                        )
-                    ]
-                ),
-            )
-        )
+        await first.SetPolicy(ONE_MARKETING_PUSH_A_DAY)
         trigger_id = await create(first, cart_abandonment(), "cart")
         await follower_ready(platform, first, trigger_id)
         ids = []

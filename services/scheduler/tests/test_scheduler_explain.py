@@ -624,24 +624,7 @@ async def test_a_payload_over_the_limit_drops_after_the_policy_allows(platform: 
             ],
         )
     )
-    await platform.segmentation.CreateSegment(
-        seg_messages.CreateSegmentRequest(
-            app_id=APP,
-            segment=seg_resources.Segment(
-                segment_id="pro",
-                name="Pro users",
-                rule=seg_resources.Rule(
-                    attribute=seg_resources.AttributePredicate(
-                        filter=values_pb2.PropertyFilter(
-                            name="plan",
-                            operator=values_pb2.OPERATOR_EQ,
-                            value=values_pb2.AttributeValue(string_value="pro"),
-                        )
-                    )
-                ),
-            ),
-        )
-    )
+    await platform.create_pro_segment()
     template = resources_pb2.Template(
         content=content_pb2.Content(title="About you", body="{{bio}}" * 5),
         placeholders=[

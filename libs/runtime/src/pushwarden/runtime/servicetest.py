@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -196,6 +197,40 @@ class ServiceProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+@dataclass(frozen=True, slots=True)
+class BenchRun:
+    """One run of a benchmark script: its exit status, output, and its ``BENCH {...}``
+    lines by figure name."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    figures: dict[str, dict[str, Any]]
+
+    @property
+    def lines(self) -> list[dict[str, Any]]:
+        """The figures in the order printed."""
+        return list(self.figures.values())
+
+
+def run_bench(script: Path, *args: str, timeout_s: float = 300) -> BenchRun:
+    """Run ``python script args`` (a script under ``bench/``) to the end and read the
+    ``BENCH {...}`` JSON lines it printed, for the benchmarks' smoke tests."""
+    done = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    figures: dict[str, dict[str, Any]] = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH "):
+            figure = json.loads(line[len("BENCH ") :])
+            figures[figure["name"]] = figure
+    return BenchRun(done.returncode, done.stdout, done.stderr, figures)
 
 
 def free_port() -> int:
