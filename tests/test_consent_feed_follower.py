@@ -141,6 +141,9 @@ async def test_an_expired_cursor_resynchronises_then_follows_the_head(
     shift_clock_file(clock_file, advance=timedelta(days=8))
     async with serving(bootstrap(config)) as channel:  # retention drops the old changes
         await opt_out(channel, "after")
+        # The purge runs as the service starts, beside the RPCs: a follower that came
+        # first would rightly still read "missed" (not yet deleted). Wait for it.
+        await until_expired(channel, store.cursor)
         host = WorkerHost([Worker("consent-feed", follower_for(channel, store, recorder).run)])
         store.saved.clear()
         host.start()
@@ -151,6 +154,23 @@ async def test_an_expired_cursor_resynchronises_then_follows_the_head(
         await host.stop(grace_s=5)
     assert recorder.resyncs == 1
     assert [user for _, user in recorder.seen] == ["u1", "u2", "fresh"]
+
+
+async def until_expired(channel: grpc.aio.Channel, cursor: str | None) -> None:
+    """Wait until the consent service refuses ``cursor`` as CURSOR_EXPIRED."""
+    assert cursor is not None
+    stub = consent_pb2_grpc.ConsentServiceStub(channel)
+    give_up = asyncio.get_running_loop().time() + DEADLINE_S
+    while True:
+        request = messages_pb2.WatchChangesRequest(cursor=cursor, stop_at_head=True)
+        try:
+            async for _ in stub.WatchChanges(request, timeout=DEADLINE_S):
+                pass
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.OUT_OF_RANGE, error
+            return
+        assert asyncio.get_running_loop().time() < give_up, "the cursor never expired"
+        await asyncio.sleep(0.05)
 
 
 def follower_for(

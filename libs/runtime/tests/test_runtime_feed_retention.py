@@ -214,3 +214,22 @@ async def test_an_uncommitted_purge_leaves_rows_and_watermark(uow: Uow) -> None:
 
 def test_the_cutoff_is_now_minus_the_kept_period() -> None:
     assert RETENTION.cutoff(NOW) == NOW - timedelta(days=7)
+
+
+async def test_a_stream_that_a_purge_overtook_is_told_its_position_expired(uow: Uow) -> None:
+    """A stream reading page by page checks after each page that no purge deleted rows
+    after its position meanwhile; without it, a reader behind the retention would skip
+    the deleted rows silently."""
+    await append(uow, ("u1", timedelta(days=9)), ("u2", timedelta(days=8)))
+    await append(uow, ("u3", timedelta(0)))
+    async with uow(read_only=True) as work:
+        await RETENTION.still_held(work.state, 0)  # nothing purged yet
+    assert await purge(uow) == 2
+    async with uow(read_only=True) as work:
+        for position in (0, 1):
+            with pytest.raises(OutOfRange) as raised:
+                await RETENTION.still_held(work.state, position)
+            assert raised.value.reason == "CURSOR_EXPIRED"
+            assert raised.value.metadata == {"purged_through": "2"}
+        await RETENTION.still_held(work.state, 2)
+        await RETENTION.still_held(work.state, 3)

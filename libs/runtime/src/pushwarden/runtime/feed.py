@@ -180,16 +180,26 @@ class FeedRetention:
         the oldest change still held."""
         purged = int(await state.get(self.watermark) or 0)
         if cursor is not None:
-            if cursor < purged:
-                raise OutOfRange(
-                    self.expired_message,
-                    reason="CURSOR_EXPIRED",
-                    metadata={"purged_through": str(purged)},
-                )
+            self._refuse_before(cursor, purged)
             return cursor
         if from_head:
             return await log.head()
         return purged
+
+    async def still_held(self, state: Watermarks, position: int) -> None:
+        """OUT_OF_RANGE CURSOR_EXPIRED when a purge deleted rows after ``position``
+        while a stream was on its way: a stream calls it after reading each page (in the
+        page's unit of work), so a reader that fell behind the retention while streaming
+        is told so instead of silently skipping the deleted rows."""
+        self._refuse_before(position, int(await state.get(self.watermark) or 0))
+
+    def _refuse_before(self, position: int, purged: int) -> None:
+        if position < purged:
+            raise OutOfRange(
+                self.expired_message,
+                reason="CURSOR_EXPIRED",
+                metadata={"purged_through": str(purged)},
+            )
 
     def cutoff(self, now: datetime) -> datetime:
         """Rows stamped before this instant are expired."""

@@ -72,10 +72,12 @@ class FeedHandlers:
         """Stream changes after ``after``; ``announce`` sends a first empty caught-up
         message (a from-head start, so the follower can store its cursor)."""
         deps = self._deps
+        retention = self._retention
 
         async def read(position: int) -> Batch[StoredChange]:
             async with deps.uow(read_only=True) as work:
                 changes, resume = await work.feed.read_after(app_id or None, position, batch, kinds)
+                await retention.still_held(work.state, position)
                 return Batch(changes, resume, resume >= await work.feed.head())
 
         def message(

@@ -135,12 +135,14 @@ class EventHandlers:
         """Stream events after ``after``; ``announce`` sends a first empty caught-up
         message (a from-head start, so the follower can store its cursor)."""
         deps = self._deps
+        retention = self._retention
 
         async def read(position: int) -> Batch[StoredEvent]:
             async with deps.uow(read_only=True) as work:
                 events, resume = await work.events.read_after(
                     app_id or None, position, batch, names
                 )
+                await retention.still_held(work.state, position)
                 return Batch(events, resume, resume >= await work.events.head())
 
         def message(
