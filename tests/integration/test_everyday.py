@@ -475,13 +475,6 @@ def test_7_gdpr_export_and_one_erasure_leave_only_the_suppression_record(
     assert platform.titles(phone) == ["Your order shipped"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="consent's CheckEligibility sets ConsentDetail.erased for every user id with a "
-    "suppression record, also once it registered again, so the scheduler's policy drops "
-    "the user's transactional sends as ERASED (and its marketing as ERASED, not SUPPRESSED)",
-)
 def test_7_an_erased_user_id_registering_again_gets_its_order_updates(platform: Platform) -> None:
     user = "gdpr-fay"
     platform.register(user)

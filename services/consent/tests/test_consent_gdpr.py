@@ -275,7 +275,9 @@ async def test_an_erased_user_id_stays_out_of_marketing_until_a_lifting_opt_in(
 
     marketing = await eligible("promos")
     assert list(marketing.reasons) == [R.REASON_CODE_SUPPRESSED]
-    assert marketing.consent.erased
+    # Registered again: no longer erased "right now", but marketing stays suppressed.
+    assert not marketing.consent.erased
+    assert marketing.consent.suppressed
     assert (await eligible("orders")).allowed  # transactional still goes
     await consent(stub, PROMOS, True)  # a category opt-in does not lift it
     assert list((await eligible("promos")).reasons) == [R.REASON_CODE_SUPPRESSED]

@@ -709,10 +709,12 @@ class ConsentMachine(RuleBasedStateMachine):
                 verdict.invalidated,
             ), where
             detail = answer.consent
+            # Erased "right now": erased, and nothing of the user id written since (a
+            # user id that registered again is a user again, still suppressed).
             assert (detail.suppressed, detail.erased) == (
                 model.facts.suppressed,
-                model.facts.erased,
-            )
+                model.facts.erased and not model.holds_anything,
+            ), where
             assert detail.marketing_opted_out == implied(model.facts)["marketing_opted_out"]
             assert detail.channel_opted_out == implied(model.facts)["push_opted_out"]
             assert (detail.category_allowed, detail.category_default) == (

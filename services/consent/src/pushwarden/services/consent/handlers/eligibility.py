@@ -186,7 +186,11 @@ class BatchJudge:
         if channel_out:
             consent["channel_opted_out"] = True
         if suppression is not None:
-            consent["erased"] = True
+            # Erased "right now": nothing of the user id since the erasure. Once it
+            # registers a device (or records a choice or preferences) again it is a user
+            # again: transactional sends go, marketing stays SUPPRESSED until it opts in.
+            if not (choices or devices or preferences is not None):
+                consent["erased"] = True
             consent["suppressed"] = suppressed
         if choice is not None:
             consent["recorded_at"] = self._stamp(choice.recorded_at)
