@@ -34,11 +34,8 @@ from .scenarios import (
 AWAKE = ("Europe/Paris", "Asia/Tokyo")
 ASLEEP = ("America/New_York", "America/Los_Angeles")
 QUIET_START, QUIET_END = time(21, 0), time(8, 0)
-# No jitter: with a 10-minute jitter window the policy library's fast path and its
-# reference evaluator disagree on some quiet-hours deferrals (15:04:23 against 15:00), the
-# trace expansion raises and the scheduler's marketing dispatch worker crashes in a loop
-# (about one run in seven); reported to the policy library's owner.
-JITTER = timedelta(0)
+# The deferred wake up within 10 minutes after their quiet hours end (jitter).
+JITTER = timedelta(minutes=10)
 CAP = 2  # marketing pushes per rolling 24 h
 
 
