@@ -88,9 +88,10 @@ config-table: install
 
 # ---- benchmarks ------------------------------------------------------------------------
 # Every script under bench/ prints a table and `BENCH {...}` lines; BENCH_ARGS=--quick for a short run.
+# Modules named _*.py are shared helpers, not benchmarks.
 BENCH_ARGS ?=
 bench: install
-	@set -e; for b in bench/*.py; do echo "== $$b"; $(PY) $$b $(BENCH_ARGS); done
+	@set -e; for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b $(BENCH_ARGS); done
 
 clean:
 	rm -rf .venv var node_modules
