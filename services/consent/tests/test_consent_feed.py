@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -263,3 +263,41 @@ async def test_concurrent_writers_and_a_live_follower_see_each_change_once_in_or
     assert sequences == sorted(sequences)
     assert len(set(sequences)) == 40
     assert {change.user_id for change in seen} == {f"w{index}" for index in range(40)}
+
+
+async def test_a_draining_server_ends_its_streams_with_unavailable_at_once(
+    database_url: str,
+) -> None:
+    """A stop with a long grace period does not wait for the open feed streams: they end
+    with UNAVAILABLE (their followers reconnect) as soon as the server refuses new RPCs,
+    instead of holding the stop for the whole grace and being cancelled mid-read."""
+    app = bootstrap(config_for(database_url))
+    runtime = await app.start()
+    stop: asyncio.Future[None] | None = None
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
+            stub: Stub = consent_pb2_grpc.ConsentServiceStub(channel)
+            await opt_out(stub, "u1")
+            call = stub.WatchChanges(
+                messages_pb2.WatchChangesRequest(app_id="shop"), timeout=DEADLINE_S
+            )
+            first = await call.read()
+            assert isinstance(first, messages_pb2.WatchChangesResponse)
+            assert [change.user_id for change in first.changes] == ["u1"]
+            stop = asyncio.ensure_future(app.stop(runtime, grace_s=10 * DEADLINE_S))
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await read_to_the_end(call)
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "shutting down" in (ended.value.details() or "")
+            await asyncio.wait_for(stop, DEADLINE_S)  # long before the grace ends
+    finally:
+        if stop is None:
+            await app.stop(runtime, grace_s=1.0)
+        elif not stop.done():
+            stop.cancel()
+
+
+async def read_to_the_end(call: grpc.aio.UnaryStreamCall[Any, Any]) -> None:
+    """Read a stream's messages until it ends (raising its error, if any)."""
+    while await call.read() != grpc.aio.EOF:
+        pass

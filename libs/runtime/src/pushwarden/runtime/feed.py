@@ -27,25 +27,36 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 
-from pushwarden.runtime.errors import OutOfRange
+from pushwarden.runtime.errors import OutOfRange, Unavailable
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
 class FeedSignal:
-    """Wakes the feed streams of this process when a change commits."""
+    """Wakes the feed streams of this process when a change commits, and ends them when
+    the server starts draining (:meth:`close`)."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.closed = False
 
     def notify(self) -> None:
         """A change committed: wake every waiter."""
         self._event.set()
         self._event = asyncio.Event()
 
+    def close(self) -> None:
+        """The server is draining: every stream ends at its next wait (UNAVAILABLE, so
+        its follower reconnects, to another replica or after the restart) instead of
+        being cancelled, possibly mid-query, when the grace period runs out."""
+        self.closed = True
+        self.notify()
+
     async def wait(self, timeout_s: float) -> None:
         """Wait for the next change or ``timeout_s``, whichever comes first."""
+        if self.closed:
+            return
         event = self._event
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout_s)
@@ -117,6 +128,8 @@ async def stream(
         yield message([], position, True)
     idle_for = 0.0
     while True:
+        if signal.closed:
+            raise Unavailable("the server is shutting down; follow again from your cursor")
         batch = await read(position)
         if batch.resume != position or batch.items:
             position = batch.resume

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pushwarden.runtime.server import RuntimeServer
 
@@ -49,8 +49,11 @@ class ShutdownSignal:
         return self.received
 
 
-async def drain_and_stop(server: RuntimeServer, grace_s: float) -> None:
-    """NOT_SERVING first, then stop with ``grace_s`` for in-flight RPCs."""
+async def drain_and_stop(
+    server: RuntimeServer, grace_s: float, draining: Callable[[], None] | None = None
+) -> None:
+    """NOT_SERVING first, then stop with ``grace_s`` for in-flight RPCs (``draining``
+    ends the long-lived streams once new RPCs are refused)."""
     logger.info("shutting down", extra={"grace_period_s": grace_s, "port": server.port})
-    await server.stop(grace_s)
+    await server.stop(grace_s, draining=draining)
     logger.info("stopped", extra={"port": server.port})

@@ -15,6 +15,7 @@ the status it chose.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -101,13 +102,21 @@ class RuntimeServer:
         for name in ("", *self.service_names):
             await self.health.set(name, _SERVING)
 
-    async def stop(self, grace_s: float) -> None:
+    async def stop(self, grace_s: float, *, draining: Callable[[], None] | None = None) -> None:
         """Report NOT_SERVING for everything first, then stop accepting new RPCs and
-        give in-flight ones ``grace_s`` seconds to finish."""
+        give in-flight ones ``grace_s`` seconds to finish. ``draining`` runs once new
+        RPCs are refused: it ends the long-lived streams (feeds), which would otherwise
+        hold the stop for the whole grace period and then be cancelled mid-work."""
         # enter_graceful_shutdown sets every known service NOT_SERVING and ignores
         # later updates, so nothing can flip health back to SERVING while draining.
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace_s)
+        if draining is None:
+            await self.server.stop(grace_s)
+            return
+        stopping = asyncio.ensure_future(self.server.stop(grace_s))
+        await asyncio.sleep(0)  # the server's stop begins: new RPCs are refused
+        draining()
+        await stopping
 
 
 def _read_pem(path: Path, env_name: str, what: str) -> bytes:

@@ -32,11 +32,13 @@ async def serve_async(
     service_names: Sequence[str],
     on_start: Hook | None = None,
     on_stop: Hook | None = None,
+    on_drain: Callable[[], None] | None = None,
 ) -> int:
     """Run a service until SIGTERM/SIGINT; return the process exit code (0).
 
     ``on_start`` runs after the server is listening (start background workers there);
-    ``on_stop`` after it has drained (close pools, flush queues).
+    ``on_stop`` after it has drained (close pools, flush queues). ``on_drain`` runs once
+    the server refuses new RPCs (it ends long-lived streams).
     """
     otel = setup_telemetry(telemetry)
     shutdown = ShutdownSignal()
@@ -58,7 +60,7 @@ async def serve_async(
             await on_start(runtime)
         received = await shutdown.wait()
         logger.info("signal received", extra={"service": service, "signal": received})
-        await drain_and_stop(runtime, server.grace_period_s)
+        await drain_and_stop(runtime, server.grace_period_s, on_drain)
         if on_stop is not None:
             await on_stop(runtime)
     finally:

@@ -84,4 +84,5 @@ def bootstrap(config: ConsentConfig) -> ServiceApp[ConsentConfig]:
         service_names=(SERVICE_NAME,),
         clock=deps.clock,
         workers=(Worker("feed-retention", feed.retention_worker),),
+        drain_hooks=[deps.signal.close],
     )

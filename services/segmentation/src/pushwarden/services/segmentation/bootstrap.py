@@ -80,6 +80,7 @@ def bootstrap(config: SegmentationConfig) -> ServiceApp[SegmentationConfig]:
             Worker("event-retention", events.retention_worker),
             Worker("erasure", erasure_worker(config, deps)),
         ),
+        drain_hooks=[deps.signal.close],
     )
 
 
