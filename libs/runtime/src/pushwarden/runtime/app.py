@@ -55,9 +55,9 @@ class ServiceApp(Generic[ConfigT]):
     workers: Sequence[Worker] = ()
     clock: Clock | None = None
     closers: list[Closer] = field(default_factory=list)
-    # Called once the server refuses new RPCs on the way down: each ends the service's
-    # long-lived streams (a feed's ``FeedSignal.close``) so they finish inside the grace.
-    drain_hooks: list[Callable[[], None]] = field(default_factory=list)
+    # The process's telemetry when the composition root set it up (its peer channels and
+    # workers trace with it); None leaves the set-up to serve, from the config.
+    telemetry: Telemetry | None = None
     host: WorkerHost = field(init=False)
     # The server once it serves (workers may read its port), None before.
     runtime: RuntimeServer | None = field(default=None, init=False)
@@ -74,12 +74,13 @@ class ServiceApp(Generic[ConfigT]):
 
     async def start(self, *, telemetry: Telemetry | None = None) -> RuntimeServer:
         """Bind and start the server (SERVING), then start the workers; for tests and
-        tools that drive the lifecycle themselves (``serve`` does it for production)."""
+        tools that drive the lifecycle themselves (``serve`` does it for production).
+        The server traces with ``telemetry``, else with the app's own."""
         runtime = create_server(
             self.config.server_settings(),
             register=self.register,
             service_names=self.service_names,
-            telemetry=telemetry,
+            telemetry=telemetry if telemetry is not None else self.telemetry,
         )
         await runtime.start()
         await self._after_start(runtime)
@@ -89,13 +90,9 @@ class ServiceApp(Generic[ConfigT]):
         """Graceful stop: NOT_SERVING, drain in-flight RPCs, stop workers, close."""
         grace = self.config.grace_period_s if grace_s is None else grace_s
         try:
-            await drain_and_stop(runtime, grace, self._draining)
+            await drain_and_stop(runtime, grace)
         finally:
             await self._after_stop(runtime, grace)
-
-    def _draining(self) -> None:
-        for hook in self.drain_hooks:
-            hook()
 
     async def _after_start(self, runtime: RuntimeServer) -> None:
         self.runtime = runtime
@@ -115,11 +112,11 @@ class ServiceApp(Generic[ConfigT]):
                 service=self.config.service,
                 server=self.config.server_settings(),
                 telemetry=self.config.telemetry_settings(),
+                otel=self.telemetry,
                 register=self.register,
                 service_names=self.service_names,
                 on_start=self._after_start,
                 on_stop=lambda runtime: self._after_stop(runtime, grace),
-                on_drain=self._draining,
             )
         finally:
             await self.aclose()

@@ -16,7 +16,7 @@ import grpc
 from pushwarden.runtime.lifecycle import ShutdownSignal, drain_and_stop
 from pushwarden.runtime.server import RuntimeServer, create_server
 from pushwarden.runtime.settings import ServerSettings, TelemetrySettings
-from pushwarden.runtime.telemetry import setup_telemetry
+from pushwarden.runtime.telemetry import Telemetry, setup_telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +32,17 @@ async def serve_async(
     service_names: Sequence[str],
     on_start: Hook | None = None,
     on_stop: Hook | None = None,
-    on_drain: Callable[[], None] | None = None,
+    otel: Telemetry | None = None,
 ) -> int:
     """Run a service until SIGTERM/SIGINT; return the process exit code (0).
 
     ``on_start`` runs after the server is listening (start background workers there);
-    ``on_stop`` after it has drained (close pools, flush queues). ``on_drain`` runs once
-    the server refuses new RPCs (it ends long-lived streams).
+    ``on_stop`` after it has drained (close pools, flush queues). ``otel`` is the
+    process's telemetry when the composition root already set it up from ``telemetry``
+    (it is set up here otherwise); either way it is flushed and shut down at the end.
     """
-    otel = setup_telemetry(telemetry)
+    if otel is None:
+        otel = setup_telemetry(telemetry)
     shutdown = ShutdownSignal()
     shutdown.install()
     runtime = create_server(server, register=register, service_names=service_names, telemetry=otel)
@@ -60,7 +62,7 @@ async def serve_async(
             await on_start(runtime)
         received = await shutdown.wait()
         logger.info("signal received", extra={"service": service, "signal": received})
-        await drain_and_stop(runtime, server.grace_period_s, on_drain)
+        await drain_and_stop(runtime, server.grace_period_s)
         if on_stop is not None:
             await on_stop(runtime)
     finally:

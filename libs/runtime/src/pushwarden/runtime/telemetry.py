@@ -96,6 +96,13 @@ class Telemetry:
             self.meter_provider.get_meter(_INSTRUMENTATION),
         )
 
+    def tracer(self, name: str) -> trace.Tracer:
+        """A tracer of the process's provider (a no-op one when telemetry is disabled, so
+        code that makes spans of its own needs no check)."""
+        if self.tracer_provider is None:
+            return trace.NoOpTracer()
+        return self.tracer_provider.get_tracer(name)
+
     def client_interceptors(self) -> list[grpc.aio.ClientInterceptor]:
         """The client interceptors (empty when telemetry is disabled)."""
         if self.tracer_provider is None:
@@ -421,3 +428,43 @@ def context_from_headers(headers: Mapping[str, str]) -> OtelContext:
     """The OpenTelemetry context stored by :func:`current_trace_headers` (pass it as
     ``context=`` when starting the worker's span)."""
     return _PROPAGATOR.extract(dict(headers))
+
+
+def stored_trace_headers(traceparent: str, tracestate: str = "") -> dict[str, str]:
+    """The W3C headers of a stored ``traceparent`` / ``tracestate`` pair (empty when
+    nothing was stored)."""
+    if not traceparent:
+        return {}
+    headers = {"traceparent": traceparent}
+    if tracestate:
+        headers["tracestate"] = tracestate
+    return headers
+
+
+def span_context_of(headers: Mapping[str, str]) -> trace.SpanContext | None:
+    """The span context that W3C ``headers`` name, or None when they name none (empty or
+    malformed)."""
+    if not headers:
+        return None
+    span_context = trace.get_current_span(context_from_headers(headers)).get_span_context()
+    return span_context if span_context.is_valid else None
+
+
+def span_trace_headers(span: trace.Span) -> dict[str, str]:
+    """``span``'s context as W3C headers (empty for a span that records nothing and has
+    no valid context, as with telemetry disabled)."""
+    headers: dict[str, str] = {}
+    _PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
+    return headers
+
+
+def nearest_trace_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The trace context to store with work that arrived carrying its own ``headers``:
+    the current span's when that span is of the work's trace (the call that brought the
+    work is then its nearer ancestor, so the trace goes on through it), else the work's
+    own ``headers`` (work batched into a call of another trace keeps its own)."""
+    carried = span_context_of(headers)
+    current = trace.get_current_span().get_span_context()
+    if carried is None or not current.is_valid or current.trace_id != carried.trace_id:
+        return dict(headers)
+    return current_trace_headers()

@@ -17,6 +17,7 @@ from pushwarden.runtime.app import ServiceApp, open_database
 from pushwarden.runtime.client import idempotent_methods, open_peer_channel
 from pushwarden.runtime.clock import clock_for
 from pushwarden.runtime.follower import ConsentFeedFollower, FollowerSettings
+from pushwarden.runtime.telemetry import Telemetry, setup_telemetry
 from pushwarden.runtime.unimplemented import service_handler
 from pushwarden.runtime.workers import Worker
 from pushwarden.services.delivery.config import DeliveryConfig
@@ -43,21 +44,35 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def bootstrap(
-    config: DeliveryConfig, *, telemetry: AttemptTelemetry | None = None
+    config: DeliveryConfig, *, telemetry: Telemetry | AttemptTelemetry | None = None
 ) -> ServiceApp[DeliveryConfig]:
     """Connect to the database, apply pending migrations and wire the service.
-    ``telemetry`` records provider attempts (default: OpenTelemetry's global providers,
-    which the runtime installs when an exporter is configured).
+
+    ``telemetry`` (tests inject their own) traces the server, the calls to consent and
+    the provider attempts; by default it is set up from the config's ``OTEL_*``
+    settings, once for the process. An :class:`AttemptTelemetry` given instead records
+    the provider attempts alone and leaves the rest to the config.
 
     Raises :class:`pushwarden.runtime.db.DatabaseUnavailable` (a one-line config error
     naming the database variable) when the database cannot be reached.
     """
     database = open_database(config, MIGRATIONS)
+    otel = (
+        telemetry
+        if isinstance(telemetry, Telemetry)
+        else setup_telemetry(config.telemetry_settings())
+    )
+    attempts = (
+        telemetry
+        if isinstance(telemetry, AttemptTelemetry)
+        else AttemptTelemetry(otel.tracer_provider, otel.meter_provider)
+    )
     channel = open_peer_channel(
         config,
         config.consent_addr,
         default_timeout_s=config.consent_timeout_s,
         idempotent_methods=idempotent_methods(CONSENT_SERVICE),
+        telemetry=otel,
     )
     deps = DeliveryDeps(
         uow=unit_of_work_factory(database),
@@ -75,7 +90,7 @@ def bootstrap(
     # transactional lane alone, so an order update never waits behind a marketing batch
     # that is in flight to a slow provider.
     dispatchers = (
-        Worker("dispatch", Dispatcher(deps, providers, rule, settings, telemetry).run),
+        Worker("dispatch", Dispatcher(deps, providers, rule, settings, attempts).run),
         Worker(
             "dispatch-transactional",
             Dispatcher(
@@ -83,7 +98,7 @@ def bootstrap(
                 providers,
                 rule,
                 replace(settings, lanes=(Kind.TRANSACTIONAL.lane,)),
-                telemetry,
+                attempts,
             ).run,
         ),
     )
@@ -118,4 +133,5 @@ def bootstrap(
         ),
         # Closed last to first: the providers inside the loop they sent from, then consent.
         closers=[close_channel, providers.aclose],
+        telemetry=otel,
     )

@@ -1,8 +1,9 @@
 """Telemetry of provider attempts: a span per attempt continuing the send's trace, and
 counters and a latency histogram per provider and outcome.
 
-The instruments come from OpenTelemetry's global providers, which the runtime installs
-when an exporter is configured (no-ops otherwise); tests hand in their own providers.
+The instruments come from the process's providers, which the composition root hands in
+when telemetry is enabled (OpenTelemetry's global ones otherwise: no-ops unless
+installed); tests hand in their own.
 The span of an attempt is made once its outcome is known (a batch of pushes shares one
 provider call), with the attempt's own start and end times.
 """

@@ -19,6 +19,7 @@ from pushwarden.runtime.client import idempotent_methods, open_peer_channel
 from pushwarden.runtime.clock import clock_for
 from pushwarden.runtime.follower import ConsentFeedFollower, FollowerSettings
 from pushwarden.runtime.state import StateCursorStore
+from pushwarden.runtime.telemetry import Telemetry, setup_telemetry
 from pushwarden.runtime.unimplemented import service_handler
 from pushwarden.runtime.workers import Worker
 from pushwarden.services.scheduler.config import SchedulerConfig
@@ -45,40 +46,52 @@ from pushwarden.services.scheduler.servicer import (
     SchedulerServicer,
 )
 from pushwarden.services.scheduler.storage.uow import unit_of_work_factory
+from pushwarden.services.scheduler.telemetry import SendTracing
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def bootstrap(config: SchedulerConfig) -> ServiceApp[SchedulerConfig]:
+def bootstrap(
+    config: SchedulerConfig, *, telemetry: Telemetry | None = None
+) -> ServiceApp[SchedulerConfig]:
     """Connect to the database, apply pending migrations and wire the service.
+
+    ``telemetry`` (tests inject their own) traces the server, the calls to the peers and
+    the sends' way through the queues; by default it is set up from the config's
+    ``OTEL_*`` settings, once for the process.
 
     Raises :class:`pushwarden.runtime.db.DatabaseUnavailable` (a one-line config error
     naming the database variable) when the database cannot be reached.
     """
     database = open_database(config, MIGRATIONS)
+    otel = telemetry if telemetry is not None else setup_telemetry(config.telemetry_settings())
     consent_channel = open_peer_channel(
         config,
         config.consent_addr,
         default_timeout_s=config.peer_timeout_s,
         idempotent_methods=idempotent_methods(CONSENT_SERVICE),
+        telemetry=otel,
     )
     segmentation_channel = open_peer_channel(
         config,
         config.segmentation_addr,
         default_timeout_s=config.peer_timeout_s,
         idempotent_methods=idempotent_methods(SEGMENTATION_SERVICE),
+        telemetry=otel,
     )
     delivery_channel = open_peer_channel(
         config,
         config.delivery_addr,
         default_timeout_s=config.peer_timeout_s,
         idempotent_methods=idempotent_methods(DELIVERY_SERVICE),
+        telemetry=otel,
     )
     deps = SchedulerDeps(
         uow=unit_of_work_factory(database),
         clock=clock_for(config.clock_file),
         consent=ConsentPeer(consent_channel, config.peer_timeout_s),
         delivery=DeliveryPeer(delivery_channel, config.peer_timeout_s),
+        tracing=SendTracing(otel),
     )
     segmentation = SegmentationPeer(segmentation_channel, config.peer_timeout_s)
     policies = PolicyHandlers(deps.uow, deps.clock, deps.consent)
@@ -150,4 +163,5 @@ def bootstrap(config: SchedulerConfig) -> ServiceApp[SchedulerConfig]:
         clock=deps.clock,
         workers=tuple(workers),
         closers=[close_channels],
+        telemetry=otel,
     )

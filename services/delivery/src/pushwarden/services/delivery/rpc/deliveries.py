@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from opentelemetry import trace
+
 from pushwarden.common.v1 import types_pb2
-from pushwarden.delivery.v1 import delivery_pb2_grpc, messages_pb2
+from pushwarden.delivery.v1 import delivery_pb2_grpc, messages_pb2, resources_pb2
 from pushwarden.runtime.auth import require_app
+from pushwarden.runtime.telemetry import nearest_trace_headers, stored_trace_headers
 from pushwarden.runtime.validation import Violations
 from pushwarden.services.delivery.domain.sends import check_deliver
 from pushwarden.services.delivery.handlers.deliveries import DeliveryHandlers
@@ -28,6 +33,7 @@ class DeliveryRpcs(delivery_pb2_grpc.DeliveryServiceServicer):
         """Store a batch of sends (before answering); one result per send."""
         require_app(request.app_id)
         sends = check_deliver(request.app_id, request.sends)
+        _continue_traces(request.sends)
         outcomes = await self._deliveries.deliver(request.app_id, sends)
         return messages_pb2.DeliverResponse(
             results=[
@@ -52,3 +58,17 @@ class DeliveryRpcs(delivery_pb2_grpc.DeliveryServiceServicer):
         problems.raise_if_any()
         record = await self._deliveries.get(request.app_id, request.send_id)
         return messages_pb2.GetDeliveryResponse(delivery=record.to_proto())
+
+
+def _continue_traces(sends: Iterable[resources_pb2.Send]) -> None:
+    """Let each traced send that this call belongs to the trace of carry this call's
+    span context into the send queue instead of its own (the provider attempts then
+    descend from this call); a send of another trace keeps the context it came with."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return
+    for send in sends:
+        carried = stored_trace_headers(send.traceparent, send.tracestate)
+        if carried:
+            nearest = nearest_trace_headers(carried)
+            send.traceparent = nearest.get("traceparent", "")
+            send.tracestate = nearest.get("tracestate", "")

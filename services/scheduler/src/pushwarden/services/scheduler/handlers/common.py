@@ -10,6 +10,7 @@ from pushwarden.services.scheduler.domain.intents import Lane
 from pushwarden.services.scheduler.peers.consent import ConsentPeer
 from pushwarden.services.scheduler.peers.delivery import DeliveryPeer
 from pushwarden.services.scheduler.storage.uow import SchedulerUow
+from pushwarden.services.scheduler.telemetry import SendTracing
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,8 @@ class SchedulerDeps:
     clock: Clock
     consent: ConsentPeer
     delivery: DeliveryPeer
+    # The spans of traced sends (dispatch decisions, hand-overs); none by default.
+    tracing: SendTracing = field(default_factory=SendTracing)
     # Events that wake this process's idle loops at once: the dispatch loop of each
     # lane when intents arrive, the outbox of each lane when a decision allowed sends.
     dispatch_wakers: dict[Lane, list[asyncio.Event]] = field(default_factory=dict)

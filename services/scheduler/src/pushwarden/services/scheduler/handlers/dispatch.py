@@ -149,7 +149,14 @@ class Dispatcher:
                     await work.commit()
         return len(claimed)
 
-    async def _decide_app(self, app_id: str, intents: Sequence[ClaimedIntent]) -> None:
+    async def _decide_app(self, app_id: str, claimed: Sequence[ClaimedIntent]) -> None:
+        # A traced intent is decided (and its send handed on) in a span of its own trace.
+        intents, spans = self._deps.tracing.deciding(claimed)
+        with spans:
+            spans.decided(await self._decide(app_id, intents))
+
+    async def _decide(self, app_id: str, intents: Sequence[ClaimedIntent]) -> list[Verdict]:
+        """Decide one app's claimed intents and write the decisions; returns them."""
         deps = self._deps
         await self._record_firings(app_id, intents)
         rules, policy = await self._policies.rules(app_id)
@@ -226,6 +233,7 @@ class Dispatcher:
             await work.commit()
         for lane in {v.intent.lane for v in verdicts if v.outcome == "ALLOW"}:
             deps.sends_allowed(lane)
+        return verdicts
 
     def _verdicts(
         self,

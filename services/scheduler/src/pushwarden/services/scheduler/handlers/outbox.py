@@ -87,10 +87,10 @@ class Outbox:
 
     async def _hand_over(self, app_id: str, sends: Sequence[tuple[str, bytes]]) -> int:
         deps = self._deps
+        batch = [delivery_pb2.Send.FromString(body) for _, body in sends]
         try:
-            results = await deps.delivery.deliver(
-                app_id, [delivery_pb2.Send.FromString(body) for _, body in sends]
-            )
+            with deps.tracing.handing_over(app_id, batch):
+                results = await deps.delivery.deliver(app_id, batch)
         except PeerUnavailable as error:
             wait = self._retry_s
             self._retry_s = min(self._retry_s * 2, self._settings.retry_max_s)
