@@ -58,6 +58,9 @@ class ServiceApp(Generic[ConfigT]):
     # The process's telemetry when the composition root set it up (its peer channels and
     # workers trace with it); None leaves the set-up to serve, from the config.
     telemetry: Telemetry | None = None
+    # Called once the server refuses new RPCs on the way down: each ends the service's
+    # long-lived streams (a feed's ``FeedSignal.close``) so they finish inside the grace.
+    drain_hooks: list[Callable[[], None]] = field(default_factory=list)
     host: WorkerHost = field(init=False)
     # The server once it serves (workers may read its port), None before.
     runtime: RuntimeServer | None = field(default=None, init=False)
@@ -90,9 +93,13 @@ class ServiceApp(Generic[ConfigT]):
         """Graceful stop: NOT_SERVING, drain in-flight RPCs, stop workers, close."""
         grace = self.config.grace_period_s if grace_s is None else grace_s
         try:
-            await drain_and_stop(runtime, grace)
+            await drain_and_stop(runtime, grace, self._draining)
         finally:
             await self._after_stop(runtime, grace)
+
+    def _draining(self) -> None:
+        for hook in self.drain_hooks:
+            hook()
 
     async def _after_start(self, runtime: RuntimeServer) -> None:
         self.runtime = runtime
@@ -117,6 +124,7 @@ class ServiceApp(Generic[ConfigT]):
                 service_names=self.service_names,
                 on_start=self._after_start,
                 on_stop=lambda runtime: self._after_stop(runtime, grace),
+                on_drain=self._draining,
             )
         finally:
             await self.aclose()

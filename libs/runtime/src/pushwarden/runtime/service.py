@@ -33,6 +33,7 @@ async def serve_async(
     on_start: Hook | None = None,
     on_stop: Hook | None = None,
     otel: Telemetry | None = None,
+    on_drain: Callable[[], None] | None = None,
 ) -> int:
     """Run a service until SIGTERM/SIGINT; return the process exit code (0).
 
@@ -40,6 +41,7 @@ async def serve_async(
     ``on_stop`` after it has drained (close pools, flush queues). ``otel`` is the
     process's telemetry when the composition root already set it up from ``telemetry``
     (it is set up here otherwise); either way it is flushed and shut down at the end.
+    ``on_drain`` runs once the server refuses new RPCs (it ends long-lived streams).
     """
     if otel is None:
         otel = setup_telemetry(telemetry)
@@ -62,7 +64,7 @@ async def serve_async(
             await on_start(runtime)
         received = await shutdown.wait()
         logger.info("signal received", extra={"service": service, "signal": received})
-        await drain_and_stop(runtime, server.grace_period_s)
+        await drain_and_stop(runtime, server.grace_period_s, on_drain)
         if on_stop is not None:
             await on_stop(runtime)
     finally:
