@@ -5,6 +5,7 @@ write unit of work in the holding task goes on; PostgreSQL has no gate."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from pushwarden.runtime.db import (
     unit_of_work,
 )
 from pushwarden.runtime.settings import DatabaseSettings
+from pushwarden.runtime.workers import Worker, WorkerContext, WorkerHost
 
 
 async def test_rpc_writers_go_before_background_writers_that_came_first(tmp_path: Path) -> None:
@@ -100,3 +102,60 @@ async def test_postgres_writers_do_not_queue(any_database_url: str) -> None:
         assert (gate is None) == (engine.dialect.name == "postgresql")
     finally:
         await engine.dispose()
+
+
+async def test_an_urgent_workers_writes_go_before_the_other_workers(tmp_path: Path) -> None:
+    """Workers are background work, except an ``urgent`` one (a transactional lane): its
+    write queues with the RPCs', ahead of a background worker's that came first."""
+    engine = create_async_engine_for(DatabaseSettings(f"sqlite:///{tmp_path / 'w.db'}", 4))
+    sessions = session_factory(engine)
+    order: list[str] = []
+    holding = asyncio.Event()
+    release = asyncio.Event()
+    gate = _writer_gate(engine)
+    assert gate is not None
+
+    async def first() -> None:
+        async with unit_of_work(sessions) as session:
+            await session.execute(text("SELECT 1"))
+            holding.set()
+            await release.wait()
+            order.append("first")
+
+    def writer(name: str, waiting: int) -> Callable[[WorkerContext], Awaitable[None]]:
+        async def run(ctx: WorkerContext) -> None:
+            await until(lambda: gate.waiting >= waiting)  # queue behind the ones before
+            async with unit_of_work(sessions) as session:
+                await session.execute(text("SELECT 1"))
+                order.append(name)
+            await ctx.wait_stopping()
+
+        return run
+
+    holder = asyncio.create_task(first())
+    await holding.wait()
+    host = WorkerHost(
+        [
+            Worker("marketing", writer("marketing", 0)),
+            Worker("transactional", writer("transactional", 1), urgent=True),
+        ]
+    )
+    host.start()
+    try:
+        await until(lambda: gate.waiting == 2)
+        release.set()
+        await holder
+        await until(lambda: len(order) == 3)
+        assert order == ["first", "transactional", "marketing"]
+    finally:
+        await host.stop(grace_s=5)
+        await engine.dispose()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (up to 10 s) until ``condition()`` holds."""
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the condition never held")

@@ -73,10 +73,14 @@ class WorkerContext:
 
 @dataclass(frozen=True, slots=True)
 class Worker:
-    """A named background task: ``run(ctx)`` loops until ``ctx.stopping``."""
+    """A named background task: ``run(ctx)`` loops until ``ctx.stopping``.
+
+    ``urgent`` work (a transactional lane) has its SQLite write transactions queued with
+    the RPC handlers', ahead of the other workers' (see ``db.WriterGate``)."""
 
     name: str
     run: Callable[[WorkerContext], Awaitable[None]]
+    urgent: bool = False
 
 
 @dataclass(slots=True)
@@ -136,7 +140,8 @@ class WorkerHost:
         del done
 
     async def _supervise(self, worker: Worker) -> None:
-        mark_background_work()
+        if not worker.urgent:
+            mark_background_work()
         state = self.states[worker.name]
         ctx = WorkerContext(worker.name, self._stop)
         backoff = self._initial

@@ -88,7 +88,7 @@ def bootstrap(
     )
     # Two loops: one for every lane (transactional first), and one that serves the
     # transactional lane alone, so an order update never waits behind a marketing batch
-    # that is in flight to a slow provider.
+    # that is in flight to a slow provider (its SQLite writes go ahead of the other's).
     dispatchers = (
         Worker("dispatch", Dispatcher(deps, providers, rule, settings, attempts).run),
         Worker(
@@ -100,6 +100,7 @@ def bootstrap(
                 replace(settings, lanes=(Kind.TRANSACTIONAL.lane,)),
                 attempts,
             ).run,
+            urgent=True,
         ),
     )
     erasure = ErasureHandlers(deps)

@@ -120,14 +120,17 @@ def bootstrap(
                 retry_max_s=config.handoff_retry_max_s,
             )
             loops = config.marketing_loops if lane is Lane.MARKETING else 1
+            # The transactional lane's writes go ahead of marketing's (SQLite).
+            urgent = lane is Lane.TRANSACTIONAL
             workers.extend(
                 Worker(
                     f"dispatch-{name}" + (f"-{n}" if n else ""),
                     Dispatcher(deps, policies, preparer, dispatch).run,
+                    urgent=urgent,
                 )
                 for n in range(loops)
             )
-            workers.append(Worker(f"outbox-{name}", Outbox(deps, outbox).run))
+            workers.append(Worker(f"outbox-{name}", Outbox(deps, outbox).run, urgent=urgent))
     feed = FeedHandlers(deps, policies)
     follower = ConsentFeedFollower(
         consent_channel,
