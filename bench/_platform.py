@@ -62,13 +62,6 @@ SEGMENTATION_SEED_VERSION = 1
 proc_cpu = bare_aioapns.proc_cpu
 
 
-def bench_line(name: str, value: float, unit: str, baseline: float | None, notes: str) -> None:
-    """Print one ``BENCH {...}`` line (what ``runtime.servicetest.run_bench`` reads)."""
-    line = {"name": name, "value": round(value, 3), "unit": unit, "baseline": baseline}
-    line["notes"] = notes
-    print("BENCH " + json.dumps(line), flush=True)
-
-
 def p99(values: Sequence[float]) -> float:
     """The 99th percentile (nearest rank)."""
     ordered = sorted(values)

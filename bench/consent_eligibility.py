@@ -43,11 +43,7 @@ import json
 import os
 import pstats
 import random
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -61,6 +57,7 @@ import grpc
 
 from pushwarden.common.v1 import decision_pb2, policy_pb2, types_pb2
 from pushwarden.consent.v1 import consent_pb2_grpc, messages_pb2, resources_pb2
+from pushwarden.runtime.servicetest import ServiceProcess, bench_line, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 KEEP_DIR = ROOT / "var" / "bench"
@@ -73,12 +70,6 @@ SEED_VERSION = 1
 PROFILE_ENV = "PUSHWARDEN_BENCH_PROFILE"
 ZONES = ("Europe/Berlin", "America/New_York", "Asia/Tokyo", "Europe/London", "")
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-
-
-def _bench(name: str, value: float, unit: str, baseline: float | None, notes: str) -> None:
-    line = {"name": name, "value": round(value, 3), "unit": unit, "baseline": baseline}
-    line["notes"] = notes
-    print("BENCH " + json.dumps(line), flush=True)
 
 
 def user_id(i: int) -> str:
@@ -282,65 +273,27 @@ def throwaway_postgres() -> Iterator[str | None]:
 # --- the service process --------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class ConsentProcess:
-    """``python -m pushwarden.services.consent`` on a free port, optionally under
-    cProfile; stopped with SIGTERM (a graceful shutdown, so the profile is written)."""
-
-    def __init__(self, url: str, pool_size: int, profile: Path | None = None) -> None:
-        self.port = _free_port()
-        self.profile = profile
-        env = dict(
-            os.environ,
-            PUSHWARDEN_CONSENT_HOST="127.0.0.1",
-            PUSHWARDEN_CONSENT_PORT=str(self.port),
-            PUSHWARDEN_CONSENT_DATABASE_URL=url,
-            PUSHWARDEN_CONSENT_PSEUDONYM_KEY=KEY,
-            PUSHWARDEN_CONSENT_DB_POOL_SIZE=str(pool_size),
-            PUSHWARDEN_CONSENT_LOG_LEVEL="ERROR",  # busy retries are counted by the client
-        )
-        prefix = ["-m", "cProfile", "-o", str(profile)] if profile is not None else []
-        self.process = subprocess.Popen(
-            [sys.executable, *prefix, "-m", "pushwarden.services.consent"], env=env
-        )
-
-    @property
-    def target(self) -> str:
-        """The address clients dial."""
-        return f"127.0.0.1:{self.port}"
-
-    async def ready(self, timeout_s: float = 120.0) -> None:
-        """Wait until the service answers (it migrates the schema first)."""
-        deadline = time.monotonic() + timeout_s
-        async with grpc.aio.insecure_channel(self.target) as channel:
-            stub = consent_pb2_grpc.ConsentServiceStub(channel)
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"the consent service exited ({self.process.returncode})")
-                try:
-                    await stub.ListCategories(
-                        messages_pb2.ListCategoriesRequest(app_id=APP), timeout=2
-                    )
-                    return
-                except grpc.aio.AioRpcError:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.1)
-
-    def stop(self) -> None:
-        """Graceful stop, then reap."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+def consent_process(
+    url: str, pool_size: int, logs: Path, profile: Path | None = None
+) -> ServiceProcess:
+    """``python -m pushwarden.services.consent`` on a free port (optionally under
+    cProfile: a graceful stop writes the profile), its output under ``logs``."""
+    port = free_port()
+    return ServiceProcess(
+        "pushwarden.services.consent",
+        "PUSHWARDEN_CONSENT_",
+        port,
+        {
+            "PUSHWARDEN_CONSENT_HOST": "127.0.0.1",
+            "PUSHWARDEN_CONSENT_PORT": str(port),
+            "PUSHWARDEN_CONSENT_DATABASE_URL": url,
+            "PUSHWARDEN_CONSENT_PSEUDONYM_KEY": KEY,
+            "PUSHWARDEN_CONSENT_DB_POOL_SIZE": str(pool_size),
+            "PUSHWARDEN_CONSENT_LOG_LEVEL": "ERROR",  # busy retries are counted by the client
+        },
+        logs,
+        python_args=("-m", "cProfile", "-o", str(profile)) if profile is not None else (),
+    )
 
 
 # --- eligibility ----------------------------------------------------------------------
@@ -450,16 +403,20 @@ def run_eligibility(
 ) -> Pass | None:
     """Serve ``url`` and run the passes; prints the table rows and the decision mix."""
     profile = profile_dir / f"consent_{label}.prof" if profile_dir is not None else None
-    service = ConsentProcess(url, args.pool_size, profile)
-    try:
-        asyncio.run(service.ready())
-        passes, mix = asyncio.run(
-            eligibility_passes(
-                service.target, service.process.pid, users, args.concurrency, args.passes
+
+    async def run(logs: Path) -> tuple[list[Pass], Counter[str]]:
+        service = consent_process(url, args.pool_size, logs, profile)
+        await service.start(within_s=120)
+        try:
+            assert service.process is not None
+            return await eligibility_passes(
+                service.address, service.process.pid, users, args.concurrency, args.passes
             )
-        )
-    finally:
-        service.stop()
+        finally:
+            await service.stop()
+
+    with tempfile.TemporaryDirectory(prefix="pw-bench-consent-logs-") as logs:
+        passes, mix = asyncio.run(run(Path(logs)))
     best = max(passes, key=lambda p: p.users_per_s)
     best = replace(
         best,
@@ -587,15 +544,21 @@ async def record_consent(
 
 def run_record_consent(label: str, url: str, args: argparse.Namespace) -> Recorded:
     """Serve ``url`` and measure RecordConsent."""
-    service = ConsentProcess(url, args.pool_size)
-    try:
-        asyncio.run(service.ready())
-        warmup_s, duration_s = (0.5, 2.0) if args.quick else (1.0, 5.0)
-        result = asyncio.run(
-            record_consent(service.target, service.process.pid, args.writers, warmup_s, duration_s)
-        )
-    finally:
-        service.stop()
+    warmup_s, duration_s = (0.5, 2.0) if args.quick else (1.0, 5.0)
+
+    async def run(logs: Path) -> Recorded:
+        service = consent_process(url, args.pool_size, logs)
+        await service.start(within_s=120)
+        try:
+            assert service.process is not None
+            return await record_consent(
+                service.address, service.process.pid, args.writers, warmup_s, duration_s
+            )
+        finally:
+            await service.stop()
+
+    with tempfile.TemporaryDirectory(prefix="pw-bench-consent-logs-") as logs:
+        result = asyncio.run(run(Path(logs)))
     print(
         f"{label:<10} {args.writers:>5} {result.per_s:>10,.0f} {result.p50_ms:>8.1f} "
         f"{result.p99_ms:>8.1f} {result.calls:>8,} {result.server_cpu_ms_per_call:>12.1f} "
@@ -668,7 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     assert sqlite_best is not None
-    _bench(
+    bench_line(
         "consent.eligibility_users_per_s",
         sqlite_best.users_per_s,
         "users/s",
@@ -680,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pass: steadier than users/s on a shared machine, where the client competes for "
         "the same cores"
     )
-    _bench(
+    bench_line(
         "consent.eligibility_server_cpu_ms_per_batch",
         sqlite_best.server_cpu_ms_per_batch,
         "ms",
@@ -688,14 +651,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"SQLite; {cpu_note}; {setup}",
     )
     if pg_best is not None:
-        _bench(
+        bench_line(
             "consent.eligibility_users_per_s_pg",
             pg_best.users_per_s,
             "users/s",
             GOAL_USERS_PER_S,
             f"PostgreSQL (throwaway database); {setup}; {goal}",
         )
-        _bench(
+        bench_line(
             "consent.eligibility_server_cpu_ms_per_batch_pg",
             pg_best.server_cpu_ms_per_batch,
             "ms",
@@ -717,8 +680,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{result.busy_retries} UNAVAILABLE (database busy) answers retried by the client, "
             "their time included"
         )
-        _bench(f"consent.record_consent_per_s{suffix}", result.per_s, "calls/s", None, setup_here)
-        _bench(
+        bench_line(
+            f"consent.record_consent_per_s{suffix}", result.per_s, "calls/s", None, setup_here
+        )
+        bench_line(
             f"consent.record_consent_p99_ms{suffix}",
             result.p99_ms,
             "ms",

@@ -82,9 +82,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _platform, bare_aioapns
 from bench import consent_eligibility as consent_bench
-from bench._platform import APP, KEEP_DIR, Services, bench_line, p99, read_only
+from bench._platform import APP, KEEP_DIR, Services, p99, read_only
 from pushwarden.common.v1 import decision_pb2
 from pushwarden.runtime.clock import read_clock_file
+from pushwarden.runtime.servicetest import bench_line
 from pushwarden.scheduler.v1 import messages_pb2, scheduler_pb2_grpc
 from pushwarden.services.delivery.handlers.dispatch import push_seed
 from pushwarden.services.delivery.providers.model import apns_id_for

@@ -54,9 +54,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _platform
 from bench import consent_eligibility as consent_bench
-from bench._platform import APP, CATEGORY, KEEP_DIR, Services, bench_line, intent_states, p99
+from bench._platform import APP, CATEGORY, KEEP_DIR, Services, intent_states, p99
 from pushwarden.consent.v1 import consent_pb2_grpc
 from pushwarden.consent.v1 import messages_pb2 as consent_messages
+from pushwarden.runtime.servicetest import bench_line
 from pushwarden.scheduler.v1 import messages_pb2, scheduler_pb2_grpc
 
 GOAL_FANOUT_PER_S = 10_000

@@ -215,6 +215,13 @@ class BenchRun:
         return list(self.figures.values())
 
 
+def bench_line(name: str, value: float, unit: str, baseline: float | None, notes: str) -> None:
+    """Print one figure as the ``BENCH {...}`` JSON line :func:`run_bench` reads."""
+    line = {"name": name, "value": round(value, 3), "unit": unit, "baseline": baseline}
+    line["notes"] = notes
+    print("BENCH " + json.dumps(line), flush=True)
+
+
 def run_bench(script: Path, *args: str, timeout_s: float = 300) -> BenchRun:
     """Run ``python script args`` (a script under ``bench/``) to the end and read the
     ``BENCH {...}`` JSON lines it printed, for the benchmarks' smoke tests."""
