@@ -20,7 +20,7 @@ def test_the_demo_prints_its_report_and_writes_its_chart(tmp_path: Path) -> None
     done = subprocess.run(
         [
             *(sys.executable, str(DEMO), "--users", "150", "--step", "30"),
-            *("--chart", str(chart), "--json", str(figures)),
+            *("--chart", str(chart), "--json", str(figures), "--timings"),
         ],
         capture_output=True,
         text=True,
@@ -41,6 +41,13 @@ def test_the_demo_prints_its_report_and_writes_its_chart(tmp_path: Path) -> None
         "Order updates (transactional)",
         "Dead tokens (APNs 410)",
         "Stopped the platform (supervisor exit 0)",
+        # --timings: the phases `make demo`'s run time is made of
+        "Where the time went (wall seconds)",
+        "start the platform",
+        "seed: consent (devices, choices)",
+        "seed: segmentation (profiles, events)",
+        "day: settle after each clock step",
+        "stop the platform",
     ):
         assert line in out, line
     data = chart.read_bytes()

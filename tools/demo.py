@@ -1,6 +1,7 @@
 """`make demo`: one simulated day of a shop app on the whole platform, on this machine.
 
 Run: .venv/bin/python tools/demo.py [--users 5000] [--chart docs/demo-chart.png] [--seed 7]
+[--timings] (the wall time of each phase: start-up, seeding per service, the day, ...)
 
 What it does, by itself:
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import random
@@ -43,7 +45,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,6 +87,11 @@ OPT_OUT_AT = datetime(2026, 6, 2, 12, 0, tzinfo=UTC)
 CAP_PER_24H = 2
 JITTER = timedelta(minutes=10)
 HOLDOUT_BP = 1000
+# Seeding: RPCs in flight at once (consent has no batch RPC for devices), and the batch
+# size of the RPCs that take up to 1,000 items.
+CONSENT_IN_FLIGHT = 48
+SEGMENTATION_IN_FLIGHT = 2
+SEED_BATCH = 1000
 # A dozen zones, weighted roughly as a European-American shop's users are.
 ZONES: dict[str, int] = {
     "Pacific/Auckland": 3,
@@ -101,8 +108,13 @@ ZONES: dict[str, int] = {
     "America/Los_Angeles": 10,
 }
 # Test knobs the integration suite uses too: short polls so a simulated hour takes seconds.
+# Only the polls that matter to the day are short: the scheduler's loops notice a clock
+# step within 0.1 s; delivery's dispatcher and consent's feed are woken at once by their
+# own process's new work, so theirs only pace retries and other replicas' changes (an
+# idle poll every 0.05 s cost the scheduler and delivery a third of a core, taken from
+# consent while it is being seeded).
 FAST: dict[str, dict[str, str]] = {
-    "consent": {"FEED_POLL_S": "0.1", "FEED_HEARTBEAT_S": "1", "GRACE_PERIOD_S": "1"},
+    "consent": {"FEED_POLL_S": "0.5", "FEED_HEARTBEAT_S": "1", "GRACE_PERIOD_S": "1"},
     "segmentation": {
         "CONSENT_POLL_S": "0.1",
         "STREAM_POLL_S": "0.1",
@@ -110,12 +122,12 @@ FAST: dict[str, dict[str, str]] = {
         "GRACE_PERIOD_S": "1",
     },
     "delivery": {
-        "DISPATCH_POLL_S": "0.05",
+        "DISPATCH_POLL_S": "0.25",
         "RETRY_BASE_S": "0.05",
         "RETRY_MAX_S": "0.5",
         "GRACE_PERIOD_S": "1",
     },
-    "scheduler": {"DISPATCH_POLL_S": "0.05", "HANDOFF_RETRY_MAX_S": "1", "GRACE_PERIOD_S": "1"},
+    "scheduler": {"DISPATCH_POLL_S": "0.1", "HANDOFF_RETRY_MAX_S": "1", "GRACE_PERIOD_S": "1"},
 }
 CHILDREN = ("consent", "segmentation", "fake-apns", "fake-fcm", "delivery", "scheduler")
 REASONS: dict[int, str] = {
@@ -241,6 +253,32 @@ async def gather_limited(calls: Iterable[Callable[[], Awaitable[T]]], limit: int
     return await asyncio.gather(*(one(call) for call in calls))
 
 
+class Timings:
+    """Wall seconds per phase of the run (``--timings`` prints them)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
+
+    def table(self) -> Table:
+        table = Table(title="Where the time went (wall seconds)")
+        table.add_column("Phase")
+        table.add_column("Seconds", justify="right")
+        for name, seconds in self.seconds.items():
+            table.add_row(name, f"{seconds:.1f}")
+        return table
+
+
+TIMINGS = Timings()
+
+
 # ---- the app ----------------------------------------------------------------------------
 
 
@@ -342,8 +380,8 @@ async def seed(stubs: Stubs, world: World, progress: Progress, now: datetime) ->
         )
     )
 
-    async def register(user: User) -> None:
-        await stubs.consent.RegisterDevice(
+    def device_call(user: User) -> Callable[[], Awaitable[Any]]:
+        return lambda: stubs.consent.RegisterDevice(
             consent_messages.RegisterDeviceRequest(
                 app_id=APP,
                 device=consent_resources.Device(
@@ -357,25 +395,24 @@ async def seed(stubs: Stubs, world: World, progress: Progress, now: datetime) ->
                     else types_pb2.PERMISSION_STATE_DENIED,
                 ),
             ),
-            timeout=60,
+            timeout=120,
         )
-        progress.advance(task)
 
-    async def choices(user: User) -> None:
+    def choice_calls(user: User) -> list[Callable[[], Awaitable[Any]]]:
+        """The user's opt-out and preferences (none for most users)."""
+        calls: list[Callable[[], Awaitable[Any]]] = []
         if user.opted_out:
-            await stubs.consent.RecordConsent(
-                consent_messages.RecordConsentRequest(
-                    app_id=APP,
-                    user_id=user.user_id,
-                    scope=consent_resources.ConsentScope(
-                        kind=consent_resources.CONSENT_SCOPE_KIND_ALL_MARKETING
-                    ),
-                    action=consent_resources.CONSENT_ACTION_OPT_OUT,
-                    source=consent_resources.CONSENT_SOURCE_PREFERENCE_CENTER,
-                    idempotency_key=f"seed-out-{user.user_id}",
+            opt_out = consent_messages.RecordConsentRequest(
+                app_id=APP,
+                user_id=user.user_id,
+                scope=consent_resources.ConsentScope(
+                    kind=consent_resources.CONSENT_SCOPE_KIND_ALL_MARKETING
                 ),
-                timeout=60,
+                action=consent_resources.CONSENT_ACTION_OPT_OUT,
+                source=consent_resources.CONSENT_SOURCE_PREFERENCE_CENTER,
+                idempotency_key=f"seed-out-{user.user_id}",
             )
+            calls.append(lambda: stubs.consent.RecordConsent(opt_out, timeout=120))
         if user.quiet_hours or user.opt_down:
             preferences = consent_resources.Preferences()
             paths = []
@@ -398,44 +435,58 @@ async def seed(stubs: Stubs, world: World, progress: Progress, now: datetime) ->
                         mode=policy_pb2.FREQUENCY_MODE_DAILY_MAX, max_count=1
                     )
                 )
-            await stubs.consent.SetPreferences(
-                consent_messages.SetPreferencesRequest(
-                    app_id=APP,
-                    user_id=user.user_id,
-                    preferences=preferences,
-                    update_mask=FieldMask(paths=paths),
-                ),
-                timeout=60,
+            chosen = consent_messages.SetPreferencesRequest(
+                app_id=APP,
+                user_id=user.user_id,
+                preferences=preferences,
+                update_mask=FieldMask(paths=paths),
             )
-        progress.advance(task)
+            calls.append(lambda: stubs.consent.SetPreferences(chosen, timeout=120))
+        return calls
 
-    async def profiles() -> None:
+    def consent_calls() -> Iterator[Callable[[], Awaitable[None]]]:
+        """One call per user: the device, then the user's choices (their own rows, so
+        independent of the other users' calls in flight)."""
+        for user in users:
+            register, choices = device_call(user), choice_calls(user)
+
+            async def both(
+                register: Callable[[], Awaitable[Any]] = register,
+                choices: list[Callable[[], Awaitable[Any]]] = choices,
+            ) -> None:
+                await register()
+                progress.advance(task)
+                for call in choices:
+                    await call()
+                progress.advance(task)
+
+            yield both
+
+    def profile_batches() -> tuple[list[list[Any]], list[list[Any]]]:
+        """Profiles and history events, drawn in the same order as ever (500 users at a
+        time) so a seed gives the same population, sent 1,000 to a call."""
         rng = random.Random(len(users))
+        updates: list[Any] = []
+        events: list[Any] = []
         for start in range(0, len(users), 500):
             batch = users[start : start + 500]
-            await stubs.segmentation.UpsertProfiles(
-                seg_messages.UpsertProfilesRequest(
-                    app_id=APP,
-                    profiles=[
-                        seg_resources.ProfileUpdate(
-                            user_id=user.user_id,
-                            set_attributes={
-                                "plan": values_pb2.AttributeValue(string_value=user.plan),
-                                "lifecycle": values_pb2.AttributeValue(
-                                    string_value="active" if rng.random() < 0.85 else "dormant"
-                                ),
-                                "country_zone": values_pb2.AttributeValue(string_value=user.zone),
-                                "lifetime_orders": values_pb2.AttributeValue(
-                                    number_value=float(rng.randrange(0, 30))
-                                ),
-                            },
-                        )
-                        for user in batch
-                    ],
-                ),
-                timeout=60,
-            )
-            events = [
+            updates += [
+                seg_resources.ProfileUpdate(
+                    user_id=user.user_id,
+                    set_attributes={
+                        "plan": values_pb2.AttributeValue(string_value=user.plan),
+                        "lifecycle": values_pb2.AttributeValue(
+                            string_value="active" if rng.random() < 0.85 else "dormant"
+                        ),
+                        "country_zone": values_pb2.AttributeValue(string_value=user.zone),
+                        "lifetime_orders": values_pb2.AttributeValue(
+                            number_value=float(rng.randrange(0, 30))
+                        ),
+                    },
+                )
+                for user in batch
+            ]
+            events += [
                 seg_resources.Event(
                     event_id=f"hist-{user.user_id}-{k}",
                     user_id=user.user_id,
@@ -446,20 +497,50 @@ async def seed(stubs: Stubs, world: World, progress: Progress, now: datetime) ->
                 for user in batch
                 for k, name in enumerate(rng.choices(("app_open", "view_item", "purchase"), k=2))
             ]
-            await stubs.segmentation.TrackEvents(
-                seg_messages.TrackEventsRequest(app_id=APP, events=events), timeout=60
+        size = SEED_BATCH
+        return (
+            [updates[i : i + size] for i in range(0, len(updates), size)],
+            [events[i : i + size] for i in range(0, len(events), size)],
+        )
+
+    async def segmentation_side() -> None:
+        with TIMINGS.phase("seed: segmentation (profiles, events)"):
+            updates, events = profile_batches()
+
+            async def upsert(batch: list[Any]) -> None:
+                await stubs.segmentation.UpsertProfiles(
+                    seg_messages.UpsertProfilesRequest(app_id=APP, profiles=batch), timeout=120
+                )
+                progress.advance(task, len(batch))
+
+            async def track(batch: list[Any]) -> None:
+                await stubs.segmentation.TrackEvents(
+                    seg_messages.TrackEventsRequest(app_id=APP, events=batch), timeout=120
+                )
+
+            # A few batches in flight: segmentation's writes queue on its one database.
+            await gather_limited(
+                [
+                    *(functools.partial(upsert, batch) for batch in updates),
+                    *(functools.partial(track, batch) for batch in events),
+                ],
+                limit=SEGMENTATION_IN_FLIGHT,
             )
-            progress.advance(task, len(batch))
 
-    async def both(user: User) -> None:
-        await register(user)
-        await choices(user)
+    async def consent_side() -> None:
+        with TIMINGS.phase("seed: consent (devices, choices)"):
+            await gather_limited(consent_calls(), limit=CONSENT_IN_FLIGHT)
 
-    # Consent and segmentation are two processes: seed them side by side.
-    await asyncio.gather(
-        gather_limited(lambda user=user: both(user) for user in users),  # type: ignore[misc]
-        profiles(),
-    )
+    async def the_rest() -> None:
+        with TIMINGS.phase("seed: segments, list, policy"):
+            await rest(stubs, users)
+
+    # Consent, segmentation and the scheduler are three processes: seed them side by side.
+    await asyncio.gather(consent_side(), segmentation_side(), the_rest())
+
+
+async def rest(stubs: Stubs, users: Sequence[User]) -> None:
+    """The segments, the suppression list and the app policy."""
 
     def segment(segment_id: str, name: str, attribute: str, value: str) -> Any:
         return stubs.segmentation.CreateSegment(
@@ -481,23 +562,37 @@ async def seed(stubs: Stubs, world: World, progress: Progress, now: datetime) ->
             )
         )
 
-    await segment("active", "Active shoppers", "lifecycle", "active")
-    await segment("pro", "Pro plan", "plan", "pro")
-    await stubs.segmentation.CreateList(
-        seg_messages.CreateListRequest(
-            app_id=APP,
-            list=seg_resources.StaticList(
-                list_id="do-not-market",
-                name="Do not market (support escalations)",
-                kind=seg_resources.LIST_KIND_SUPPRESSION,
-            ),
+    async def suppression_list() -> None:
+        await stubs.segmentation.CreateList(
+            seg_messages.CreateListRequest(
+                app_id=APP,
+                list=seg_resources.StaticList(
+                    list_id="do-not-market",
+                    name="Do not market (support escalations)",
+                    kind=seg_resources.LIST_KIND_SUPPRESSION,
+                ),
+            )
         )
+        suppressed = [u.user_id for u in users if u.suppressed]
+        for start in range(0, len(suppressed), SEED_BATCH):
+            await stubs.segmentation.AddToList(
+                seg_messages.AddToListRequest(
+                    app_id=APP,
+                    list_id="do-not-market",
+                    user_ids=suppressed[start : start + SEED_BATCH],
+                )
+            )
+
+    await asyncio.gather(
+        segment("active", "Active shoppers", "lifecycle", "active"),
+        segment("pro", "Pro plan", "plan", "pro"),
+        suppression_list(),
+        policy(stubs),
     )
-    suppressed = [u.user_id for u in users if u.suppressed]
-    if suppressed:
-        await stubs.segmentation.AddToList(
-            seg_messages.AddToListRequest(app_id=APP, list_id="do-not-market", user_ids=suppressed)
-        )
+
+
+async def policy(stubs: Stubs) -> None:
+    """The app's policy: the cap, default quiet hours and the jitter."""
     await stubs.scheduler.SetPolicy(
         messages_pb2.SetPolicyRequest(
             app_id=APP,
@@ -666,19 +761,27 @@ class Run:
 
 
 async def counters(stubs: Stubs, run: Run) -> Counter[str]:
-    total: Counter[str] = Counter()
-    for campaign_id in (run.sale_id, run.flash_id):
-        if campaign_id:
-            for key, value in (await campaign_counts(stubs, campaign_id)).items():
-                total[f"campaign {key}"] += value
-    if run.trigger_id:
+    """The campaigns' and the trigger's counters (their calls in flight at once)."""
+
+    async def reminders() -> Counter[str]:
         try:
             stats = await subject_stats(stubs, trigger_id=run.trigger_id)
         except grpc.aio.AioRpcError as error:  # NOT_FOUND until its first send
             if error.code() != grpc.StatusCode.NOT_FOUND:
                 raise
-        else:
-            total["cart reminder sent"] = stats.total.sent
+            return Counter()
+        return Counter({"cart reminder sent": stats.total.sent})
+
+    async def campaign(campaign_id: str) -> Counter[str]:
+        found = await campaign_counts(stubs, campaign_id)
+        return Counter({f"campaign {key}": value for key, value in found.items()})
+
+    parts = [campaign(c) for c in (run.sale_id, run.flash_id) if c]
+    if run.trigger_id:
+        parts.append(reminders())
+    total: Counter[str] = Counter()
+    for part in await asyncio.gather(*parts):
+        total.update(part)
     return total
 
 
@@ -704,8 +807,11 @@ async def drain(stubs: Stubs, run: Run, within_s: float = 60.0) -> None:
     last, still = -1, 0
     while time.monotonic() < deadline:
         behind = done = 0
-        for campaign_id in (run.sale_id, run.flash_id):
-            total = (await subject_stats(stubs, campaign_id=campaign_id)).total
+        answers = await asyncio.gather(
+            *(subject_stats(stubs, campaign_id=c) for c in (run.sale_id, run.flash_id))
+        )
+        for answer in answers:
+            total = answer.total
             finished = total.delivered + total.failed + total.suppressed + total.expired
             behind += max(0, total.sent - finished)
             done += finished
@@ -748,8 +854,9 @@ async def run_day(
             )
         ),
     )
-    run.sale_id = await create_campaign(stubs, "summer-sale", sale)
-    run.trigger_id = await create_trigger(stubs, platform)
+    with TIMINGS.phase("day: sale campaign, trigger (probe until followed)"):
+        run.sale_id = await create_campaign(stubs, "summer-sale", sale)
+        run.trigger_id = await create_trigger(stubs, platform)
     for user in world.dead:
         platform.fake(
             "fake-apns",
@@ -766,59 +873,70 @@ async def run_day(
     task = progress.add_task("Simulating the day", total=steps)
     now = START
     platform.move_clock(now)
-    await settle(stubs, run, now)
+    with TIMINGS.phase("day: settle after each clock step"):
+        await settle(stubs, run, now)
     for _ in range(steps):
         nxt = now + step
         window = [c for c in world.carts if now <= c[0] < nxt]
         buys = [p for p in world.purchases if now <= p[0] < nxt]
         orders = [o for o in world.orders if now <= o[0] < nxt]
-        for at in sorted({c[0] for c in window} | {p[0] for p in buys} | {o[0] for o in orders}):
-            platform.move_clock(at)
-            events = [
-                cart_event(f"cart-{cart}", user, "add_to_cart", at, cart_id=cart, item=item)
-                for when, user, cart, item in window
-                if when == at
-            ] + [
-                cart_event(f"buy-{cart}", user, "purchase", at, cart_id=cart)
-                for when, user, cart in buys
-                if when == at
-            ]
-            if events:
-                await stubs.segmentation.TrackEvents(
-                    seg_messages.TrackEventsRequest(app_id=APP, events=events)
-                )
-            for when, user in orders:
-                if when == at:
-                    answer = await stubs.scheduler.SendTransactional(
-                        messages_pb2.SendTransactionalRequest(
-                            app_id=APP,
-                            user_id=user.user_id,
-                            category_id=ORDERS,
-                            idempotency_key=f"order-{user.user_id}-{at.timestamp():.0f}",
-                            content=content_pb2.Content(
-                                title="Your order shipped", body="It arrives on Thursday"
-                            ),
-                        )
+        with TIMINGS.phase("day: events and orders at their instants"):
+            for at in sorted(
+                {c[0] for c in window} | {p[0] for p in buys} | {o[0] for o in orders}
+            ):
+                platform.move_clock(at)
+                events = [
+                    cart_event(f"cart-{cart}", user, "add_to_cart", at, cart_id=cart, item=item)
+                    for when, user, cart, item in window
+                    if when == at
+                ] + [
+                    cart_event(f"buy-{cart}", user, "purchase", at, cart_id=cart)
+                    for when, user, cart in buys
+                    if when == at
+                ]
+                if events:
+                    await stubs.segmentation.TrackEvents(
+                        seg_messages.TrackEventsRequest(app_id=APP, events=events)
                     )
-                    run.order_sends[answer.send_id] = user.user_id
-                    run.hourly.add(at, "order update accepted", 1)
+                for when, user in orders:
+                    if when == at:
+                        answer = await stubs.scheduler.SendTransactional(
+                            messages_pb2.SendTransactionalRequest(
+                                app_id=APP,
+                                user_id=user.user_id,
+                                category_id=ORDERS,
+                                idempotency_key=f"order-{user.user_id}-{at.timestamp():.0f}",
+                                content=content_pb2.Content(
+                                    title="Your order shipped", body="It arrives on Thursday"
+                                ),
+                            )
+                        )
+                        run.order_sends[answer.send_id] = user.user_id
+                        run.hourly.add(at, "order update accepted", 1)
         if now <= OPT_OUT_AT < nxt:
-            await opt_out_mid_campaign(stubs, platform, world, run)
+            with TIMINGS.phase("day: opt-outs, flash sale"):
+                await opt_out_mid_campaign(stubs, platform, world, run)
         if now <= FLASH_AT < nxt:
             platform.move_clock(FLASH_AT)
-            run.flash_id = await create_campaign(
-                stubs,
-                "flash-sale",
-                resources_pb2.Campaign(
-                    name="Flash sale (Pro plan)",
-                    category_id=PROMOS,
-                    audience=resources_pb2.Audience(include_segment_ids=["pro"]),
-                    variants=[variant("A", 100, "Flash sale: 2 hours only", "Pro members first")],
-                    schedule=resources_pb2.Schedule(immediate=resources_pb2.ImmediateSchedule()),
-                ),
-            )
+            with TIMINGS.phase("day: opt-outs, flash sale"):
+                run.flash_id = await create_campaign(
+                    stubs,
+                    "flash-sale",
+                    resources_pb2.Campaign(
+                        name="Flash sale (Pro plan)",
+                        category_id=PROMOS,
+                        audience=resources_pb2.Audience(include_segment_ids=["pro"]),
+                        variants=[
+                            variant("A", 100, "Flash sale: 2 hours only", "Pro members first")
+                        ],
+                        schedule=resources_pb2.Schedule(
+                            immediate=resources_pb2.ImmediateSchedule()
+                        ),
+                    ),
+                )
         platform.move_clock(nxt)
-        await settle(stubs, run, now)
+        with TIMINGS.phase("day: settle after each clock step"):
+            await settle(stubs, run, now)
         now = nxt
         progress.advance(task)
 
@@ -1207,17 +1325,30 @@ async def drive(
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=console) as progress:
-            await seed(stubs, world, progress, platform.now())
-            await run_day(stubs, platform, world, progress, run, timedelta(minutes=args.step))
-        await drain(stubs, run)
-        await book_campaign_sends(stubs, run)
-        write_chart(run.hourly, args.chart)
-        found = await report(console, stubs, platform, world, run, args.seed)
+            with TIMINGS.phase("seed (in all)"):
+                await seed(stubs, world, progress, platform.now())
+            with TIMINGS.phase("day (in all)"):
+                await run_day(stubs, platform, world, progress, run, timedelta(minutes=args.step))
+        with TIMINGS.phase("drain delivery"):
+            await drain(stubs, run)
+        with TIMINGS.phase("chart"):
+            await book_campaign_sends(stubs, run)
+            write_chart(run.hourly, args.chart)
+        with TIMINGS.phase("report"):
+            found = await report(console, stubs, platform, world, run, args.seed)
         console.print(f"Chart of sends per hour per outcome: {args.chart}")
         return found
     finally:
         for channel in channels.values():
             await channel.close()
+
+
+def scratch_dir() -> str | None:
+    """Where the demo's throwaway databases go: a memory file system (``/dev/shm``) when
+    the machine has one, so the services' commits (``synchronous=FULL``) do not wait on
+    the disk for data deleted a minute later; else the system's temporary directory."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1229,6 +1360,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--step", type=int, default=20, help="simulated minutes per clock step (default 20)"
     )
     parser.add_argument("--json", type=Path, help="also write the report's figures here")
+    parser.add_argument(
+        "--scratch",
+        default=scratch_dir(),
+        help="directory for the run's temporary directory (default /dev/shm when there is "
+        "one, else the system's temporary directory)",
+    )
+    parser.add_argument(
+        "--timings", action="store_true", help="also print the wall time of each phase"
+    )
     args = parser.parse_args(argv)
     if args.users < 50:
         parser.error("--users must be at least 50")
@@ -1237,21 +1377,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(width=110)
     started = time.monotonic()
     world = make_world(args.users, args.seed)
-    with tempfile.TemporaryDirectory(prefix="pushwarden-demo-") as directory:
+    with tempfile.TemporaryDirectory(prefix="pushwarden-demo-", dir=args.scratch) as directory:
         platform = Platform(Path(directory))
         console.print(f"Starting the platform (supervisor, sandbox APNs/FCM) under {directory}")
         try:
-            platform.start()
+            with TIMINGS.phase("start the platform"):
+                platform.start()
             found = asyncio.run(drive(console, platform, world, args))
         except BaseException:
             console.print(platform.tail())
             raise
         finally:
-            code = platform.stop()
+            with TIMINGS.phase("stop the platform"):
+                code = platform.stop()
         console.print(
             f"Stopped the platform (supervisor exit {code}); the demo took "
             f"{time.monotonic() - started:.0f} s."
         )
+        if args.timings:
+            console.print(TIMINGS.table())
     if args.json is not None:
         args.json.write_text(json.dumps(found, indent=2, default=str))
     return 0 if code == 0 else 1
