@@ -5,8 +5,12 @@ transaction (the outbox entry); this worker claims entries in batches, calls
 ``Deliver`` once per app and batch, and marks them SENT when delivery holds them
 (APPLIED, or UNCHANGED for a send id it already had: a retry after a lost answer never
 sends twice). A send delivery REJECTED is final: the intent ends DROPPED with
-DELIVERY_REJECTED and leaves the contact history. While delivery is unreachable the
-batch is retried with a doubling wait; nothing is lost, since the entry stays stored.
+DELIVERY_REJECTED and leaves the contact history. Delivery's answers are written in
+the transaction that claims the next batch, or before the loop idles: one transaction
+per hand-over, so a transactional send does not queue behind the previous one's
+bookkeeping (until then the entries stay claimed; a process that dies first hands them
+over again, and delivery answers UNCHANGED). While delivery is unreachable the batch is
+retried with a doubling wait; nothing is lost, since the entry stays stored.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pushwarden.runtime.workers import WorkerContext
 from pushwarden.services.scheduler.domain.intents import Lane
 from pushwarden.services.scheduler.handlers.common import SchedulerDeps
 from pushwarden.services.scheduler.peers import PeerUnavailable
+from pushwarden.services.scheduler.storage.uow import SchedulerUnitOfWork
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +54,9 @@ class Outbox:
         self._deps = deps
         self._settings = settings
         self._retry_s = FIRST_RETRY_S
+        # What delivery answered and is not written yet: (held, refused) entry keys.
+        self._held: list[tuple[str, str]] = []
+        self._refused: list[tuple[str, str]] = []
 
     async def run(self, ctx: WorkerContext) -> None:
         """Hand over sends until the app stops; what is left stays stored."""
@@ -59,10 +67,12 @@ class Outbox:
             while not ctx.stopping:
                 wake.clear()
                 if await self.hand_over_once() == 0:
+                    await self.write_answers()
                     await ctx.idle(wake, self._settings.poll_s)
         finally:
             for lane in self._settings.lanes:
                 self._deps.outbox_wakers[lane].remove(wake)
+            await self.write_answers()
 
     async def hand_over_once(self) -> int:
         """Claim one batch of outbox entries and hand it to delivery; returns how many
@@ -71,10 +81,12 @@ class Outbox:
         now = deps.clock.now()
         lease_until = now + timedelta(seconds=self._settings.lease_s)
         async with deps.uow() as work:
+            await self._write_answers(work)
             entries = await work.intents.claim_outbox(
                 now, self._settings.batch, lease_until, self._settings.lanes
             )
             await work.commit()
+        self._held, self._refused = [], []
         if not entries:
             return 0
         by_app: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
@@ -116,8 +128,21 @@ class Outbox:
                 results[send_id].message,
                 extra={"app_id": app_id, "send_id": send_id},
             )
-        async with deps.uow() as work:
-            await work.intents.acknowledged(held, deps.clock.now())
-            await work.intents.rejected(refused, decision_pb2.REASON_CODE_DELIVERY_REJECTED)
-            await work.commit()
+        self._held.extend(held)
+        self._refused.extend(refused)
         return len(held) + len(refused)
+
+    async def write_answers(self) -> None:
+        """Write what delivery answered so far (SENT, or DROPPED for a rejected send)."""
+        if not (self._held or self._refused):
+            return
+        async with self._deps.uow() as work:
+            await self._write_answers(work)
+            await work.commit()
+        self._held, self._refused = [], []
+
+    async def _write_answers(self, work: SchedulerUnitOfWork) -> None:
+        if self._held:
+            await work.intents.acknowledged(self._held, self._deps.clock.now())
+        if self._refused:
+            await work.intents.rejected(self._refused, decision_pb2.REASON_CODE_DELIVERY_REJECTED)
