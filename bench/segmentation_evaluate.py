@@ -32,6 +32,13 @@ Figures (each against a baseline measured in the same run, the ratio printed bes
   passes. Baseline: one hand-written SQL statement answering the same question (the
   plan's attribute rows with two EXISTS on the events), all ids fetched by this process
   through the same database; the member sets must be equal. Goal <= 5 s on SQLite.
+- ``segmentation.stream_250k_of_1m_s`` (``_pg``): EvaluateSegment streams every member
+  of the ``large`` app's one-predicate segment plan = "pro" (a quarter of the profiles:
+  ~250,000 of 1,000,000) in pages of 10,000 over gRPC, best of the passes. Each page
+  used to re-read every known user after its cursor (quadratic in the population);
+  the service now walks the users a window at a time. Baseline: the hand-written
+  statement fetching the same ids in this process; the member lists must be equal.
+  ``--stream-only`` measures this figure alone.
 - ``segmentation.count_1m_s`` (``_pg``): CountSegment of the same segment; baseline the
   hand-written statement's COUNT.
 - ``segmentation.peak_rss_mb_250k`` and ``segmentation.peak_rss_mb_1m``: the service's
@@ -82,6 +89,8 @@ SPREAD = timedelta(days=60)
 PURCHASE_WINDOW = timedelta(days=30)
 RECENCY = timedelta(days=14)
 PAGE = 1000
+STREAM_PAGE = 10_000
+STREAM_PLAN = "pro"
 TRACK_BATCH = 1000
 TRACK_CALLERS = 2
 GOAL_EVALUATE_S = 5.0
@@ -609,6 +618,119 @@ def evaluate(url: str, app: str, as_of: datetime, passes: int, pool_size: int) -
     return Evaluation(evaluate_s, count_s, len(members), base_ids_s, base_count_s, ready, peak)
 
 
+# --- streaming a large segment ---------------------------------------------------------
+
+
+def stream_rule() -> resources_pb2.Rule:
+    """plan = "pro": a quarter of the profiles."""
+    return resources_pb2.Rule(
+        attribute=resources_pb2.AttributePredicate(
+            filter=values_pb2.PropertyFilter(
+                name="plan",
+                operator=values_pb2.OPERATOR_EQ,
+                value=values_pb2.AttributeValue(string_value=STREAM_PLAN),
+            )
+        )
+    )
+
+
+def stream_baseline_query(app: str) -> Any:
+    """The same members as one hand-written statement, in the service's order."""
+    from sqlalchemy import select
+
+    from pushwarden.services.segmentation.models import ProfileAttributeRow as attribute
+
+    return (
+        select(attribute.user_id)
+        .where(
+            attribute.app_id == app,
+            attribute.name == "plan",
+            attribute.kind == "STRING",
+            attribute.string_value == STREAM_PLAN,
+        )
+        .order_by(attribute.user_id)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """Streaming the large segment: best seconds, pages, members, the baseline."""
+
+    stream_s: float
+    pages: int
+    members: int
+    baseline_s: float
+
+
+async def _stream(target: str, app: str, as_of: datetime, passes: int) -> tuple[float, list[str]]:
+    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    best = float("inf")
+    found: list[str] = []
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        stub = segmentation_pb2_grpc.SegmentationServiceStub(channel)
+        request = messages_pb2.EvaluateSegmentRequest(
+            app_id=app,
+            target=messages_pb2.SegmentTarget(rule=stream_rule()),
+            as_of=_timestamp(as_of),
+            page_size=STREAM_PAGE,
+        )
+        for _ in range(passes):
+            started = time.perf_counter()
+            found = []
+            async for page in stub.EvaluateSegment(request, timeout=3600):
+                found.extend(page.user_ids)
+            best = min(best, time.perf_counter() - started)
+    return best, found
+
+
+def stream(url: str, app: str, as_of: datetime, passes: int, pool_size: int) -> Streamed:
+    """Stream the plan = "pro" segment in a fresh service process; baseline before."""
+    from pushwarden.runtime.db import create_engine_for
+    from pushwarden.runtime.settings import DatabaseSettings
+
+    engine = create_engine_for(DatabaseSettings(url=url, pool_size=1))
+    baseline = float("inf")
+    try:
+        with engine.connect() as connection:
+            for _ in range(passes):
+                started = time.perf_counter()
+                expected = list(connection.execute(stream_baseline_query(app)).scalars())
+                baseline = min(baseline, time.perf_counter() - started)
+    finally:
+        engine.dispose()
+    with service(url, pool_size) as process:
+        seconds, found = asyncio.run(_stream(process.target, app, as_of, passes))
+    # The service pages in code-point order; the baseline's ORDER BY is the database's
+    # collation, so compare as sets, and the stream's order on its own.
+    if found != sorted(found) or len(set(found)) != len(found):
+        raise RuntimeError("EvaluateSegment repeated a member or broke its order")
+    if set(found) != set(expected):
+        raise RuntimeError(
+            f"the service streamed {len(found):,} members, the hand-written query {len(expected):,}"
+        )
+    return Streamed(seconds, -(-len(found) // STREAM_PAGE), len(found), baseline)
+
+
+def _report_stream(suffix: str, where: str, result: Streamed, size: Size, passes: int) -> None:
+    ratio = result.stream_s / result.baseline_s
+    _bench(
+        f"segmentation.stream_250k_of_1m_s{suffix}",
+        result.stream_s,
+        "s",
+        round(result.baseline_s, 3),
+        f"{where}; segment plan = pro, {result.members:,} members of the large app "
+        f"({_describe(size)}) streamed by EvaluateSegment in {result.pages} pages of "
+        f"{STREAM_PAGE:,} over gRPC, service in its own process; best of {passes} "
+        f"pass(es); baseline: one hand-written SQL statement fetching the same ids in this "
+        f"process, ratio {ratio:.2f}x",
+    )
+    print(
+        f"stream {where}: {result.members:,} members in {result.pages} pages, "
+        f"{result.stream_s:.2f} s (baseline {result.baseline_s:.2f} s, {ratio:.2f}x)",
+        flush=True,
+    )
+
+
 # --- TrackEvents ----------------------------------------------------------------------
 
 
@@ -818,6 +940,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument("--fresh", action="store_true", help="reseed the kept populations")
     parser.add_argument(
+        "--stream-only", action="store_true", help="only segmentation.stream_250k_of_1m_s"
+    )
+    parser.add_argument(
         "--data-dir", type=Path, default=KEEP_DIR, help="where the SQLite file is kept"
     )
     args = parser.parse_args(argv)
@@ -835,6 +960,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     url, at = kept_sqlite(size, args.data_dir, args.fresh)
     as_of = at
+    streamed = stream(url, "large", as_of, passes, args.pool_size)
+    _report_stream("", "SQLite (kept file)", streamed, size, passes)
+    if not args.no_postgres:
+        kept = kept_postgres(size, args.fresh)
+        if kept is not None:
+            pg_streamed = stream(kept[0], "large", kept[1], passes, args.pool_size)
+            _report_stream("_pg", "PostgreSQL (kept database)", pg_streamed, size, passes)
+    if args.stream_only:
+        return 0
     print(HEADER, flush=True)
     small = evaluate(url, "small", as_of, passes, args.pool_size)
     _row("sqlite", "small", size.quarter[0], small)

@@ -13,6 +13,7 @@ CONTAINS, an index seek on both backends).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -34,6 +35,22 @@ ID = String(128)
 NAME = String(128)
 # 64-bit on PostgreSQL; SQLite's INTEGER is 64-bit already.
 SEQUENCE = BigInteger().with_variant(Integer(), "sqlite")
+# PostgreSQL only: (app_id, user_id COLLATE "C") indexes that migration 0003 creates so
+# that members are walked in code-point order (see storage.rules_sql.window_ends). A
+# model index cannot say "this collation on PostgreSQL, none on SQLite", so schema
+# comparisons leave these out (include_in_schema_diff).
+CODE_POINT_INDEXES: Final = frozenset(
+    {"ix_profiles_user_code_point", "ix_events_user_code_point", "ix_list_members_user_code_point"}
+)
+
+
+def include_in_schema_diff(
+    item: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic's ``include_object``: everything but the PostgreSQL-only indexes."""
+    return not (type_ == "index" and name in CODE_POINT_INDEXES)
+
+
 VALUE_KINDS = "kind IN ('STRING', 'NUMBER', 'BOOL', 'TIMESTAMP', 'STRING_LIST', 'REMOVED')"
 
 

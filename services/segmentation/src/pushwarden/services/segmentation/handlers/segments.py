@@ -289,8 +289,9 @@ class SegmentHandlers:
     async def members_page(
         self, app_id: str, target: Evaluable, as_of: datetime, after: str | None, limit: int
     ) -> list[str]:
-        """Up to ``limit`` members after ``after`` (code-point order)."""
-        async with self._deps.uow(read_only=True) as work:
+        """Up to ``limit`` members after ``after`` (code-point order), from one snapshot
+        (the page is read a window of users at a time)."""
+        async with self._deps.uow(read_only=True, snapshot=True) as work:
             scope = target.scope(app_id, as_of, work.dialect)
             return await work.segments.members_page(target.root, scope, after, limit)
 

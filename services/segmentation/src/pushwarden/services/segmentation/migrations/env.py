@@ -3,6 +3,6 @@
 from alembic import context
 
 from pushwarden.runtime.migrations import run_env
-from pushwarden.services.segmentation.models import Base
+from pushwarden.services.segmentation.models import Base, include_in_schema_diff
 
-run_env(context, Base.metadata)
+run_env(context, Base.metadata, include_object=include_in_schema_diff)

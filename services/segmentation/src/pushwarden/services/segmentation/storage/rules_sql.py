@@ -313,9 +313,11 @@ def known_users(
     *,
     only: Sequence[str] | None = None,
     after: str | None = None,
+    upto: str | None = None,
 ) -> Subquery:
     """The users segmentation knows in the app (one column, ``user_id``), optionally
-    among ``only`` or after ``after`` in code-point order."""
+    among ``only``, after ``after`` and up to ``upto`` (inclusive) in code-point
+    order."""
 
     def branch(column: AnyType, *where: ColumnElement[bool]) -> Select[str]:
         query = select(column.label("user_id")).where(*where)
@@ -323,6 +325,8 @@ def known_users(
             query = query.where(column.in_(list(only)))
         if after is not None:
             query = query.where(ordered(column, dialect) > after)
+        if upto is not None:
+            query = query.where(ordered(column, dialect) <= upto)
         return query
 
     return union(
@@ -336,9 +340,34 @@ def known_users(
     ).subquery("known")
 
 
-def members_page(root: Node, scope: Scope, after: str | None, limit: int) -> Select[str]:
-    """Up to ``limit`` members after ``after``, in code-point order."""
-    users = known_users(scope.app_id, scope.dialect, after=after)
+def window_ends(app_id: str, dialect: str, after: str | None, size: int) -> list[Select[str]]:
+    """Per source of known users (profiles, events, list memberships), the ``size``-th
+    distinct user id after ``after`` in code-point order (no row when the source has
+    fewer). Each walks ``size`` ids of an index ordered by (app, user id): on
+    PostgreSQL the ``COLLATE "C"`` ones, so that the walk is in code-point order."""
+
+    def end(column: AnyType, *where: ColumnElement[bool]) -> Select[str]:
+        key = ordered(column, dialect)
+        query = select(key.label("user_id")).where(*where)
+        if after is not None:
+            query = query.where(key > after)
+        # GROUP BY rather than DISTINCT: both backends walk the index in order and
+        # collapse equal neighbours, without sorting or hashing what they read.
+        return query.group_by(key).order_by(key).offset(size - 1).limit(1)
+
+    return [
+        end(ProfileRow.user_id, ProfileRow.app_id == app_id),
+        end(EventRow.user_id, EventRow.app_id == app_id),
+        end(ListMemberRow.user_id, ListMemberRow.app_id == app_id, ListMemberRow.present.is_(True)),
+    ]
+
+
+def members_page(
+    root: Node, scope: Scope, after: str | None, limit: int, upto: str | None = None
+) -> Select[str]:
+    """Up to ``limit`` members after ``after`` (and up to ``upto``, inclusive), in
+    code-point order."""
+    users = known_users(scope.app_id, scope.dialect, after=after, upto=upto)
     return (
         select(users.c.user_id)
         .where(condition(root, users.c.user_id, scope))

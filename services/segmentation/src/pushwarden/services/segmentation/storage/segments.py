@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,7 +22,12 @@ from pushwarden.services.segmentation.storage.rules_sql import (
     members_among,
     members_count,
     members_page,
+    window_ends,
 )
+
+# Known users per window of a members page: a page's statements each read at most
+# about this many users of each source, whatever the population after the cursor.
+MEMBER_WINDOW: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,10 +211,43 @@ class SegmentRepository:
         )
 
     async def members_page(
-        self, root: Node, scope: Scope, after: str | None, limit: int
+        self,
+        root: Node,
+        scope: Scope,
+        after: str | None,
+        limit: int,
+        *,
+        window: int = MEMBER_WINDOW,
     ) -> list[str]:
-        """Up to ``limit`` members after ``after`` in code-point order."""
-        return list(await self._session.scalars(members_page(root, scope, after, limit)))
+        """Up to ``limit`` members after ``after`` in code-point order.
+
+        The known users after ``after`` are taken a window at a time, so that the work
+        is proportional to the users walked, not to all those after the cursor: each
+        source (profiles, events, list memberships) gives its ``window``-th user id
+        after the window's start, and the window (start, end] ends at the smallest of
+        them, so it holds at most ``window`` users of each source; it is open when no
+        source has that many left (then none has more than ``window`` - 1). The rule
+        is evaluated for the window's users only, then the next window starts right
+        after this one's end, until the page is full or the users run out.
+        """
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        found: list[str] = []
+        start = after
+        while len(found) < limit:
+            ends = [
+                end
+                for query in window_ends(scope.app_id, scope.dialect, start, window)
+                if (end := await self._session.scalar(query)) is not None
+            ]
+            upto = min(ends) if ends else None  # str order is code-point order
+            found += await self._session.scalars(
+                members_page(root, scope, start, limit - len(found), upto)
+            )
+            if upto is None:
+                break
+            start = upto
+        return found
 
     async def count(self, root: Node, scope: Scope) -> int:
         """How many users match."""
