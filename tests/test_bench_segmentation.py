@@ -37,6 +37,7 @@ def test_the_benchmark_prints_its_figures_and_keeps_its_population(tmp_path: Pat
         "segmentation.track_events_per_s",
         "segmentation.peak_rss_mb_250k",
         "segmentation.peak_rss_mb_1m",
+        "segmentation.stream_250k_of_1m_s",
     }
     for line in lines:
         assert set(line) == {"name", "value", "unit", "baseline", "notes"}
