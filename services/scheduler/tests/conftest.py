@@ -25,7 +25,7 @@ from pushwarden.common.v1 import types_pb2, values_pb2
 from pushwarden.consent.v1 import consent_pb2_grpc, messages_pb2, resources_pb2
 from pushwarden.delivery.v1 import delivery_pb2_grpc
 from pushwarden.runtime.db import is_sqlite
-from pushwarden.runtime.servicetest import local_test_config, serving
+from pushwarden.runtime.servicetest import ServiceProcess, free_port, local_test_config, serving
 from pushwarden.runtime.testing import throwaway_postgres_database
 from pushwarden.sandbox.testing import Sandbox, provider_sandbox
 from pushwarden.scheduler.v1 import scheduler_pb2_grpc
@@ -121,6 +121,32 @@ class Platform:
         }
         settings.update(extra)
         return local_test_config(SchedulerConfig, self.database_url, **settings)
+
+    def scheduler_process(self, logs: Path, **extra: str) -> ServiceProcess:
+        """The scheduler as its own process (``python -m``, configured through the
+        environment as ``make run`` does) on the test's database, pointed at the other
+        services; ``extra`` settings by suffix (``DISPATCH_BATCH="20"``)."""
+        port = free_port()
+        settings = {
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "DATABASE_URL": self.database_url,
+            "DB_POOL_SIZE": "2",
+            "CONSENT_ADDR": self.addresses["consent"],
+            "SEGMENTATION_ADDR": self.addresses["segmentation"],
+            "DELIVERY_ADDR": self.addresses["delivery"],
+            "CLOCK_FILE": str(self.clock_file),
+            "DISPATCH_POLL_S": "0.05",
+            "LOG_FORMAT": "text",
+            **extra,
+        }
+        return ServiceProcess(
+            "pushwarden.services.scheduler",
+            "PUSHWARDEN_",
+            port,
+            {f"PUSHWARDEN_SCHEDULER_{name}": value for name, value in settings.items()},
+            logs,
+        )
 
     @contextlib.asynccontextmanager
     async def another_delivery(self, directory: Path, **extra: str) -> AsyncIterator[None]:

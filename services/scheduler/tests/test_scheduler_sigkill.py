@@ -24,7 +24,6 @@ from sqlalchemy import func, select
 
 from pushwarden.runtime.clock import shift_clock_file
 from pushwarden.runtime.db import Database, create_async_engine_for
-from pushwarden.runtime.servicetest import ServiceProcess, free_port
 from pushwarden.runtime.settings import DatabaseSettings
 from pushwarden.scheduler.v1 import messages_pb2, resources_pb2, scheduler_pb2_grpc
 from pushwarden.services.scheduler.models import ContactRow, IntentRow
@@ -54,27 +53,9 @@ async def test_a_sigkill_mid_campaign_misses_nobody_and_decides_each_user_once(
         tokens.update((user, device.token) for user, device in zip(chunk, devices, strict=True))
     await platform.pro_segment(USERS)
 
-    port = free_port()
-    scheduler = ServiceProcess(
-        "pushwarden.services.scheduler",
-        "PUSHWARDEN_",
-        port,
-        {
-            "PUSHWARDEN_SCHEDULER_HOST": "127.0.0.1",
-            "PUSHWARDEN_SCHEDULER_PORT": str(port),
-            "PUSHWARDEN_SCHEDULER_DATABASE_URL": platform.database_url,
-            "PUSHWARDEN_SCHEDULER_DB_POOL_SIZE": "3",
-            "PUSHWARDEN_SCHEDULER_CONSENT_ADDR": platform.addresses["consent"],
-            "PUSHWARDEN_SCHEDULER_SEGMENTATION_ADDR": platform.addresses["segmentation"],
-            "PUSHWARDEN_SCHEDULER_DELIVERY_ADDR": platform.addresses["delivery"],
-            "PUSHWARDEN_SCHEDULER_CLOCK_FILE": str(platform.clock_file),
-            "PUSHWARDEN_SCHEDULER_DISPATCH_POLL_S": "0.05",
-            # Small batches: many transactions in flight, so the kill lands mid-way.
-            "PUSHWARDEN_SCHEDULER_DISPATCH_BATCH": "20",
-            "PUSHWARDEN_SCHEDULER_CLAIM_LEASE_S": str(LEASE_S),
-            "PUSHWARDEN_SCHEDULER_LOG_FORMAT": "text",
-        },
-        tmp_path,
+    # Small batches: many transactions in flight, so the kill lands mid-way.
+    scheduler = platform.scheduler_process(
+        tmp_path, DB_POOL_SIZE="3", DISPATCH_BATCH="20", CLAIM_LEASE_S=str(LEASE_S)
     )
     database = Database(
         create_async_engine_for(DatabaseSettings(platform.database_url, pool_size=2))

@@ -35,7 +35,7 @@ from pushwarden.delivery.v1 import delivery_pb2_grpc
 from pushwarden.delivery.v1 import messages_pb2 as delivery_messages
 from pushwarden.delivery.v1 import resources_pb2 as delivery_resources
 from pushwarden.runtime.client import open_channel
-from pushwarden.runtime.servicetest import ServiceProcess, free_port, local_test_config, serving
+from pushwarden.runtime.servicetest import local_test_config, serving
 from pushwarden.runtime.settings import TelemetrySettings
 from pushwarden.runtime.telemetry import Telemetry, setup_telemetry
 from pushwarden.scheduler.v1 import messages_pb2, scheduler_pb2_grpc
@@ -350,27 +350,11 @@ async def test_a_scheduler_process_exporting_otlp_sends_its_spans_of_a_send_to_t
     # delivered, a graceful stop flushes what the batching exporter still holds.
     await platform.register("ada")
     trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
-    port = free_port()
     async with collector() as (received, metrics, collector_port):
-        scheduler = ServiceProcess(
-            "pushwarden.services.scheduler",
-            "PUSHWARDEN_",
-            port,
-            {
-                "PUSHWARDEN_SCHEDULER_HOST": "127.0.0.1",
-                "PUSHWARDEN_SCHEDULER_PORT": str(port),
-                "PUSHWARDEN_SCHEDULER_DATABASE_URL": platform.database_url,
-                "PUSHWARDEN_SCHEDULER_DB_POOL_SIZE": "2",
-                "PUSHWARDEN_SCHEDULER_CONSENT_ADDR": platform.addresses["consent"],
-                "PUSHWARDEN_SCHEDULER_SEGMENTATION_ADDR": platform.addresses["segmentation"],
-                "PUSHWARDEN_SCHEDULER_DELIVERY_ADDR": platform.addresses["delivery"],
-                "PUSHWARDEN_SCHEDULER_CLOCK_FILE": str(platform.clock_file),
-                "PUSHWARDEN_SCHEDULER_DISPATCH_POLL_S": "0.05",
-                "PUSHWARDEN_SCHEDULER_LOG_FORMAT": "text",
-                "PUSHWARDEN_SCHEDULER_OTEL_EXPORTER": "otlp",
-                "PUSHWARDEN_SCHEDULER_OTEL_ENDPOINT": f"http://127.0.0.1:{collector_port}",
-            },
+        scheduler = platform.scheduler_process(
             tmp_path,
+            OTEL_EXPORTER="otlp",
+            OTEL_ENDPOINT=f"http://127.0.0.1:{collector_port}",
         )
         try:
             await scheduler.start()
