@@ -168,7 +168,7 @@ async def create(scheduler: object, trigger: resources_pb2.Trigger, key: str) ->
 async def test_cart_abandonment_fires_after_the_delay_unless_the_same_cart_is_bought(
     platform: Platform,
 ) -> None:
-    tokens = await devices(platform, ["ann", "bob", "cyd"])
+    tokens = await devices(platform, ["ann", "bob", "cyd", "dan"])
     async with platform.scheduler() as scheduler:
         trigger_id = await create(scheduler, cart_abandonment(), "cart")
         await follower_ready(platform, scheduler, trigger_id)
@@ -187,6 +187,20 @@ async def test_cart_abandonment_fires_after_the_delay_unless_the_same_cart_is_bo
         )
         # A second add_to_cart of Ann's while hers is pending fires nothing more.
         await track(platform, event("e-ann2", "ann", "add_to_cart", at, cart_id="c4", item="x"))
+        # Dan's cart and its purchase in one call reach the follower in one batch: his
+        # firing is recorded as cancelled all the same.
+        await track(
+            platform,
+            event("e-dan", "dan", "add_to_cart", at, cart_id="c5", item="a scarf"),
+            event("p-dan", "dan", "purchase", at + timedelta(minutes=1), cart_id="c5"),
+        )
+        dan = await wait_record(
+            platform,
+            scheduler,
+            firing_send_id(trigger_id, "e-dan"),
+            reason=decision_pb2.REASON_CODE_TRIGGER_CANCELLED,
+        )
+        assert dan.decision.outcome == decision_pb2.OUTCOME_DROP
         bob = await wait_record(
             platform,
             scheduler,
@@ -221,6 +235,7 @@ async def test_cart_abandonment_fires_after_the_delay_unless_the_same_cart_is_bo
     assert titles(platform, tokens["ann"]) == [("Your cart", "Still thinking about red shoes?")]
     assert titles(platform, tokens["cyd"]) == [("Your cart", "Still thinking about gloves?")]
     assert titles(platform, tokens["bob"]) == []
+    assert titles(platform, tokens["dan"]) == []
 
 
 async def test_a_restart_neither_misses_nor_repeats_a_firing(platform: Platform) -> None:
@@ -582,6 +597,8 @@ def test_a_batch_plan_cancels_within_the_batch_and_respects_enabled_at() -> None
     assert [f.send_id for f in plan.firings] == [firing_send_id("trg", "b1")]
     assert plan.firings[0].due_at == NOW + timedelta(hours=1)
     assert plan.not_reeligible == []
+    # Ann's firing and its cancellation came in one batch: it is kept as cancelled.
+    assert [f.send_id for f in plan.cancelled] == [firing_send_id("trg", "a1")]
     assert plan.cancel == {}
     # A stored pending firing is cancelled by a later correlated purchase, not an earlier one.
     triggering = _seq(event("a0", "ann", "add_to_cart", NOW, cart_id="c1"), 10, late)

@@ -294,11 +294,14 @@ class Firing:
 
 @dataclass
 class BatchPlan:
-    """What one batch of events does: new firings, NOT_REELIGIBLE records, stored
-    pending firings to cancel (send ids, with the cancelling event)."""
+    """What one batch of events does: new firings, NOT_REELIGIBLE records, firings of
+    this batch that a later event of the same batch cancelled (stored as
+    TRIGGER_CANCELLED records, exactly as if the events had come in two batches), and
+    stored pending firings to cancel (send ids, with the cancelling event)."""
 
     firings: list[Firing] = field(default_factory=list)
     not_reeligible: list[Firing] = field(default_factory=list)
+    cancelled: list[Firing] = field(default_factory=list)
     cancel: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
@@ -341,7 +344,9 @@ def plan_batch(
                 ):
                     del pending[key]
                     if send_id in new_by_send:
-                        plan.firings.remove(new_by_send.pop(send_id))
+                        fired = new_by_send.pop(send_id)
+                        plan.firings.remove(fired)
+                        plan.cancelled.append(fired)
                     else:
                         plan.cancel[(event.app_id, send_id)] = event.event_id
                     continue

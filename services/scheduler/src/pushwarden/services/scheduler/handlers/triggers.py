@@ -276,7 +276,9 @@ class TriggerFollower:
                 plan = plan_batch(events, triggers, stored, now)
                 await work.intents.add([_intent(f, now) for f in plan.firings])
                 await work.intents.add_dropped(
-                    [(_intent(f, now), NOT_REELIGIBLE) for f in plan.not_reeligible], now
+                    [(_intent(f, now), NOT_REELIGIBLE) for f in plan.not_reeligible]
+                    + [(_intent(f, now), TRIGGER_CANCELLED) for f in plan.cancelled],
+                    now,
                 )
                 await work.triggers.cancel(list(plan.cancel), TRIGGER_CANCELLED, now)
                 lanes.update(Lane(f.trigger.lane) for f in plan.firings)
