@@ -31,7 +31,12 @@ def test_the_delivery_benchmark_prints_its_figures() -> None:
     }
     for line in lines:
         assert set(line) == {"name", "value", "unit", "baseline", "notes"}
-        assert line["value"] > 0
+        if line["unit"] == "ms":
+            # CPU comes from /proc in 10 ms ticks: consent's few calls at this tiny load
+            # can take less than one tick, so a CPU figure may honestly be 0.
+            assert line["value"] >= 0
+        else:
+            assert line["value"] > 0
     assert by_name["delivery.apns_ratio_to_bare"]["baseline"] == 0.8
     assert "500 in flight" in by_name["delivery.apns_ratio_to_bare"]["notes"]
     assert by_name["delivery.apns_ratio_to_bare_defaults"]["baseline"] == 1.0

@@ -293,7 +293,7 @@ async def test_the_outbox_waits_for_an_unreachable_delivery(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     async with platform.scheduler(
-        DELIVERY_ADDR=f"127.0.0.1:{port}", PEER_TIMEOUT_S="0.5", HANDOFF_RETRY_MAX_S="0.5"
+        DELIVERY_ADDR=f"127.0.0.1:{port}", PEER_TIMEOUT_S="5", HANDOFF_RETRY_MAX_S="0.5"
     ) as scheduler:
         sent = await scheduler.SendTransactional(order_update("away-1", user="fay"))
 
