@@ -12,7 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.services.consent.models import ChangeRow, ServiceStateRow
@@ -65,8 +65,9 @@ class ChangeFeedRepository:
             self._session.add(counter)
         sequence = int(counter.value) + 1
         counter.value = str(sequence)
-        self._session.add(
-            ChangeRow(
+        # The counter row is flushed with the transaction; the change goes in at once.
+        await self._session.execute(
+            insert(ChangeRow).values(
                 sequence=sequence,
                 app_id=app_id,
                 user_id=user_id,
@@ -76,7 +77,6 @@ class ChangeFeedRepository:
                 related_user_id=related_user_id,
             )
         )
-        await self._session.flush()
         return sequence
 
     async def read_after(

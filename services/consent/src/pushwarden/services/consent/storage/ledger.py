@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.services.consent.domain.ledger import (
@@ -49,24 +49,39 @@ def _fields(row: LedgerEntryRow) -> EntryFields:
 
 
 class LedgerRepository:
-    """Ledger entries and payloads; never updates or deletes an entry."""
+    """Ledger entries and payloads; never updates or deletes an entry.
+
+    One repository lives for one transaction, whose append lock stops every other
+    appender until it ends: the ledger's last sequence and the chain heads it read or
+    wrote are remembered here, so a second append in the same transaction (a new
+    device's registration and its permission, say) reads nothing again."""
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        self._last: int | None = None
+        self._heads: dict[str, str] = {}
 
     async def append(self, entry: NewEntry, key: bytes) -> StoredEntry:
         """Append ``entry`` to its subject's chain; returns it as stored. The caller
         holds the append lock, so the next sequence and the chain head cannot race;
         ``key`` signs the entry's hash."""
-        last = await self._session.scalar(select(func.max(LedgerEntryRow.sequence)))
-        head = await self._session.scalar(
-            select(LedgerEntryRow.entry_hash)
-            .where(LedgerEntryRow.subject == entry.subject)
-            .order_by(LedgerEntryRow.sequence.desc())
-            .limit(1)
-        )
+        if self._last is None:
+            self._last = int(
+                await self._session.scalar(select(func.max(LedgerEntryRow.sequence))) or 0
+            )
+        head = self._heads.get(entry.subject)
+        if head is None:
+            head = (
+                await self._session.scalar(
+                    select(LedgerEntryRow.entry_hash)
+                    .where(LedgerEntryRow.subject == entry.subject)
+                    .order_by(LedgerEntryRow.sequence.desc())
+                    .limit(1)
+                )
+                or GENESIS_HASH
+            )
         fields = EntryFields(
-            sequence=(last or 0) + 1,
+            sequence=self._last + 1,
             app_id=entry.app_id,
             subject=entry.subject,
             kind=entry.kind,
@@ -74,12 +89,12 @@ class LedgerRepository:
             action=entry.action,
             recorded_at=entry.recorded_at,
             client_time=entry.client_time,
-            previous_hash=head or GENESIS_HASH,
+            previous_hash=head,
             payload_digest=payload_digest(entry.payload),
         )
         digest = entry_hash(fields, key)
-        self._session.add(
-            LedgerEntryRow(
+        await self._session.execute(
+            insert(LedgerEntryRow).values(
                 sequence=fields.sequence,
                 app_id=fields.app_id,
                 subject=fields.subject,
@@ -93,9 +108,11 @@ class LedgerRepository:
                 payload_digest=fields.payload_digest,
             )
         )
-        await self._session.flush()
-        self._session.add(LedgerPayloadRow(sequence=fields.sequence, body=entry.payload))
-        await self._session.flush()
+        await self._session.execute(
+            insert(LedgerPayloadRow).values(sequence=fields.sequence, body=entry.payload)
+        )
+        self._last = fields.sequence
+        self._heads[entry.subject] = digest
         return StoredEntry(fields, digest, entry.payload)
 
     async def head_sequence(self) -> int:
