@@ -78,6 +78,8 @@ class IntentRow(Base):
         Index("ix_intents_state_lane_due_at", "state", "lane", "due_at"),
         Index("ix_intents_app_id_user_id", "app_id", "user_id"),
         Index("ix_intents_app_id_campaign_id_user_id", "app_id", "campaign_id", "user_id"),
+        # Whether a campaign still has work (PENDING or OUTBOX) without walking its sends.
+        Index("ix_intents_app_id_campaign_id_state", "app_id", "campaign_id", "state"),
         Index("ix_intents_app_id_trigger_id_user_id", "app_id", "trigger_id", "user_id"),
     )
 

@@ -405,7 +405,13 @@ class IntentRepository:
         self, now: datetime, limit: int, lease_until: datetime, lanes: Sequence[Lane]
     ) -> list[tuple[str, str, bytes]]:
         """Claim up to ``limit`` outbox entries of ``lanes`` (app id, send id, Send bytes),
-        lowest lane first, then the oldest decision."""
+        lowest lane first, then the longest waiting (earliest due time: a deferral moved
+        it, so this is when the send was last decided or became due).
+
+        Ordered like the dispatch queue so the (state, lane, due_at) index hands the
+        rows over in order: ordering by decision time instead sorted the whole outbox on
+        every claim (45 ms on SQLite, 70 ms on PostgreSQL with 100k sends waiting for a
+        slower delivery), inside the write transaction."""
         keys = (
             await self._session.execute(
                 select(IntentRow.app_id, IntentRow.send_id)
@@ -414,7 +420,7 @@ class IntentRepository:
                     IntentRow.lane.in_([int(lane) for lane in lanes]),
                     _free(now),
                 )
-                .order_by(IntentRow.lane, IntentRow.sent_at)
+                .order_by(IntentRow.lane, IntentRow.due_at)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
@@ -431,7 +437,7 @@ class IntentRepository:
         rows = await self._session.execute(
             select(IntentRow.app_id, IntentRow.send_id, IntentRow.send)
             .where(where)
-            .order_by(IntentRow.lane, IntentRow.sent_at)
+            .order_by(IntentRow.lane, IntentRow.due_at)
         )
         return [(app_id, send_id, send or b"") for app_id, send_id, send in rows]
 
