@@ -447,3 +447,35 @@ async def test_rules_follow_the_stored_version_with_a_bounded_staleness(world: W
         assert (await reader.rules(APP))[0].opt_down_daily_max == 2
     finally:
         await app.aclose()
+
+
+async def test_a_read_that_a_set_policy_overtook_is_not_cached(world: World) -> None:
+    """A dispatch pass (or the consent feed follower) reading the policy while a
+    SetPolicy commits gets the old version, but must not cache it: a call that starts
+    after SetPolicy returned sees the new policy at once."""
+    app = world.app()
+    stored = unit_of_work_factory(app.database)
+    read_done, go_on = asyncio.Event(), asyncio.Event()
+    paused = [True]
+
+    @contextlib.asynccontextmanager
+    async def uow(*, read_only: bool = False) -> AsyncIterator[object]:
+        async with stored(read_only=read_only) as work:
+            yield work
+        if read_only and paused[0]:
+            paused[0] = False
+            read_done.set()  # the read happened, its result is not cached yet
+            await go_on.wait()
+
+    try:
+        handlers = PolicyHandlers(uow, world.clock, world.kinds)  # type: ignore[arg-type]
+        racing = asyncio.create_task(handlers.rules(APP))
+        await read_done.wait()
+        await handlers.set(PolicyChange.from_proto(set_request(a_policy())))
+        go_on.set()
+        assert (await racing)[1].version == 0  # it began before the change
+        rules, policy = await handlers.rules(APP)
+        assert policy.version == 1
+        assert rules == to_rules(a_policy())
+    finally:
+        await app.aclose()

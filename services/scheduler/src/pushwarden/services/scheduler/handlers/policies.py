@@ -116,6 +116,8 @@ class PolicyHandlers:
         self._refresh_s = refresh_s
         self._monotonic = monotonic
         self._cache: dict[str, _Cached] = {}
+        # Bumped by every stored change: a read that began before one must not cache.
+        self._changes = 0
 
     async def get(self, app_id: str) -> Policy:
         """The app's effective policy (the defaults, version 0, when never set)."""
@@ -154,6 +156,7 @@ class PolicyHandlers:
                 change.app_id, new.SerializeToString(deterministic=True), version, now
             )
             await work.commit()
+        self._changes += 1
         self._cache.pop(change.app_id, None)
         new.version = version
         new.updated_at.FromDatetime(now)
@@ -207,18 +210,24 @@ class PolicyHandlers:
         """The app's effective ``Rules`` and policy (with version), for dispatch.
 
         Cached per (app, version): trusted for ``refresh_s``, then the stored version
-        is read again (alone) and the rules rebuilt only if it changed."""
+        is read again (alone) and the rules rebuilt only if it changed. A read that a
+        SetPolicy of this process overtook (its commit landed while the read ran) is
+        answered but not cached: cached, it would hide the change for ``refresh_s``
+        from calls that start after SetPolicy returned."""
         cached = self._cache.get(app_id)
         now = self._monotonic()
         if cached is not None and now - cached.checked_at < self._refresh_s:
             return cached.rules, cached.policy
+        changes = self._changes
         async with self._uow(read_only=True) as work:
             version = await work.policies.version(app_id)
             if cached is not None and (version or 0) == cached.version:
-                self._cache[app_id] = _Cached(cached.version, cached.rules, cached.policy, now)
+                if changes == self._changes:
+                    self._cache[app_id] = _Cached(cached.version, cached.rules, cached.policy, now)
                 return cached.rules, cached.policy
             row = await work.policies.get(app_id) if version is not None else None
             policy = _effective(row)
         rules = to_rules(policy)
-        self._cache[app_id] = _Cached(policy.version, rules, policy, now)
+        if changes == self._changes:
+            self._cache[app_id] = _Cached(policy.version, rules, policy, now)
         return rules, policy
