@@ -323,14 +323,15 @@ def test_backend(any_database_url):
 @pytest.mark.parametrize(
     ("switch", "outcome", "status"),
     [
-        ({}, "1 passed, 1 skipped", 0),
-        ({"PUSHWARDEN_TEST_DB": "postgres"}, "1 passed, 1 error", 1),
+        ({"PUSHWARDEN_TEST_DB": "both"}, "1 passed, 1 skipped", 0),
+        ({"PUSHWARDEN_TEST_DB": "postgres"}, "1 error", 1),
     ],
 )
 def test_an_unreachable_postgres_is_skipped_unless_asked_for(
     tmp_path: Path, switch: dict[str, str], outcome: str, status: int
 ) -> None:
-    # CI sets PUSHWARDEN_TEST_DB=postgres: there a missing server must fail, not skip.
+    # CI sets PUSHWARDEN_TEST_DB=postgres: there a missing server must fail, not skip
+    # (the SQLite case is make test's, deselected there).
     (tmp_path / "test_probe.py").write_text(PLUGIN_PROBE)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -347,3 +348,32 @@ def test_an_unreachable_postgres_is_skipped_unless_asked_for(
     )
     assert outcome in run.stdout, run.stdout + run.stderr
     assert run.returncode == status
+
+
+@pytest.mark.parametrize(
+    ("switch", "ran"),
+    [
+        ({}, ["sqlite"]),
+        ({"PUSHWARDEN_TEST_DB": "postgres"}, ["postgres"]),
+        ({"PUSHWARDEN_TEST_DB": "both"}, ["sqlite", "postgres"]),
+    ],
+)
+def test_each_run_keeps_the_cases_of_its_backends(
+    tmp_path: Path, switch: dict[str, str], ran: list[str]
+) -> None:
+    # make test and make test-pg each run one case of an any_database_url test, so CI,
+    # which runs both, runs every case once.
+    (tmp_path / "test_probe.py").write_text(PLUGIN_PROBE)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **switch}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    collected = [line for line in run.stdout.splitlines() if "::test_backend[" in line]
+    assert collected == [f"test_probe.py::test_backend[{backend}]" for backend in ran], (
+        run.stdout + run.stderr
+    )

@@ -5,9 +5,12 @@ Fixtures:
 - ``database_url``: a fresh, empty database for one test. A SQLite file under the test's
   ``tmp_path`` by default; with ``PUSHWARDEN_TEST_DB=postgres`` a throwaway PostgreSQL
   database created on the server of ``PUSHWARDEN_TEST_PG_URL`` and dropped afterwards.
-- ``any_database_url``: the same test once on SQLite and once on PostgreSQL. The
-  PostgreSQL case is skipped when the server does not answer, unless
-  ``PUSHWARDEN_TEST_DB=postgres`` asks for PostgreSQL, which makes it an error.
+- ``any_database_url``: the test once per backend of the run. ``make test`` (no
+  ``PUSHWARDEN_TEST_DB``) keeps the SQLite case, ``make test-pg``
+  (``PUSHWARDEN_TEST_DB=postgres``) the PostgreSQL one, so CI, which runs both, runs
+  each case once; the other case is deselected. ``PUSHWARDEN_TEST_DB=both`` keeps both
+  in one run, the PostgreSQL case skipped when the server does not answer. With
+  ``postgres`` a server that does not answer is an error, never a skip.
 - ``database_settings`` / ``database_engine``: settings and an engine (small pool,
   disposed afterwards) for ``database_url``.
 
@@ -56,13 +59,22 @@ BACKENDS = ("sqlite", "postgres")
 TEST_POOL_SIZE = 2
 
 
+def _test_db() -> str:
+    return os.environ.get("PUSHWARDEN_TEST_DB", "sqlite").strip().lower()
+
+
 def postgres_requested() -> bool:
     """Whether ``PUSHWARDEN_TEST_DB=postgres`` asks storage tests to use PostgreSQL."""
-    return os.environ.get("PUSHWARDEN_TEST_DB", "sqlite").strip().lower() in {
-        "postgres",
-        "postgresql",
-        "pg",
-    }
+    return _test_db() in {"postgres", "postgresql", "pg"}
+
+
+def run_backends() -> tuple[str, ...]:
+    """The backends ``any_database_url`` runs a test on in this run."""
+    if postgres_requested():
+        return ("postgres",)
+    if _test_db() == "both":
+        return BACKENDS
+    return ("sqlite",)
 
 
 def admin_url() -> URL:
@@ -265,8 +277,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects anything
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses a database fixture as ``storage``."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses a database fixture as ``storage``; deselect the
+    ``any_database_url`` cases of backends this run does not cover."""
+    backends = run_backends()
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         if STORAGE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.storage)
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("any_database_url") if callspec is not None else None
+        (dropped if backend is not None and backend not in backends else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
