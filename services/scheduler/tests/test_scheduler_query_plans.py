@@ -17,7 +17,7 @@ from pushwarden.runtime.db import is_sqlite
 from pushwarden.runtime.servicetest import local_test_config
 from pushwarden.services.scheduler.bootstrap import MIGRATIONS
 from pushwarden.services.scheduler.config import SchedulerConfig
-from pushwarden.services.scheduler.domain.intents import Lane
+from pushwarden.services.scheduler.domain.intents import Lane, NewIntent
 from pushwarden.services.scheduler.storage.uow import SchedulerUow, unit_of_work_factory
 
 NOW = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
@@ -100,3 +100,36 @@ async def test_the_finished_campaign_check_does_not_walk_a_campaigns_sends(
     assert not any("SCAN intents" in line or "Seq Scan on intents" in line for line in lines)
     if sqlite:
         assert any("ix_intents_app_id_campaign_id_state" in line for line in lines), lines
+
+
+async def test_a_claim_updates_its_batch_through_the_primary_key(
+    uow: SchedulerUow, any_database_url: str
+) -> None:
+    # Written as a row-value IN (VALUES ...), SQLite scanned every intent for each claim,
+    # lease check and hand-over (58 ms a statement at 100k intents in the e2e bench).
+    async with uow() as work:
+        await work.intents.add(
+            [
+                NewIntent(
+                    app_id="shop",
+                    send_id=f"send-{n}",
+                    user_id=f"user-{n}",
+                    lane=Lane.MARKETING,
+                    category_id="promos",
+                    due_at=NOW - timedelta(minutes=1),
+                    created_at=NOW - timedelta(minutes=1),
+                )
+                for n in range(3)
+            ]
+        )
+        await work.commit()
+    sqlite = is_sqlite(any_database_url)
+    lines = await explained(
+        uow,
+        sqlite,
+        lambda work: work.intents.claim_due(NOW, 500, NOW + timedelta(minutes=1), LANES),
+        "UPDATE intents SET claimed_until",
+    )
+    assert not any("SCAN intents" in line or "Seq Scan on intents" in line for line in lines)
+    if sqlite:
+        assert any("(app_id=? AND send_id=?)" in line for line in lines), lines

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.delivery.v1 import resources_pb2
+from pushwarden.runtime.db import pairs_in
 from pushwarden.services.delivery.domain.sends import (
     ACTIVE_STATUSES,
     AttemptOutcome,
@@ -238,7 +239,7 @@ class SendRepository:
             by_key = {(send.app_id, send.send_id): send for send in claimed}
             devices = await self._session.scalars(
                 select(SendDeviceRow).where(
-                    tuple_(SendDeviceRow.app_id, SendDeviceRow.send_id).in_(retried)
+                    pairs_in(SendDeviceRow.app_id, SendDeviceRow.send_id, retried)
                 )
             )
             for device in devices:
@@ -320,7 +321,7 @@ class SendRepository:
         await self._session.execute(
             update(SendRow)
             .where(
-                tuple_(SendRow.app_id, SendRow.send_id).in_(list(keys)),
+                pairs_in(SendRow.app_id, SendRow.send_id, keys),
                 SendRow.status.in_(ACTIVE_STATUSES),
             )
             .values(next_attempt_at=at)

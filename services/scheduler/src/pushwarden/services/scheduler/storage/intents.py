@@ -16,14 +16,25 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, or_, select, text, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pushwarden.runtime.db import insert_ignoring_duplicates
+from pushwarden.runtime.db import insert_ignoring_duplicates, pairs_in
 from pushwarden.services.scheduler.domain.intents import (
     ClaimedIntent,
     IntentRecord,
@@ -36,12 +47,25 @@ from pushwarden.services.scheduler.domain.intents import (
 from pushwarden.services.scheduler.models import CampaignRow, ContactRow, IntentRow
 
 _INSERT_CHUNK = 500  # rows per multi-row INSERT (well under both backends' parameter limits)
+_NEW_INTENT_FIELDS = tuple(field.name for field in fields(NewIntent))
+
+
+def _columns_of(intent: NewIntent) -> dict[str, object]:
+    """A new intent's fields as columns (``asdict`` deep-copies every value: a tenth of
+    the scheduler's CPU at fan-out, inside the write transaction)."""
+    return {name: getattr(intent, name) for name in _NEW_INTENT_FIELDS}
+
+
+def _keys_in(keys: Iterable[tuple[str, str]]) -> ColumnElement[bool]:
+    """The intents of these (app, send id) keys, through the primary key."""
+    return pairs_in(IntentRow.app_id, IntentRow.send_id, keys)
+
+
 _PENDING = IntentState.PENDING.value
 _OUTBOX = IntentState.OUTBOX.value
 _SENT = IntentState.SENT.value
 _DROPPED = IntentState.DROPPED.value
 _INTENTS = cast(Table, IntentRow.__table__)
-_KEY = tuple_(IntentRow.app_id, IntentRow.send_id)
 
 
 # An intent of a paused campaign waits where it is: dispatch does not claim it.
@@ -81,7 +105,7 @@ class IntentRepository:
         for start in range(0, len(intents), _INSERT_CHUNK):
             rows = [
                 {
-                    **asdict(intent),
+                    **_columns_of(intent),
                     "lane": int(intent.lane),
                     "state": _PENDING,
                     "reason": 0,
@@ -100,7 +124,7 @@ class IntentRepository:
         for start in range(0, len(dropped), _INSERT_CHUNK):
             rows = [
                 {
-                    **asdict(intent),
+                    **_columns_of(intent),
                     "lane": int(intent.lane),
                     "state": _DROPPED,
                     "outcome": "DROP",
@@ -235,7 +259,7 @@ class IntentRepository:
         ).all()
         if not keys:
             return []
-        where = _KEY.in_([(app_id, send_id) for app_id, send_id in keys])
+        where = _keys_in(keys)
         await self._session.execute(
             update(IntentRow)
             .where(where)
@@ -277,7 +301,7 @@ class IntentRepository:
             return set()
         rows = await self._session.execute(
             select(IntentRow.app_id, IntentRow.send_id, IntentRow.claimed_until).where(
-                _KEY.in_([i.key for i in intents]), IntentRow.state == _PENDING
+                _keys_in([i.key for i in intents]), IntentRow.state == _PENDING
             )
         )
         leases = {i.key: i.claimed_until for i in intents}
@@ -427,7 +451,7 @@ class IntentRepository:
         ).all()
         if not keys:
             return []
-        where = _KEY.in_([(app_id, send_id) for app_id, send_id in keys])
+        where = _keys_in(keys)
         await self._session.execute(
             update(IntentRow)
             .where(where)
@@ -446,7 +470,7 @@ class IntentRepository:
         if keys:
             await self._session.execute(
                 update(IntentRow)
-                .where(_KEY.in_(list(keys)), IntentRow.state == _OUTBOX)
+                .where(_keys_in(keys), IntentRow.state == _OUTBOX)
                 .values(state=_SENT, acknowledged_at=now, claimed_until=None)
                 .execution_options(synchronize_session=False)
             )
@@ -458,12 +482,12 @@ class IntentRepository:
             return
         await self._session.execute(
             update(IntentRow)
-            .where(_KEY.in_(list(keys)), IntentRow.state == _OUTBOX)
+            .where(_keys_in(keys), IntentRow.state == _OUTBOX)
             .values(state=_DROPPED, outcome="DROP", reason=reason, claimed_until=None)
             .execution_options(synchronize_session=False)
         )
         await self._session.execute(
-            delete(ContactRow).where(tuple_(ContactRow.app_id, ContactRow.send_id).in_(keys))
+            delete(ContactRow).where(pairs_in(ContactRow.app_id, ContactRow.send_id, keys))
         )
 
     async def retry_outbox(self, keys: Sequence[tuple[str, str]], at: datetime) -> None:
@@ -471,7 +495,7 @@ class IntentRepository:
         if keys:
             await self._session.execute(
                 update(IntentRow)
-                .where(_KEY.in_(list(keys)), IntentRow.state == _OUTBOX)
+                .where(_keys_in(keys), IntentRow.state == _OUTBOX)
                 .values(claimed_until=at)
                 .execution_options(synchronize_session=False)
             )

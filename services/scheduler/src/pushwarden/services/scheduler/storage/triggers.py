@@ -11,17 +11,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pushwarden.runtime.db import insert_ignoring_duplicates
+from pushwarden.runtime.db import insert_ignoring_duplicates, pairs_in
 from pushwarden.segmentation.v1 import resources_pb2 as segmentation_pb2
 from pushwarden.services.scheduler.domain.triggers import StoredFiring
 from pushwarden.services.scheduler.models import IntentRow, ServiceStateRow, TriggerRow
 
 _PENDING = "PENDING"
 _DROPPED = "DROPPED"
-_KEY = tuple_(IntentRow.app_id, IntentRow.send_id)
 
 
 class TriggerRepository:
@@ -142,7 +141,7 @@ class TriggerRepository:
                     IntentRow.sent_at,
                     IntentRow.body,
                 ).where(
-                    tuple_(IntentRow.app_id, IntentRow.user_id).in_(users[start : start + 1000]),
+                    pairs_in(IntentRow.app_id, IntentRow.user_id, users[start : start + 1000]),
                     IntentRow.trigger_id.in_(triggers),
                     (IntentRow.state == _PENDING) | IntentRow.sent_at.is_not(None),
                 )
@@ -166,7 +165,10 @@ class TriggerRepository:
             return 0
         result = await self._session.execute(
             update(IntentRow)
-            .where(_KEY.in_(list(cancelled)), IntentRow.state == _PENDING)
+            .where(
+                pairs_in(IntentRow.app_id, IntentRow.send_id, cancelled),
+                IntentRow.state == _PENDING,
+            )
             .values(
                 state=_DROPPED, outcome="DROP", reason=reason, decided_at=now, claimed_until=None
             )
