@@ -1,5 +1,6 @@
 """The SQLite writer gate: a process's write units of work queue in arrival order, RPC
-handlers' ahead of background workers'; a cancelled waiter leaves the queue; a nested
+handlers' ahead of background workers' (and of an RPC's writes inside
+``background_writes``); a cancelled waiter leaves the queue; a nested
 write unit of work in the holding task goes on; PostgreSQL has no gate."""
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from sqlalchemy import text
 
 from pushwarden.runtime.db import (
     WriterGate,
-    _writer_gate,
+    background_writes,
     create_async_engine_for,
     mark_background_work,
     session_factory,
     unit_of_work,
+    writer_gate,
 )
 from pushwarden.runtime.settings import DatabaseSettings
 from pushwarden.runtime.workers import Worker, WorkerContext, WorkerHost
@@ -47,7 +49,7 @@ async def test_rpc_writers_go_before_background_writers_that_came_first(tmp_path
     try:
         holder = asyncio.create_task(first())
         await holding.wait()
-        gate = _writer_gate(engine)
+        gate = writer_gate(engine)
         assert gate is not None
         tasks = [asyncio.create_task(writer("background-1", True))]
         await asyncio.sleep(0.01)
@@ -98,7 +100,7 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_a_nested_write_goes_on() 
 async def test_postgres_writers_do_not_queue(any_database_url: str) -> None:
     engine = create_async_engine_for(DatabaseSettings(any_database_url, 2))
     try:
-        gate = _writer_gate(engine)
+        gate = writer_gate(engine)
         assert (gate is None) == (engine.dialect.name == "postgresql")
     finally:
         await engine.dispose()
@@ -112,7 +114,7 @@ async def test_an_urgent_workers_writes_go_before_the_other_workers(tmp_path: Pa
     order: list[str] = []
     holding = asyncio.Event()
     release = asyncio.Event()
-    gate = _writer_gate(engine)
+    gate = writer_gate(engine)
     assert gate is not None
 
     async def first() -> None:
@@ -149,6 +151,51 @@ async def test_an_urgent_workers_writes_go_before_the_other_workers(tmp_path: Pa
         assert order == ["first", "transactional", "marketing"]
     finally:
         await host.stop(grace_s=5)
+        await engine.dispose()
+
+
+async def test_an_rpc_s_background_writes_queue_behind_a_later_rpc_s_and_only_in_the_block(
+    tmp_path: Path,
+) -> None:
+    """A bulk RPC (a campaign's batch) writes inside ``background_writes``: it queues behind
+    a plain RPC's write that came later; after the block its task writes first again."""
+    engine = create_async_engine_for(DatabaseSettings(f"sqlite:///{tmp_path / 'b.db'}", 4))
+    sessions = session_factory(engine)
+    order: list[str] = []
+    holding = asyncio.Event()
+    release = asyncio.Event()
+    gate = writer_gate(engine)
+    assert gate is not None
+
+    async def first() -> None:
+        async with unit_of_work(sessions):
+            holding.set()
+            await release.wait()
+            order.append("first")
+
+    async def bulk() -> None:
+        with background_writes():
+            async with unit_of_work(sessions):
+                order.append("bulk")
+        async with unit_of_work(sessions):
+            order.append("bulk, after the block")
+
+    async def rpc() -> None:
+        async with unit_of_work(sessions):
+            order.append("rpc")
+
+    try:
+        holder = asyncio.create_task(first())
+        await holding.wait()
+        tasks = [asyncio.create_task(bulk())]
+        await until(lambda: gate.waiting == 1)
+        tasks.append(asyncio.create_task(rpc()))
+        await until(lambda: gate.waiting == 2)
+        release.set()
+        await asyncio.gather(holder, *tasks)
+        assert order == ["first", "rpc", "bulk", "bulk, after the block"]
+        assert gate.taken == {"first": 3, "background": 1}
+    finally:
         await engine.dispose()
 
 

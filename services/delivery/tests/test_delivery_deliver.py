@@ -5,13 +5,16 @@ UNCHANGED and never sent twice), per-item rejections, and the errors."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from pushwarden.common.v1 import content_pb2, types_pb2
 from pushwarden.delivery.v1 import delivery_pb2_grpc, messages_pb2, resources_pb2
+from pushwarden.runtime.db import writer_gate
 from pushwarden.runtime.servicetest import rich_error, serving
 from pushwarden.services.delivery.bootstrap import bootstrap
 
@@ -172,3 +175,52 @@ async def test_without_consent_deliver_is_unavailable_and_stores_nothing(
                 messages_pb2.GetDeliveryRequest(app_id=platform.app, send_id=item.send_id)
             )
         assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_campaign_s_batches_write_behind_the_sends_people_wait_for(
+    platform: Platform,
+) -> None:
+    """On SQLite, a batch of marketing sends and a campaign's assignments queue their
+    write as background work; a batch with a transactional send, and a trigger's
+    assignment (a firing on its way to a send), queue with the RPCs, first."""
+    if not platform.database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL writers do not queue in the process")
+    app = bootstrap(platform.delivery_config(dispatch=False))
+    gate = writer_gate(app.database.engine)
+    assert gate is not None
+    at = Timestamp()
+    at.GetCurrentTime()
+
+    def ranks(before: Counter[str]) -> str:
+        # The RPC's one write; the erasure follower's background writes may come along.
+        firsts = gate.taken["first"] - before["first"]
+        assert firsts in (0, 1)
+        return "first" if firsts else "background"
+
+    async with serving(app) as channel:
+        api: DeliveryStub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        taken = gate.taken.copy()
+        results = await call_deliver(api, platform.app, send(), send())
+        assert [r.status for r in results] == [APPLIED, APPLIED]
+        assert ranks(taken) == "background"
+        taken = gate.taken.copy()
+        mixed = (send(), send(category_id="orders"))
+        results = await call_deliver(api, platform.app, *mixed)
+        assert [r.status for r in results] == [APPLIED, APPLIED]
+        assert ranks(taken) == "first"
+        for subject, rank in (
+            ({"campaign_id": "spring"}, "background"),
+            ({"trigger_id": "cart"}, "first"),
+        ):
+            taken = gate.taken.copy()
+            item = resources_pb2.Assignment(user_id="ada", assigned_at=at)
+            if "trigger_id" in subject:
+                item.firing_id = "f-1"
+            else:
+                item.variant_id = "A"
+            await api.RecordAssignments(
+                messages_pb2.RecordAssignmentsRequest(
+                    app_id=platform.app, assignments=[item], **subject
+                )  # type: ignore[arg-type]
+            )
+            assert ranks(taken) == rank, subject

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pushwarden.payload import DeliveryOptions, check_size, surely_fits
+from pushwarden.runtime.db import background_writes
 from pushwarden.runtime.errors import NotFound, Unavailable
 from pushwarden.services.delivery.consent import ConsentUnavailable
 from pushwarden.services.delivery.domain.sends import DeliveryRecord, Kind, NewSend
@@ -84,9 +86,13 @@ class DeliveryHandlers:
             accepted.append((send, kind))
         inserted: set[str] = set()
         if accepted:
-            async with deps.uow() as work:
-                inserted = await work.sends.insert_new(accepted, now)
-                await work.commit()
+            # A batch of marketing sends (a campaign's) waits for nobody: on SQLite its
+            # write queues behind the ones a transactional send is waiting for.
+            bulk = all(kind is Kind.MARKETING for _, kind in accepted)
+            with background_writes() if bulk else contextlib.nullcontext():
+                async with deps.uow() as work:
+                    inserted = await work.sends.insert_new(accepted, now)
+                    await work.commit()
             deps.work_arrived()
         for send, _ in accepted:
             # Not inserted: a concurrent Deliver of the same id got there first.

@@ -3,11 +3,13 @@ answer, idempotent by key (an assignment's subject and key, an event's id)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from pushwarden.runtime.db import background_writes
 from pushwarden.services.delivery.consent import ConsentUnavailable, UnknownCategory
 from pushwarden.services.delivery.domain.engagement import (
     FUTURE_TOLERANCE,
@@ -16,6 +18,7 @@ from pushwarden.services.delivery.domain.engagement import (
     ItemResult,
     NewAssignment,
     Subject,
+    SubjectKind,
 )
 from pushwarden.services.delivery.handlers.common import DeliveryDeps
 from pushwarden.services.delivery.storage.engagement import SendOwner
@@ -35,12 +38,16 @@ class EngagementHandlers:
         """Store new assignments; a key recorded before is UNCHANGED when identical and
         REJECTED when it differs (the first recording stands)."""
         now = self._deps.clock.now()
-        async with self._deps.uow() as work:
-            inserted = await work.assignments.insert_new(app_id, subject, items, now)
-            earlier = await work.assignments.get_many(
-                app_id, subject, [item.key for item in items if item.key not in inserted]
-            )
-            await work.commit()
+        # A campaign's page of assignments waits for nobody (a trigger's firing is on its
+        # way to a send): on SQLite its write queues behind the ones a send waits for.
+        bulk = subject.kind is SubjectKind.CAMPAIGN
+        with background_writes() if bulk else contextlib.nullcontext():
+            async with self._deps.uow() as work:
+                inserted = await work.assignments.insert_new(app_id, subject, items, now)
+                earlier = await work.assignments.get_many(
+                    app_id, subject, [item.key for item in items if item.key not in inserted]
+                )
+                await work.commit()
         results: list[ItemResult] = []
         for index, item in enumerate(items):
             if item.key in inserted:
