@@ -1,19 +1,17 @@
-"""Assignments, engagement events and opt-outs: written in batches (one INSERT ... ON
-CONFLICT DO NOTHING per chunk, so a resend writes nothing), read back for comparison
-and export, and deleted per user on erasure."""
+"""Assignments, engagement events and opt-outs: written in batches (INSERT ... ON
+CONFLICT DO NOTHING, one cached statement for every row, so a resend writes nothing),
+read back for comparison and export, and deleted per user on erasure."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import delete, select, tuple_, union
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pushwarden.runtime.db import insert_ignoring_duplicates, insert_returning_new
 from pushwarden.services.delivery.domain.engagement import (
     EngagementEvent,
     EngagementKind,
@@ -27,15 +25,8 @@ from pushwarden.services.delivery.models import (
     SendRow,
 )
 
-# Rows per INSERT statement: SQLite allows 32,766 bound values per statement.
-_INSERT_CHUNK = 500
 # Keys per IN list.
 _READ_CHUNK = 5000
-
-
-def _insert(session: AsyncSession) -> Any:
-    dialect = session.bind.dialect.name if session.bind is not None else ""
-    return pg_insert if dialect == "postgresql" else sqlite_insert
 
 
 class AssignmentRepository:
@@ -62,16 +53,7 @@ class AssignmentRepository:
             }
             for item in items
         ]
-        inserted: set[str] = set()
-        for start in range(0, len(rows), _INSERT_CHUNK):
-            statement = (
-                _insert(self._session)(AssignmentRow)
-                .values(rows[start : start + _INSERT_CHUNK])
-                .on_conflict_do_nothing()
-                .returning(AssignmentRow.assignment_key)
-            )
-            inserted.update((await self._session.scalars(statement)).all())
-        return inserted
+        return set(await insert_returning_new(self._session, AssignmentRow, rows, "assignment_key"))
 
     async def get_many(
         self, app_id: str, subject: Subject, keys: Sequence[str]
@@ -168,16 +150,7 @@ class EngagementRepository:
             }
             for event, local_hour in events
         ]
-        inserted: set[str] = set()
-        for start in range(0, len(rows), _INSERT_CHUNK):
-            statement = (
-                _insert(self._session)(EngagementRow)
-                .values(rows[start : start + _INSERT_CHUNK])
-                .on_conflict_do_nothing()
-                .returning(EngagementRow.event_id)
-            )
-            inserted.update((await self._session.scalars(statement)).all())
-        return inserted
+        return set(await insert_returning_new(self._session, EngagementRow, rows, "event_id"))
 
     async def page_of_user(
         self, app_id: str, user_id: str, after: tuple[datetime, str] | None, limit: int
@@ -249,16 +222,7 @@ class OptOutRepository:
             }
             for item in opt_outs
         ]
-        count = 0
-        for start in range(0, len(rows), _INSERT_CHUNK):
-            statement = (
-                _insert(self._session)(OptOutRow)
-                .values(rows[start : start + _INSERT_CHUNK])
-                .on_conflict_do_nothing()
-                .returning(OptOutRow.sequence)
-            )
-            count += len((await self._session.execute(statement)).all())
-        return count
+        return await insert_ignoring_duplicates(self._session, OptOutRow, rows)
 
     async def erase_user(self, app_id: str, user_id: str, before: datetime | None) -> int:
         """Delete the user's opt-outs made before ``before`` (all when None)."""

@@ -1,11 +1,12 @@
-"""Statements every segmentation repository shares: chunked bulk inserts and upserts
-that compile to one multi-row statement per chunk on SQLite and PostgreSQL alike."""
+"""Statements every segmentation repository shares: bulk inserts and upserts as one
+cached Core statement executed for every row, on SQLite and PostgreSQL alike."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
+from sqlalchemy import Table, inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,13 +26,23 @@ def dialect_of(session: AsyncSession) -> str:
     return session.bind.dialect.name if session.bind is not None else "sqlite"
 
 
+def _table_of(mapped: type[Any]) -> Table:
+    table = inspect(mapped).local_table
+    assert isinstance(table, Table)
+    return table
+
+
 async def insert_rows(
     session: AsyncSession, table: type[Any], rows: Sequence[Mapping[str, Any]]
 ) -> None:
-    """Plain multi-row inserts of ``rows`` (the caller knows they are new)."""
+    """Plain inserts of ``rows`` (the caller knows they are new): one compiled statement
+    executed for every row (the drivers' executemany), not a VALUES clause of literals
+    compiled anew for each chunk (compiling cost more than inserting)."""
+    if not rows:
+        return
     insert = pg_insert if dialect_of(session) == "postgresql" else sqlite_insert
-    for chunk in chunks(rows):
-        await session.execute(insert(table).values(list(chunk)))
+    connection = await session.connection()
+    await connection.execute(insert(_table_of(table)), [dict(row) for row in rows])
 
 
 async def upsert_rows(
@@ -40,16 +51,16 @@ async def upsert_rows(
     rows: Sequence[Mapping[str, Any]],
     keys: Sequence[str],
 ) -> None:
-    """``INSERT ... ON CONFLICT (keys) DO UPDATE`` of every other column of ``rows``."""
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE`` of every other column of ``rows`` (all
+    rows name the same columns), as :func:`insert_rows` does: one statement, every row."""
     if not rows:
         return
     insert = pg_insert if dialect_of(session) == "postgresql" else sqlite_insert
     columns = [name for name in rows[0] if name not in keys]
-    for chunk in chunks(rows):
-        statement = insert(table).values(list(chunk))
-        await session.execute(
-            statement.on_conflict_do_update(
-                index_elements=list(keys),
-                set_={name: statement.excluded[name] for name in columns},
-            )
-        )
+    statement = insert(_table_of(table))
+    statement = statement.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={name: statement.excluded[name] for name in columns},
+    )
+    connection = await session.connection()
+    await connection.execute(statement, [dict(row) for row in rows])
