@@ -126,3 +126,35 @@ async def test_an_idle_stream_heartbeats_and_wakes_on_the_signal() -> None:
     await asyncio.sleep(0.1)
     assert not waiting.done()
     waiting.cancel()
+
+
+async def test_a_burst_of_commits_is_read_as_one_batch() -> None:
+    """Woken by a change, a stream gathers for ``gather_s`` before it reads: the commits
+    of that moment come as one message (one read), not one read per commit."""
+    log, signal = Log(head=2, size=100), FeedSignal()
+    reads = 0
+
+    async def read(after: int) -> Batch[int]:
+        nonlocal reads
+        reads += 1
+        return await log.read(after)
+
+    messages = stream(
+        start=0,
+        read=read,
+        message=message,
+        signal=signal,
+        timing=StreamTiming(heartbeat_s=60.0, poll_s=60.0, gather_s=0.2),
+        stop_at_head=False,
+        announce=False,
+    )
+    assert await anext(messages) == ([2], 2, True)
+    waiting = asyncio.ensure_future(anext(messages))
+    await asyncio.sleep(0.01)
+    before = reads
+    for head in range(3, 13):  # ten commits, each waking the stream
+        log.head = head
+        signal.notify()
+        await asyncio.sleep(0.005)
+    assert await asyncio.wait_for(waiting, 5.0) == ([4, 6, 8, 10, 12], 12, True)
+    assert reads - before == 1

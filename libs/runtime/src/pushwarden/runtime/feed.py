@@ -53,13 +53,15 @@ class FeedSignal:
         self.closed = True
         self.notify()
 
-    async def wait(self, timeout_s: float) -> None:
-        """Wait for the next change or ``timeout_s``, whichever comes first."""
+    async def wait(self, timeout_s: float) -> bool:
+        """Wait for the next change or ``timeout_s``, whichever comes first; True when a
+        change (or :meth:`close`) woke the waiter."""
         if self.closed:
-            return
+            return True
         event = self._event
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout_s)
+        return event.is_set()
 
 
 def _filter_tag(filter_key: str) -> str:
@@ -101,10 +103,13 @@ class Batch(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class StreamTiming:
-    """How an idle stream behaves."""
+    """How an idle stream behaves. Woken by a change of this process, a stream waits
+    ``gather_s`` more before it reads, so that a burst of commits is read as one batch
+    rather than one read (and its statements) per commit per stream."""
 
     heartbeat_s: float
     poll_s: float
+    gather_s: float = 0.02
 
 
 async def stream(
@@ -144,7 +149,8 @@ async def stream(
         if idle_for >= timing.heartbeat_s:
             idle_for = 0.0
             yield message([], position, True)
-        await signal.wait(timing.poll_s)
+        if await signal.wait(timing.poll_s) and timing.gather_s > 0 and not signal.closed:
+            await asyncio.sleep(timing.gather_s)
         idle_for += timing.poll_s
 
 
@@ -193,7 +199,7 @@ class FeedRetention:
         the oldest change still held."""
         purged = int(await state.get(self.watermark) or 0)
         if cursor is not None:
-            self._refuse_before(cursor, purged)
+            self.check_held(cursor, purged)
             return cursor
         if from_head:
             return await log.head()
@@ -204,9 +210,11 @@ class FeedRetention:
         while a stream was on its way: a stream calls it after reading each page (in the
         page's unit of work), so a reader that fell behind the retention while streaming
         is told so instead of silently skipping the deleted rows."""
-        self._refuse_before(position, int(await state.get(self.watermark) or 0))
+        self.check_held(position, int(await state.get(self.watermark) or 0))
 
-    def _refuse_before(self, position: int, purged: int) -> None:
+    def check_held(self, position: int, purged: int) -> None:
+        """:meth:`still_held` for a caller that read the watermark ``purged`` itself
+        (together with the feed's head, in one statement)."""
         if position < purged:
             raise OutOfRange(
                 self.expired_message,

@@ -77,8 +77,9 @@ class FeedHandlers:
         async def read(position: int) -> Batch[StoredChange]:
             async with deps.uow(read_only=True) as work:
                 changes, resume = await work.feed.read_after(app_id or None, position, batch, kinds)
-                await retention.still_held(work.state, position)
-                return Batch(changes, resume, resume >= await work.feed.head())
+                head, purged = await work.feed.head_and_watermark(PURGED_THROUGH)
+                retention.check_held(position, purged)
+                return Batch(changes, resume, resume >= head)
 
         def message(
             changes: list[StoredChange], position: int, caught_up: bool

@@ -100,6 +100,20 @@ class ChangeFeedRepository:
             return int(counter.value)
         return int(await self._session.scalar(select(func.max(ChangeRow.sequence))) or 0)
 
+    async def head_and_watermark(self, watermark: str) -> tuple[int, int]:
+        """:meth:`head` and the integer stored under ``watermark`` (0 when unset), in one
+        statement (a feed stream asks after every read, for each follower)."""
+        result = await self._session.execute(
+            select(ServiceStateRow.name, ServiceStateRow.value).where(
+                ServiceStateRow.name.in_([SEQUENCE_COUNTER, watermark])
+            )
+        )
+        rows = {str(name): str(value) for name, value in result}
+        purged = int(rows.get(watermark) or 0)
+        if SEQUENCE_COUNTER in rows:
+            return int(rows[SEQUENCE_COUNTER]), purged
+        return await self.head(), purged
+
     async def oldest(self) -> int | None:
         """The oldest retained sequence (None when empty)."""
         value = await self._session.scalar(select(func.min(ChangeRow.sequence)))
