@@ -221,6 +221,6 @@ async def test_a_campaign_s_batches_write_behind_the_sends_people_wait_for(
             await api.RecordAssignments(
                 messages_pb2.RecordAssignmentsRequest(
                     app_id=platform.app, assignments=[item], **subject
-                )  # type: ignore[arg-type]
+                )
             )
             assert ranks(taken) == rank, subject
