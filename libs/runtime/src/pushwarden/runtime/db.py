@@ -342,18 +342,20 @@ def mark_background_work() -> None:
 
 
 @contextmanager
-def background_writes() -> Iterator[None]:
-    """Within the block, this task's SQLite writes queue as background work's.
+def background_writes(when: bool = True) -> Iterator[None]:
+    """Within the block, this task's SQLite writes queue as background work's (unless
+    ``when`` is false: then the block changes nothing).
 
     For an RPC whose caller is bulk work that waits for nobody (a campaign's batch of
     sends or assignments): its write then waits behind the writes a person waits for
     (a transactional send's), instead of holding them up in arrival order.
     """
-    token = _BACKGROUND.set(True)
+    token = _BACKGROUND.set(True) if when else None
     try:
         yield
     finally:
-        _BACKGROUND.reset(token)
+        if token is not None:
+            _BACKGROUND.reset(token)
 
 
 _RANKS: Final = ("first", "background")
@@ -547,8 +549,8 @@ async def insert_returning_new(
     column: str | None = None,
 ) -> list[Any]:
     """``INSERT ... ON CONFLICT DO NOTHING`` of ``rows`` into the mapped class ``table``;
-    returns, for each row this call inserted, its ``column`` (its primary key as a tuple
-    when None). A row whose key exists already is left as it is.
+    returns ``column`` (the first primary-key column when None) of each row this call
+    inserted. A row whose key exists already is left as it is.
 
     The rows go as parameters of one cached Core statement (SQLAlchemy's
     "insertmanyvalues" batches them into multi-row VALUES at execution), not as literals
@@ -561,13 +563,8 @@ async def insert_returning_new(
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     core = inspect(table).local_table
-    if column is None:
-        returned = [core.c[key.name] for key in inspect(table).primary_key]
-    else:
-        returned = [core.c[column]]
-    statement = insert(core).on_conflict_do_nothing().returning(*returned)
+    returned = core.c[column or inspect(table).primary_key[0].name]
+    statement = insert(core).on_conflict_do_nothing().returning(returned)
     connection = await session.connection()
     result = await connection.execute(statement, [dict(row) for row in rows])
-    if column is None:
-        return [tuple(row) for row in result]
     return list(result.scalars())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -88,8 +87,7 @@ class DeliveryHandlers:
         if accepted:
             # A batch of marketing sends (a campaign's) waits for nobody: on SQLite its
             # write queues behind the ones a transactional send is waiting for.
-            bulk = all(kind is Kind.MARKETING for _, kind in accepted)
-            with background_writes() if bulk else contextlib.nullcontext():
+            with background_writes(all(kind is Kind.MARKETING for _, kind in accepted)):
                 async with deps.uow() as work:
                     inserted = await work.sends.insert_new(accepted, now)
                     await work.commit()

@@ -3,7 +3,6 @@ answer, idempotent by key (an assignment's subject and key, an event's id)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -40,8 +39,7 @@ class EngagementHandlers:
         now = self._deps.clock.now()
         # A campaign's page of assignments waits for nobody (a trigger's firing is on its
         # way to a send): on SQLite its write queues behind the ones a send waits for.
-        bulk = subject.kind is SubjectKind.CAMPAIGN
-        with background_writes() if bulk else contextlib.nullcontext():
+        with background_writes(subject.kind is SubjectKind.CAMPAIGN):
             async with self._deps.uow() as work:
                 inserted = await work.assignments.insert_new(app_id, subject, items, now)
                 earlier = await work.assignments.get_many(

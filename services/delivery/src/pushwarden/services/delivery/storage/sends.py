@@ -22,13 +22,11 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pushwarden.delivery.v1 import resources_pb2
-from pushwarden.runtime.db import pairs_in
+from pushwarden.runtime.db import insert_returning_new, pairs_in
 from pushwarden.services.delivery.domain.sends import (
     ACTIVE_STATUSES,
     AttemptOutcome,
@@ -126,10 +124,6 @@ class SendRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    def _insert(self) -> Any:
-        dialect = self._session.bind.dialect.name if self._session.bind is not None else ""
-        return pg_insert if dialect == "postgresql" else sqlite_insert
-
     async def existing(self, app_id: str, send_ids: Sequence[str]) -> set[str]:
         """The send ids among ``send_ids`` already accepted for the app."""
         rows = await self._session.scalars(
@@ -145,12 +139,7 @@ class SendRepository:
         values = [_send_values(new, kind, now) for new, kind in sends]
         if not values:
             return set()
-        # One compiled statement, executed for every row: SQLAlchemy batches the rows
-        # into multi-row INSERTs itself ("insertmanyvalues") and gathers the RETURNING
-        # rows, where building the VALUES in Python cost ~25 parameters a row to compile.
-        statement = self._insert()(_SENDS).on_conflict_do_nothing().returning(_SENDS.c.send_id)
-        result = await self._session.execute(statement, values)
-        return {str(send_id) for send_id in result.scalars()}
+        return set(await insert_returning_new(self._session, SendRow, values, "send_id"))
 
     async def get(self, app_id: str, send_id: str) -> DeliveryRecord | None:
         """One send with its devices and their attempts, oldest first."""
