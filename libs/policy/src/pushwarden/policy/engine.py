@@ -25,9 +25,7 @@ from .clock import (
     MASK32,
     SECONDS,
     SEEDS,
-    TABLES_OF,
     DayView,
-    add_seconds,
     digest_period,
     jitter_seed,
     quiet_tables,
@@ -60,6 +58,7 @@ from .reference import (
     MARKETING_GATES,
     PASSED,
     TRANSACTIONAL_GATES,
+    CapVerdict,
     Gate,
     Search,
     check_digest,
@@ -90,10 +89,10 @@ _DAY_SECONDS = 86400
 # The memos' tables, read directly on the hot path.
 _ZONES = ZONES.data
 _PLANS = PLANS.data
-_TABLES_OF = TABLES_OF.data
 _SEEDS = SEEDS.data
 _SECONDS = SECONDS
 _N_SECONDS = len(SECONDS)
+_UNBUILT: dict[str, tuple[datetime, ...]] = {}  # read for a history's unbuilt lists, never written
 _MULT = JITTER_MULTIPLIER
 _MASK32 = MASK32
 
@@ -230,46 +229,50 @@ def decide(
             if marketing:
                 return _lazy(_DROP, _R_NO_TIMEZONE, None, message, recipient, hist, rules, now)
             return _lazy(_ALLOW, None, None, message, recipient, hist, rules, now)
-    # ``clock.view_at``: the local day of ``now`` with its quiet spans, from the memo.
-    known = _PLANS.get(id(rules))
-    plan = known.plan if known is not None and known.rules is rules else rules_plan(rules)
+    # ``reference.quiet_hours_of`` and ``clock.view_at``: the local day of ``now`` with
+    # its quiet spans, read from the tables of the quiet hours (the app's are in the plan).
+    plan = _PLANS.get(id(rules))
+    if plan is None or plan.rules is not rules:
+        plan = rules_plan(rules)
     quiet = recipient.quiet_hours
     if quiet is None:
         quiet, tables = rules.quiet_hours, plan.quiet
     else:
-        found = _TABLES_OF.get(id(quiet))
-        tables = found.tables if found is not None and found.quiet is quiet else quiet_tables(quiet)
-    days = tables.days.get(zone)
-    day = days.get(now.toordinal()) if days is not None else None
-    if day is None:
+        tables = quiet_tables(quiet)
+    try:
+        day = tables.days[zone][now.toordinal()]
+    except KeyError:  # not memoised yet
+        day = None
+    if day is None:  # (also on a UTC day in which the zone changes its offset)
         view = view_in(tables, quiet, zone, now)
     else:
         view = day.before if now < day.switch else day.after
-    _, _, _, spans, edges, clears, rooms = view
 
     # ``reference.check_caps``.
-    reason: Reason | None = None
-    caps_free = now
+    caps_free, reason = now, None
     if marketing:
         caps = (
             plan.caps
             if frequency is _NORMAL or frequency is _DIGEST
             else caps_plan(rules, plan, frequency, recipient.frequency_max)
         )
-        dropped_by, caps_free, reason = _check_caps(caps, message, hist, now, zone, view)
-        if dropped_by is not None:
-            return _lazy(_DROP, dropped_by, None, message, recipient, hist, rules, now)
+        verdict = _check_caps(caps, message, hist, now, zone, view)
+        if verdict is not None:
+            if verdict.dropped_by is not None:
+                return _lazy(_DROP, verdict.dropped_by, None, message, recipient, hist, rules, now)
+            caps_free, reason = verdict.caps_free, verdict.deferred_by
 
     # ``reference.check_quiet_hours``: one bisect when the day's spans are disjoint.
     span: tuple[datetime, datetime] | None = None
     place = -1  # the span's place among the day's disjoint spans
+    edges = view.edges
     if edges is not None:
         index = bisect_right(edges, now)
         if index & 1:
             place = index >> 1
-            span = spans[place]
+            span = view.spans[place]
     else:
-        for candidate in spans:
+        for candidate in view.spans:
             if candidate[0] <= now < candidate[1] and (span is None or candidate[1] > span[1]):
                 span = candidate
 
@@ -283,33 +286,36 @@ def decide(
             reason = _R_DIGEST
     elif reason is None:
         if span is None:
-            allow = (_expand, message, recipient, hist, rules, now, _ALLOW, None, None)
-            return _new(Decision, (_ALLOW, None, None, lazy_trace(allow)))
+            trace = lazy_trace(_expand, message, recipient, hist, rules, now, _ALLOW, None, None)
+            return _new(Decision, (_ALLOW, None, None, trace))
         # ``reference.schedule`` for the common deferral, quiet hours alone: E is the
         # window's end when the next window starts later, and the spread
         # (``Search.spread``) is the app's jitter cut to that gap, unless the expiry or a
-        # day-long jitter would cut it too. Anything else takes the general way.
+        # jitter past the shared offsets would cut it too. Anything else takes the
+        # general way.
         end = span[1]
         if expires is not None and end >= expires:
             return _lazy(_DROP, _R_EXPIRED, None, message, recipient, hist, rules, now)
         jitter_span = plan.jitter_seconds
         if (
             place >= 0
-            and clears[place] > end
-            and jitter_span < _DAY_SECONDS
+            and view.clears[place] > end
+            and jitter_span <= _N_SECONDS
             and (expires is None or end + rules.jitter <= expires)
         ):
             at = end
-            room = rooms[place]
+            room = view.rooms[place]
             width = jitter_span if jitter_span < room else room
             if width:  # ``clock.jitter_seconds`` and ``clock.add_seconds``, inlined
                 seed = _SEEDS.get((message.message_id, end))
                 if seed is None:
                     seed = jitter_seed(message.message_id, end)
                 offset = (crc32(recipient.user_id.encode(), seed) * _MULT & _MASK32) * width >> 32
-                at = end + _SECONDS[offset] if offset < _N_SECONDS else add_seconds(end, offset)
-            source = (_expand, message, recipient, hist, rules, now, _DEFER, _R_QUIET_HOURS, at)
-            return _new(Decision, (_DEFER, _R_QUIET_HOURS, at, lazy_trace(source)))
+                at = end + _SECONDS[offset]  # offset < width <= len(_SECONDS)
+            trace = lazy_trace(
+                _expand, message, recipient, hist, rules, now, _DEFER, _R_QUIET_HOURS, at
+            )
+            return _new(Decision, (_DEFER, _R_QUIET_HOURS, at, trace))
         search = Search(message, recipient, hist, rules, zone, quiet, None)
         reason = _R_QUIET_HOURS
     else:
@@ -326,12 +332,12 @@ def _check_caps(
     now: datetime,
     zone: ZoneInfo,
     view: DayView,
-) -> tuple[Reason | None, datetime, Reason | None]:
-    """``reference.check_caps`` over the compiled rules, one group at a time: the DROP
-    reason of the first full dropping rule, the instant every deferring rule allows again
-    and the reason of the one freeing last. A rule is full exactly when its
-    ``limit``-th latest send lies in its window (the instants are sorted): one look, not
-    a count."""
+) -> CapVerdict | None:
+    """``reference.check_caps`` over the compiled rules, one group at a time: None when
+    no rule is full (no verdict to read), else the DROP reason of the first full
+    dropping rule, the instant every deferring rule allows again and the reason of the
+    one freeing last. A rule is full exactly when its ``limit``-th latest send lies in
+    its window (the instants are sorted): one look, not a count."""
     rolling, scoped, other = caps
     dropped_by: Reason | None = None
     caps_free = now
@@ -340,8 +346,9 @@ def _check_caps(
         times = hist.marketing_times
         if times is None:
             times = hist.marketing
+        count = len(times)
         for limit, width, drops, preference in rolling:
-            if len(times) >= limit:
+            if count >= limit:
                 frees = times[-limit] + width
                 if frees > now:
                     if drops:
@@ -354,18 +361,17 @@ def _check_caps(
             campaign_id = message.campaign_id
             if campaign_id is None:
                 continue  # a message with no campaign (say, only a trigger) is not capped
-            built = hist.campaigns
-            times = built.get(campaign_id) if built is not None else None
+            times = (hist.campaigns or _UNBUILT).get(campaign_id)
             if times is None:
                 times = hist.campaign_times(campaign_id)
         else:
             category_id = message.category.category_id
-            built = hist.categories
-            times = built.get(category_id) if built is not None else None
+            times = (hist.categories or _UNBUILT).get(category_id)
             if times is None:
                 times = hist.category_times(category_id)
+        count = len(times)
         for limit, window, calendar_day, drops, preference in group:
-            if len(times) < limit:
+            if count < limit:
                 continue
             kth = times[-limit]
             if window is not None:
@@ -373,12 +379,10 @@ def _check_caps(
                 if frees <= now:
                     continue
             else:
-                start, end = (
-                    (view.start, view.end) if calendar_day else week_bounds(zone, view.ordinal)
-                )
-                if kth < start:
+                period = view if calendar_day else week_bounds(zone, view.ordinal)
+                if kth < period.start:
                     continue
-                frees = calendar_free_at(calendar_day, limit, times, end, zone)
+                frees = calendar_free_at(calendar_day, limit, times, period.end, zone)
             if drops:
                 dropped_by = dropped_by or (_R_FREQUENCY if preference else _R_CAPPED)
             elif frees > caps_free:
@@ -387,7 +391,9 @@ def _check_caps(
         dropped_by, caps_free, reason = _other_caps(
             other, message, hist, now, zone, view, dropped_by, caps_free, reason
         )
-    return dropped_by, caps_free, reason
+    if dropped_by is None and reason is None:
+        return None
+    return _new(CapVerdict, (dropped_by, caps_free, reason))
 
 
 def _other_caps(
@@ -465,8 +471,8 @@ def _lazy(
     now: datetime,
 ) -> Decision:
     """A decision whose trace is built from its inputs when read."""
-    source = (_expand, message, recipient, hist, rules, now, outcome, reason, until)
-    return _new(Decision, (outcome, reason, until, lazy_trace(source)))
+    trace = lazy_trace(_expand, message, recipient, hist, rules, now, outcome, reason, until)
+    return _new(Decision, (outcome, reason, until, trace))
 
 
 class Budget(NamedTuple):

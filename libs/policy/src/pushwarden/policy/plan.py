@@ -28,7 +28,6 @@ __all__ = [
     "SELECT_CATEGORY_ALL",
     "SELECT_MARKETING",
     "CapPlan",
-    "Compiled",
     "OtherCap",
     "RollingCap",
     "RulesPlan",
@@ -97,8 +96,10 @@ class CapPlan(NamedTuple):
 
 
 class RulesPlan(NamedTuple):
-    """What the fast path reads of a ``Rules`` value."""
+    """What the fast path reads of a ``Rules`` value (a ``PLANS`` entry: ``rules`` is the
+    value it was built for, which the entry keeps alive)."""
 
+    rules: Rules
     jitter_seconds: int
     caps: CapPlan
     """The app's caps (a user with no opt-down)."""
@@ -149,31 +150,24 @@ def compile_caps(caps: tuple[CapRule, ...]) -> CapPlan:
     return CapPlan(tuple(rolling), scoped, tuple(other))
 
 
-class Compiled(NamedTuple):
-    """A ``PLANS`` entry: the plan and the ``Rules`` value it was built for."""
-
-    rules: Rules
-    plan: RulesPlan
-
-
-PLANS: Memo[int, Compiled] = Memo("rules plans", 1024)
-"""``rules_plan`` by ``id(rules)``."""
+PLANS: Memo[int, RulesPlan] = Memo("rules plans", 1024)
+"""``rules_plan`` by ``id(rules)``: check ``plan.rules is rules``."""
 
 
 def rules_plan(rules: Rules) -> RulesPlan:
     """The plan of ``rules``, memoised by identity (the entry keeps ``rules`` alive, so
     its ``id`` is not reused while the entry lives)."""
-    known = PLANS.data.get(id(rules))
-    if known is not None and known.rules is rules:
-        return known.plan
+    plan = PLANS.data.get(id(rules))
+    if plan is not None and plan.rules is rules:
+        return plan
     plan = RulesPlan(
+        rules,
         int(rules.jitter.total_seconds()),
         compile_caps(rules.caps),
         {},
         quiet_tables(rules.quiet_hours),
     )
-    PLANS.put(id(rules), Compiled(rules, plan))
-    return plan
+    return PLANS.put(id(rules), plan)
 
 
 def caps_plan(rules: Rules, plan: RulesPlan, frequency: FrequencyPreference, count: int) -> CapPlan:

@@ -262,9 +262,9 @@ class Trace:
 Sequence.register(Trace)
 
 
-def lazy_trace(source: tuple[object, ...]) -> Trace:
-    """``Trace.lazy(source[0], source[1:])`` without building a second tuple: the
-    engine's timed decisions call this once each."""
+def lazy_trace(*source: object) -> Trace:
+    """``Trace.lazy(source[0], source[1:])`` with the call's own argument tuple as the
+    source: the engine's timed decisions call this once each."""
     trace = Trace()
     trace._steps = None
     trace._source = source

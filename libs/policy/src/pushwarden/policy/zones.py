@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, date, datetime, time, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .memo import Memo, bounded_put
 
 __all__ = [
     "ZONES",
+    "Bounds",
     "DaySplit",
     "LocalDay",
     "ZoneSource",
@@ -208,26 +210,32 @@ def week_start(zone: ZoneInfo, day: date) -> datetime:
     return localize(zone, day - timedelta(days=day.weekday()), _MIDNIGHT)
 
 
-_Bounds = tuple[datetime, datetime]
-_DAYS: Memo[tuple[ZoneInfo, int], _Bounds] = Memo("day bounds", 1 << 16)
-_WEEKS: Memo[tuple[ZoneInfo, int], _Bounds] = Memo("week bounds", 1 << 16)
+class Bounds(NamedTuple):
+    """A local day's (ISO week's) ``[start, end)`` as UTC instants."""
+
+    start: datetime
+    end: datetime
 
 
-def day_bounds(zone: ZoneInfo, ordinal: int) -> _Bounds:
+_DAYS: Memo[tuple[ZoneInfo, int], Bounds] = Memo("day bounds", 1 << 16)
+_WEEKS: Memo[tuple[ZoneInfo, int], Bounds] = Memo("week bounds", 1 << 16)
+
+
+def day_bounds(zone: ZoneInfo, ordinal: int) -> Bounds:
     """``[start, end)`` of local day ``ordinal`` as UTC instants (memoised)."""
     key = (zone, ordinal)
     found = _DAYS.data.get(key)
     if found is not None:
         return found
     day = date.fromordinal(ordinal)
-    return _DAYS.put(key, (day_start(zone, day), day_start(zone, day + timedelta(days=1))))
+    return _DAYS.put(key, Bounds(day_start(zone, day), day_start(zone, day + timedelta(days=1))))
 
 
-def week_bounds(zone: ZoneInfo, ordinal: int) -> _Bounds:
+def week_bounds(zone: ZoneInfo, ordinal: int) -> Bounds:
     """``[start, end)`` of the ISO week containing local day ``ordinal`` (memoised)."""
     key = (zone, ordinal)
     found = _WEEKS.data.get(key)
     if found is not None:
         return found
     day = date.fromordinal(ordinal)
-    return _WEEKS.put(key, (week_start(zone, day), week_start(zone, day + timedelta(days=7))))
+    return _WEEKS.put(key, Bounds(week_start(zone, day), week_start(zone, day + timedelta(days=7))))
