@@ -29,6 +29,7 @@ from .clock import (
     digest_period,
     jitter_seed,
     quiet_tables,
+    view_at,
     view_in,
 )
 from .history import ContactHistory, as_history
@@ -38,6 +39,7 @@ from .model import (
     FrequencyPreference,
     Message,
     MessageKind,
+    QuietHours,
     Recipient,
     Rules,
 )
@@ -50,11 +52,13 @@ from .plan import (
     SELECT_MARKETING,
     CapPlan,
     OtherCap,
+    RulesPlan,
     caps_plan,
     rules_plan,
 )
 from .reference import (
     FAILED,
+    HORIZON,
     MARKETING_GATES,
     PASSED,
     TRANSACTIONAL_GATES,
@@ -276,52 +280,108 @@ def decide(
             if candidate[0] <= now < candidate[1] and (span is None or candidate[1] > span[1]):
                 span = candidate
 
-    # ``reference.check_digest``.
-    if frequency is _DIGEST:
-        digest = recipient.digest if recipient.digest is not None else rules.default_digest
-        search = Search(message, recipient, hist, rules, zone, quiet, digest)
-        if reason is None and span is None:
-            if check_digest(search, now, []):
-                return _lazy(_ALLOW, None, None, message, recipient, hist, rules, now)
-            reason = _R_DIGEST
-    elif reason is None:
+    # ``reference.check_digest`` and ``reference.schedule``: the common ALLOW and the
+    # common deferral (quiet hours alone) here, the rest in ``_settle``.
+    if reason is None and frequency is not _DIGEST:
         if span is None:
             trace = lazy_trace(_expand, message, recipient, hist, rules, now, _ALLOW, None, None)
             return _new(Decision, (_ALLOW, None, None, trace))
-        # ``reference.schedule`` for the common deferral, quiet hours alone: E is the
-        # window's end when the next window starts later, and the spread
-        # (``Search.spread``) is the app's jitter cut to that gap, unless the expiry or a
-        # jitter past the shared offsets would cut it too. Anything else takes the
-        # general way.
-        end = span[1]
-        if expires is not None and end >= expires:
+        if expires is not None and span[1] >= expires:
             return _lazy(_DROP, _R_EXPIRED, None, message, recipient, hist, rules, now)
-        jitter_span = plan.jitter_seconds
-        if (
-            place >= 0
-            and view.clears[place] > end
-            and jitter_span <= _N_SECONDS
-            and (expires is None or end + rules.jitter <= expires)
-        ):
-            at = end
-            room = view.rooms[place]
-            width = jitter_span if jitter_span < room else room
-            if width:  # ``clock.jitter_seconds`` and ``clock.add_seconds``, inlined
-                seed = _SEEDS.get((message.message_id, end))
-                if seed is None:
-                    seed = jitter_seed(message.message_id, end)
-                offset = (crc32(recipient.user_id.encode(), seed) * _MULT & _MASK32) * width >> 32
-                at = end + _SECONDS[offset]  # offset < width <= len(_SECONDS)
+        at = _spread_end(plan, view, place, expires, message, recipient) if place >= 0 else None
+        if at is not None:
             trace = lazy_trace(
                 _expand, message, recipient, hist, rules, now, _DEFER, _R_QUIET_HOURS, at
             )
             return _new(Decision, (_DEFER, _R_QUIET_HOURS, at, trace))
-        search = Search(message, recipient, hist, rules, zone, quiet, None)
-        reason = _R_QUIET_HOURS
+    return _settle(message, recipient, hist, rules, now, plan, zone, quiet, caps_free, reason, span)
+
+
+def _spread_end(
+    plan: RulesPlan,
+    view: DayView,
+    place: int,
+    deadline: datetime | None,
+    message: Message,
+    recipient: Recipient,
+) -> datetime | None:
+    """``reference.schedule``'s instant when the earliest allowed one, E, is the end of
+    ``view``'s disjoint quiet span ``place`` (before ``deadline``, if any): E spread
+    (``Search.spread``) by the app's jitter cut to the gap before the next quiet instant,
+    with ``clock.jitter_seconds`` and ``clock.add_seconds`` inlined. None when there is
+    no gap (the next window starts at E), or when ``deadline`` or a jitter past the
+    shared offsets could cut the spread: the general way then."""
+    end = view.spans[place][1]
+    jitter_span = plan.jitter_seconds
+    if (
+        view.clears[place] <= end
+        or jitter_span > _N_SECONDS
+        or (deadline is not None and end + plan.rules.jitter > deadline)
+    ):
+        return None
+    room = view.rooms[place]
+    width = jitter_span if jitter_span < room else room
+    if not width:
+        return end
+    seed = _SEEDS.get((message.message_id, end))
+    if seed is None:
+        seed = jitter_seed(message.message_id, end)
+    offset = (crc32(recipient.user_id.encode(), seed) * _MULT & _MASK32) * width >> 32
+    return end + _SECONDS[offset]  # offset < width <= len(_SECONDS)
+
+
+def _settle(
+    message: Message,
+    recipient: Recipient,
+    hist: ContactHistory,
+    rules: Rules,
+    now: datetime,
+    plan: RulesPlan,
+    zone: ZoneInfo,
+    quiet: QuietHours,
+    caps_free: datetime,
+    blocked_by: Reason | None,
+    span: tuple[datetime, datetime] | None,
+) -> Decision:
+    """``reference.check_digest`` for a DIGEST user's marketing, then
+    ``reference.schedule`` for a message the caps (until ``caps_free``), quiet hours
+    (``span`` holds ``now``) or the digest slot block.
+
+    A deferral by the caps alone settles here without the search when E is
+    ``caps_free`` itself (no quiet window holds it) or the end of the disjoint quiet span
+    holding it (spread by ``_spread_end``), or when ``caps_free`` is past the deadline.
+    """
+    if recipient.frequency is _DIGEST and message.category.kind is _MARKETING:
+        digest = recipient.digest if recipient.digest is not None else rules.default_digest
+        search = Search(message, recipient, hist, rules, zone, quiet, digest)
+        if blocked_by is None and span is None:
+            if check_digest(search, now, []):
+                return _lazy(_ALLOW, None, None, message, recipient, hist, rules, now)
+            blocked_by = _R_DIGEST
     else:
+        if blocked_by is not None:
+            expires = message.expires_at
+            deadline = now + HORIZON
+            if expires is not None and expires < deadline:
+                deadline = expires
+            if caps_free >= deadline:
+                if expires is not None and caps_free >= expires:
+                    blocked_by = _R_EXPIRED
+                return _lazy(_DROP, blocked_by, None, message, recipient, hist, rules, now)
+            view = view_at(quiet, zone, caps_free)
+            edges = view.edges
+            if edges is not None:
+                index = bisect_right(edges, caps_free)
+                if not index & 1:
+                    until: datetime | None = caps_free
+                elif view.spans[index >> 1][1] < deadline:
+                    until = _spread_end(plan, view, index >> 1, deadline, message, recipient)
+                else:
+                    until = None
+                if until is not None:
+                    return _lazy(_DEFER, blocked_by, until, message, recipient, hist, rules, now)
         search = Search(message, recipient, hist, rules, zone, quiet, None)
-    # ``reference.schedule``, the general way.
-    outcome, reason, until, _ = schedule(search, now, caps_free, reason or _R_QUIET_HOURS)
+    outcome, reason, until, _ = schedule(search, now, caps_free, blocked_by or _R_QUIET_HOURS)
     return _lazy(outcome, reason, until, message, recipient, hist, rules, now)
 
 
