@@ -209,8 +209,9 @@ def decide(
             or recipient.usable_devices <= 0
             or message.send_key in hist.send_keys
             or (expires is not None and now >= expires)
-            or category.category_id in recipient.category_opt_outs
-            or message.topic_id in recipient.topic_opt_outs
+            # (empty id sets, shared by most recipients, are tested before hashing an id)
+            or (recipient.category_opt_outs and category.category_id in recipient.category_opt_outs)
+            or (recipient.topic_opt_outs and message.topic_id in recipient.topic_opt_outs)
             or (recipient.holdout_sources and message.source_id in recipient.holdout_sources)
         ):
             return _MARKETING_DROPS[_marketing_gate(message, recipient, hist, now)]

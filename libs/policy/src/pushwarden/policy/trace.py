@@ -182,7 +182,8 @@ class Trace:
 
     __slots__ = ("_source", "_steps")
 
-    _steps: tuple[TraceStep, ...] | None
+    _steps: tuple[TraceStep, ...]
+    """Unset until built: a lazy trace sets ``_source`` alone."""
     _source: tuple[object, ...]
 
     @classmethod
@@ -197,24 +198,24 @@ class Trace:
     def lazy(cls, expand: _Expander, source: tuple[object, ...]) -> Trace:
         """A trace built on first read by ``expand(source)``."""
         trace = cls()
-        trace._steps = None
         trace._source = (expand, *source)
         return trace
 
     @property
     def steps(self) -> tuple[TraceStep, ...]:
         """The steps as a tuple, built on first use."""
-        steps = self._steps
-        if steps is None:
+        try:
+            return self._steps
+        except AttributeError:  # a lazy trace's first read
             expand = cast(_Expander, self._source[0])
             steps = self._steps = expand(self._source[1:])
             self._source = ()
-        return steps
+            return steps
 
     @property
     def expanded(self) -> bool:
         """Whether the steps have been built (for tests and the benchmark)."""
-        return self._steps is not None
+        return hasattr(self, "_steps")
 
     @overload
     def __getitem__(self, index: int) -> TraceStep: ...
@@ -266,7 +267,6 @@ def lazy_trace(*source: object) -> Trace:
     """``Trace.lazy(source[0], source[1:])`` with the call's own argument tuple as the
     source: the engine's timed decisions call this once each."""
     trace = Trace()
-    trace._steps = None
     trace._source = source
     return trace
 
