@@ -307,7 +307,7 @@ def capped_mix_shares(cases: list[Case], decisions: list[Decision]) -> dict[str,
     }
 
 
-def bytecodes_per_decision(cases: list[Case]) -> float:
+def bytecodes_per_decision(cases: list[Case], rules: Rules = RULES) -> float:
     """Python bytecodes executed per ``decide`` call (incl. the helpers it calls), on average.
 
     Counted with ``sys.settrace`` opcode events, so it is exact and the same on every run
@@ -327,7 +327,6 @@ def bytecodes_per_decision(cases: list[Case]) -> float:
         frame.f_trace_opcodes = True
         return opcodes
 
-    rules = RULES
     sys.settrace(calls)
     try:
         for m, r, h, now in cases:
@@ -414,6 +413,7 @@ def main() -> int:
     ratio = decisions_rate / baseline_rate
     capped_ratio = capped_rate / baseline_rate
     bytecodes = bytecodes_per_decision(cases[:3000])
+    capped_bytecodes = bytecodes_per_decision(capped_cases[:3000], CAPPED_RULES)
 
     python = f"Python {platform.python_version()} ({platform.python_implementation()})"
     mix_text = ", ".join(f"{k} {v / len(decisions):.1%}" for k, v in mix.most_common())
@@ -434,6 +434,7 @@ def main() -> int:
     print(f"{'policy.decisions_vs_baseline_ratio':<42}{ratio:>14.3f}")
     print(f"{'policy.decisions_capped_mix_vs_baseline_ratio':<42}{capped_ratio:>14.3f}")
     print(f"{'policy.bytecodes_per_decision':<42}{bytecodes:>14.1f}")
+    print(f"{'policy.bytecodes_per_decision_capped_mix':<42}{capped_bytecodes:>14.1f}")
     print("decision mix:")
     for label, n in mix.most_common():
         print(f"  {label:<32}{n:>8}  {n / len(decisions):6.1%}")
@@ -519,6 +520,14 @@ def main() -> int:
             "notes": "Python bytecodes per decide call over the first 3,000 cases (prepared "
             f"histories, warm caches), counted with sys.settrace; exact and repeatable, "
             f"lower is better; {python}",
+        },
+        {
+            "name": "policy.bytecodes_per_decision_capped_mix",
+            "value": round(capped_bytecodes, 1),
+            "unit": "bytecodes",
+            "baseline": None,
+            "notes": "Python bytecodes per decide call over the first 3,000 cases of the capped "
+            f"mix (prepared histories, warm caches), counted as above; {python}",
         },
     ]
     for figure in figures:
