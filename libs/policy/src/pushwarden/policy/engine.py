@@ -5,9 +5,12 @@ returns a ``Trace`` that ``reference.evaluate`` fills in from the same inputs wh
 reads it; that check raises if the two ever disagree, and property tests run both on
 every drawn scenario. Each block of ``decide`` names the reference function it mirrors.
 The common blocks are inlined on purpose (a call with its arguments costs about as much
-as a whole check, and ``decide`` runs hundreds of thousands of times a second); the caps
-go through ``_check_caps`` and rarer work (other cap rules, digests, the general
-deferral search) through the reference's own helpers.
+as a whole check, and ``decide`` runs hundreds of thousands of times a second): the
+gates, the zone, the local day, quiet hours, the common ALLOW and the deferral by quiet
+hours alone. The caps go through ``_check_caps``, a blocked message ``decide`` does not
+settle through ``_settle`` (``reference.check_digest`` and ``reference.schedule``, with
+a way around the search for the caps' common deferrals), and rarer work (other cap
+rules, digests, the general deferral search) through the reference's own helpers.
 """
 
 from __future__ import annotations
